@@ -1,0 +1,1 @@
+//! Artifacts: long-lived files of one run and job.

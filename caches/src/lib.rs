@@ -1,0 +1,1 @@
+//! Caches: save, restore, ls, rm.

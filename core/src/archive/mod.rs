@@ -1,0 +1,168 @@
+//! Archives: streaming tar packing and safe unpacking, compressed with zstd, gzip or not at all.
+//!
+//! Archives are standard tar (GNU long-name records where names exceed 100 bytes) so that
+//! `tar` can read them by hand. Entry names are the paths as the user gave them.
+
+mod pack;
+mod unpack;
+
+use std::io::{Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+pub use pack::{PackRoot, PackSpec, PackStats, pack};
+pub use unpack::{Staged, UnpackSpec, UnpackStats, unpack};
+
+/// How an archive is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    #[default]
+    Zstd,
+    Gzip,
+    Tar,
+}
+
+impl Format {
+    /// The file extension of a data object in this format.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Zstd => "tar.zst",
+            Format::Gzip => "tar.gz",
+            Format::Tar => "tar",
+        }
+    }
+
+    /// The default compression level.
+    pub fn default_level(self) -> i32 {
+        match self {
+            Format::Zstd => 3,
+            Format::Gzip => 6,
+            Format::Tar => 0,
+        }
+    }
+
+    /// Parses `zstd`, `gzip` or `tar`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "zstd" | "zst" => Some(Format::Zstd),
+            "gzip" | "gz" => Some(Format::Gzip),
+            "tar" | "none" => Some(Format::Tar),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Format::Zstd => "zstd",
+            Format::Gzip => "gzip",
+            Format::Tar => "tar",
+        })
+    }
+}
+
+/// Errors of packing and unpacking.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("failed to {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to write the archive: {0}")]
+    Write(#[source] std::io::Error),
+    #[error("refused unsafe archive entry {entry:?}: {reason}; nothing was restored")]
+    Unsafe { entry: String, reason: String },
+    #[error("archive is corrupt or truncated ({detail}); nothing was restored; save the entry again")]
+    Corrupt { detail: String },
+    #[error("archive digest mismatch: manifest records sha256 {expected} ({expected_size} bytes), data has {actual} ({actual_size} bytes); nothing was restored; remove the entry and save it again")]
+    Digest {
+        expected: String,
+        actual: String,
+        expected_size: u64,
+        actual_size: u64,
+    },
+    #[error("cannot restore {path}: {reason}")]
+    Conflict { path: String, reason: String },
+    #[error(transparent)]
+    Glob(#[from] crate::glob::GlobError),
+}
+
+impl ArchiveError {
+    /// True for failures of integrity: a digest mismatch, a corrupt or an unsafe archive.
+    pub fn is_integrity(&self) -> bool {
+        matches!(self, Self::Unsafe { .. } | Self::Corrupt { .. } | Self::Digest { .. })
+    }
+}
+
+/// Wraps `out` in the compressor of `format`; `finish` must be called on the result.
+pub fn compressor<'a, W: Write + 'a>(
+    format: Format,
+    level: i32,
+    threads: u32,
+    out: W,
+) -> std::io::Result<Box<dyn FinishWrite + 'a>> {
+    Ok(match format {
+        Format::Zstd => {
+            let mut enc = zstd::stream::write::Encoder::new(out, level)?;
+            if threads > 1 {
+                enc.multithread(threads)?;
+            }
+            Box::new(enc)
+        }
+        Format::Gzip => Box::new(flate2::write::GzEncoder::new(
+            out,
+            flate2::Compression::new(level.clamp(0, 9) as u32),
+        )),
+        Format::Tar => Box::new(PlainWriter(out)),
+    })
+}
+
+/// Wraps `input` in the decompressor of `format`.
+pub fn decompressor<'a, R: Read + 'a>(format: Format, input: R) -> std::io::Result<Box<dyn Read + 'a>> {
+    Ok(match format {
+        Format::Zstd => Box::new(zstd::stream::read::Decoder::new(input)?),
+        Format::Gzip => Box::new(flate2::read::GzDecoder::new(std::io::BufReader::with_capacity(256 * 1024, input))),
+        Format::Tar => Box::new(input),
+    })
+}
+
+/// A writer whose end must be marked (compressors write their trailer then).
+pub trait FinishWrite: Write {
+    fn finish_write(self: Box<Self>) -> std::io::Result<()>;
+}
+
+impl<W: Write> FinishWrite for zstd::stream::write::Encoder<'_, W> {
+    fn finish_write(self: Box<Self>) -> std::io::Result<()> {
+        let mut w = (*self).finish()?;
+        w.flush()
+    }
+}
+
+impl<W: Write> FinishWrite for flate2::write::GzEncoder<W> {
+    fn finish_write(self: Box<Self>) -> std::io::Result<()> {
+        let mut w = (*self).finish()?;
+        w.flush()
+    }
+}
+
+struct PlainWriter<W>(W);
+
+impl<W: Write> Write for PlainWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<W: Write> FinishWrite for PlainWriter<W> {
+    fn finish_write(mut self: Box<Self>) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}

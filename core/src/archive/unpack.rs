@@ -1,0 +1,403 @@
+//! Unpacking: every entry is checked, written under a temporary name, and renamed into place
+//! only after the whole archive has been read and its digest checked.
+//!
+//! An unsafe entry (absolute or `..` names the save did not make, links out of the restored
+//! tree, links written through) or a corrupt stream stops the restore and every temporary
+//! file and folder it made is removed, so the target tree is left as it was.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use filetime::FileTime;
+use tar::EntryType;
+
+use super::ArchiveError;
+use crate::paths;
+
+/// What may be unpacked and where it goes.
+pub struct UnpackSpec<'a> {
+    /// Entry names must lie within one of these (normalised) roots: the paths the save was given.
+    pub roots: Vec<String>,
+    /// Links out of the roots that the save recorded, as `(entry, target)`.
+    pub links_out: HashSet<(String, String)>,
+    /// Maps an entry name to where it goes on disk.
+    pub resolve: &'a (dyn Fn(&str) -> PathBuf + Sync),
+}
+
+/// What was unpacked.
+#[derive(Debug, Default, Clone)]
+pub struct UnpackStats {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+}
+
+/// An unpacked archive waiting for [`Staged::commit`] or [`Staged::rollback`].
+#[must_use = "a staged restore must be committed or rolled back"]
+pub struct Staged {
+    /// Temporary path and final path of every file and link, in archive order.
+    renames: Vec<(PathBuf, PathBuf)>,
+    /// Folders this restore created, parents first.
+    created_dirs: Vec<PathBuf>,
+    /// Mode and mtime of every folder entry, applied last (deepest first).
+    dir_meta: Vec<(PathBuf, u32, i64)>,
+    pub stats: UnpackStats,
+}
+
+impl Staged {
+    /// Renames everything into place and sets folder modes and times.
+    pub fn commit(mut self) -> Result<UnpackStats, ArchiveError> {
+        let renames = std::mem::take(&mut self.renames);
+        for (i, (tmp, dest)) in renames.iter().enumerate() {
+            if let Err(source) = fs::rename(tmp, dest) {
+                for (t, _) in &renames[i..] {
+                    let _ = fs::remove_file(t);
+                }
+                return Err(ArchiveError::Io {
+                    op: "move into place",
+                    path: dest.display().to_string(),
+                    source,
+                });
+            }
+        }
+        self.dir_meta.sort_by_key(|(p, _, _)| std::cmp::Reverse(p.components().count()));
+        for (dir, mode, mtime) in &self.dir_meta {
+            let _ = fs::set_permissions(dir, fs::Permissions::from_mode(*mode));
+            let _ = filetime::set_file_mtime(dir, FileTime::from_unix_time(*mtime, 0));
+        }
+        Ok(std::mem::take(&mut self.stats))
+    }
+
+    /// Removes every temporary file and every folder this restore created.
+    pub fn rollback(mut self) {
+        self.cleanup();
+    }
+
+    fn cleanup(&mut self) {
+        for (tmp, _) in self.renames.drain(..) {
+            let _ = fs::remove_file(tmp);
+        }
+        for dir in self.created_dirs.drain(..).rev() {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+/// Reads a tar stream and stages every entry; nothing is in place until [`Staged::commit`].
+///
+/// On error, whatever was staged is removed before returning.
+pub fn unpack<R: Read>(spec: &UnpackSpec<'_>, input: R) -> Result<Staged, ArchiveError> {
+    let mut staged = Staged {
+        renames: Vec::new(),
+        created_dirs: Vec::new(),
+        dir_meta: Vec::new(),
+        stats: UnpackStats::default(),
+    };
+    let mut state = State {
+        spec,
+        tag: format!(".ferry-{}", crate::manifest::new_id()),
+        counter: 0,
+        links: HashSet::new(),
+        files: HashMap::new(),
+        known_dirs: HashSet::new(),
+    };
+    match state.run(input, &mut staged) {
+        Ok(()) => Ok(staged),
+        Err(e) => {
+            staged.rollback();
+            Err(e)
+        }
+    }
+}
+
+struct State<'a, 'b> {
+    spec: &'a UnpackSpec<'b>,
+    tag: String,
+    counter: u64,
+    /// Names of symlink entries seen so far: nothing may be written below them.
+    links: HashSet<String>,
+    /// Staged files by entry name, for hard links: the temporary path.
+    files: HashMap<String, PathBuf>,
+    /// Folders known to exist as real folders.
+    known_dirs: HashSet<PathBuf>,
+}
+
+fn corrupt(e: std::io::Error) -> ArchiveError {
+    ArchiveError::Corrupt { detail: e.to_string() }
+}
+
+impl State<'_, '_> {
+    fn run<R: Read>(&mut self, input: R, staged: &mut Staged) -> Result<(), ArchiveError> {
+        let mut archive = tar::Archive::new(input);
+        let mut buf = vec![0u8; 256 * 1024];
+        for entry in archive.entries().map_err(corrupt)? {
+            let mut entry = entry.map_err(corrupt)?;
+            let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let kind = entry.header().entry_type();
+            if matches!(kind, EntryType::XGlobalHeader | EntryType::XHeader) {
+                continue;
+            }
+            let name = self.check_name(&raw)?;
+            let mode = entry.header().mode().map_err(corrupt)? & 0o7777;
+            let mtime = entry.header().mtime().map_err(corrupt)? as i64;
+            let dest = (self.spec.resolve)(&name);
+            match kind {
+                EntryType::Directory => {
+                    self.ensure_dir(&dest, &name, staged)?;
+                    staged.dir_meta.push((dest, mode, mtime));
+                    staged.stats.dirs += 1;
+                }
+                EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                    if kind == EntryType::GNUSparse {
+                        return Err(ArchiveError::Unsafe {
+                            entry: raw,
+                            reason: "sparse entries are not supported".into(),
+                        });
+                    }
+                    let tmp = self.prepare(&dest, &name, staged)?;
+                    let written = write_file(&tmp, &mut entry, mode, mtime, &mut buf);
+                    staged.renames.push((tmp.clone(), dest));
+                    let n = written?;
+                    self.files.insert(name, tmp);
+                    staged.stats.files += 1;
+                    staged.stats.bytes += n;
+                }
+                EntryType::Symlink => {
+                    let target = entry
+                        .link_name_bytes()
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .ok_or_else(|| ArchiveError::Corrupt {
+                            detail: format!("symlink {raw:?} has no target"),
+                        })?;
+                    self.check_link(&name, &target, &raw)?;
+                    let tmp = self.prepare(&dest, &name, staged)?;
+                    std::os::unix::fs::symlink(&target, &tmp).map_err(|source| ArchiveError::Io {
+                        op: "create link",
+                        path: dest.display().to_string(),
+                        source,
+                    })?;
+                    staged.renames.push((tmp.clone(), dest));
+                    let _ = filetime::set_symlink_file_times(&tmp, FileTime::from_unix_time(mtime, 0), FileTime::from_unix_time(mtime, 0));
+                    self.links.insert(name);
+                    staged.stats.symlinks += 1;
+                }
+                EntryType::Link => {
+                    let target = entry
+                        .link_name_bytes()
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .ok_or_else(|| ArchiveError::Corrupt {
+                            detail: format!("hard link {raw:?} has no target"),
+                        })?;
+                    let target_name = paths::normalize(&target);
+                    let source_tmp = self.files.get(&target_name).cloned().ok_or_else(|| ArchiveError::Unsafe {
+                        entry: raw.clone(),
+                        reason: format!("hard link to {target:?}, which is not a file restored before it"),
+                    })?;
+                    let tmp = self.prepare(&dest, &name, staged)?;
+                    fs::hard_link(&source_tmp, &tmp).map_err(|source| ArchiveError::Io {
+                        op: "create hard link",
+                        path: dest.display().to_string(),
+                        source,
+                    })?;
+                    staged.renames.push((tmp.clone(), dest));
+                    self.files.insert(name, tmp);
+                    staged.stats.files += 1;
+                }
+                other => {
+                    return Err(ArchiveError::Unsafe {
+                        entry: raw,
+                        reason: format!("entry type {other:?} is not restored (only files, folders and links)"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Normalises an entry name and checks that it lies within a root the save was given.
+    fn check_name(&self, raw: &str) -> Result<String, ArchiveError> {
+        let trimmed = raw.trim_end_matches('/');
+        if trimmed.is_empty() || trimmed.contains('\0') {
+            return Err(ArchiveError::Unsafe {
+                entry: raw.to_string(),
+                reason: "empty name".into(),
+            });
+        }
+        let name = paths::normalize(trimmed);
+        let root = self.root_of(&name).ok_or_else(|| ArchiveError::Unsafe {
+            entry: raw.to_string(),
+            reason: if name.starts_with('/') {
+                "absolute path the save did not make".into()
+            } else if name.starts_with("..") {
+                "path with `..` the save did not make".into()
+            } else {
+                format!("outside the saved paths ({})", self.spec.roots.join(", "))
+            },
+        })?;
+        // A name like `a/../..` that normalises inside a root is still refused when its raw
+        // form climbs above that root on the way.
+        if raw.split('/').any(|p| p == "..") && !self.spec.roots.iter().any(|r| r.split('/').any(|p| p == "..")) {
+            return Err(ArchiveError::Unsafe {
+                entry: raw.to_string(),
+                reason: "path with `..` the save did not make".into(),
+            });
+        }
+        let _ = root;
+        Ok(name)
+    }
+
+    fn root_of(&self, name: &str) -> Option<&str> {
+        self.spec
+            .roots
+            .iter()
+            .filter(|r| paths::is_within(name, r))
+            .max_by_key(|r| r.len())
+            .map(String::as_str)
+    }
+
+    fn check_link(&self, name: &str, target: &str, raw: &str) -> Result<(), ArchiveError> {
+        if self
+            .spec
+            .links_out
+            .contains(&(name.to_string(), target.to_string()))
+        {
+            return Ok(());
+        }
+        let resolved = link_destination(name, target);
+        let inside = self.root_of(name).is_some_and(|root| {
+            // A link that is itself a root (a single saved symlink) may point beside it.
+            (root != name && paths::is_within(&resolved, root))
+                || self.spec.roots.iter().any(|r| paths::is_within(&resolved, r))
+        });
+        if inside {
+            Ok(())
+        } else {
+            Err(ArchiveError::Unsafe {
+                entry: raw.to_string(),
+                reason: format!("symlink to {target:?} points outside the restored tree"),
+            })
+        }
+    }
+
+    /// Checks that nothing is written through a link of this archive, makes the parent
+    /// folders, and returns a fresh temporary path beside `dest`.
+    fn prepare(&mut self, dest: &Path, name: &str, staged: &mut Staged) -> Result<PathBuf, ArchiveError> {
+        let mut ancestor = name;
+        while let Some((parent, _)) = ancestor.rsplit_once('/') {
+            if self.links.contains(parent) {
+                return Err(ArchiveError::Unsafe {
+                    entry: name.to_string(),
+                    reason: format!("it would be written through the symlink {parent:?} of the same archive"),
+                });
+            }
+            ancestor = parent;
+        }
+        if self.links.contains(name) || self.files.contains_key(name) {
+            return Err(ArchiveError::Unsafe {
+                entry: name.to_string(),
+                reason: "the archive holds this path twice".into(),
+            });
+        }
+        let parent = dest.parent().ok_or_else(|| ArchiveError::Conflict {
+            path: dest.display().to_string(),
+            reason: "it has no parent folder".into(),
+        })?;
+        self.ensure_dir(parent, name, staged)?;
+        if let Ok(meta) = fs::symlink_metadata(dest) {
+            if meta.is_dir() {
+                return Err(ArchiveError::Conflict {
+                    path: dest.display().to_string(),
+                    reason: "a folder is there and the cache holds a file; remove the folder first".into(),
+                });
+            }
+        }
+        self.counter += 1;
+        Ok(parent.join(format!("{}.{}", self.tag, self.counter)))
+    }
+
+    /// Makes `dir` and its missing parents, recording what it made.
+    fn ensure_dir(&mut self, dir: &Path, name: &str, staged: &mut Staged) -> Result<(), ArchiveError> {
+        if self.known_dirs.contains(dir) {
+            return Ok(());
+        }
+        let mut missing = Vec::new();
+        let mut cur = Some(dir);
+        while let Some(d) = cur {
+            if self.known_dirs.contains(d) {
+                break;
+            }
+            match fs::metadata(d) {
+                Ok(m) if m.is_dir() => break,
+                Ok(_) => {
+                    return Err(ArchiveError::Conflict {
+                        path: d.display().to_string(),
+                        reason: format!("a file is there and {name:?} needs a folder; remove the file first"),
+                    });
+                }
+                Err(_) => missing.push(d.to_path_buf()),
+            }
+            cur = d.parent();
+        }
+        for d in missing.into_iter().rev() {
+            match fs::create_dir(&d) {
+                Ok(()) => staged.created_dirs.push(d.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(source) => {
+                    return Err(ArchiveError::Io {
+                        op: "create folder",
+                        path: d.display().to_string(),
+                        source,
+                    });
+                }
+            }
+            self.known_dirs.insert(d);
+        }
+        self.known_dirs.insert(dir.to_path_buf());
+        Ok(())
+    }
+}
+
+fn write_file<R: Read>(tmp: &Path, data: &mut R, mode: u32, mtime: i64, buf: &mut [u8]) -> Result<u64, ArchiveError> {
+    let io = |op: &'static str| move |source| ArchiveError::Io { op, path: tmp.display().to_string(), source };
+    let mut f: File = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp)
+        .map_err(io("create"))?;
+    let mut total = 0u64;
+    loop {
+        let n = data.read(buf).map_err(corrupt)?;
+        if n == 0 {
+            break;
+        }
+        f.write_all(&buf[..n]).map_err(io("write"))?;
+        total += n as u64;
+    }
+    f.set_permissions(fs::Permissions::from_mode(mode)).map_err(io("set the mode of"))?;
+    filetime::set_file_handle_times(&f, None, Some(FileTime::from_unix_time(mtime, 0))).map_err(io("set the time of"))?;
+    Ok(total)
+}
+
+/// Where a symlink at `name` with `target` points, as a normalised name.
+pub(crate) fn link_destination(name: &str, target: &str) -> String {
+    if target.starts_with('/') {
+        return paths::normalize(target);
+    }
+    let parent = match name.rsplit_once('/') {
+        Some((p, _)) => p.to_string(),
+        None if name.starts_with('/') => "/".into(),
+        None => ".".into(),
+    };
+    paths::normalize(&format!("{parent}/{target}"))
+}

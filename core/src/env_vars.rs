@@ -1,0 +1,150 @@
+//! Every environment variable ferry reads, declared once.
+//!
+//! The README's table is generated from [`ALL`]; a test keeps the two in step.
+
+/// One environment variable ferry reads, with what it means.
+#[derive(Debug, Clone, Copy)]
+pub struct EnvVar {
+    pub name: &'static str,
+    pub doc: &'static str,
+}
+
+macro_rules! env_vars {
+    ($($(#[doc = $doc:literal])+ $ident:ident = $name:literal;)+) => {
+        $( $(#[doc = $doc])+ pub const $ident: &str = $name; )+
+        /// Every variable above, in declaration order.
+        pub const ALL: &[EnvVar] = &[ $( EnvVar { name: $name, doc: concat!($($doc),+) } ),+ ];
+    };
+}
+
+env_vars! {
+    /// Store URL (`--store`): a path, `file:///abs`, `s3://bucket/prefix`, `gs://…`, `az://…` or `memory://`.
+    FERRY_STORE = "FERRY_STORE";
+    /// Project namespace (`--project`) all three keyspaces live under.
+    FERRY_PROJECT = "FERRY_PROJECT";
+    /// Workflow run id of workspaces (`--workflow`).
+    FERRY_WORKFLOW = "FERRY_WORKFLOW";
+    /// Job name (`--job`) of workspace layers and artifacts.
+    FERRY_JOB = "FERRY_JOB";
+    /// Run id of artifacts (`--run`).
+    FERRY_RUN = "FERRY_RUN";
+    /// Print one JSON object on stdout (`--json`) when `true`/`1`.
+    FERRY_JSON = "FERRY_JSON";
+    /// Turn progress bars off (`--no-progress`) when `true`/`1`.
+    FERRY_NO_PROGRESS = "FERRY_NO_PROGRESS";
+    /// Cache archive format (`--format`): `zstd`, `gzip` or `tar`.
+    FERRY_FORMAT = "FERRY_FORMAT";
+    /// Compression level (`--level`).
+    FERRY_LEVEL = "FERRY_LEVEL";
+    /// Retention (`--ttl`) of what is saved, persisted or uploaded.
+    FERRY_TTL = "FERRY_TTL";
+    /// Home folder that `~/` paths are saved from and restored into.
+    HOME = "HOME";
+    /// Base of the default local store (`$XDG_CACHE_HOME/ferry`).
+    XDG_CACHE_HOME = "XDG_CACHE_HOME";
+    /// `true` on GitHub Actions.
+    GITHUB_ACTIONS = "GITHUB_ACTIONS";
+    /// `owner/repo` on GitHub Actions: the default project.
+    GITHUB_REPOSITORY = "GITHUB_REPOSITORY";
+    /// Workflow run id on GitHub Actions, shared by every attempt: workspace and artifact keyspace.
+    GITHUB_RUN_ID = "GITHUB_RUN_ID";
+    /// Run number on GitHub Actions: `{{ .BuildNum }}`.
+    GITHUB_RUN_NUMBER = "GITHUB_RUN_NUMBER";
+    /// Attempt of the run on GitHub Actions (informational; attempts share a workspace).
+    GITHUB_RUN_ATTEMPT = "GITHUB_RUN_ATTEMPT";
+    /// Job id on GitHub Actions: `{{ .Job }}` and the job of layers and artifacts.
+    GITHUB_JOB = "GITHUB_JOB";
+    /// Workflow name on GitHub Actions: `{{ .Workflow }}`.
+    GITHUB_WORKFLOW = "GITHUB_WORKFLOW";
+    /// Commit on GitHub Actions: `{{ .Revision }}`.
+    GITHUB_SHA = "GITHUB_SHA";
+    /// Branch or tag name on GitHub Actions: `{{ .Branch }}`.
+    GITHUB_REF_NAME = "GITHUB_REF_NAME";
+    /// Source branch of a pull request on GitHub Actions, preferred for `{{ .Branch }}`.
+    GITHUB_HEAD_REF = "GITHUB_HEAD_REF";
+    /// File that step outputs (`cache-hit`, …) are appended to on GitHub Actions.
+    GITHUB_OUTPUT = "GITHUB_OUTPUT";
+    /// `true` on CircleCI.
+    CIRCLECI = "CIRCLECI";
+    /// Project owner on CircleCI.
+    CIRCLE_PROJECT_USERNAME = "CIRCLE_PROJECT_USERNAME";
+    /// Project name on CircleCI.
+    CIRCLE_PROJECT_REPONAME = "CIRCLE_PROJECT_REPONAME";
+    /// Workflow id on CircleCI: workspace and artifact keyspace, `{{ .Workflow }}`.
+    CIRCLE_WORKFLOW_ID = "CIRCLE_WORKFLOW_ID";
+    /// Job name on CircleCI.
+    CIRCLE_JOB = "CIRCLE_JOB";
+    /// Branch on CircleCI.
+    CIRCLE_BRANCH = "CIRCLE_BRANCH";
+    /// Commit on CircleCI.
+    CIRCLE_SHA1 = "CIRCLE_SHA1";
+    /// Build number on CircleCI.
+    CIRCLE_BUILD_NUM = "CIRCLE_BUILD_NUM";
+    /// S3 access key id.
+    AWS_ACCESS_KEY_ID = "AWS_ACCESS_KEY_ID";
+    /// S3 secret access key.
+    AWS_SECRET_ACCESS_KEY = "AWS_SECRET_ACCESS_KEY";
+    /// S3 session token (temporary credentials).
+    AWS_SESSION_TOKEN = "AWS_SESSION_TOKEN";
+    /// S3 region.
+    AWS_REGION = "AWS_REGION";
+    /// S3 region, when `AWS_REGION` is unset.
+    AWS_DEFAULT_REGION = "AWS_DEFAULT_REGION";
+    /// S3-compatible endpoint (MinIO, R2, Ceph); path-style addressing is used with it.
+    AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL";
+    /// Google service-account key file.
+    GOOGLE_APPLICATION_CREDENTIALS = "GOOGLE_APPLICATION_CREDENTIALS";
+    /// Google Cloud Storage emulator (`host:port` or URL).
+    STORAGE_EMULATOR_HOST = "STORAGE_EMULATOR_HOST";
+    /// Azure storage account name.
+    AZURE_STORAGE_ACCOUNT_NAME = "AZURE_STORAGE_ACCOUNT_NAME";
+    /// Azure storage account key.
+    AZURE_STORAGE_ACCOUNT_KEY = "AZURE_STORAGE_ACCOUNT_KEY";
+    /// Azure storage connection string (takes the place of name and key).
+    AZURE_STORAGE_CONNECTION_STRING = "AZURE_STORAGE_CONNECTION_STRING";
+    /// Use the Azurite emulator when `true`.
+    AZURE_STORAGE_USE_EMULATOR = "AZURE_STORAGE_USE_EMULATOR";
+}
+
+/// A snapshot of the environment, taken once by the settings step.
+///
+/// Library code reads variables through this, never from `std::env`, so that tests and the
+/// settings step decide what a command sees.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    vars: std::collections::BTreeMap<String, String>,
+}
+
+impl Environment {
+    /// Takes every variable of the current process whose value is valid UTF-8.
+    pub fn capture() -> Self {
+        Self {
+            vars: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
+        }
+    }
+
+    /// Builds an environment from explicit pairs (tests).
+    pub fn from_pairs<I, K, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        Self {
+            vars: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+        }
+    }
+
+    /// The value of `name`, treating an empty value as unset.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    /// True when `name` is `true` or `1` (any case).
+    pub fn is_true(&self, name: &str) -> bool {
+        self.get(name)
+            .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+    }
+}

@@ -1,0 +1,154 @@
+//! Paths as users give them: `~/` expansion, lexical normalisation, and key encoding for the store.
+
+use std::path::{Component, Path, PathBuf};
+
+use crate::env_vars::{Environment, HOME};
+
+/// Expands a leading `~/` (or a lone `~`) to the home folder named by `HOME`.
+pub fn expand_home(raw: &str, env: &Environment) -> Result<PathBuf, String> {
+    if raw == "~" || raw.starts_with("~/") {
+        let home = env
+            .get(HOME)
+            .ok_or_else(|| format!("{raw:?} starts with ~ but HOME is not set; set HOME or give an absolute path"))?;
+        let rest = raw.trim_start_matches('~').trim_start_matches('/');
+        Ok(if rest.is_empty() {
+            PathBuf::from(home)
+        } else {
+            Path::new(home).join(rest)
+        })
+    } else {
+        Ok(PathBuf::from(raw))
+    }
+}
+
+/// Normalises a `/`-separated path lexically: drops `.` parts and empty parts, keeps a
+/// leading `/`, `~` and leading `..` parts, and folds `a/..`.
+pub fn normalize(raw: &str) -> String {
+    let absolute = raw.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for part in raw.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => match parts.last() {
+                Some(&last) if last != ".." && !(last == "~" && parts.len() == 1) => {
+                    parts.pop();
+                }
+                _ if absolute => {}
+                _ => parts.push(".."),
+            },
+            p => parts.push(p),
+        }
+    }
+    let joined = parts.join("/");
+    if absolute {
+        format!("/{joined}")
+    } else if joined.is_empty() {
+        ".".to_string()
+    } else {
+        joined
+    }
+}
+
+/// True when `path` equals `root` or lies below it (both normalised, `/`-separated).
+pub fn is_within(path: &str, root: &str) -> bool {
+    if root == "." {
+        return !path.starts_with('/') && !path.starts_with("..") && !path.starts_with('~');
+    }
+    path == root
+        || path
+            .strip_prefix(root)
+            .is_some_and(|rest| rest.starts_with('/') || root.ends_with('/'))
+}
+
+/// Converts a filesystem path to a `/`-separated string, refusing non-UTF-8 names.
+pub fn to_slash(path: &Path) -> Result<String, String> {
+    let mut out = String::new();
+    for (i, c) in path.components().enumerate() {
+        match c {
+            Component::RootDir => out.push('/'),
+            Component::Prefix(p) => out.push_str(&p.as_os_str().to_string_lossy()),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                push_part(&mut out, i, "..");
+            }
+            Component::Normal(n) => {
+                let s = n
+                    .to_str()
+                    .ok_or_else(|| format!("{} is not valid UTF-8", path.display()))?;
+                push_part(&mut out, i, s);
+            }
+        }
+    }
+    Ok(if out.is_empty() { ".".into() } else { out })
+}
+
+fn push_part(out: &mut String, _i: usize, part: &str) {
+    if !out.is_empty() && !out.ends_with('/') {
+        out.push('/');
+    }
+    out.push_str(part);
+}
+
+/// Encodes any string into a store-safe path part: `[A-Za-z0-9_-]` stay, every other byte
+/// becomes `=XX`. The encoding of a prefix is a prefix of the encoding, so prefix matches of
+/// keys are prefix matches of names.
+pub fn encode_part(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for b in raw.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("={b:02X}"));
+        }
+    }
+    out
+}
+
+/// Decodes [`encode_part`]; `None` for a string it could not have made.
+pub fn decode_part(enc: &str) -> Option<String> {
+    let bytes = enc.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' {
+            let hex = enc.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_folds_dots_but_keeps_leading_parent() {
+        assert_eq!(normalize("./a/b/../c/"), "a/c");
+        assert_eq!(normalize("../x/./y"), "../x/y");
+        assert_eq!(normalize("/abs//p/.."), "/abs");
+        assert_eq!(normalize("~/.cargo/registry"), "~/.cargo/registry");
+        assert_eq!(normalize("."), ".");
+    }
+
+    #[test]
+    fn is_within_respects_component_boundaries() {
+        assert!(is_within("node_modules/a", "node_modules"));
+        assert!(!is_within("node_modules2/a", "node_modules"));
+        assert!(is_within("a", "."));
+        assert!(!is_within("../a", "."));
+    }
+
+    #[test]
+    fn key_encoding_round_trips_and_keeps_prefixes() {
+        let key = "v1-deps-ä b/c.lock=";
+        let enc = encode_part(key);
+        assert!(enc.chars().all(|c| c.is_ascii_alphanumeric() || "_-=".contains(c)));
+        assert_eq!(decode_part(&enc).as_deref(), Some(key));
+        assert!(enc.starts_with(&encode_part("v1-deps-ä")));
+    }
+}

@@ -1,0 +1,1 @@
+//! Test context shared by the end-to-end tests.

@@ -1,0 +1,1 @@
+//! Workspaces: layered, per-workflow-run persistence.
