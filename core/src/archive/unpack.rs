@@ -64,6 +64,8 @@ impl Staged {
                 });
             }
         }
+        // Committed folders are the restore's result now, not leftovers to clean up.
+        self.created_dirs.clear();
         self.dir_meta.sort_by_key(|(p, _, _)| std::cmp::Reverse(p.components().count()));
         for (dir, mode, mtime) in &self.dir_meta {
             let _ = fs::set_permissions(dir, fs::Permissions::from_mode(*mode));

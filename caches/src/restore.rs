@@ -1,0 +1,187 @@
+//! `ferry cache restore`: find the best entry for a key and its restore keys and unpack it.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use chrono::Utc;
+use ferry_core::archive::{self, ArchiveError, UnpackSpec};
+use ferry_core::manifest;
+use ferry_core::store::Store;
+use ferry_core::transfer;
+use object_store::ObjectMeta;
+use serde::Serialize;
+
+use crate::{CacheError, CacheManifest, Layout, PathContext, Used};
+
+/// What to restore.
+#[derive(Debug, Clone)]
+pub struct RestoreRequest {
+    pub project: String,
+    /// The rendered primary key.
+    pub key: String,
+    /// Rendered fallbacks, tried in order after the key.
+    pub restore_keys: Vec<String>,
+    /// Match keys exactly; no prefix matching.
+    pub exact: bool,
+    /// Report the match and download nothing.
+    pub lookup_only: bool,
+    pub at: PathContext,
+}
+
+/// How well the restore matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hit {
+    /// The primary key itself.
+    Exact,
+    /// A prefix of the key or a restore key.
+    Partial,
+    Miss,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreOutcome {
+    pub hit: Hit,
+    pub key: String,
+    pub matched_key: Option<String>,
+    /// Bytes downloaded (0 with lookup-only or on a miss).
+    pub bytes: u64,
+    pub files: u64,
+    pub seconds: f64,
+    pub lookup_only: bool,
+}
+
+/// Finds and unpacks the entry for the request.
+///
+/// Each candidate is tried as an exact key, then (unless `exact`) as a prefix, where the most
+/// recently saved entry wins. Files are staged under temporary names and moved into place only
+/// after the archive's digest matched; on any failure the tree is left as it was.
+pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcome, CacheError> {
+    let started = Instant::now();
+    let layout = Layout::new(&req.project);
+    let Some(found) = find(store, &layout, &req).await? else {
+        return Ok(RestoreOutcome {
+            hit: Hit::Miss,
+            key: req.key,
+            matched_key: None,
+            bytes: 0,
+            files: 0,
+            seconds: started.elapsed().as_secs_f64(),
+            lookup_only: req.lookup_only,
+        });
+    };
+    let hit = if found.body.key == req.key { Hit::Exact } else { Hit::Partial };
+    if req.lookup_only {
+        return Ok(RestoreOutcome {
+            hit,
+            key: req.key,
+            matched_key: Some(found.body.key),
+            bytes: 0,
+            files: found.body.files,
+            seconds: started.elapsed().as_secs_f64(),
+            lookup_only: true,
+        });
+    }
+    for p in &found.body.paths {
+        req.at.check(p)?;
+    }
+    let at = req.at.clone();
+    let roots = found.body.paths.clone();
+    let links_out: HashSet<(String, String)> = found.body.links_out.iter().cloned().collect();
+    let format = found.body.compression;
+    let expected = found.data.clone();
+    let stats = transfer::download(store, &expected.path, expected.size, move |mut reader| {
+        let resolve = move |name: &str| at.resolve(name);
+        let spec = UnpackSpec {
+            roots,
+            links_out,
+            resolve: &resolve,
+        };
+        let staged = {
+            let input = archive::decompressor(format, &mut reader).map_err(|e| ArchiveError::Corrupt {
+                detail: e.to_string(),
+            })?;
+            archive::unpack(&spec, input)?
+        };
+        let (size, sha256) = match reader.finish() {
+            Ok(v) => v,
+            Err(e) => {
+                staged.rollback();
+                return Err(ArchiveError::Corrupt { detail: e.to_string() });
+            }
+        };
+        if size != expected.size || sha256 != expected.sha256 {
+            staged.rollback();
+            return Err(ArchiveError::Digest {
+                expected: expected.sha256.clone(),
+                actual: sha256,
+                expected_size: expected.size,
+                actual_size: size,
+            });
+        }
+        staged.commit()
+    })
+    .await?;
+    touch(store, &layout, &found).await;
+    Ok(RestoreOutcome {
+        hit,
+        key: req.key,
+        matched_key: Some(found.body.key),
+        bytes: found.data.size,
+        files: stats.files,
+        seconds: started.elapsed().as_secs_f64(),
+        lookup_only: false,
+    })
+}
+
+/// Records a restore hit so the entry lives `ttl` past it (best effort: a failure only
+/// shortens the entry's life).
+async fn touch(store: &Store, layout: &Layout, found: &CacheManifest) {
+    let now = Utc::now();
+    let used = Used {
+        key: found.body.key.clone(),
+        last_used: now,
+        expires: now + chrono::Duration::seconds(found.body.ttl_seconds as i64),
+    };
+    if let Ok(bytes) = serde_json::to_vec(&used) {
+        let _ = store.overwrite(&layout.used(&found.body.key), bytes.into()).await;
+    }
+}
+
+async fn find(store: &Store, layout: &Layout, req: &RestoreRequest) -> Result<Option<CacheManifest>, CacheError> {
+    let mut listing: Option<Vec<ObjectMeta>> = None;
+    let candidates = std::iter::once(&req.key).chain(req.restore_keys.iter());
+    for candidate in candidates {
+        if let Some(m) = crate::read_manifest(store, &layout.manifest(candidate)).await? {
+            if &m.body.key == candidate {
+                return Ok(Some(m));
+            }
+        }
+        if req.exact {
+            continue;
+        }
+        if listing.is_none() {
+            listing = Some(store.list(&layout.keys_dir()).await?);
+        }
+        let mut matches: Vec<&ObjectMeta> = listing
+            .iter()
+            .flatten()
+            .filter(|meta| {
+                meta.location
+                    .filename()
+                    .is_some_and(|n| manifest::name_may_start_with(n, candidate))
+            })
+            .collect();
+        matches.sort_by(|a, b| b.last_modified.cmp(&a.last_modified));
+        for meta in matches {
+            let rel = meta.location.to_string();
+            if let Some(m) = crate::read_manifest(store, &rel).await? {
+                if m.body.key.starts_with(candidate.as_str()) {
+                    return Ok(Some(m));
+                }
+            }
+        }
+    }
+    Ok(None)
+}

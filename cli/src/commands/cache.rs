@@ -1,0 +1,144 @@
+//! `ferry cache save | restore | ls | rm`.
+
+use ferry_caches::{Hit, RestoreRequest, SaveRequest};
+use ferry_core::units::format_size;
+use serde_json::json;
+
+use crate::cli::CacheCommand;
+use crate::errors::CliError;
+use crate::settings::{Globals, RestoreSettings, SaveSettings};
+
+pub async fn run(globals: &Globals, command: CacheCommand) -> Result<(), CliError> {
+    match command {
+        CacheCommand::Save(args) => save(globals, SaveSettings::settle(&args)?).await,
+        CacheCommand::Restore(args) => restore(globals, RestoreSettings::settle(&args)).await,
+        CacheCommand::Ls(args) => ls(globals, args.prefix.as_deref()).await,
+        CacheCommand::Rm(args) => rm(globals, &args.keys).await,
+    }
+}
+
+async fn save(globals: &Globals, s: SaveSettings) -> Result<(), CliError> {
+    let key = globals.render(&s.key_template)?;
+    let store = globals.open_store()?;
+    let out = &globals.output;
+    let spinner = out.spinner(format!("saving cache {key}"));
+    let result = ferry_caches::save(
+        &store,
+        SaveRequest {
+            project: globals.project.clone(),
+            key: key.clone(),
+            paths: s.paths,
+            excludes: s.excludes,
+            format: s.format,
+            level: s.level,
+            ttl: s.ttl,
+            force: s.force,
+            at: globals.path_context(),
+        },
+    )
+    .await;
+    if let Some(pb) = spinner {
+        pb.finish_and_clear();
+    }
+    let outcome = result?;
+    for w in &outcome.warnings {
+        out.warn(w);
+    }
+    if outcome.saved {
+        out.info(format!(
+            "saved cache {key}: {} files, {} stored ({} unpacked) in {:.2}s",
+            outcome.files,
+            format_size(outcome.bytes),
+            format_size(outcome.unpacked_bytes),
+            outcome.seconds
+        ));
+    } else {
+        out.info(format!("cache {key} exists; not saved (use --force to replace it)"));
+    }
+    out.result(&outcome);
+    Ok(())
+}
+
+async fn restore(globals: &Globals, s: RestoreSettings) -> Result<(), CliError> {
+    let key = globals.render(&s.key_template)?;
+    let restore_keys = s
+        .restore_key_templates
+        .iter()
+        .map(|t| globals.render(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let store = globals.open_store()?;
+    let out = &globals.output;
+    let spinner = out.spinner(format!("restoring cache {key}"));
+    let result = ferry_caches::restore(
+        &store,
+        RestoreRequest {
+            project: globals.project.clone(),
+            key: key.clone(),
+            restore_keys: restore_keys.clone(),
+            exact: s.exact,
+            lookup_only: s.lookup_only,
+            at: globals.path_context(),
+        },
+    )
+    .await;
+    if let Some(pb) = spinner {
+        pb.finish_and_clear();
+    }
+    let outcome = result?;
+    let matched = outcome.matched_key.clone().unwrap_or_default();
+    out.github_outputs(&[
+        ("cache-hit", if outcome.hit == Hit::Exact { "true" } else { "false" }),
+        ("cache-primary-key", &key),
+        ("cache-matched-key", &matched),
+    ])
+    .map_err(CliError::GithubOutput)?;
+    match outcome.hit {
+        Hit::Miss => out.warn(format!("no cache matched key {key}{}", if restore_keys.is_empty() { String::new() } else { format!(" or restore keys {}", restore_keys.join(", ")) })),
+        _ if outcome.lookup_only => out.info(format!("cache {matched} would be restored ({:?} hit)", outcome.hit)),
+        hit => out.info(format!(
+            "restored cache {matched} ({} hit): {} files, {} in {:.2}s",
+            if hit == Hit::Exact { "exact" } else { "partial" },
+            outcome.files,
+            format_size(outcome.bytes),
+            outcome.seconds
+        )),
+    }
+    out.result(&outcome);
+    if outcome.hit == Hit::Miss && s.fail_on_miss {
+        return Err(CliError::CacheMiss { key, restore_keys });
+    }
+    Ok(())
+}
+
+async fn ls(globals: &Globals, prefix: Option<&str>) -> Result<(), CliError> {
+    let store = globals.open_store()?;
+    let entries = ferry_caches::list(&store, &globals.project, prefix).await.map_err(CliError::from)?;
+    if globals.output.json {
+        globals.output.result(&json!({ "project": globals.project, "caches": entries }));
+    } else if entries.is_empty() {
+        globals.output.info(format!("no caches in project {}", globals.project));
+    } else {
+        for e in &entries {
+            eprintln!(
+                "{}\t{}\t{} files\tcreated {}\tlast used {}\texpires {}",
+                e.key,
+                format_size(e.bytes),
+                e.files,
+                e.created.format("%Y-%m-%d %H:%M:%S"),
+                e.last_used.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|| "-".into()),
+                e.expires.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|| "never".into()),
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn rm(globals: &Globals, keys: &[String]) -> Result<(), CliError> {
+    let store = globals.open_store()?;
+    let removed = ferry_caches::remove(&store, &globals.project, keys).await?;
+    for k in &removed {
+        globals.output.info(format!("removed cache {k}"));
+    }
+    globals.output.result(&json!({ "removed": removed }));
+    Ok(())
+}

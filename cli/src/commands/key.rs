@@ -1,0 +1,27 @@
+//! `ferry key`: print what a template renders to here, alone on stdout.
+
+use serde_json::json;
+
+use crate::cli::KeyArgs;
+use crate::errors::CliError;
+use crate::settings::Globals;
+
+pub fn run(globals: &Globals, args: &KeyArgs) -> Result<(), CliError> {
+    let key = globals.render(&args.template)?;
+    println!("{key}");
+    // The key stays alone on stdout so scripts can capture it; the context it was rendered
+    // with goes to stderr.
+    if globals.output.json {
+        let obj = json!({ "key": key, "project": globals.project, "context": globals.ci });
+        eprintln!("{obj}");
+    } else {
+        globals.output.detail(format!(
+            "provider: {:?}, project: {}, branch: {}, revision: {}",
+            globals.ci.provider,
+            globals.project,
+            globals.ci.branch.as_deref().unwrap_or("-"),
+            globals.ci.revision.as_deref().unwrap_or("-"),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! One file per command; each takes settled values and a store.
+
+mod cache;
+mod key;
+
+use crate::cli::Command;
+use crate::errors::CliError;
+use crate::settings::Globals;
+
+pub async fn run(globals: &Globals, command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Cache(c) => cache::run(globals, c).await,
+        Command::Key(args) => key::run(globals, &args),
+        Command::Workspace(_) => Err(CliError::NotAvailable("ferry workspace")),
+        Command::Artifacts(_) => Err(CliError::NotAvailable("ferry artifacts")),
+        Command::Prune(_) => Err(CliError::NotAvailable("ferry prune")),
+    }
+}

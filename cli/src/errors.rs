@@ -1,0 +1,91 @@
+//! Every error the binary can end with, and the one table that maps each to an exit code.
+
+use ferry_caches::CacheError;
+use ferry_core::archive::ArchiveError;
+use ferry_core::store::StoreError;
+use ferry_core::template::TemplateError;
+use ferry_core::units::UnitError;
+
+/// The exit codes of DESIGN.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    Success = 0,
+    Error = 1,
+    Usage = 2,
+    CacheMiss = 3,
+    #[allow(dead_code)] // returned by `workspace attach`
+    WorkspaceConflict = 4,
+    Integrity = 5,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Units(#[from] UnitError),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error("no cache matched key {key:?}{} (--fail-on-miss)", if restore_keys.is_empty() { String::new() } else { format!(" or restore keys {restore_keys:?}") })]
+    CacheMiss { key: String, restore_keys: Vec<String> },
+    #[error("failed to write step outputs to $GITHUB_OUTPUT: {0}")]
+    GithubOutput(#[source] std::io::Error),
+    #[error("{0} is not available in this version of ferry")]
+    NotAvailable(&'static str),
+}
+
+fn archive_code(e: &ArchiveError) -> ExitCode {
+    match e {
+        ArchiveError::Unsafe { .. } | ArchiveError::Corrupt { .. } | ArchiveError::Digest { .. } => ExitCode::Integrity,
+        ArchiveError::Io { .. } | ArchiveError::Write(_) | ArchiveError::Conflict { .. } | ArchiveError::Glob(_) => ExitCode::Error,
+    }
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            CliError::Usage(_) | CliError::Units(_) => ExitCode::Usage,
+            CliError::Template(t) => {
+                if t.is_usage() {
+                    ExitCode::Usage
+                } else {
+                    ExitCode::Error
+                }
+            }
+            CliError::Store(e) => match e {
+                StoreError::InvalidUrl { .. } => ExitCode::Usage,
+                StoreError::Open { .. } | StoreError::Request { .. } | StoreError::CannotSign { .. } => ExitCode::Error,
+            },
+            CliError::Cache(e) => match e {
+                CacheError::Archive(a) => archive_code(a),
+                CacheError::Store(StoreError::InvalidUrl { .. }) => ExitCode::Usage,
+                CacheError::InvalidPath { .. } => ExitCode::Usage,
+                CacheError::Store(_)
+                | CacheError::Manifest(_)
+                | CacheError::Glob(_)
+                | CacheError::NothingToSave { .. }
+                | CacheError::NotFound { .. } => ExitCode::Error,
+            },
+            CliError::CacheMiss { .. } => ExitCode::CacheMiss,
+            CliError::GithubOutput(_) | CliError::NotAvailable(_) => ExitCode::Error,
+        }
+    }
+}
+
+/// The message and its causes, one per line, without repeating a cause the message holds.
+pub fn report(err: &CliError) -> String {
+    let mut msg = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(&format!("\n  caused by: {text}"));
+        }
+        source = s.source();
+    }
+    msg
+}
