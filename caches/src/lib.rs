@@ -10,16 +10,14 @@ mod manage;
 mod restore;
 mod save;
 
-use std::path::{Path, PathBuf};
-
 use chrono::{DateTime, Utc};
 use ferry_core::archive::{ArchiveError, Format};
-use ferry_core::env_vars::Environment;
 use ferry_core::manifest::{self, Envelope, ManifestError};
 use ferry_core::store::StoreError;
 use ferry_core::transfer::TransferError;
 use serde::{Deserialize, Serialize};
 
+pub use ferry_core::paths::PathContext;
 pub use manage::{CacheEntry, list, remove};
 pub use restore::{Hit, RestoreOutcome, RestoreRequest, restore};
 pub use save::{SaveOutcome, SaveRequest, save};
@@ -102,37 +100,6 @@ impl Layout {
     }
     pub(crate) fn data(&self, format: Format) -> String {
         format!("{}/data/{}.{}", self.dir, manifest::new_id(), format.extension())
-    }
-}
-
-/// Where paths as users give them are on this machine: relative to `cwd`, absolute as they
-/// are, `~/` in the home folder.
-#[derive(Debug, Clone)]
-pub struct PathContext {
-    pub cwd: PathBuf,
-    pub env: Environment,
-}
-
-impl PathContext {
-    pub(crate) fn resolve(&self, name: &str) -> PathBuf {
-        let p = ferry_core::paths::expand_home(name, &self.env).unwrap_or_else(|_| PathBuf::from(name));
-        if p.is_absolute() { p } else { self.cwd.join(p) }
-    }
-
-    pub(crate) fn check(&self, name: &str) -> Result<(), CacheError> {
-        if name.starts_with('~') {
-            ferry_core::paths::expand_home(name, &self.env)
-                .map(|_| ())
-                .map_err(|reason| CacheError::InvalidPath {
-                    path: name.to_string(),
-                    reason,
-                })?;
-        }
-        Ok(())
-    }
-
-    pub fn cwd(&self) -> &Path {
-        &self.cwd
     }
 }
 

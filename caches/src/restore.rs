@@ -11,7 +11,9 @@ use ferry_core::transfer;
 use object_store::ObjectMeta;
 use serde::Serialize;
 
-use crate::{CacheError, CacheManifest, Layout, PathContext, Used};
+use ferry_core::paths::PathContext;
+
+use crate::{CacheError, CacheManifest, Layout, Used};
 
 /// What to restore.
 #[derive(Debug, Clone)]
@@ -84,7 +86,7 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
         });
     }
     for p in &found.body.paths {
-        req.at.check(p)?;
+        req.at.check(p).map_err(|reason| CacheError::InvalidPath { path: p.clone(), reason })?;
     }
     let at = req.at.clone();
     let roots = found.body.paths.clone();

@@ -9,7 +9,9 @@ use ferry_core::store::{Published, Store};
 use ferry_core::{glob, paths, transfer};
 use serde::Serialize;
 
-use crate::{CacheBody, CacheError, Layout, PathContext};
+use ferry_core::paths::PathContext;
+
+use crate::{CacheBody, CacheError, Layout};
 
 /// What to save.
 #[derive(Debug, Clone)]
@@ -158,7 +160,7 @@ fn plan(req: &SaveRequest) -> Result<Plan, CacheError> {
             excludes.push(paths::normalize(ex));
             continue;
         }
-        req.at.check(raw)?;
+        req.at.check(raw).map_err(|reason| CacheError::InvalidPath { path: raw.to_string(), reason })?;
         let name = paths::normalize(raw);
         if glob::is_glob(&name) {
             let found = glob::expand(&name, &resolve, false)?;

@@ -67,8 +67,8 @@ impl Globals {
         Ok(ferry_core::store::Store::open(&self.store_url, &self.env)?)
     }
 
-    pub fn path_context(&self) -> ferry_caches::PathContext {
-        ferry_caches::PathContext {
+    pub fn path_context(&self) -> ferry_core::paths::PathContext {
+        ferry_core::paths::PathContext {
             cwd: self.cwd.clone(),
             env: self.env.clone(),
         }

@@ -122,6 +122,30 @@ pub fn decode_part(enc: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Where paths as users give them are on this machine: relative to `cwd`, absolute as they
+/// are, `~/` in the home folder of `env`.
+#[derive(Debug, Clone)]
+pub struct PathContext {
+    pub cwd: PathBuf,
+    pub env: Environment,
+}
+
+impl PathContext {
+    /// The filesystem path of a name as given.
+    pub fn resolve(&self, name: &str) -> PathBuf {
+        let p = expand_home(name, &self.env).unwrap_or_else(|_| PathBuf::from(name));
+        if p.is_absolute() { p } else { self.cwd.join(p) }
+    }
+
+    /// Checks that a name can be resolved here (a `~/` name needs `HOME`).
+    pub fn check(&self, name: &str) -> Result<(), String> {
+        if name.starts_with('~') {
+            expand_home(name, &self.env)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
