@@ -9,6 +9,7 @@ use ferry_core::manifest;
 use ferry_core::store::Store;
 use ferry_core::transfer;
 use object_store::ObjectMeta;
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use ferry_core::paths::PathContext;
@@ -166,7 +167,7 @@ async fn find(store: &Store, layout: &Layout, req: &RestoreRequest) -> Result<Op
         if listing.is_none() {
             listing = Some(store.list(&layout.keys_dir()).await?);
         }
-        let mut matches: Vec<&ObjectMeta> = listing
+        let names: Vec<String> = listing
             .iter()
             .flatten()
             .filter(|meta| {
@@ -174,15 +175,22 @@ async fn find(store: &Store, layout: &Layout, req: &RestoreRequest) -> Result<Op
                     .filename()
                     .is_some_and(|n| manifest::name_may_start_with(n, candidate))
             })
+            .map(|meta| meta.location.to_string())
             .collect();
-        matches.sort_by(|a, b| b.last_modified.cmp(&a.last_modified));
-        for meta in matches {
-            let rel = meta.location.to_string();
-            if let Some(m) = crate::read_manifest(store, &rel).await? {
-                if m.body.key.starts_with(candidate.as_str()) {
-                    return Ok(Some(m));
-                }
-            }
+        // Listing times are coarse on some stores (whole seconds), so the winner is chosen by
+        // the creation time each manifest records.
+        let manifests: Vec<Option<CacheManifest>> = futures::stream::iter(names)
+            .map(|rel| async move { crate::read_manifest(store, &rel).await })
+            .buffer_unordered(16)
+            .try_collect()
+            .await?;
+        let best = manifests
+            .into_iter()
+            .flatten()
+            .filter(|m| m.body.key.starts_with(candidate.as_str()))
+            .max_by(|a, b| a.created.cmp(&b.created).then_with(|| a.body.key.cmp(&b.body.key)));
+        if best.is_some() {
+            return Ok(best);
         }
     }
     Ok(None)
