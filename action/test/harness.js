@@ -212,6 +212,21 @@ class Job {
     };
   }
 
+  /** Runs a `run:` step as the runner's default shell does on Linux (`bash -e {0}`). */
+  run(script, { env = {} } = {}) {
+    const file = path.join(this.temp, `step-${crypto.randomUUID()}.sh`);
+    fs.writeFileSync(file, script);
+    const result = spawnSync('bash', ['--noprofile', '--norc', '-e', file], {
+      cwd: this.workspace,
+      env: { ...this.currentEnv(), ...env },
+      encoding: 'utf8',
+      timeout: 300000,
+    });
+    if (result.error) throw result.error;
+    if (result.status !== 0) this.status = 'failure';
+    return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+  }
+
   /** Runs one `uses:` step of the action (its main); a failing step fails the job. */
   uses(inputs = {}, { env = {} } = {}) {
     const main = this.runNode('main', actionMetadata().runs.main, inputs, env);
@@ -239,6 +254,106 @@ class Job {
   }
 }
 
+/**
+ * The copy-paste quick start between `<!-- quickstart:NAME -->` markers: from
+ * the root README once it has them, else from the docs page the lead moves
+ * into it. Returns { file, yaml } with the fenced YAML block.
+ */
+function quickstart(name, docsPage) {
+  const open = `<!-- quickstart:${name} -->`;
+  const close = `<!-- /quickstart:${name} -->`;
+  const readme = path.join(REPO_DIR, 'README.md');
+  const candidates = [readme, path.join(REPO_DIR, docsPage)];
+  for (const file of candidates) {
+    if (!fs.existsSync(file)) continue;
+    const text = fs.readFileSync(file, 'utf8');
+    const start = text.indexOf(open);
+    if (start < 0) continue;
+    const end = text.indexOf(close, start);
+    if (end < 0) throw new Error(`${file}: ${open} has no ${close}`);
+    const section = text.slice(start + open.length, end);
+    const block = section.match(/```ya?ml\n([\s\S]*?)```/);
+    if (!block) throw new Error(`${file}: the ${name} quick start has no yaml code block`);
+    return { file, yaml: block[1] };
+  }
+  throw new Error(`no ${open} section in ${candidates.join(' or ')}`);
+}
+
+/** `${{ vars.X }}`-style expressions in `with:` and `env:` values, from the given contexts. */
+function evaluateExpressions(value, contexts) {
+  return String(value).replace(/\$\{\{\s*([\w.-]+)\s*\}\}/g, (match, expression) => {
+    const [context, ...rest] = expression.split('.');
+    if (!(context in contexts)) throw new Error(`harness cannot evaluate ${match}`);
+    const found = rest.reduce((object, part) => (object ? object[part] : undefined), contexts[context]);
+    return found === undefined ? '' : String(found);
+  });
+}
+
+/** A step's `if:`, for the status functions the quick starts use. */
+function stepShouldRun(condition, status) {
+  const text = (condition || 'success()').replace(/^\$\{\{\s*|\s*\}\}$/g, '').trim();
+  const known = {
+    'success()': status === 'success',
+    'failure()': status === 'failure',
+    'always()': true,
+    '!cancelled()': status !== 'cancelled',
+    'cancelled()': status === 'cancelled',
+  };
+  if (!(text in known)) throw new Error(`harness cannot evaluate if: ${condition}`);
+  return known[text];
+}
+
+/**
+ * Runs a workflow's jobs in `needs` order, each on a fresh runner: `uses:` of
+ * this action (any ref of ferry-ci/ferry/action) through main and post,
+ * `actions/checkout` as a copy of `checkout`, `run:` steps in bash. Returns
+ * { [job]: { job, steps: [{ step, result }], posts } }.
+ */
+function runWorkflow(workflow, { runId, checkout, vars = {}, secrets = {}, path: searchPath, env = {} }) {
+  const jobs = workflow.jobs || {};
+  const order = [];
+  const needsOf = (name) => [].concat(jobs[name].needs || []);
+  while (order.length < Object.keys(jobs).length) {
+    const ready = Object.keys(jobs).filter((name) => !order.includes(name) && needsOf(name).every((n) => order.includes(n)));
+    if (ready.length === 0) throw new Error('workflow needs form a cycle');
+    order.push(ready[0]);
+  }
+  const results = {};
+  for (const name of order) {
+    const contexts = { vars, secrets, env: {} };
+    const workflowEnv = {};
+    for (const [key, value] of Object.entries(workflow.env || {})) workflowEnv[key] = evaluateExpressions(value, contexts);
+    contexts.env = workflowEnv;
+    const jobEnv = { ...workflowEnv };
+    for (const [key, value] of Object.entries(jobs[name].env || {})) jobEnv[key] = evaluateExpressions(value, contexts);
+    const job = new Job({ name, runId, path: searchPath, env: { ...jobEnv, ...env } });
+    const steps = [];
+    for (const step of jobs[name].steps || []) {
+      if (!stepShouldRun(step.if, job.status)) {
+        steps.push({ step, result: null });
+        continue;
+      }
+      let result;
+      if (step.uses && /^actions\/checkout@/.test(step.uses)) {
+        fs.cpSync(checkout, job.workspace, { recursive: true });
+        result = { code: 0 };
+      } else if (step.uses && /^ferry-ci\/ferry\/action@/.test(step.uses)) {
+        const inputs = {};
+        for (const [key, value] of Object.entries(step.with || {})) inputs[key] = evaluateExpressions(value, { ...contexts, env: job.env });
+        result = job.uses(inputs);
+      } else if (step.run !== undefined) {
+        result = job.run(step.run);
+      } else {
+        throw new Error(`harness does not run step ${JSON.stringify(step)}`);
+      }
+      steps.push({ step, result });
+    }
+    const posts = job.complete();
+    results[name] = { job, steps, posts };
+  }
+  return results;
+}
+
 /** A throw-away local store, shared by the jobs of a test the way a bucket is. */
 function tempStore() {
   return mkdtemp('ferry-action-store-');
@@ -257,5 +372,7 @@ module.exports = {
   loadYaml,
   newRunId,
   parseFileCommands,
+  quickstart,
+  runWorkflow,
   tempStore,
 };

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs the GitHub Action's whole suite against the ferry on PATH: schema and
+# actionlint checks, then every node:test file (each drives the action as the
+# runner does). Needs the tools .ci/install-tools.sh installs.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if ! ferry="$(command -v ferry)"; then
+  echo "action/test/run.sh: no ferry on PATH; build it (cargo build -p ferry) and add target/debug to PATH" >&2
+  exit 1
+fi
+for tool in node python3 check-jsonschema actionlint; do
+  command -v "$tool" >/dev/null || { echo "action/test/run.sh: $tool is missing; run .ci/install-tools.sh" >&2; exit 1; }
+done
+echo "action tests: ferry at ${ferry}, node $(node --version)"
+
+# The tests make their own stores, homes and runner folders; keep the runner
+# variables of an enclosing CI job out of the processes they start.
+while IFS= read -r name; do
+  unset "$name"
+done < <(env | sed -n 's/^\(\(GITHUB\|RUNNER\|INPUT\|STATE\|CIRCLE\|FERRY\)_[A-Za-z0-9_-]*\)=.*/\1/p' | grep -v -- '-')
+unset GITHUB_ACTIONS CIRCLECI
+
+exec node --test test/*.test.js
