@@ -67,7 +67,7 @@ pub async fn list(store: &Store, project: &str, prefix: Option<&str>) -> Result<
         .try_collect()
         .await?;
     entries.retain(|e| e.key.starts_with(prefix));
-    entries.sort_by(|a, b| b.created.cmp(&a.created));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.created));
     Ok(entries)
 }
 

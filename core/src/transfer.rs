@@ -55,8 +55,7 @@ where
             size: 0,
         };
         let out = produce(&mut w)?;
-        let (size, sha256) = w.finish().map_err(|_| ()).map(|x| x).unwrap_or((0, String::new()));
-        Ok::<_, E>((out, size, sha256))
+        Ok::<_, E>((out, w.finish()))
     });
     let path = store.path(rel);
     let mut writer = BufWriter::with_capacity(Arc::clone(store.objects()), path, PART_SIZE)
@@ -76,7 +75,15 @@ where
         return Err(store.request_error("upload", rel, e).into());
     }
     let (out, size, sha256) = match produced {
-        Ok(v) => v,
+        Ok((out, Ok((size, sha256)))) => (out, size, sha256),
+        Ok((_, Err(e))) => {
+            let _ = writer.abort().await;
+            let e = object_store::Error::Generic {
+                store: "upload",
+                source: Box::new(e),
+            };
+            return Err(store.request_error("upload", rel, e).into());
+        }
         Err(e) => {
             let _ = writer.abort().await;
             return Err(TransferError::Local(e));
