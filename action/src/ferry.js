@@ -111,29 +111,39 @@ function artifactsDownloadArgs() {
   ];
 }
 
-/** The last line of `stdout` that parses as a JSON object, or null. */
+/**
+ * The JSON objects ferry printed on stdout: `result`, the command's result, and
+ * `error`, the `{"error", "exit_code"}` object it prints when it fails (a
+ * failing restore with --fail-on-miss prints both). Either may be null.
+ */
 function parseJson(stdout) {
+  const objects = [];
   const text = stdout.trim();
-  if (text === '') return null;
   try {
-    return JSON.parse(text);
+    if (text !== '') objects.push(JSON.parse(text));
   } catch {
-    const lines = text.split(/\r?\n/).reverse();
-    for (const line of lines) {
+    for (const line of text.split(/\r?\n/)) {
       if (!line.trim().startsWith('{')) continue;
       try {
-        return JSON.parse(line);
+        objects.push(JSON.parse(line));
       } catch {
-        // not this one
+        // not JSON after all
       }
     }
-    return null;
   }
+  const isObject = (value) => value !== null && typeof value === 'object' && !Array.isArray(value);
+  const found = objects.filter(isObject);
+  const errors = found.filter((object) => typeof object.error === 'string');
+  const results = found.filter((object) => typeof object.error !== 'string');
+  return {
+    result: results.length > 0 ? results[results.length - 1] : null,
+    error: errors.length > 0 ? errors[errors.length - 1] : null,
+  };
 }
 
 /**
  * Runs `ferry <global flags> <args>` in the working-directory input.
- * Resolves to `{ code, json }`; never rejects on a non-zero exit.
+ * Resolves to `{ code, json, error }` (see parseJson); never rejects on a non-zero exit.
  */
 function runFerry(ferry, args) {
   const argv = [...globalArgs(), ...args];
@@ -146,9 +156,9 @@ function runFerry(ferry, args) {
     child.on('error', (error) => reject(new Error(`failed to run ${ferry}: ${error.message}`)));
     child.on('close', (code, signal) => {
       const stdout = Buffer.concat(chunks).toString('utf8');
-      const json = parseJson(stdout);
-      if (json === null && stdout.trim() !== '') process.stdout.write(stdout);
-      resolve({ code: code === null ? 128 : code, signal, json, stdout });
+      const { result, error } = parseJson(stdout);
+      if (result === null && error === null && stdout.trim() !== '') process.stdout.write(stdout);
+      resolve({ code: code === null ? 128 : code, signal, json: result, error, stdout });
     });
   });
 }

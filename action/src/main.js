@@ -34,12 +34,13 @@ const EXIT_MEANING = {
   [EXIT.integrity]: 'integrity check failed',
 };
 
-function failure(command, code) {
-  const meaning = EXIT_MEANING[code] ? `: ${EXIT_MEANING[code]}` : '';
-  return new Error(`ferry ${command} failed with exit code ${code}${meaning} (see the log above)`);
+function failure(command, code, error) {
+  const meaning = EXIT_MEANING[code] ? ` (${EXIT_MEANING[code]})` : '';
+  const detail = error && error.error ? `: ${error.error}` : ' (see the log above)';
+  return new Error(`ferry ${command} failed with exit code ${code}${meaning}${detail}`);
 }
 
-function reportRestore(command, code, json) {
+function reportRestore(command, code, json, error) {
   const hit = json && json.hit ? json.hit : 'miss';
   const key = (json && json.key) || '';
   const matched = (json && json.matched_key) || '';
@@ -56,7 +57,7 @@ function reportRestore(command, code, json) {
         'and fail-on-cache-miss is true',
     );
   }
-  if (code !== EXIT.ok) throw failure('cache restore', code);
+  if (code !== EXIT.ok) throw failure('cache restore', code, error);
   const lookup = getInput('lookup-only') === 'true' ? ' (lookup only: nothing downloaded)' : '';
   if (hit === 'exact') log.info(`Cache restored from key: ${matched || key}${lookup}`);
   else if (hit === 'partial') log.info(`Cache restored from key: ${matched} (primary key ${key} missed)${lookup}`);
@@ -80,14 +81,14 @@ async function run() {
   saveState('ferry_path', ferry);
   setOutput('ferry-path', ferry);
 
-  const { code, json } = await runFerry(ferry, args);
+  const { code, json, error } = await runFerry(ferry, args);
   if (json) setOutput('result', JSON.stringify(json));
   if (command === 'cache' || command === 'cache-restore') {
-    reportRestore(command, code, json);
+    reportRestore(command, code, json, error);
     if (command === 'cache') saveState('restored', 'true');
     return;
   }
-  if (code !== EXIT.ok) throw failure(args.slice(0, 2).join(' '), code);
+  if (code !== EXIT.ok) throw failure(args.slice(0, 2).join(' '), code, error);
   if (command === 'cache-save' && json) {
     log.info(json.saved ? `Cache saved with key: ${json.key}` : `Cache entry ${json.key} already exists; not saved`);
   }

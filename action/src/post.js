@@ -32,9 +32,10 @@ async function run() {
   // Save under the key main rendered, not the template rendered again: files the
   // template hashes may have changed during the job (as actions/cache does).
   const rendered = key !== '' && !key.includes('{{') ? key : '';
-  const { code, json } = await runFerry(ferry, cacheSaveArgs('cache', rendered));
+  const { code, json, error } = await runFerry(ferry, cacheSaveArgs('cache', rendered));
   if (code !== 0) {
-    log.warning(`Failed to save the cache: ferry cache save exited with code ${code} (see the log above).`);
+    const detail = error && error.error ? `: ${error.error}` : ' (see the log above)';
+    log.warning(`Failed to save the cache: ferry cache save exited with code ${code}${detail}`);
     return;
   }
   if (json && json.saved === false) {

@@ -5,6 +5,7 @@
 const assert = require('node:assert/strict');
 const { describe, it } = require('node:test');
 
+const { parseJson } = require('../src/ferry');
 const { Job, inputEnvName, newRunId, tempStore } = require('./harness');
 
 const KEY = 'deps-{{ checksum "deps.lock" }}';
@@ -29,6 +30,17 @@ describe('the runner contract', () => {
   it('names inputs as the runner does: upper case, dashes kept', () => {
     assert.equal(inputEnvName('restore-keys'), 'INPUT_RESTORE-KEYS');
     assert.equal(inputEnvName('fail-on-cache-miss'), 'INPUT_FAIL-ON-CACHE-MISS');
+  });
+});
+
+describe("reading ferry's --json output", () => {
+  it('takes the result object, and the error object a failing command adds', () => {
+    const result = { hit: 'miss', key: 'k', matched_key: null };
+    const error = { error: 'no cache matched key "k" (--fail-on-miss)', exit_code: 3 };
+    assert.deepEqual(parseJson(`${JSON.stringify(result)}\n`), { result, error: null });
+    assert.deepEqual(parseJson(`${JSON.stringify(result)}\n${JSON.stringify(error)}\n`), { result, error });
+    assert.deepEqual(parseJson(`${JSON.stringify(error)}\n`), { result: null, error });
+    assert.deepEqual(parseJson(''), { result: null, error: null });
   });
 });
 
