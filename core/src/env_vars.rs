@@ -42,6 +42,9 @@ env_vars! {
     HOME = "HOME";
     /// Base of the default local store (`$XDG_CACHE_HOME/ferry`).
     XDG_CACHE_HOME = "XDG_CACHE_HOME";
+    /// Base of the workspace state outside CI's temp folder (`$XDG_STATE_HOME/ferry/workspaces`,
+    /// else `~/.local/state/ferry/workspaces`): which layers each job attached.
+    XDG_STATE_HOME = "XDG_STATE_HOME";
     /// `true` on GitHub Actions.
     GITHUB_ACTIONS = "GITHUB_ACTIONS";
     /// `owner/repo` on GitHub Actions: the default project.
@@ -64,6 +67,9 @@ env_vars! {
     GITHUB_HEAD_REF = "GITHUB_HEAD_REF";
     /// File that step outputs (`cache-hit`, …) are appended to on GitHub Actions.
     GITHUB_OUTPUT = "GITHUB_OUTPUT";
+    /// Per-job temporary folder on GitHub Actions, emptied between jobs: where the workspace
+    /// state of the job (the layers it attached) is kept.
+    RUNNER_TEMP = "RUNNER_TEMP";
     /// `true` on CircleCI.
     CIRCLECI = "CIRCLECI";
     /// Project owner on CircleCI.
@@ -104,6 +110,8 @@ env_vars! {
     AZURE_STORAGE_CONNECTION_STRING = "AZURE_STORAGE_CONNECTION_STRING";
     /// Use the Azurite emulator when `true`.
     AZURE_STORAGE_USE_EMULATOR = "AZURE_STORAGE_USE_EMULATOR";
+    /// Azurite's blob endpoint with `AZURE_STORAGE_USE_EMULATOR` (default `http://127.0.0.1:10000`).
+    AZURITE_BLOB_STORAGE_URL = "AZURITE_BLOB_STORAGE_URL";
 }
 
 /// A snapshot of the environment, taken once by the settings step.

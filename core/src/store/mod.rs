@@ -4,8 +4,12 @@
 //! crate plus the prefix ferry owns inside it. Each backend file only builds the object store
 //! from a URL and the environment; everything else (publishing, listing, streaming) is shared.
 
+mod azure;
+mod cloud;
+mod gcs;
 mod local;
 mod memory;
+mod s3;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -51,7 +55,7 @@ pub enum StoreError {
         url: String,
         hint: &'static str,
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     #[error("store {url} cannot make links that work without ferry: {reason}")]
     CannotSign { url: String, reason: String },
@@ -103,6 +107,9 @@ impl Store {
         } else if let Some(parsed) = Url::parse(url).ok().filter(|u| u.scheme().len() > 1) {
             match parsed.scheme() {
                 "file" => local::build_from_url(url, &parsed)?,
+                "s3" => s3::build(url, &parsed, env)?,
+                "gs" => gcs::build(url, &parsed, env)?,
+                "az" => azure::build(url, &parsed, env)?,
                 other => {
                     return Err(StoreError::InvalidUrl {
                         url: url.to_string(),
@@ -115,7 +122,6 @@ impl Store {
         } else {
             local::build_from_path(url, env)?
         };
-        let _ = env;
         Ok(Self {
             objects: backend.objects,
             signer: backend.signer,
@@ -168,7 +174,7 @@ impl Store {
             path: rel.to_string(),
             url: self.url.clone(),
             hint: self.hint,
-            source,
+            source: Box::new(source),
         }
     }
 

