@@ -256,8 +256,7 @@ class Job {
 
 /**
  * The copy-paste quick start between `<!-- quickstart:NAME -->` markers: from
- * the root README once it has them, else from the docs page the lead moves
- * into it. Returns { file, yaml } with the fenced YAML block.
+ * the root README once it holds it, else from the docs page it is moved from. Returns { file, yaml } with the fenced YAML block.
  */
 function quickstart(name, docsPage) {
   const open = `<!-- quickstart:${name} -->`;
@@ -273,6 +272,8 @@ function quickstart(name, docsPage) {
     if (end < 0) throw new Error(`${file}: ${open} has no ${close}`);
     const section = text.slice(start + open.length, end);
     const block = section.match(/```ya?ml\n([\s\S]*?)```/);
+    // Markers placed in the README but the snippet not moved in yet: use the docs page.
+    if (!block && file === readme && section.trim() === '') continue;
     if (!block) throw new Error(`${file}: the ${name} quick start has no yaml code block`);
     return { file, yaml: block[1] };
   }

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs the orb's whole suite against the ferry on PATH: bats over orb/test/
+# (shellcheck, packing and schema checks, each command run as CircleCI runs it,
+# and the README's quick start). Needs the tools .ci/install-tools.sh installs.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+if ! ferry="$(command -v ferry)"; then
+  echo "orb/test/run.sh: no ferry on PATH; build it (cargo build -p ferry) and add target/debug to PATH" >&2
+  exit 1
+fi
+for tool in bats shellcheck python3 check-jsonschema; do
+  command -v "$tool" >/dev/null || { echo "orb/test/run.sh: $tool is missing; run .ci/install-tools.sh" >&2; exit 1; }
+done
+python3 -c 'import yaml' || { echo "orb/test/run.sh: PyYAML is missing; run .ci/install-tools.sh" >&2; exit 1; }
+echo "orb tests: ferry at ${ferry}, $(bats --version)"
+
+exec bats --tap ./*.bats
