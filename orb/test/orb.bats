@@ -27,6 +27,14 @@ teardown() {
   [ "$status" -eq 0 ]
 }
 
+@test "scripts hold no <<" {
+  # CircleCI reads << ... >> in every string of the compiled config, included
+  # scripts too; a script free of << cannot be mistaken for config syntax.
+  run grep -n '<<' "$ORB_DIR"/src/scripts/*.sh
+  echo "$output"
+  [ "$status" -eq 1 ]
+}
+
 @test "the packed orb inlines every script and validates against the CircleCI schema" {
   run grep -c 'include(' "$PACKED_ORB"
   [ "$output" = 0 ]
@@ -60,6 +68,19 @@ for name, example in orb["examples"].items():
         yaml.safe_dump(example["usage"], out)
 PY
   run check-jsonschema --builtin-schema vendor.circle-ci "$BATS_TEST_TMPDIR"/example-*.yml
+  echo "$output"
+  [ "$status" -eq 0 ]
+}
+
+@test "the config in orb/README.md validates against the CircleCI schema" {
+  "$PYTHON" - "$ORB_DIR/README.md" "$BATS_TEST_TMPDIR" <<'PY'
+import re, sys
+blocks = [b for b in re.findall(r"```yaml\n(.*?)```", open(sys.argv[1]).read(), re.S) if "orbs:" in b]
+assert blocks, "orb/README.md shows a config"
+for i, block in enumerate(blocks):
+    open(f"{sys.argv[2]}/readme-{i}.yml", "w").write(block)
+PY
+  run check-jsonschema --builtin-schema vendor.circle-ci "$BATS_TEST_TMPDIR"/readme-*.yml
   echo "$output"
   [ "$status" -eq 0 ]
 }
