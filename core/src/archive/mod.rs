@@ -4,14 +4,16 @@
 //! `tar` can read them by hand. Entry names are the paths as the user gave them.
 
 mod pack;
+mod plan;
 mod unpack;
 
 use std::io::{Read, Write};
 
 use serde::{Deserialize, Serialize};
 
-pub use pack::{PackRoot, PackSpec, PackStats, pack};
-pub use unpack::{Staged, UnpackSpec, UnpackStats, unpack};
+pub use pack::{EntryKind, PackRoot, PackSpec, PackStats, pack, pack_listing};
+pub use plan::{PackPlan, PlanError, plan};
+pub use unpack::{Staged, UnpackSpec, UnpackStats, unpack, unpack_checked};
 
 /// How an archive is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -7,6 +7,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 
 use globset::GlobSet;
+use serde::{Deserialize, Serialize};
 use tar::{EntryType, Header};
 
 use super::ArchiveError;
@@ -39,11 +40,30 @@ pub struct PackStats {
     pub links_out: Vec<(String, String)>,
 }
 
+/// What an archive entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+}
+
 /// Writes every root into a tar stream on `out`.
 ///
 /// Folders are walked in name order without following symlinks; a root that is itself a
 /// symlink is stored as a link. Entry names under `.` carry no `./` prefix.
 pub fn pack<W: Write>(spec: &PackSpec, out: W) -> Result<PackStats, ArchiveError> {
+    pack_listing(spec, out, &mut |_, _| {})
+}
+
+/// [`pack`], telling `on_entry` the name (without a trailing `/`) and kind of every entry
+/// written, in archive order: for manifests that list what an archive holds.
+pub fn pack_listing<W: Write>(
+    spec: &PackSpec,
+    out: W,
+    on_entry: &mut dyn FnMut(&str, EntryKind),
+) -> Result<PackStats, ArchiveError> {
     let mut builder = tar::Builder::new(out);
     builder.mode(tar::HeaderMode::Complete);
     let mut stats = PackStats::default();
@@ -90,7 +110,9 @@ pub fn pack<W: Write>(spec: &PackSpec, out: W) -> Result<PackStats, ArchiveError
                 path: entry.path().display().to_string(),
                 source: e.into_io_error().unwrap_or_else(|| std::io::Error::other("metadata")),
             })?;
-            append(&mut builder, &name, &entry.path().to_path_buf(), &meta, &root_names, &mut stats)?;
+            if let Some(kind) = append(&mut builder, &name, &entry.path().to_path_buf(), &meta, &root_names, &mut stats)? {
+                on_entry(&name, kind);
+            }
         }
     }
     builder.into_inner().map_err(ArchiveError::Write)?;
@@ -104,7 +126,7 @@ fn append<W: Write>(
     meta: &Metadata,
     roots: &[&str],
     stats: &mut PackStats,
-) -> Result<(), ArchiveError> {
+) -> Result<Option<EntryKind>, ArchiveError> {
     let io = |op: &'static str| {
         let path = fs_path.display().to_string();
         move |source| ArchiveError::Io { op, path, source }
@@ -120,6 +142,7 @@ fn append<W: Write>(
         header.set_size(0);
         append_raw(builder, &mut header, &format!("{name}/"), None, std::io::empty()).map_err(ArchiveError::Write)?;
         stats.dirs += 1;
+        Ok(Some(EntryKind::Dir))
     } else if ft.is_symlink() {
         let target = std::fs::read_link(fs_path).map_err(io("read the link"))?;
         let target = target.to_str().ok_or_else(|| ArchiveError::Io {
@@ -135,6 +158,7 @@ fn append<W: Write>(
         if !roots.iter().any(|r| paths::is_within(&resolved, r)) {
             stats.links_out.push((name.to_string(), target.to_string()));
         }
+        Ok(Some(EntryKind::Symlink))
     } else if ft.is_file() {
         let file = std::fs::File::open(fs_path).map_err(io("open"))?;
         header.set_entry_type(EntryType::Regular);
@@ -145,9 +169,11 @@ fn append<W: Write>(
         append_raw(builder, &mut header, name, None, &mut reader).map_err(ArchiveError::Write)?;
         stats.files += 1;
         stats.bytes += meta.len();
+        Ok(Some(EntryKind::File))
+    } else {
+        // Sockets, fifos and devices are not cache material; they are left out.
+        Ok(None)
     }
-    // Sockets, fifos and devices are not cache material; they are left out.
-    Ok(())
 }
 
 struct ExactReader<'a, R> {

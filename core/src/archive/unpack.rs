@@ -14,8 +14,10 @@ use std::path::{Path, PathBuf};
 use filetime::FileTime;
 use tar::EntryType;
 
-use super::ArchiveError;
+use super::{ArchiveError, Format};
+use crate::manifest::DataRef;
 use crate::paths;
+use crate::transfer::DownloadReader;
 
 /// What may be unpacked and where it goes.
 pub struct UnpackSpec<'a> {
@@ -72,6 +74,20 @@ impl Staged {
             let _ = filetime::set_file_mtime(dir, FileTime::from_unix_time(*mtime, 0));
         }
         Ok(std::mem::take(&mut self.stats))
+    }
+
+    /// Takes in a later archive's staged entries, so that both are committed together (the
+    /// later one's files replacing the earlier one's at the same paths, its folder modes and
+    /// times applied last) or rolled back together.
+    pub fn absorb(&mut self, mut later: Staged) {
+        self.renames.append(&mut later.renames);
+        self.created_dirs.append(&mut later.created_dirs);
+        self.dir_meta.append(&mut later.dir_meta);
+        let s = std::mem::take(&mut later.stats);
+        self.stats.files += s.files;
+        self.stats.dirs += s.dirs;
+        self.stats.symlinks += s.symlinks;
+        self.stats.bytes += s.bytes;
     }
 
     /// Removes every temporary file and every folder this restore created.
@@ -389,6 +405,37 @@ fn write_file<R: Read>(tmp: &Path, data: &mut R, mode: u32, mtime: i64, buf: &mu
     f.set_permissions(fs::Permissions::from_mode(mode)).map_err(io("set the mode of"))?;
     filetime::set_file_handle_times(&f, None, Some(FileTime::from_unix_time(mtime, 0))).map_err(io("set the time of"))?;
     Ok(total)
+}
+
+/// Stages a downloaded archive (see [`unpack`]) and checks its size and SHA-256 against the
+/// manifest's record; on a mismatch or any other failure nothing stays staged.
+pub fn unpack_checked(
+    spec: &UnpackSpec<'_>,
+    format: Format,
+    mut reader: DownloadReader,
+    expected: &DataRef,
+) -> Result<Staged, ArchiveError> {
+    let staged = {
+        let input = super::decompressor(format, &mut reader).map_err(corrupt)?;
+        unpack(spec, input)?
+    };
+    let (size, sha256) = match reader.finish() {
+        Ok(v) => v,
+        Err(e) => {
+            staged.rollback();
+            return Err(corrupt(e));
+        }
+    };
+    if size != expected.size || sha256 != expected.sha256 {
+        staged.rollback();
+        return Err(ArchiveError::Digest {
+            expected: expected.sha256.clone(),
+            actual: sha256,
+            expected_size: expected.size,
+            actual_size: size,
+        });
+    }
+    Ok(staged)
 }
 
 /// Where a symlink at `name` with `target` points, as a normalised name.
