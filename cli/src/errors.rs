@@ -5,6 +5,7 @@ use ferry_core::archive::ArchiveError;
 use ferry_core::store::StoreError;
 use ferry_core::template::TemplateError;
 use ferry_core::units::UnitError;
+use ferry_workspace_layers::WorkspaceError;
 
 /// The exit codes of DESIGN.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,7 +14,6 @@ pub enum ExitCode {
     Error = 1,
     Usage = 2,
     CacheMiss = 3,
-    #[allow(dead_code)] // returned by `workspace attach`
     WorkspaceConflict = 4,
     Integrity = 5,
 }
@@ -30,6 +30,8 @@ pub enum CliError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Cache(#[from] CacheError),
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
     #[error("no cache matched key {key:?}{} (--fail-on-miss)", if restore_keys.is_empty() { String::new() } else { format!(" or restore keys {restore_keys:?}") })]
     CacheMiss { key: String, restore_keys: Vec<String> },
     #[error("failed to write step outputs to $GITHUB_OUTPUT: {0}")]
@@ -69,6 +71,19 @@ impl CliError {
                 | CacheError::Glob(_)
                 | CacheError::NothingToSave { .. }
                 | CacheError::NotFound { .. } => ExitCode::Error,
+            },
+            CliError::Workspace(e) => match e {
+                WorkspaceError::Conflict { .. } => ExitCode::WorkspaceConflict,
+                WorkspaceError::Archive(a) => archive_code(a),
+                WorkspaceError::UnsafeManifest { .. } => ExitCode::Integrity,
+                WorkspaceError::Store(StoreError::InvalidUrl { .. }) | WorkspaceError::InvalidPath { .. } => ExitCode::Usage,
+                WorkspaceError::Store(_)
+                | WorkspaceError::Manifest(_)
+                | WorkspaceError::Glob(_)
+                | WorkspaceError::NothingToPersist { .. }
+                | WorkspaceError::UnknownJob { .. }
+                | WorkspaceError::Exists { .. }
+                | WorkspaceError::State { .. } => ExitCode::Error,
             },
             CliError::CacheMiss { .. } => ExitCode::CacheMiss,
             CliError::GithubOutput(_) | CliError::NotAvailable(_) => ExitCode::Error,

@@ -157,3 +157,140 @@ impl RestoreSettings {
         }
     }
 }
+
+/// Where the workspace commands keep each job's state (the layers it attached): the runner's
+/// per-job temporary folder on GitHub Actions, else `$XDG_STATE_HOME/ferry/workspaces`, else
+/// `~/.local/state/ferry/workspaces`. Never inside the user's tree.
+fn workspace_state_dir(env: &Environment) -> Result<PathBuf, CliError> {
+    if let Some(tmp) = env.get(ev::RUNNER_TEMP) {
+        return Ok(PathBuf::from(tmp).join("ferry/workspaces"));
+    }
+    if let Some(state) = env.get(ev::XDG_STATE_HOME) {
+        return Ok(PathBuf::from(state).join("ferry/workspaces"));
+    }
+    env.get(ev::HOME)
+        .map(|home| PathBuf::from(home).join(".local/state/ferry/workspaces"))
+        .ok_or_else(|| {
+            CliError::Usage("workspaces keep state outside your tree but neither XDG_STATE_HOME nor HOME is set; set one of them".into())
+        })
+}
+
+/// The workflow run of a workspace: `--workflow`/`FERRY_WORKFLOW`, else the CI's run
+/// (`GITHUB_RUN_ID`, shared by every attempt, or `CIRCLE_WORKFLOW_ID`).
+fn workspace_workflow(flag: &Option<String>, globals: &Globals) -> Result<String, CliError> {
+    flag.as_deref()
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .or_else(|| globals.ci.workflow.clone())
+        .or_else(|| globals.env.get(ev::GITHUB_RUN_ID).map(str::to_string))
+        .or_else(|| globals.env.get(ev::CIRCLE_WORKFLOW_ID).map(str::to_string))
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "no workflow run for the workspace: pass --workflow ID or set {} (on GitHub Actions {} is used, on CircleCI {})",
+                ev::FERRY_WORKFLOW,
+                ev::GITHUB_RUN_ID,
+                ev::CIRCLE_WORKFLOW_ID
+            ))
+        })
+}
+
+/// The job of a workspace command: `--job`/`FERRY_JOB`, else `GITHUB_JOB` or `CIRCLE_JOB`.
+fn workspace_job(flag: &Option<String>, globals: &Globals) -> Option<String> {
+    flag.as_deref()
+        .map(str::trim)
+        .filter(|j| !j.is_empty())
+        .map(str::to_string)
+        .or_else(|| globals.ci.job.clone())
+        .or_else(|| globals.env.get(ev::GITHUB_JOB).map(str::to_string))
+        .or_else(|| globals.env.get(ev::CIRCLE_JOB).map(str::to_string))
+}
+
+fn no_job_message() -> String {
+    format!(
+        "no job name for the layer: pass --job NAME or set {} (on GitHub Actions {} is used, on CircleCI {})",
+        ev::FERRY_JOB,
+        ev::GITHUB_JOB,
+        ev::CIRCLE_JOB
+    )
+}
+
+/// A folder given on the command line, resolved against the current folder and `~/`.
+fn folder(flag: &str, value: &str, globals: &Globals) -> Result<PathBuf, CliError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(CliError::Usage(format!("{flag} needs a folder")));
+    }
+    let cx = globals.path_context();
+    cx.check(value).map_err(|reason| CliError::Usage(format!("{flag} {value:?}: {reason}")))?;
+    Ok(cx.resolve(value))
+}
+
+/// `workspace persist`, settled.
+pub struct PersistSettings {
+    pub workflow: String,
+    pub job: String,
+    pub root: PathBuf,
+    pub paths: Vec<String>,
+    pub ttl: Duration,
+    pub state_dir: PathBuf,
+}
+
+impl PersistSettings {
+    pub fn settle(args: &cli::PersistArgs, globals: &Globals) -> Result<Self, CliError> {
+        let ttl = match units::parse_ttl(&args.ttl, false)? {
+            Ttl::After(d) => d,
+            Ttl::Never => unreachable!("parse_ttl refuses never when not allowed"),
+        };
+        Ok(Self {
+            workflow: workspace_workflow(&args.run.workflow, globals)?,
+            job: workspace_job(&args.job.job, globals).ok_or_else(|| CliError::Usage(no_job_message()))?,
+            root: folder("--root", &args.root, globals)?,
+            paths: args.paths.clone(),
+            ttl,
+            state_dir: workspace_state_dir(&globals.env)?,
+        })
+    }
+}
+
+/// `workspace attach`, settled.
+pub struct AttachSettings {
+    pub workflow: String,
+    /// The attaching job, when known: its state records what it attached.
+    pub job: Option<String>,
+    pub at: PathBuf,
+    pub from: Vec<String>,
+    pub state_dir: PathBuf,
+}
+
+impl AttachSettings {
+    pub fn settle(args: &cli::AttachArgs, globals: &Globals) -> Result<Self, CliError> {
+        Ok(Self {
+            workflow: workspace_workflow(&args.run.workflow, globals)?,
+            job: workspace_job(&args.job.job, globals),
+            at: folder("--at", &args.at, globals)?,
+            from: args
+                .from
+                .iter()
+                .flat_map(|f| f.lines())
+                .map(str::trim)
+                .filter(|f| !f.is_empty())
+                .map(str::to_string)
+                .collect(),
+            state_dir: workspace_state_dir(&globals.env)?,
+        })
+    }
+}
+
+/// `workspace ls`, settled.
+pub struct WorkspaceLsSettings {
+    pub workflow: String,
+}
+
+impl WorkspaceLsSettings {
+    pub fn settle(args: &cli::WorkspaceLsArgs, globals: &Globals) -> Result<Self, CliError> {
+        Ok(Self {
+            workflow: workspace_workflow(&args.run.workflow, globals)?,
+        })
+    }
+}

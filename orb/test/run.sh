@@ -16,4 +16,12 @@ done
 python3 -c 'import yaml' || { echo "orb/test/run.sh: PyYAML is missing; run .ci/install-tools.sh" >&2; exit 1; }
 echo "orb tests: ferry at ${ferry}, $(bats --version)"
 
-exec bats --tap ./*.bats
+tap="$(mktemp)"
+trap 'rm -f "$tap"' EXIT
+status=0
+bats --tap ./*.bats | tee "$tap" || status=$?
+passed="$(grep -Ec '^ok [0-9]+' "$tap" || true)"
+skipped="$(grep -Ec '^ok [0-9]+ .*# skip' "$tap" || true)"
+failed="$(grep -Ec '^not ok [0-9]+' "$tap" || true)"
+echo "orb: $((passed - skipped)) passed, ${failed} failed, ${skipped} skipped"
+exit "$status"

@@ -1,1 +1,247 @@
 //! Workspaces: layered, per-workflow-run persistence.
+//!
+//! Each `persist` adds one immutable layer (a tar + zstd archive of paths under a root, and a
+//! manifest listing every entry and the layers the job had attached before: its parents);
+//! `attach` lays a run's layers down parents first, after checking from the manifests alone
+//! that no two of them clash.
+//!
+//! Layout in the store (see `docs/FORMAT.md`):
+//! `ferry-v1/<project>/workspaces/<workflow>/layers/<id>.json` is the manifest of a layer and
+//! `ferry-v1/<project>/workspaces/<workflow>/data/<id>.tar.zst` its archive.
+
+mod attach;
+mod graph;
+mod list;
+mod persist;
+mod state;
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use ferry_core::archive::{ArchiveError, EntryKind, Format, PlanError};
+use ferry_core::manifest::{self, Envelope, ManifestError};
+use ferry_core::paths;
+use ferry_core::store::{Store, StoreError};
+use ferry_core::transfer::TransferError;
+use serde::{Deserialize, Serialize};
+
+pub use attach::{AttachOutcome, AttachRequest, attach};
+pub use graph::{Clash, Conflict, LayerRef};
+pub use list::{LayerSummary, list};
+pub use persist::{PersistOutcome, PersistRequest, persist};
+
+/// The fields a layer manifest adds to the common envelope.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LayerBody {
+    /// Sorts by creation: a UTC timestamp, then random hex.
+    pub id: String,
+    pub workflow: String,
+    pub job: String,
+    /// Layers the job had attached (and its own earlier layers) when it persisted this one.
+    pub parents: Vec<String>,
+    pub compression: Format,
+    /// The persisted paths as entry-name roots, relative to the layer root: every entry lies
+    /// within one of them.
+    pub paths: Vec<String>,
+    /// Symlinks that point out of the persisted paths, as `[entry, target]`.
+    #[serde(default)]
+    pub links_out: Vec<(String, String)>,
+    /// Every entry of the archive by kind, so conflicts are found without downloading.
+    pub entries: Listing,
+    /// Number of regular files.
+    pub files: u64,
+    /// Bytes of file content before compression.
+    pub unpacked_bytes: u64,
+    pub ttl_seconds: u64,
+}
+
+/// The entry names of a layer's archive, by kind, each list sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listing {
+    pub files: Vec<String>,
+    pub dirs: Vec<String>,
+    pub symlinks: Vec<String>,
+}
+
+impl Listing {
+    pub(crate) fn push(&mut self, name: &str, kind: EntryKind) {
+        match kind {
+            EntryKind::File => self.files.push(name.to_string()),
+            EntryKind::Dir => self.dirs.push(name.to_string()),
+            EntryKind::Symlink => self.symlinks.push(name.to_string()),
+        }
+    }
+
+    pub(crate) fn sort(&mut self) {
+        self.files.sort();
+        self.dirs.sort();
+        self.symlinks.sort();
+    }
+
+    /// Every entry with its kind.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, EntryKind)> {
+        self.files
+            .iter()
+            .map(|p| (p.as_str(), EntryKind::File))
+            .chain(self.dirs.iter().map(|p| (p.as_str(), EntryKind::Dir)))
+            .chain(
+                self.symlinks
+                    .iter()
+                    .map(|p| (p.as_str(), EntryKind::Symlink)),
+            )
+    }
+}
+
+/// A layer manifest.
+pub type LayerManifest = Envelope<LayerBody>;
+
+/// Errors of the workspace commands.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Glob(#[from] ferry_core::glob::GlobError),
+    #[error("invalid path {path:?}: {reason}")]
+    InvalidPath { path: String, reason: String },
+    #[error(
+        "nothing to persist: no file matches {paths} under {root}; check the --path values (relative to --root)"
+    )]
+    NothingToPersist { paths: String, root: String },
+    #[error(
+        "workflow {workflow} has no layer of job {}; {}",
+        missing.join(", "),
+        if known.is_empty() { "it has no layers at all yet".to_string() } else { format!("jobs with layers: {}", known.join(", ")) }
+    )]
+    UnknownJob {
+        workflow: String,
+        missing: Vec<String>,
+        known: Vec<String>,
+    },
+    #[error("{}", graph::conflict_message(workflow, conflicts))]
+    Conflict {
+        workflow: String,
+        conflicts: Vec<Conflict>,
+    },
+    #[error("layer manifest {path} is not safe to attach: {reason}; nothing was attached")]
+    UnsafeManifest { path: String, reason: String },
+    #[error(
+        "layer {id} was published by another writer first; nothing was changed; run persist again"
+    )]
+    Exists { id: String },
+    #[error("failed to {op} the workspace state {path}: {source}; {hint}")]
+    State {
+        op: &'static str,
+        path: String,
+        hint: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<TransferError<ArchiveError>> for WorkspaceError {
+    fn from(e: TransferError<ArchiveError>) -> Self {
+        match e {
+            TransferError::Store(s) => WorkspaceError::Store(s),
+            TransferError::Local(a) => WorkspaceError::Archive(a),
+        }
+    }
+}
+
+impl From<PlanError> for WorkspaceError {
+    fn from(e: PlanError) -> Self {
+        match e {
+            PlanError::InvalidPath { path, reason } => WorkspaceError::InvalidPath { path, reason },
+            PlanError::Glob(g) => WorkspaceError::Glob(g),
+        }
+    }
+}
+
+/// Where the layers of one workflow run live.
+pub(crate) struct Layout {
+    dir: String,
+}
+
+impl Layout {
+    pub(crate) fn new(project: &str, workflow: &str) -> Self {
+        Self {
+            dir: format!(
+                "{}/workspaces/{}",
+                manifest::project_dir(project),
+                paths::encode_part(workflow)
+            ),
+        }
+    }
+    pub(crate) fn layers_dir(&self) -> String {
+        format!("{}/layers", self.dir)
+    }
+    pub(crate) fn manifest(&self, id: &str) -> String {
+        format!("{}/layers/{id}.json", self.dir)
+    }
+    pub(crate) fn data(&self, id: &str, format: Format) -> String {
+        format!("{}/data/{id}.{}", self.dir, format.extension())
+    }
+}
+
+/// A new layer id: `YYYYMMDDTHHMMSS.ffffffZ-<12 hex>`, so ids sort by creation time (to the
+/// microsecond, by the persisting machine's clock) and never collide.
+pub(crate) fn new_layer_id(now: DateTime<Utc>) -> String {
+    let random = manifest::new_id();
+    format!("{}-{}", now.format("%Y%m%dT%H%M%S%.6fZ"), &random[..12])
+}
+
+/// Every layer manifest of a run, sorted by id (creation order).
+pub(crate) async fn read_layers(
+    store: &Store,
+    layout: &Layout,
+) -> Result<Vec<LayerManifest>, WorkspaceError> {
+    use futures::{StreamExt, TryStreamExt};
+    let metas = store.list(&layout.layers_dir()).await?;
+    let rels: Vec<String> = metas
+        .into_iter()
+        .map(|m| m.location.to_string())
+        .filter(|rel| rel.ends_with(".json"))
+        .collect();
+    let mut layers: Vec<LayerManifest> = futures::stream::iter(rels)
+        .map(|rel| async move {
+            match store.read(&rel).await? {
+                Some(bytes) => {
+                    Ok::<_, WorkspaceError>(Some(manifest::decode::<LayerBody>(&bytes, &rel)?))
+                }
+                None => Ok(None),
+            }
+        })
+        .buffer_unordered(16)
+        .try_filter_map(|m| async move { Ok(m) })
+        .try_collect()
+        .await?;
+    layers.sort_by(|a, b| a.body.id.cmp(&b.body.id));
+    Ok(layers)
+}
+
+/// Checks that a persisted path stays below its root: relative, without `~` or a leading `..`.
+pub(crate) fn check_relative(name: &str) -> Result<String, String> {
+    let normal = paths::normalize(name);
+    if name.starts_with('/') {
+        Err("workspace paths are relative to --root; give it without the leading /".into())
+    } else if name.starts_with('~') {
+        Err("workspace paths are relative to --root; `~` is not allowed".into())
+    } else if normal == ".." || normal.starts_with("../") {
+        Err("workspace paths must stay below --root; `..` climbs out of it".into())
+    } else {
+        Ok(normal)
+    }
+}
+
+/// The set of job names, sorted, for messages.
+pub(crate) fn job_names<'a>(layers: impl Iterator<Item = &'a LayerManifest>) -> Vec<String> {
+    layers
+        .map(|l| l.body.job.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}

@@ -2,6 +2,7 @@
 
 mod cache;
 mod key;
+mod workspace;
 
 use crate::cli::Command;
 use crate::errors::CliError;
@@ -11,7 +12,7 @@ pub async fn run(globals: &Globals, command: Command) -> Result<(), CliError> {
     match command {
         Command::Cache(c) => cache::run(globals, c).await,
         Command::Key(args) => key::run(globals, &args),
-        Command::Workspace(_) => Err(CliError::NotAvailable("ferry workspace")),
+        Command::Workspace(c) => workspace::run(globals, c).await,
         Command::Artifacts(_) => Err(CliError::NotAvailable("ferry artifacts")),
         Command::Prune(_) => Err(CliError::NotAvailable("ferry prune")),
     }

@@ -70,8 +70,11 @@ pub fn pack_listing<W: Write>(
     let mut seen = BTreeSet::new();
     let root_names: Vec<&str> = spec.roots.iter().map(|r| r.name.as_str()).collect();
     for root in &spec.roots {
+        // A root that is a symlink is stored as the link, not walked through (walkdir follows
+        // root links unless told not to).
         let walker = walkdir::WalkDir::new(&root.fs_path)
             .follow_links(false)
+            .follow_root_links(false)
             .sort_by_file_name();
         let mut it = walker.into_iter();
         while let Some(entry) = it.next() {

@@ -1,0 +1,156 @@
+//! `ferry workspace persist | attach | ls`.
+
+use ferry_core::units::format_size;
+use ferry_workspace_layers::{AttachRequest, PersistRequest};
+use serde_json::json;
+
+use crate::cli::WorkspaceCommand;
+use crate::errors::CliError;
+use crate::settings::{AttachSettings, Globals, PersistSettings, WorkspaceLsSettings};
+
+pub async fn run(globals: &Globals, command: WorkspaceCommand) -> Result<(), CliError> {
+    match command {
+        WorkspaceCommand::Persist(args) => {
+            persist(globals, PersistSettings::settle(&args, globals)?).await
+        }
+        WorkspaceCommand::Attach(args) => {
+            attach(globals, AttachSettings::settle(&args, globals)?).await
+        }
+        WorkspaceCommand::Ls(args) => {
+            ls(globals, WorkspaceLsSettings::settle(&args, globals)?).await
+        }
+    }
+}
+
+async fn persist(globals: &Globals, s: PersistSettings) -> Result<(), CliError> {
+    let store = globals.open_store()?;
+    let out = &globals.output;
+    let spinner = out.spinner(format!(
+        "persisting a layer of job {} to workflow {}",
+        s.job, s.workflow
+    ));
+    let result = ferry_workspace_layers::persist(
+        &store,
+        PersistRequest {
+            project: globals.project.clone(),
+            workflow: s.workflow,
+            job: s.job,
+            root: s.root,
+            paths: s.paths,
+            ttl: s.ttl,
+            state_dir: s.state_dir,
+        },
+    )
+    .await;
+    if let Some(pb) = spinner {
+        pb.finish_and_clear();
+    }
+    let outcome = result?;
+    for w in &outcome.warnings {
+        out.warn(w);
+    }
+    out.info(format!(
+        "persisted layer {} of job {} to workflow {}: {} files, {} stored ({} unpacked), {} in {:.2}s",
+        outcome.id,
+        outcome.job,
+        outcome.workflow,
+        outcome.files,
+        format_size(outcome.bytes),
+        format_size(outcome.unpacked_bytes),
+        match outcome.parents.len() {
+            0 => "no parents".to_string(),
+            1 => "1 parent".to_string(),
+            n => format!("{n} parents"),
+        },
+        outcome.seconds
+    ));
+    out.result(&outcome);
+    Ok(())
+}
+
+async fn attach(globals: &Globals, s: AttachSettings) -> Result<(), CliError> {
+    let store = globals.open_store()?;
+    let out = &globals.output;
+    if s.job.is_none() {
+        out.warn(
+            "no job name (--job, FERRY_JOB, GITHUB_JOB or CIRCLE_JOB): a later persist will not name these layers as its parents",
+        );
+    }
+    let spinner = out.spinner(format!(
+        "attaching the workspace of workflow {}",
+        s.workflow
+    ));
+    let result = ferry_workspace_layers::attach(
+        &store,
+        AttachRequest {
+            project: globals.project.clone(),
+            workflow: s.workflow,
+            job: s.job,
+            at: s.at,
+            from: s.from,
+            state_dir: s.state_dir,
+        },
+    )
+    .await;
+    if let Some(pb) = spinner {
+        pb.finish_and_clear();
+    }
+    let outcome = result?;
+    for w in &outcome.warnings {
+        out.warn(w);
+    }
+    if !outcome.layers.is_empty() {
+        let mut jobs: Vec<&str> = outcome.layers.iter().map(|l| l.job.as_str()).collect();
+        jobs.dedup();
+        out.info(format!(
+            "attached {} layer{} of workflow {} (jobs {}) at {}: {} files, {} downloaded in {:.2}s",
+            outcome.layers.len(),
+            if outcome.layers.len() == 1 { "" } else { "s" },
+            outcome.workflow,
+            jobs.join(", "),
+            outcome.at.display(),
+            outcome.files,
+            format_size(outcome.bytes),
+            outcome.seconds
+        ));
+    }
+    for l in &outcome.layers {
+        out.detail(format!("  layer {} of job {}", l.id, l.job));
+    }
+    out.result(&outcome);
+    Ok(())
+}
+
+async fn ls(globals: &Globals, s: WorkspaceLsSettings) -> Result<(), CliError> {
+    let store = globals.open_store()?;
+    let layers = ferry_workspace_layers::list(&store, &globals.project, &s.workflow).await?;
+    if globals.output.json {
+        globals
+            .output
+            .result(&json!({ "workflow": s.workflow, "layers": layers }));
+    } else if layers.is_empty() {
+        globals
+            .output
+            .info(format!("no layers in workflow {}", s.workflow));
+    } else {
+        for l in &layers {
+            eprintln!(
+                "{}\tjob {}\t{} files\t{}\tparents {}\tcreated {}\texpires {}",
+                l.id,
+                l.job,
+                l.files,
+                format_size(l.bytes),
+                if l.parents.is_empty() {
+                    "-".to_string()
+                } else {
+                    l.parents.join(",")
+                },
+                l.created.format("%Y-%m-%d %H:%M:%S"),
+                l.expires
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_else(|| "never".into()),
+            );
+        }
+    }
+    Ok(())
+}

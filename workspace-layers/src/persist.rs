@@ -1,0 +1,162 @@
+//! `ferry workspace persist`: pack paths under a root into one new, immutable layer.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use ferry_core::archive::{self, ArchiveError, Format, PackSpec};
+use ferry_core::env_vars::Environment;
+use ferry_core::manifest::{self, Envelope, Kind};
+use ferry_core::paths::PathContext;
+use ferry_core::store::{Published, Store};
+use ferry_core::{glob, transfer};
+use serde::Serialize;
+
+use crate::{LayerBody, Layout, Listing, WorkspaceError, state};
+
+/// What to persist.
+#[derive(Debug, Clone)]
+pub struct PersistRequest {
+    pub project: String,
+    pub workflow: String,
+    pub job: String,
+    /// The folder the paths are relative to (absolute).
+    pub root: PathBuf,
+    /// Paths under `root` as given: files, folders, globs; `!GLOB` excludes.
+    pub paths: Vec<String>,
+    pub ttl: Duration,
+    /// Folder of the per-job state files.
+    pub state_dir: PathBuf,
+}
+
+/// What a persist did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PersistOutcome {
+    pub workflow: String,
+    pub job: String,
+    pub id: String,
+    pub parents: Vec<String>,
+    /// Bytes stored (the compressed archive).
+    pub bytes: u64,
+    pub files: u64,
+    /// Bytes of file content before compression.
+    pub unpacked_bytes: u64,
+    pub created: DateTime<Utc>,
+    pub expires: DateTime<Utc>,
+    pub seconds: f64,
+    /// Paths that matched nothing, and a state file that could not be updated.
+    pub warnings: Vec<String>,
+}
+
+/// Adds one layer to the run: the archive first, then its manifest with a conditional create,
+/// so the layer exists exactly when its manifest does. Its parents are what this job attached
+/// and persisted before, as its state file records.
+pub async fn persist(store: &Store, req: PersistRequest) -> Result<PersistOutcome, WorkspaceError> {
+    let started = Instant::now();
+    if !req.root.is_dir() {
+        return Err(WorkspaceError::InvalidPath {
+            path: req.root.display().to_string(),
+            reason: "--root must be an existing folder".into(),
+        });
+    }
+    let mut given = Vec::with_capacity(req.paths.len());
+    for raw in &req.paths {
+        let raw = raw.trim();
+        let bare = raw.strip_prefix('!').unwrap_or(raw);
+        if !bare.is_empty() {
+            crate::check_relative(bare).map_err(|reason| WorkspaceError::InvalidPath {
+                path: raw.to_string(),
+                reason,
+            })?;
+        }
+        given.push(raw.to_string());
+    }
+    // Workspace paths are relative (checked above), so no home folder is needed to resolve them.
+    let at = PathContext {
+        cwd: req.root.clone(),
+        env: Environment::default(),
+    };
+    let plan = archive::plan(&given, &[], &at)?;
+    if plan.roots.is_empty() {
+        return Err(WorkspaceError::NothingToPersist {
+            paths: req.paths.join(", "),
+            root: req.root.display().to_string(),
+        });
+    }
+    let state_file = state::path(&req.state_dir, &req.project, &req.workflow, &req.job);
+    let mut job_state = state::load(&state_file)?;
+    let parents = job_state.parents();
+
+    let layout = Layout::new(&req.project, &req.workflow);
+    let now = Utc::now();
+    let id = crate::new_layer_id(now);
+    let format = Format::Zstd;
+    let data_rel = layout.data(&id, format);
+    let spec = PackSpec {
+        roots: plan.roots,
+        excludes: glob::set(&plan.excludes)?,
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let ((stats, mut listing), data) = transfer::upload(store, &data_rel, move |out| {
+        let mut listing = Listing::default();
+        let mut w = archive::compressor(format, format.default_level(), threads, out)
+            .map_err(ArchiveError::Write)?;
+        let stats =
+            archive::pack_listing(&spec, &mut w, &mut |name, kind| listing.push(name, kind))?;
+        w.finish_write().map_err(ArchiveError::Write)?;
+        Ok::<_, ArchiveError>((stats, listing))
+    })
+    .await?;
+    listing.sort();
+
+    let expires = now + chrono::Duration::seconds(req.ttl.as_secs() as i64);
+    let manifest = Envelope {
+        format: manifest::FORMAT_VERSION,
+        kind: Kind::Layer,
+        created: now,
+        expires: Some(expires),
+        data: data.clone(),
+        body: LayerBody {
+            id: id.clone(),
+            workflow: req.workflow.clone(),
+            job: req.job.clone(),
+            parents: parents.clone(),
+            compression: format,
+            paths: plan.manifest_roots,
+            links_out: stats.links_out.clone(),
+            entries: listing,
+            files: stats.files,
+            unpacked_bytes: stats.bytes,
+            ttl_seconds: req.ttl.as_secs(),
+        },
+    };
+    if store
+        .create(&layout.manifest(&id), manifest::encode(&manifest))
+        .await?
+        == Published::Exists
+    {
+        store.delete(&data_rel).await?;
+        return Err(WorkspaceError::Exists { id });
+    }
+
+    let mut warnings = plan.warnings;
+    job_state.persisted.push(id.clone());
+    if let Err(e) = state::save(&state_file, &job_state) {
+        warnings.push(format!(
+            "{e}; a later persist in this job will not name layer {id} as its parent"
+        ));
+    }
+    Ok(PersistOutcome {
+        workflow: req.workflow,
+        job: req.job,
+        id,
+        parents,
+        bytes: data.size,
+        files: stats.files,
+        unpacked_bytes: stats.bytes,
+        created: now,
+        expires,
+        seconds: started.elapsed().as_secs_f64(),
+        warnings,
+    })
+}
