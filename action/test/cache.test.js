@@ -147,6 +147,24 @@ describe('command: cache', () => {
     assert.doesNotMatch(post.stdout, /cache save/);
   });
 
+  it('runs ferry in working-directory: templates and paths are relative to it', () => {
+    const store = tempStore();
+    const first = new Job({ name: 'build', runId: newRunId() });
+    first.write({ 'app/deps.lock': 'v1' });
+    const inputs = { key: KEY, path: 'deps', store, 'working-directory': 'app' };
+    assert.equal(first.uses(inputs).code, 0);
+    first.write({ 'app/deps/lib.txt': 'in app' });
+    const [post] = first.complete();
+    assert.match(post.stdout, /Cache saved with key/, ran(post));
+
+    const second = new Job({ name: 'build', runId: newRunId() });
+    second.write({ 'app/deps.lock': 'v1' });
+    const main = second.uses(inputs);
+    assert.equal(main.outputs['cache-hit'], 'true', ran(main));
+    assert.equal(second.read('app/deps/lib.txt'), 'in app');
+    assert.equal(second.exists('deps'), false);
+  });
+
   it('fails clearly without a key', () => {
     const job = new Job({ name: 'build', runId: newRunId() });
     const main = job.uses({ path: 'deps', store: tempStore() });
