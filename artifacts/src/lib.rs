@@ -1,1 +1,249 @@
-//! Artifacts: long-lived files of one run and job.
+//! Artifacts: a job's outputs kept for people and later tools, one object per file.
+//!
+//! Each file is stored as it is (not archived, not compressed), so a link to its object serves
+//! the file itself, beside a small manifest recording its stored path, size, mode and SHA-256.
+//! Layout in the store (see `docs/FORMAT.md`, "Artifacts"):
+//! `ferry-v1/<project>/artifacts/runs/<run>/<job>/<name>.json` is the manifest of one stored
+//! path and `ferry-v1/<project>/artifacts/data/<id>/<file name>` its bytes.
+
+mod download;
+mod ls;
+mod upload;
+
+use ferry_core::manifest::{self, Envelope, ManifestError};
+use ferry_core::paths;
+use ferry_core::retention::DATA_DIR;
+use ferry_core::store::{Store, StoreError};
+use ferry_core::transfer::TransferError;
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+pub use download::{DownloadOutcome, DownloadRequest, download};
+pub use ls::{ArtifactEntry, link, list};
+pub use upload::{UploadOutcome, UploadRequest, Uploaded, upload};
+
+/// Files moved at once by uploads, downloads and listings.
+const CONCURRENCY: usize = 16;
+
+/// The run and job an artifact belongs to: its keyspace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Target {
+    pub run: String,
+    pub job: String,
+}
+
+/// The fields an artifact manifest adds to the common envelope.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArtifactBody {
+    pub run: String,
+    pub job: String,
+    /// The stored path: `/`-separated, relative, no `.` or `..` parts.
+    pub path: String,
+    /// Unix permission bits, as octal digits (`"0755"`).
+    #[serde(with = "octal")]
+    pub mode: u32,
+    /// The retention asked for; `None` with `--ttl never`.
+    pub ttl_seconds: Option<u64>,
+}
+
+/// An artifact manifest.
+pub type ArtifactManifest = Envelope<ArtifactBody>;
+
+/// Errors of the artifact commands.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("failed to {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("nothing to upload at {path} (looked in {cwd}); check the path")]
+    Missing { path: String, cwd: String },
+    #[error("cannot store {path:?}: {reason}")]
+    InvalidPath { path: String, reason: String },
+    #[error(
+        "{} already stored for run {run} job {job}: {}; nothing was uploaded; pass --overwrite to replace {}",
+        if paths.len() == 1 { "an artifact is" } else { "artifacts are" },
+        paths.join(", "),
+        if paths.len() == 1 { "it" } else { "them" }
+    )]
+    AlreadyStored {
+        run: String,
+        job: String,
+        paths: Vec<String>,
+    },
+    #[error("invalid artifact pattern: {0}")]
+    Pattern(#[from] ferry_core::glob::GlobError),
+    #[error("no artifact of run {run} job {job}{}; `ferry artifacts ls` lists them",
+        pattern.as_ref().map(|p| format!(" matches {p:?}")).unwrap_or_else(|| " is stored".into()))]
+    NoMatch {
+        run: String,
+        job: String,
+        pattern: Option<String>,
+    },
+    #[error("no artifact {path:?} in run {run} job {job}; `ferry artifacts ls` lists them")]
+    NotFound {
+        run: String,
+        job: String,
+        path: String,
+    },
+    #[error(
+        "artifact {path} failed its integrity check: the store holds sha256 {actual} ({actual_size} bytes), its manifest records {expected} ({expected_size} bytes); it was not written to {dest}; upload it again"
+    )]
+    Digest {
+        path: String,
+        dest: String,
+        expected: String,
+        actual: String,
+        expected_size: u64,
+        actual_size: u64,
+    },
+    #[error(
+        "refused artifact manifest {manifest}: its stored path {path:?} is not a plain relative path; nothing was written for it"
+    )]
+    UnsafePath { manifest: String, path: String },
+}
+
+impl From<TransferError<ArtifactError>> for ArtifactError {
+    fn from(e: TransferError<ArtifactError>) -> Self {
+        match e {
+            TransferError::Store(s) => ArtifactError::Store(s),
+            TransferError::Local(a) => a,
+        }
+    }
+}
+
+/// Where the artifacts of a project live.
+pub(crate) struct Layout {
+    dir: String,
+}
+
+impl Layout {
+    pub(crate) fn new(project: &str) -> Self {
+        Self {
+            dir: format!("{}/artifacts", manifest::project_dir(project)),
+        }
+    }
+
+    /// The folder of one run's and job's manifests.
+    pub(crate) fn target_dir(&self, target: &Target) -> String {
+        format!(
+            "{}/runs/{}/{}",
+            self.dir,
+            paths::encode_part(&target.run),
+            paths::encode_part(&target.job)
+        )
+    }
+
+    pub(crate) fn manifest(&self, target: &Target, path: &str) -> String {
+        format!(
+            "{}/{}.json",
+            self.target_dir(target),
+            manifest::object_name(path)
+        )
+    }
+
+    /// A new data object, named after the file so that a link to it downloads under that name.
+    pub(crate) fn data(&self, path: &str) -> String {
+        let file = path.rsplit('/').next().unwrap_or(path);
+        let mut safe: String = file
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(100)
+            .collect();
+        if safe.trim_matches('.').is_empty() {
+            safe = "file".into();
+        }
+        format!("{}/{DATA_DIR}/{}/{safe}", self.dir, manifest::new_id())
+    }
+}
+
+/// Checks that a stored path is relative and plain: no empty, `.` or `..` parts.
+pub(crate) fn is_plain(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && path
+            .split('/')
+            .all(|p| !p.is_empty() && p != "." && p != "..")
+}
+
+/// Reads every manifest of a run and job, sorted by stored path.
+pub(crate) async fn read_all(
+    store: &Store,
+    layout: &Layout,
+    target: &Target,
+) -> Result<Vec<ArtifactManifest>, ArtifactError> {
+    let metas = store.list(&layout.target_dir(target)).await?;
+    let mut all: Vec<ArtifactManifest> = futures::stream::iter(metas)
+        .filter(|m| std::future::ready(m.location.as_ref().ends_with(".json")))
+        .map(|meta| async move {
+            let rel = meta.location.to_string();
+            let Some(bytes) = store.read(&rel).await? else {
+                return Ok(None);
+            };
+            let m: ArtifactManifest = manifest::decode(&bytes, &rel)?;
+            if !is_plain(&m.body.path) {
+                return Err(ArtifactError::UnsafePath {
+                    manifest: rel,
+                    path: m.body.path,
+                });
+            }
+            Ok(Some(m))
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_filter_map(|m| std::future::ready(Ok(m)))
+        .try_collect()
+        .await?;
+    all.sort_by(|a, b| a.body.path.cmp(&b.body.path));
+    Ok(all)
+}
+
+/// File modes as octal text in manifests and listings.
+pub(crate) mod octal {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{mode:04o}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        let s = String::deserialize(d)?;
+        u32::from_str_radix(&s, 8).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_objects_keep_a_safe_file_name() {
+        let l = Layout::new("acme/app");
+        assert!(
+            l.data("reports/with space.txt")
+                .ends_with("/with_space.txt")
+        );
+        assert!(l.data("x/..").ends_with("/file"));
+        assert!(l.data("a").contains("/artifacts/data/"));
+    }
+
+    #[test]
+    fn only_plain_relative_paths_are_stored() {
+        assert!(is_plain("reports/a b.txt"));
+        for bad in ["", "/etc/passwd", "../x", "a/../b", "a//b", "./a", "a/"] {
+            assert!(!is_plain(bad), "{bad:?}");
+        }
+    }
+}

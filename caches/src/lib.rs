@@ -13,6 +13,7 @@ mod save;
 use chrono::{DateTime, Utc};
 use ferry_core::archive::{ArchiveError, Format};
 use ferry_core::manifest::{self, Envelope, ManifestError};
+use ferry_core::retention::{CACHE_KEYS_DIR, CACHE_USED_DIR, CACHES_DIR, DATA_DIR};
 use ferry_core::store::StoreError;
 use ferry_core::transfer::TransferError;
 use serde::{Deserialize, Serialize};
@@ -86,20 +87,21 @@ pub(crate) struct Layout {
 impl Layout {
     pub(crate) fn new(project: &str) -> Self {
         Self {
-            dir: format!("{}/caches", manifest::project_dir(project)),
+            dir: format!("{}/{CACHES_DIR}", manifest::project_dir(project)),
         }
     }
     pub(crate) fn keys_dir(&self) -> String {
-        format!("{}/keys", self.dir)
+        format!("{}/{CACHE_KEYS_DIR}", self.dir)
     }
     pub(crate) fn manifest(&self, key: &str) -> String {
-        format!("{}/keys/{}.json", self.dir, manifest::object_name(key))
+        format!("{}/{CACHE_KEYS_DIR}/{}.json", self.dir, manifest::object_name(key))
     }
+    /// Beside the manifest, under the same name: `ferry prune` finds it there.
     pub(crate) fn used(&self, key: &str) -> String {
-        format!("{}/used/{}.json", self.dir, manifest::object_name(key))
+        format!("{}/{CACHE_USED_DIR}/{}.json", self.dir, manifest::object_name(key))
     }
     pub(crate) fn data(&self, format: Format) -> String {
-        format!("{}/data/{}.{}", self.dir, manifest::new_id(), format.extension())
+        format!("{}/{DATA_DIR}/{}.{}", self.dir, manifest::new_id(), format.extension())
     }
 }
 

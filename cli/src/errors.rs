@@ -1,7 +1,9 @@
 //! Every error the binary can end with, and the one table that maps each to an exit code.
 
+use ferry_artifacts::ArtifactError;
 use ferry_caches::CacheError;
 use ferry_core::archive::ArchiveError;
+use ferry_core::retention::RetentionError;
 use ferry_core::store::StoreError;
 use ferry_core::template::TemplateError;
 use ferry_core::units::UnitError;
@@ -32,12 +34,14 @@ pub enum CliError {
     Cache(#[from] CacheError),
     #[error(transparent)]
     Workspace(#[from] WorkspaceError),
+    #[error(transparent)]
+    Artifacts(#[from] ArtifactError),
+    #[error(transparent)]
+    Retention(#[from] RetentionError),
     #[error("no cache matched key {key:?}{} (--fail-on-miss)", if restore_keys.is_empty() { String::new() } else { format!(" or restore keys {restore_keys:?}") })]
     CacheMiss { key: String, restore_keys: Vec<String> },
     #[error("failed to write step outputs to $GITHUB_OUTPUT: {0}")]
     GithubOutput(#[source] std::io::Error),
-    #[error("{0} is not available in this version of ferry")]
-    NotAvailable(&'static str),
 }
 
 fn archive_code(e: &ArchiveError) -> ExitCode {
@@ -85,8 +89,30 @@ impl CliError {
                 | WorkspaceError::Exists { .. }
                 | WorkspaceError::State { .. } => ExitCode::Error,
             },
+            CliError::Artifacts(e) => match e {
+                ArtifactError::Digest { .. } | ArtifactError::UnsafePath { .. } => {
+                    ExitCode::Integrity
+                }
+                ArtifactError::Store(StoreError::InvalidUrl { .. })
+                | ArtifactError::InvalidPath { .. }
+                | ArtifactError::Pattern(_) => ExitCode::Usage,
+                ArtifactError::Store(_)
+                | ArtifactError::Manifest(_)
+                | ArtifactError::Io { .. }
+                | ArtifactError::Missing { .. }
+                | ArtifactError::AlreadyStored { .. }
+                | ArtifactError::NoMatch { .. }
+                | ArtifactError::NotFound { .. } => ExitCode::Error,
+            },
+            CliError::Retention(e) => match e {
+                RetentionError::Store {
+                    source: StoreError::InvalidUrl { .. },
+                    ..
+                } => ExitCode::Usage,
+                RetentionError::Store { .. } => ExitCode::Error,
+            },
             CliError::CacheMiss { .. } => ExitCode::CacheMiss,
-            CliError::GithubOutput(_) | CliError::NotAvailable(_) => ExitCode::Error,
+            CliError::GithubOutput(_) => ExitCode::Error,
         }
     }
 }

@@ -60,6 +60,20 @@ impl Output {
         Some(pb)
     }
 
+    /// Awaits `work` behind a spinner showing `msg` (on a terminal only), cleared at the end.
+    pub async fn spin<T>(
+        &self,
+        msg: impl Into<String>,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let spinner = self.spinner(msg);
+        let result = work.await;
+        if let Some(pb) = spinner {
+            pb.finish_and_clear();
+        }
+        result
+    }
+
     /// Appends `name=value` lines to `$GITHUB_OUTPUT`, when on GitHub Actions.
     pub fn github_outputs(&self, pairs: &[(&str, &str)]) -> std::io::Result<()> {
         let Some(path) = &self.github_output else {

@@ -294,3 +294,141 @@ impl WorkspaceLsSettings {
         })
     }
 }
+
+/// The run and job of an artifacts command: `--run`/`FERRY_RUN`, else the CI's run
+/// (`GITHUB_RUN_ID`, `CIRCLE_WORKFLOW_ID`); `--job`/`FERRY_JOB`, else `GITHUB_JOB`, `CIRCLE_JOB`.
+/// Either missing is a usage error naming the flag and variable to set.
+fn artifact_target(
+    args: &cli::ArtifactRunArgs,
+    globals: &Globals,
+) -> Result<ferry_artifacts::Target, CliError> {
+    let pick = |flag: &Option<String>, ci: &Option<String>, vars: [&str; 2]| {
+        flag.as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+            .or_else(|| ci.clone())
+            .or_else(|| {
+                vars.iter()
+                    .find_map(|v| globals.env.get(v))
+                    .map(str::to_string)
+            })
+    };
+    let missing = |what: &str, flag: &str, var: &str, vars: [&str; 2]| {
+        CliError::Usage(format!(
+            "no {what} for artifacts: pass {flag} or set {var} (on GitHub Actions {} is used, on CircleCI {})",
+            vars[0], vars[1]
+        ))
+    };
+    let run_vars = [ev::GITHUB_RUN_ID, ev::CIRCLE_WORKFLOW_ID];
+    let job_vars = [ev::GITHUB_JOB, ev::CIRCLE_JOB];
+    Ok(ferry_artifacts::Target {
+        run: pick(&args.run, &globals.ci.run, run_vars)
+            .ok_or_else(|| missing("run", "--run ID", ev::FERRY_RUN, run_vars))?,
+        job: pick(&args.job, &globals.ci.job, job_vars)
+            .ok_or_else(|| missing("job", "--job NAME", ev::FERRY_JOB, job_vars))?,
+    })
+}
+
+/// `artifacts upload`, settled.
+pub struct UploadSettings {
+    pub target: ferry_artifacts::Target,
+    pub paths: Vec<String>,
+    pub destination: Option<String>,
+    pub ttl: Ttl,
+    pub overwrite: bool,
+}
+
+impl UploadSettings {
+    pub fn settle(args: &cli::UploadArgs, globals: &Globals) -> Result<Self, CliError> {
+        Ok(Self {
+            target: artifact_target(&args.target, globals)?,
+            paths: args.paths.clone(),
+            destination: args.destination.clone().filter(|d| !d.trim().is_empty()),
+            ttl: units::parse_ttl(&args.ttl, true)?,
+            overwrite: args.overwrite,
+        })
+    }
+}
+
+/// `artifacts ls`, settled.
+pub struct ArtifactsLsSettings {
+    pub target: ferry_artifacts::Target,
+}
+
+impl ArtifactsLsSettings {
+    pub fn settle(args: &cli::ArtifactsLsArgs, globals: &Globals) -> Result<Self, CliError> {
+        Ok(Self {
+            target: artifact_target(&args.target, globals)?,
+        })
+    }
+}
+
+/// `artifacts download`, settled.
+pub struct DownloadSettings {
+    pub target: ferry_artifacts::Target,
+    pub pattern: Option<String>,
+    /// The folder to write into, resolved against the current folder and `~/`.
+    pub to: PathBuf,
+}
+
+impl DownloadSettings {
+    pub fn settle(args: &cli::DownloadArgs, globals: &Globals) -> Result<Self, CliError> {
+        let to = args.to.trim();
+        if to.is_empty() {
+            return Err(CliError::Usage(
+                "--to needs a folder to download into".into(),
+            ));
+        }
+        let cx = globals.path_context();
+        cx.check(to)
+            .map_err(|reason| CliError::Usage(format!("--to {to:?}: {reason}")))?;
+        Ok(Self {
+            target: artifact_target(&args.target, globals)?,
+            pattern: args.pattern.clone().filter(|p| !p.trim().is_empty()),
+            to: cx.resolve(to),
+        })
+    }
+}
+
+/// `artifacts url`, settled.
+pub struct UrlSettings {
+    pub target: ferry_artifacts::Target,
+    pub path: String,
+    pub expires: Duration,
+}
+
+impl UrlSettings {
+    pub fn settle(args: &cli::UrlArgs, globals: &Globals) -> Result<Self, CliError> {
+        Ok(Self {
+            target: artifact_target(&args.target, globals)?,
+            path: args.path.clone(),
+            expires: units::parse_duration(&args.expires)?,
+        })
+    }
+}
+
+/// `prune`, settled.
+pub struct PruneSettings {
+    pub dry_run: bool,
+    pub max_cache_size: Option<u64>,
+    /// Unreferenced data younger than this is kept (`FERRY_PRUNE_GRACE`).
+    pub grace: Duration,
+}
+
+impl PruneSettings {
+    pub fn settle(args: &cli::PruneArgs, globals: &Globals) -> Result<Self, CliError> {
+        Ok(Self {
+            dry_run: args.dry_run,
+            max_cache_size: args
+                .max_cache_size
+                .as_deref()
+                .map(units::parse_size)
+                .transpose()?,
+            grace: match globals.env.get(ev::FERRY_PRUNE_GRACE) {
+                Some(g) => units::parse_duration(g)?,
+                None => ferry_core::retention::DEFAULT_GRACE,
+            },
+        })
+    }
+}

@@ -38,6 +38,8 @@ env_vars! {
     FERRY_LEVEL = "FERRY_LEVEL";
     /// Retention (`--ttl`) of what is saved, persisted or uploaded.
     FERRY_TTL = "FERRY_TTL";
+    /// How old data no manifest references must be before `ferry prune` deletes it (default `6h`): longer than any save runs.
+    FERRY_PRUNE_GRACE = "FERRY_PRUNE_GRACE";
     /// Home folder that `~/` paths are saved from and restored into.
     HOME = "HOME";
     /// Base of the default local store (`$XDG_CACHE_HOME/ferry`).

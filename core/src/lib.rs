@@ -9,6 +9,7 @@ pub mod env_vars;
 pub mod glob;
 pub mod manifest;
 pub mod paths;
+pub mod retention;
 pub mod store;
 pub mod template;
 pub mod transfer;

@@ -1,7 +1,9 @@
 //! One file per command; each takes settled values and a store.
 
+mod artifacts;
 mod cache;
 mod key;
+mod prune;
 mod workspace;
 
 use crate::cli::Command;
@@ -13,7 +15,7 @@ pub async fn run(globals: &Globals, command: Command) -> Result<(), CliError> {
         Command::Cache(c) => cache::run(globals, c).await,
         Command::Key(args) => key::run(globals, &args),
         Command::Workspace(c) => workspace::run(globals, c).await,
-        Command::Artifacts(_) => Err(CliError::NotAvailable("ferry artifacts")),
-        Command::Prune(_) => Err(CliError::NotAvailable("ferry prune")),
+        Command::Artifacts(c) => artifacts::run(globals, c).await,
+        Command::Prune(args) => prune::run(globals, &args).await,
     }
 }

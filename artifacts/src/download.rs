@@ -1,0 +1,168 @@
+//! `ferry artifacts download`: bring stored files back with their modes, checking every digest.
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use ferry_core::store::Store;
+use ferry_core::{glob, manifest, paths, transfer};
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::{ArtifactError, ArtifactManifest, CONCURRENCY, Layout, Target};
+
+/// What to download.
+#[derive(Debug, Clone)]
+pub struct DownloadRequest {
+    pub project: String,
+    pub target: Target,
+    /// Only stored paths matching this glob (`**` crosses folders); all when absent.
+    pub pattern: Option<String>,
+    /// Folder the stored paths are written below.
+    pub to: PathBuf,
+}
+
+/// What a download did.
+#[derive(Debug, Clone, Serialize)]
+pub struct DownloadOutcome {
+    pub run: String,
+    pub job: String,
+    pub to: String,
+    /// Stored paths written.
+    pub artifacts: Vec<String>,
+    pub files: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+/// Writes every matching artifact of the run and job below `to`, at its stored path.
+///
+/// Each file is written under a temporary name, checked against the size and SHA-256 its
+/// manifest records, given its recorded mode and only then renamed into place: a file that
+/// fails the check is never left in the target. Other files still arrive; the first failure
+/// (an integrity failure before any other) is returned.
+pub async fn download(
+    store: &Store,
+    req: DownloadRequest,
+) -> Result<DownloadOutcome, ArtifactError> {
+    let started = Instant::now();
+    let layout = Layout::new(&req.project);
+    let matcher = req
+        .pattern
+        .as_deref()
+        .map(|p| glob::matcher(&paths::normalize(p)))
+        .transpose()?;
+    let chosen: Vec<ArtifactManifest> = crate::read_all(store, &layout, &req.target)
+        .await?
+        .into_iter()
+        .filter(|m| matcher.as_ref().is_none_or(|g| g.is_match(&m.body.path)))
+        .collect();
+    if chosen.is_empty() {
+        return Err(ArtifactError::NoMatch {
+            run: req.target.run,
+            job: req.target.job,
+            pattern: req.pattern,
+        });
+    }
+    let results: Vec<Result<(String, u64), ArtifactError>> = futures::stream::iter(chosen)
+        .map(|m| fetch(store, m, &req.to))
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let mut written = Vec::with_capacity(results.len());
+    let mut failure: Option<ArtifactError> = None;
+    for r in results {
+        match r {
+            Ok(w) => written.push(w),
+            Err(e) => {
+                let worse = matches!(e, ArtifactError::Digest { .. })
+                    && !matches!(failure, Some(ArtifactError::Digest { .. }));
+                if failure.is_none() || worse {
+                    failure = Some(e);
+                }
+            }
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    written.sort();
+    Ok(DownloadOutcome {
+        run: req.target.run,
+        job: req.target.job,
+        to: req.to.display().to_string(),
+        files: written.len() as u64,
+        bytes: written.iter().map(|(_, n)| n).sum(),
+        artifacts: written.into_iter().map(|(p, _)| p).collect(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Streams one artifact to a temporary file beside its destination, checks it, renames it.
+async fn fetch(
+    store: &Store,
+    m: ArtifactManifest,
+    to: &Path,
+) -> Result<(String, u64), ArtifactError> {
+    let dest = to.join(&m.body.path);
+    let parent = dest.parent().unwrap_or(to).to_path_buf();
+    tokio::fs::create_dir_all(&parent)
+        .await
+        .map_err(|source| ArtifactError::Io {
+            op: "create the folder",
+            path: parent.display().to_string(),
+            source,
+        })?;
+    let file_name = m
+        .body
+        .path
+        .rsplit('/')
+        .next()
+        .unwrap_or("artifact")
+        .to_string();
+    let tmp = parent.join(format!(".{file_name}.ferry-{}.part", manifest::new_id()));
+    let expected = m.data.clone();
+    let (path, mode) = (m.body.path.clone(), m.body.mode);
+    let size = transfer::download(store, &expected.path, expected.size, move |mut reader| {
+        let io = |op, p: &Path| {
+            let p = p.display().to_string();
+            move |source| ArtifactError::Io {
+                op,
+                path: p,
+                source,
+            }
+        };
+        let result = (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io("create", &tmp))?;
+            std::io::copy(&mut reader, &mut file).map_err(io("write", &dest))?;
+            drop(file);
+            let (size, sha256) = reader.finish().map_err(io("download", &dest))?;
+            if size != expected.size || sha256 != expected.sha256 {
+                return Err(ArtifactError::Digest {
+                    path: path.clone(),
+                    dest: dest.display().to_string(),
+                    expected: expected.sha256.clone(),
+                    actual: sha256,
+                    expected_size: expected.size,
+                    actual_size: size,
+                });
+            }
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
+                .map_err(io("set the mode of", &dest))?;
+            fs::rename(&tmp, &dest).map_err(io("move into place", &dest))?;
+            Ok(size)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    })
+    .await?;
+    Ok((m.body.path, size))
+}

@@ -1,0 +1,67 @@
+//! `ferry prune`: delete what has expired, then evict least recently used caches over a size.
+
+use ferry_core::manifest::Kind;
+use ferry_core::retention::{self, PruneRequest, Reason};
+use ferry_core::units::format_size;
+
+use crate::cli::PruneArgs;
+use crate::errors::CliError;
+use crate::settings::{Globals, PruneSettings};
+
+pub async fn run(globals: &Globals, args: &PruneArgs) -> Result<(), CliError> {
+    let s = PruneSettings::settle(args, globals)?;
+    let store = globals.open_store()?;
+    let out = &globals.output;
+    let request = PruneRequest {
+        project: globals.project.clone(),
+        dry_run: s.dry_run,
+        max_cache_size: s.max_cache_size,
+        grace: s.grace,
+    };
+    let pruning = format!("pruning project {}", globals.project);
+    let result = out.spin(pruning, retention::prune(&store, &request)).await;
+    let outcome = result?;
+    for w in &outcome.warnings {
+        out.warn(w);
+    }
+    let verb = if outcome.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
+    for r in &outcome.removed {
+        let reason = match r.reason {
+            Reason::Expired => "expired",
+            Reason::Evicted => "evicted",
+            Reason::Orphaned => "orphaned",
+        };
+        let kind = match r.kind {
+            Some(Kind::Cache) => "cache",
+            Some(Kind::Layer) => "layer",
+            Some(Kind::Artifact) => "artifact",
+            None => "object",
+        };
+        out.info(format!(
+            "{verb} {reason} {kind} {} ({})",
+            r.name,
+            format_size(r.bytes)
+        ));
+    }
+    let entries = outcome
+        .removed
+        .iter()
+        .filter(|r| r.reason != Reason::Orphaned)
+        .count();
+    let orphans = outcome.removed.len() - entries;
+    out.info(format!(
+        "{} {entries} entries and {orphans} orphaned objects ({}) in project {}; {} entries kept, caches hold {}{}",
+        if outcome.dry_run { "would prune" } else { "pruned" },
+        format_size(outcome.bytes),
+        outcome.project,
+        outcome.kept,
+        format_size(outcome.cache_bytes),
+        if outcome.dry_run { "; nothing deleted (dry run)" } else { "" }
+    ));
+    out.result(&outcome);
+    Ok(())
+}
