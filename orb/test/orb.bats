@@ -349,6 +349,31 @@ publish_release() { # DIR TAG [corrupt]
   [[ "$output" == *"Using ferry from PATH: $JOB_DIR/bin/ferry"* ]]
 }
 
+@test "install asks for the asset release.yml publishes for each OS and architecture" {
+  stubs="$BATS_TEST_TMPDIR/stubs"
+  mkdir -p "$stubs"
+  # uname answers from STUB_OS/STUB_ARCH; curl records the URL and fails.
+  printf '#!/bin/sh\ncase "$1" in -s) echo "$STUB_OS" ;; -m) echo "$STUB_ARCH" ;; esac\n' >"$stubs/uname"
+  printf '#!/bin/sh\nfor a; do case "$a" in http*) echo "$a" >>"$CURL_LOG" ;; esac; done\nexit 22\n' >"$stubs/curl"
+  chmod +x "$stubs/uname" "$stubs/curl"
+  export CURL_LOG="$BATS_TEST_TMPDIR/curl.log"
+  start_job build
+  PATH="$stubs:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
+  while read -r os arch target ext; do
+    : >"$CURL_LOG"
+    STUB_OS="$os" STUB_ARCH="$arch" run orb_command install version=1.2.3 releases_url=https://example.invalid/releases
+    [ "$status" -eq 1 ]
+    [ "$(head -n 1 "$CURL_LOG")" = "https://example.invalid/releases/download/v1.2.3/ferry-${target}.${ext}" ]
+    grep -q "target: ${target}\$" "$REPO_DIR/.github/workflows/release.yml"
+  done <<'TABLE'
+Linux x86_64 x86_64-unknown-linux-musl tar.gz
+Linux aarch64 aarch64-unknown-linux-musl tar.gz
+Darwin x86_64 x86_64-apple-darwin tar.gz
+Darwin arm64 aarch64-apple-darwin tar.gz
+MINGW64_NT-10.0 x86_64 x86_64-pc-windows-msvc zip
+TABLE
+}
+
 @test "install refuses an archive whose checksum does not match" {
   releases="$BATS_TEST_TMPDIR/releases"
   publish_release "$releases" v9.9.9 corrupt
