@@ -1,0 +1,233 @@
+"""Running one timed command or pipeline: wall time, CPU time and peak RSS of every process.
+
+Each stage of a pipeline is its own child of this process. Its peak RSS comes from the
+rusage of the process when it is reaped (`ru_maxrss`), which includes any helper it waits
+for, such as the `gzip` that `tar -z` starts (the kernel folds a reaped child's peak into
+its parent's). A pipeline's peak is reported as the largest of its processes; the record
+keeps each one.
+
+Linux also folds the address space a process had *before* `exec` into `ru_maxrss`, so a
+child forked straight from this (Python, 10+ MiB) process would report at least Python's
+size. Each stage is therefore started through GNU time (`/usr/bin/time`, Debian package
+`time`), a small C program whose own footprint (~1 MiB) is all that leaks in; without it
+the harness falls back to `os.wait4` and records the floor that the fallback implies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+@dataclass
+class Run:
+    """The outcome of one command or pipeline."""
+
+    argv: list[list[str]]
+    wall: float
+    returncodes: list[int]
+    maxrss: list[int]                        # bytes, one per stage
+    cpu: list[float]                         # user + system seconds, one per stage
+    stdout: str = ""
+    stderr: str = ""
+    json: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(rc == 0 for rc in self.returncodes)
+
+    @property
+    def peak_rss(self) -> int:
+        return max(self.maxrss) if self.maxrss else 0
+
+    def failure(self) -> str:
+        cmd = " | ".join(" ".join(a) for a in self.argv)
+        tail = self.stderr.strip().splitlines()[-6:]
+        return f"`{cmd}` exited {self.returncodes}: " + " / ".join(tail)
+
+    def record(self) -> dict:
+        d = asdict(self)
+        d.pop("stdout")
+        d["stderr"] = self.stderr[-2000:]
+        d["peak_rss"] = self.peak_rss
+        return d
+
+
+def run(stages: list[list[str]], cwd: Path, env: dict | None = None, scratch: Path | None = None,
+        timeout: float = 3600) -> Run:
+    """Runs `stages` as a pipeline in `cwd`, stdout of each into stdin of the next.
+
+    The last stage's stdout and every stage's stderr go to files in `scratch` (never to
+    a pipe this process must drain while timing). Returns once every stage has exited.
+    """
+    scratch = Path(scratch or cwd)
+    out_path = scratch / ".bench-stdout"
+    err_path = scratch / ".bench-stderr"
+    procs: list[subprocess.Popen] = []
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        t0 = time.perf_counter()
+        prev = subprocess.DEVNULL
+        for i, argv in enumerate(stages):
+            last = i == len(stages) - 1
+            if GNU_TIME:
+                argv = [GNU_TIME, "-f", "%M %U %S", "-o", str(scratch / f".bench-rusage-{i}"), *argv]
+            p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=prev,
+                                 stdout=out if last else subprocess.PIPE, stderr=err)
+            if prev is not subprocess.DEVNULL:
+                prev.close()  # the child holds it now; closing ours lets EOF propagate
+            prev = p.stdout if not last else None
+            procs.append(p)
+        codes, rss, cpu = [], [], []
+        # A blocking wait4 per stage (no polling); a timer kills a run that hangs.
+        killer = threading.Timer(timeout, lambda: [q.kill() for q in procs if q.returncode is None])
+        killer.start()
+        try:
+            for p in procs:
+                _, status, ru = os.wait4(p.pid, 0)
+                p.returncode = os.waitstatus_to_exitcode(status)
+                codes.append(p.returncode)
+                rss.append(ru.ru_maxrss * KiB)  # Linux reports KiB
+                cpu.append(ru.ru_utime + ru.ru_stime)
+        finally:
+            killer.cancel()
+        wall = time.perf_counter() - t0
+    if GNU_TIME:
+        for i in range(len(stages)):
+            f = scratch / f".bench-rusage-{i}"
+            try:
+                m, u, sy = f.read_text().strip().splitlines()[-1].split()
+                rss[i], cpu[i] = int(m) * KiB, float(u) + float(sy)
+            except (OSError, ValueError, IndexError):
+                pass  # killed before GNU time could write: keep wait4's figures
+            f.unlink(missing_ok=True)
+    stdout = out_path.read_bytes().decode("utf-8", "replace")
+    stderr = err_path.read_bytes().decode("utf-8", "replace")
+    out_path.unlink()
+    err_path.unlink()
+    try:
+        parsed = json.loads(stdout)
+        parsed = parsed if isinstance(parsed, dict) else None
+    except ValueError:
+        parsed = _last_json_object(stdout)
+    return Run(argv=stages, wall=wall, returncodes=codes, maxrss=rss, cpu=cpu,
+               stdout=stdout, stderr=stderr, json=parsed)
+
+
+def _gnu_time() -> str | None:
+    path = shutil.which("time", path="/usr/bin:/bin:/usr/local/bin")
+    if not path:
+        return None
+    try:
+        r = subprocess.run([path, "-f", "%M", "true"], capture_output=True, text=True, timeout=10)
+        int(r.stderr.strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+        return None  # a shell builtin or BSD time: not usable
+    return path
+
+
+GNU_TIME = _gnu_time()
+
+
+def rss_method() -> str:
+    if GNU_TIME:
+        return f"GNU time %M per process ({GNU_TIME})"
+    floor = run([["true"]], cwd=Path("/")).peak_rss
+    return f"os.wait4 ru_maxrss per process; includes the harness's own {floor / MiB:.0f} MiB as a floor"
+
+
+def _last_json_object(text: str) -> dict | None:
+    for line in reversed(text.strip().splitlines()):
+        try:
+            v = json.loads(line)
+            if isinstance(v, dict):
+                return v
+        except ValueError:
+            continue
+    return None
+
+
+def remove(path: Path) -> None:
+    """Removes a file or tree; untimed clean-up between runs."""
+    path = Path(path)
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        # `rm -rf` is several times faster than shutil.rmtree on 30,000 entries.
+        subprocess.run(["rm", "-rf", "--", str(path)], check=True)
+
+
+def fresh_dir(path: Path) -> Path:
+    remove(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def settle() -> None:
+    """Flushes dirty pages left by the last run's writes and clean-up, so they are not
+    written back during the next timed run (which would charge one tool for another's I/O)."""
+    os.sync()
+
+
+def tree_bytes(path: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            if not os.path.islink(p):
+                total += os.path.getsize(p)
+    return total
+
+
+def store_data_bytes(store: Path) -> tuple[int, int, str]:
+    """(data bytes, all bytes, how) of a local ferry store.
+
+    Data bytes come from the manifests' `data.size` when they can be read (what ferry says
+    it stored), else from the largest file in the store (the data object)."""
+    total = 0
+    largest = 0
+    from_manifests = 0
+    found_manifest = False
+    for dirpath, _, files in os.walk(store):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            size = os.path.getsize(p)
+            total += size
+            largest = max(largest, size)
+            if size < 1 * MiB:
+                try:
+                    doc = json.loads(Path(p).read_bytes())
+                except (ValueError, UnicodeDecodeError):
+                    continue
+                if isinstance(doc, dict) and isinstance(doc.get("data"), dict) and "size" in doc["data"]:
+                    from_manifests += int(doc["data"]["size"])
+                    found_manifest = True
+    if found_manifest:
+        return from_manifests, total, "manifest data.size"
+    return largest, total, "largest file in store"
+
+
+def median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def tool_version(argv: list[str]) -> str:
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except OSError:
+        return ""
+    return (r.stdout or r.stderr).strip().splitlines()[0] if (r.stdout or r.stderr).strip() else ""
+
+
+def which(name: str) -> str | None:
+    return shutil.which(name)

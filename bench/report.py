@@ -1,0 +1,187 @@
+"""Turning benchmark results into the markdown table of bench/README.md and merging them
+into bench/results.json (a partial run replaces only the benchmarks it measured)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+MiB = 1024 * 1024
+START = "<!-- results -->"
+END = "<!-- /results -->"
+
+
+def secs(x) -> str:
+    if x is None:
+        return "—"
+    if x < 1:
+        return f"{x * 1000:.0f} ms"
+    return f"{x:.2f} s"
+
+
+def mib(x) -> str:
+    return "—" if x is None else f"{x / MiB:.0f} MiB"
+
+
+def mb(x) -> str:
+    return "—" if x is None else f"{x / 1e6:.1f} MB"
+
+
+def esc(cell: str) -> str:
+    return cell.replace("|", "\\|")
+
+
+def pair(a: dict, b: dict, key: str, f) -> str:
+    return f"{f(a.get(key))} / {f(b.get(key))}"
+
+
+def ratio(a, b) -> str:
+    return f"{a / b:.2f}" if a and b else "—"
+
+
+def fmt_value(t: dict) -> str:
+    v = t["value"]
+    if v is None:
+        return "not measured"
+    return {"ratio": lambda: f"{v:.2f}", "percent": lambda: f"{v:+.1%}", "bytes": lambda: mib(v),
+            "seconds": lambda: secs(v)}[t["format"]]()
+
+
+def verdict(ok) -> str:
+    return {True: "pass", False: "**FAIL**", None: "—"}[ok]
+
+
+def _med(s: dict, key: str):
+    return s.get(key, {}).get("median_seconds")
+
+
+def markdown(doc: dict) -> str:
+    meta = doc["meta"]
+    m = meta["machine"]
+    benches = doc["benches"]
+    out = []
+    out.append(
+        f"Measured {meta['date']} on commit `{meta['commit']}` ({meta['ferry_version'] or 'ferry'}, "
+        f"release build), {m['cores']} cores ({m['cpu']}), {m['memory_bytes'] / 2**30:.0f} GiB RAM, "
+        f"Linux {m['kernel']}, {m['filesystem']}; {meta['runs']} runs each, median wall time, warm page cache. "
+        f"**A shared machine**: other engineers were compiling (load average "
+        f"{', '.join(str(x) for x in meta['load_average_at_start'])} at the start), so single figures are noisy; "
+        f"ratios from alternating runs are the figures to read.")
+    out.append("")
+    cache = [b for b in ("node_modules", "target", "big") if b in benches]
+    if cache:
+        out.append("| corpus | step | ferry | reference | ferry / ref | gzip tar | CPU: ferry / ref | peak RSS: ferry / ref | stored: ferry / ref |")
+        out.append("|---|---|--:|--:|--:|--:|--:|--:|--:|")
+        for b in cache:
+            r = benches[b]
+            if "series" not in r:
+                out.append(f"| {b} | skipped: {r.get('skipped', '')} | | | | | | | |")
+                continue
+            c = r["corpus"]
+            s = r["series"]
+            label = f"{b} ({c['files']:,} files, {c['bytes'] / 1e6:.0f} MB)"
+            if r["measured"]["commit"] != meta["commit"]:
+                label += f" at `{r['measured']['commit']}`"
+            fs, zs, gs = s["ferry save"], s["tar|zstd save"], s["tar -z save"]
+            fr, zr, gr = s["ferry restore"], s["zstd -d|tar restore"], s["tar -xz restore"]
+            ek = s["ferry save, key exists"]
+            out.append(f"| {label} | save (ref: `tar --posix -cf - \\| zstd -T0 -3`) | {secs(fs['median_seconds'])} | "
+                       f"{secs(zs['median_seconds'])} | {ratio(fs['median_seconds'], zs['median_seconds'])} | "
+                       f"{secs(gs['median_seconds'])} | {pair(fs, zs, 'median_cpu_seconds', secs)} | "
+                       f"{pair(fs, zs, 'peak_rss_bytes', mib)} | {pair(fs, zs, 'stored_bytes', mb)} |")
+            out.append(f"| | restore (ref: `zstd -d -c \\| tar -xf -`) | {secs(fr['median_seconds'])} | "
+                       f"{secs(zr['median_seconds'])} | {ratio(fr['median_seconds'], zr['median_seconds'])} | "
+                       f"{secs(gr['median_seconds'])} | {pair(fr, zr, 'median_cpu_seconds', secs)} | "
+                       f"{pair(fr, zr, 'peak_rss_bytes', mib)} | |")
+            out.append(f"| | save, key exists | {secs(ek['median_seconds'])} | | | | {secs(ek['median_cpu_seconds'])} | "
+                       f"{mib(ek['peak_rss_bytes'])} | |")
+        out.append("")
+        out.append("| corpus | target | measured | limit | result |")
+        out.append("|---|---|--:|---|---|")
+        for b in cache:
+            for t in benches[b].get("targets", []):
+                out.append(f"| {b} | {esc(t['target'])} | {fmt_value(t)} | {t['limit']} | {verdict(t['pass'])} |")
+        out.append("")
+        checks = [f"{b}: ferry {benches[b]['verify'].get('ferry', 'not checked')}"
+                  for b in cache if "verify" in benches[b]]
+        if checks:
+            out.append("Restored trees compared with the corpus (paths, types, modes, bytes, link targets, mtimes): "
+                       + "; ".join(checks) + ".")
+            out.append("")
+        for b in cache:
+            for n in benches[b].get("notes", []):
+                out.append(f"- {b}: {n}")
+    ws = benches.get("workspace")
+    if ws:
+        out.append("")
+        if "series" not in ws:
+            out.append(f"Workspace (issue 3): skipped ({ws.get('skipped', '')}).")
+        else:
+            c, s = ws["corpus"], ws["series"]
+            out.append(f"Workspace (issue 3): {ws['layers']} layers of {c['files'] // ws['layers']:,} files "
+                       f"({c['bytes'] / 1e6:.0f} MB in all), persisted by {ws['layers']} jobs, then attached into an "
+                       f"empty folder; beside it one cache of the same {c['files']:,} files.")
+            out.append("")
+            out.append("| step | median | peak RSS |")
+            out.append("|---|--:|--:|")
+            for k, v in s.items():
+                extra = ""
+                if v.get("median_seconds_each") is not None:
+                    extra = f" ({secs(v['median_seconds_each'])} each)"
+                out.append(f"| {esc(k)} | {secs(v['median_seconds'])}{extra} | {mib(v['peak_rss_bytes'])} |")
+            a, cr = _med(s, "ferry workspace attach"), _med(s, "ferry cache restore (same files)")
+            if a and cr:
+                out.append("")
+                out.append(f"Attach / cache restore of the same files: {a / cr:.2f}.")
+            for k, v in ws.get("verify", {}).items():
+                out.append(f"Checked: {k}: {v}.")
+            for n in ws.get("notes", []):
+                out.append(f"- {n}")
+    ar = benches.get("artifacts")
+    if ar:
+        out.append("")
+        if "series" not in ar:
+            out.append(f"Artifacts (issue 4): skipped ({ar.get('skipped', '')}).")
+        else:
+            c, s = ar["corpus"], ar["series"]
+            out.append(f"Artifacts (issue 4): upload and download of {c['files']:,} small files "
+                       f"({c['bytes'] / 1e6:.0f} MB), one object each.")
+            out.append("")
+            out.append("| step | median | files/s | peak RSS |")
+            out.append("|---|--:|--:|--:|")
+            for k, v in s.items():
+                m_ = v["median_seconds"]
+                rate = f"{c['files'] / m_:,.0f}" if m_ else "—"
+                out.append(f"| {esc(k)} | {secs(m_)} | {rate} | {mib(v['peak_rss_bytes'])} |")
+            out.append("")
+            for k, v in ar.get("verify", {}).items():
+                out.append(f"Checked: {k}: {v}.")
+            for n in ar.get("notes", []):
+                out.append(f"- {n}")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def merge(path: Path, doc: dict) -> dict:
+    """`doc` over the recorded results: benchmarks measured now replace recorded ones."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return doc
+    if not isinstance(old, dict) or "benches" not in old:
+        return doc
+    benches = dict(old["benches"])
+    benches.update(doc["benches"])
+    return {"meta": doc["meta"], "benches": {k: benches[k] for k in
+                                             ["node_modules", "target", "big", "workspace", "artifacts"] if k in benches}}
+
+
+def write_readme(path: Path, table: str) -> None:
+    text = path.read_text()
+    block = f"{START}\n{table}{END}"
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        _, tail = rest.split(END, 1)
+        text = head + block + tail
+    else:
+        text = text.rstrip() + "\n\n## Results\n\n" + block + "\n"
+    path.write_text(text)
