@@ -98,7 +98,10 @@ fn parse_env_file(text: &str) -> Vec<(String, String)> {
         .filter_map(|l| {
             let l = l.strip_prefix("export ").unwrap_or(l);
             let (k, v) = l.split_once('=')?;
-            Some((k.trim().to_string(), v.trim().trim_matches('\'').trim_matches('"').to_string()))
+            Some((
+                k.trim().to_string(),
+                v.trim().trim_matches('\'').trim_matches('"').to_string(),
+            ))
         })
         .collect()
 }
@@ -121,7 +124,8 @@ fn open(kind: &str, test: &str) -> Option<Opened> {
         "local" => {
             let dir = tempfile::tempdir().expect("a temporary folder");
             let env = Environment::default();
-            let store = Store::open(&dir.path().join("store").display().to_string(), &env).expect("open local store");
+            let store = Store::open(&dir.path().join("store").display().to_string(), &env)
+                .expect("open local store");
             Some(Opened {
                 store,
                 pairs: Vec::new(),
@@ -144,7 +148,11 @@ fn open(kind: &str, test: &str) -> Option<Opened> {
                 .find(|(k, _)| k == "FERRY_STORE")
                 .map(|(_, v)| v.clone())
                 .unwrap_or_else(|| panic!("store-{server}.env sets no FERRY_STORE"));
-            let url = format!("{}/conformance-{}/{test}", base.trim_end_matches('/'), run_id());
+            let url = format!(
+                "{}/conformance-{}/{test}",
+                base.trim_end_matches('/'),
+                run_id()
+            );
             let env = Environment::from_pairs(pairs.clone());
             let store = Store::open(&url, &env).unwrap_or_else(|e| panic!("open {url}: {e}"));
             Some(Opened {
@@ -160,9 +168,22 @@ fn open(kind: &str, test: &str) -> Option<Opened> {
 
 /// Publishing is atomic and first-write-wins: a second create reports `Exists` and changes nothing.
 async fn create_is_first_write_wins(s: &Store) {
-    assert_eq!(s.create("entries/a.json", Bytes::from_static(b"first")).await.expect("create"), Published::Created);
-    assert_eq!(s.create("entries/a.json", Bytes::from_static(b"second")).await.expect("create again"), Published::Exists);
-    assert_eq!(s.read("entries/a.json").await.expect("read").as_deref(), Some(&b"first"[..]));
+    assert_eq!(
+        s.create("entries/a.json", Bytes::from_static(b"first"))
+            .await
+            .expect("create"),
+        Published::Created
+    );
+    assert_eq!(
+        s.create("entries/a.json", Bytes::from_static(b"second"))
+            .await
+            .expect("create again"),
+        Published::Exists
+    );
+    assert_eq!(
+        s.read("entries/a.json").await.expect("read").as_deref(),
+        Some(&b"first"[..])
+    );
 }
 
 /// Of ten writers creating one key at once, exactly one wins, and its bytes are what is stored.
@@ -173,7 +194,13 @@ async fn concurrent_creates_publish_once(s: &Store, t: Traits) {
     let tasks: Vec<_> = (0..10)
         .map(|i| {
             let s = s.clone();
-            tokio::spawn(async move { (i, s.create("race/entry.json", Bytes::from(format!("writer {i}"))).await) })
+            tokio::spawn(async move {
+                (
+                    i,
+                    s.create("race/entry.json", Bytes::from(format!("writer {i}")))
+                        .await,
+                )
+            })
         })
         .collect();
     let mut winners = Vec::new();
@@ -183,45 +210,81 @@ async fn concurrent_creates_publish_once(s: &Store, t: Traits) {
             winners.push(i);
         }
     }
-    let stored = s.read("race/entry.json").await.expect("read").expect("published");
+    let stored = s
+        .read("race/entry.json")
+        .await
+        .expect("read")
+        .expect("published");
     if t.atomic_create {
-        assert_eq!(winners.len(), 1, "exactly one writer publishes, got {winners:?}");
+        assert_eq!(
+            winners.len(),
+            1,
+            "exactly one writer publishes, got {winners:?}"
+        );
         assert_eq!(stored, Bytes::from(format!("writer {}", winners[0])));
     } else {
         assert!(!winners.is_empty(), "some writer publishes");
-        let whole = winners.iter().any(|i| stored == Bytes::from(format!("writer {i}")));
-        assert!(whole, "stored {stored:?} is one winner's bytes ({winners:?})");
-        eprintln!("note: non-atomic conditional create: {} of 10 racing writers were told they created", winners.len());
+        let whole = winners.iter().any(|i| stored == format!("writer {i}"));
+        assert!(
+            whole,
+            "stored {stored:?} is one winner's bytes ({winners:?})"
+        );
+        eprintln!(
+            "note: non-atomic conditional create: {} of 10 racing writers were told they created",
+            winners.len()
+        );
     }
 }
 
 /// Overwrite replaces; read and head see the latest; missing objects are `None`, not errors.
 async fn overwrite_read_head(s: &Store) {
-    s.overwrite("o/value", Bytes::from_static(b"one")).await.expect("write");
-    s.overwrite("o/value", Bytes::from_static(b"three")).await.expect("overwrite");
-    assert_eq!(s.read("o/value").await.expect("read").as_deref(), Some(&b"three"[..]));
+    s.overwrite("o/value", Bytes::from_static(b"one"))
+        .await
+        .expect("write");
+    s.overwrite("o/value", Bytes::from_static(b"three"))
+        .await
+        .expect("overwrite");
+    assert_eq!(
+        s.read("o/value").await.expect("read").as_deref(),
+        Some(&b"three"[..])
+    );
     let meta = s.head("o/value").await.expect("head").expect("exists");
     assert_eq!(meta.size, 5);
     assert_eq!(s.relative(&meta.location), "o/value");
     assert!(s.read("o/missing").await.expect("read missing").is_none());
     assert!(s.head("o/missing").await.expect("head missing").is_none());
     // An empty object is an object.
-    s.overwrite("o/empty", Bytes::new()).await.expect("write empty");
-    assert_eq!(s.read("o/empty").await.expect("read empty").as_deref(), Some(&b""[..]));
+    s.overwrite("o/empty", Bytes::new())
+        .await
+        .expect("write empty");
+    assert_eq!(
+        s.read("o/empty").await.expect("read empty").as_deref(),
+        Some(&b""[..])
+    );
 }
 
 /// Listing is by folder (not by string prefix), recursive, with paths relative to the store.
 async fn list_and_delete(s: &Store) {
     for rel in ["l/a/1", "l/a/2", "l/a/sub/3", "l/ab/4", "l/b/5"] {
-        s.overwrite(rel, Bytes::from(rel.to_string())).await.expect("write");
+        s.overwrite(rel, Bytes::from(rel.to_string()))
+            .await
+            .expect("write");
     }
-    let mut names: Vec<_> = s.list("l/a").await.expect("list").into_iter().map(|m| m.location.to_string()).collect();
+    let mut names: Vec<_> = s
+        .list("l/a")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|m| m.location.to_string())
+        .collect();
     names.sort();
     assert_eq!(names, ["l/a/1", "l/a/2", "l/a/sub/3"]);
     assert!(s.list("l/nothing").await.expect("list empty").is_empty());
 
     s.delete("l/a/1").await.expect("delete");
-    s.delete("l/a/1").await.expect("deleting what is gone is not an error");
+    s.delete("l/a/1")
+        .await
+        .expect("deleting what is gone is not an error");
     assert!(s.read("l/a/1").await.expect("read deleted").is_none());
     assert_eq!(s.list("l/a").await.expect("list").len(), 2);
 }
@@ -231,35 +294,69 @@ async fn list_and_delete(s: &Store) {
 async fn encoded_names(s: &Store) {
     let key = ferry_core::paths::encode_part("key with spaces/ünïcødé+a,b;c@d=e%f");
     let rel = format!("u/{key}/manifest.json");
-    assert_eq!(s.create(&rel, Bytes::from_static(b"x")).await.expect("create"), Published::Created);
-    assert_eq!(s.read(&rel).await.expect("read").as_deref(), Some(&b"x"[..]));
-    let listed: Vec<_> = s.list("u").await.expect("list").into_iter().map(|m| m.location.to_string()).collect();
-    assert_eq!(listed, [rel.clone()]);
+    assert_eq!(
+        s.create(&rel, Bytes::from_static(b"x"))
+            .await
+            .expect("create"),
+        Published::Created
+    );
+    assert_eq!(
+        s.read(&rel).await.expect("read").as_deref(),
+        Some(&b"x"[..])
+    );
+    let listed: Vec<_> = s
+        .list("u")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|m| m.location.to_string())
+        .collect();
+    assert_eq!(listed, std::slice::from_ref(&rel));
     let prefix = ferry_core::paths::encode_part("key with");
-    let listed = s.list(&format!("u/{prefix}")).await.expect("list a partial part");
-    assert!(listed.is_empty(), "listing is by whole path parts: {listed:?}");
+    let listed = s
+        .list(&format!("u/{prefix}"))
+        .await
+        .expect("list a partial part");
+    assert!(
+        listed.is_empty(),
+        "listing is by whole path parts: {listed:?}"
+    );
 }
 
 /// Byte ranges through the raw object store, as restores fetch them.
 async fn ranged_get(s: &Store) {
     let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
     let path = s.path("r/blob");
-    s.objects().put(&path, PutPayload::from(data.clone())).await.expect("put");
-    let got = s.objects().get_range(&path, 1000..5000).await.expect("range");
+    s.objects()
+        .put(&path, PutPayload::from(data.clone()))
+        .await
+        .expect("put");
+    let got = s
+        .objects()
+        .get_range(&path, 1000..5000)
+        .await
+        .expect("range");
     assert_eq!(&got[..], &data[1000..5000]);
     let last = s
         .objects()
-        .get_opts(&path, GetOptions {
-            range: Some(GetRange::Offset(99_990)),
-            ..Default::default()
-        })
+        .get_opts(
+            &path,
+            GetOptions {
+                range: Some(GetRange::Offset(99_990)),
+                ..Default::default()
+            },
+        )
         .await
         .expect("offset range")
         .bytes()
         .await
         .expect("body");
     assert_eq!(&last[..], &data[99_990..]);
-    let ranges = s.objects().get_ranges(&path, &[0..10, 50_000..50_010]).await.expect("ranges");
+    let ranges = s
+        .objects()
+        .get_ranges(&path, &[0..10, 50_000..50_010])
+        .await
+        .expect("ranges");
     assert_eq!(&ranges[1][..], &data[50_000..50_010]);
 }
 
@@ -267,35 +364,69 @@ async fn ranged_get(s: &Store) {
 async fn multipart_upload(s: &Store) {
     const PART: usize = 5 * 1024 * 1024;
     let total = 2 * PART + 1024 * 1024 + 17;
-    let data: Vec<u8> = (0..total).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..total)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let path = s.path("m/big.bin");
-    let mut upload = s.objects().put_multipart(&path).await.expect("start multipart");
+    let mut upload = s
+        .objects()
+        .put_multipart(&path)
+        .await
+        .expect("start multipart");
     for chunk in data.chunks(PART) {
-        upload.put_part(PutPayload::from(chunk.to_vec())).await.expect("part");
+        upload
+            .put_part(PutPayload::from(chunk.to_vec()))
+            .await
+            .expect("part");
     }
     upload.complete().await.expect("complete multipart");
 
     let meta = s.head("m/big.bin").await.expect("head").expect("exists");
     assert_eq!(meta.size, total as u64);
-    let back = s.objects().get(&path).await.expect("get").bytes().await.expect("body");
-    assert_eq!(Sha256::digest(&back), Sha256::digest(&data), "content round-trips");
+    let back = s
+        .objects()
+        .get(&path)
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("body");
+    assert_eq!(
+        Sha256::digest(&back),
+        Sha256::digest(&data),
+        "content round-trips"
+    );
 
     // An aborted upload leaves nothing behind.
     let aborted = s.path("m/aborted.bin");
-    let mut upload = s.objects().put_multipart(&aborted).await.expect("start multipart");
-    upload.put_part(PutPayload::from(vec![7u8; PART])).await.expect("part");
+    let mut upload = s
+        .objects()
+        .put_multipart(&aborted)
+        .await
+        .expect("start multipart");
+    upload
+        .put_part(PutPayload::from(vec![7u8; PART]))
+        .await
+        .expect("part");
     upload.abort().await.expect("abort");
     assert!(s.head("m/aborted.bin").await.expect("head").is_none());
 }
 
 /// `link` works without ferry: pre-signed URLs serve the object; local stores give `file://`.
 async fn link(s: &Store, t: Traits) {
-    s.overwrite("k/report.txt", Bytes::from_static(b"hello link")).await.expect("write");
+    s.overwrite("k/report.txt", Bytes::from_static(b"hello link"))
+        .await
+        .expect("write");
     let result = s.link("k/report.txt", Duration::from_secs(600)).await;
     if t.http_links {
         let url = result.expect("a pre-signed link");
         let (status, body) = http_get(&url);
-        assert_eq!(status, 200, "GET {url} -> {status}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(
+            status,
+            200,
+            "GET {url} -> {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
         assert_eq!(body, b"hello link");
     } else if t.file_links {
         let url = url::Url::parse(&result.expect("a file link")).expect("a URL");
@@ -303,7 +434,10 @@ async fn link(s: &Store, t: Traits) {
         let path = url.to_file_path().expect("a local path");
         assert_eq!(std::fs::read(path).expect("the linked file"), b"hello link");
     } else {
-        assert!(matches!(result, Err(StoreError::CannotSign { .. })), "{result:?}");
+        assert!(
+            matches!(result, Err(StoreError::CannotSign { .. })),
+            "{result:?}"
+        );
     }
 }
 
@@ -319,22 +453,35 @@ async fn wrong_credentials(o: &Opened, t: Traits) {
             let v = match k.as_str() {
                 "AWS_SECRET_ACCESS_KEY" => "not-the-secret".to_string(),
                 // Same length and alphabet, different key.
-                "AZURE_STORAGE_CONNECTION_STRING" => v.replace("AccountKey=Eby8", "AccountKey=Xby8"),
+                "AZURE_STORAGE_CONNECTION_STRING" => {
+                    v.replace("AccountKey=Eby8", "AccountKey=Xby8")
+                }
                 _ => v.clone(),
             };
             (k.clone(), v)
         })
         .collect();
     let url = o.store.url().to_string();
-    let store = Store::open(&url, &Environment::from_pairs(bad)).expect("opening does not contact the store");
-    let err = store.create("entries/x.json", Bytes::from_static(b"x")).await.expect_err("refused");
+    let store = Store::open(&url, &Environment::from_pairs(bad))
+        .expect("opening does not contact the store");
+    let err = store
+        .create("entries/x.json", Bytes::from_static(b"x"))
+        .await
+        .expect_err("refused");
     let msg = err.to_string();
     assert!(msg.contains(&url), "names the store URL: {msg}");
     assert!(
         msg.contains("AWS_SECRET_ACCESS_KEY") || msg.contains("AZURE_STORAGE_ACCOUNT_KEY"),
         "names the credential variables: {msg}"
     );
-    assert!(o.store.read("entries/x.json").await.expect("read").is_none(), "nothing was published");
+    assert!(
+        o.store
+            .read("entries/x.json")
+            .await
+            .expect("read")
+            .is_none(),
+        "nothing was published"
+    );
 }
 
 /// Every function of the suite, in order, against one kind of store.
@@ -361,7 +508,9 @@ macro_rules! conformance {
 
             #[tokio::test]
             async fn overwrite_read_head() {
-                let Some(o) = open_for("overwrite") else { return };
+                let Some(o) = open_for("overwrite") else {
+                    return;
+                };
                 super::overwrite_read_head(&o.store).await;
             }
 
@@ -385,7 +534,9 @@ macro_rules! conformance {
 
             #[tokio::test]
             async fn multipart_upload() {
-                let Some(o) = open_for("multipart") else { return };
+                let Some(o) = open_for("multipart") else {
+                    return;
+                };
                 super::multipart_upload(&o.store).await;
             }
 
@@ -397,7 +548,9 @@ macro_rules! conformance {
 
             #[tokio::test]
             async fn wrong_credentials() {
-                let Some(o) = open_for("credentials") else { return };
+                let Some(o) = open_for("credentials") else {
+                    return;
+                };
                 super::wrong_credentials(&o, $traits).await;
             }
         }
@@ -419,7 +572,9 @@ conformance!(gcs, LENIENT_SERVER);
 /// has learnt the XML writes and the proxy can go.
 #[tokio::test]
 async fn gcs_emulator_lacks_xml_writes() {
-    let Some(pairs) = server_env("gcs") else { return };
+    let Some(pairs) = server_env("gcs") else {
+        return;
+    };
     let direct = pairs
         .iter()
         .find(|(k, _)| k == "FERRY_TEST_GCS_EMULATOR_DIRECT")
@@ -430,20 +585,40 @@ async fn gcs_emulator_lacks_xml_writes() {
     let direct_env = Environment::from_pairs([("STORAGE_EMULATOR_HOST", direct.as_str())]);
     let direct_store = Store::open(&url, &direct_env).expect("open");
 
-    let put = direct_store.overwrite("plain", Bytes::from_static(b"x")).await.expect_err("plain PUT");
+    let put = direct_store
+        .overwrite("plain", Bytes::from_static(b"x"))
+        .await
+        .expect_err("plain PUT");
     assert!(put.to_string().contains("invalid uploadType"), "{put}");
-    let create = direct_store.create("created", Bytes::from_static(b"x")).await.expect_err("conditional PUT");
-    assert!(create.to_string().contains("invalid uploadType"), "{create}");
-    let multipart = direct_store.objects().put_multipart(&direct_store.path("mp")).await;
+    let create = direct_store
+        .create("created", Bytes::from_static(b"x"))
+        .await
+        .expect_err("conditional PUT");
     assert!(
-        multipart.as_ref().is_err_and(|e| e.to_string().contains("invalid uploadType")),
+        create.to_string().contains("invalid uploadType"),
+        "{create}"
+    );
+    let multipart = direct_store
+        .objects()
+        .put_multipart(&direct_store.path("mp"))
+        .await;
+    assert!(
+        multipart
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("invalid uploadType")),
         "multipart initiation: {:?}",
         multipart.map(|_| ())
     );
 
     // Reads, listing and deletes of what the proxy wrote work directly.
-    via_proxy.overwrite("written", Bytes::from_static(b"hello")).await.expect("write via proxy");
-    assert_eq!(direct_store.read("written").await.expect("read").as_deref(), Some(&b"hello"[..]));
+    via_proxy
+        .overwrite("written", Bytes::from_static(b"hello"))
+        .await
+        .expect("write via proxy");
+    assert_eq!(
+        direct_store.read("written").await.expect("read").as_deref(),
+        Some(&b"hello"[..])
+    );
     assert_eq!(direct_store.list("").await.expect("list").len(), 1);
     direct_store.delete("written").await.expect("delete");
     assert!(via_proxy.read("written").await.expect("read").is_none());
@@ -477,11 +652,18 @@ async fn retry_after_is_honoured() {
         ("AWS_ENDPOINT_URL", &format!("http://127.0.0.1:{port}")),
     ]);
     let store = Store::open("s3://bucket", &env).expect("open");
-    let meta = store.head("x").await.expect("head succeeds on the retry").expect("exists");
+    let meta = store
+        .head("x")
+        .await
+        .expect("head succeeds on the retry")
+        .expect("exists");
     assert_eq!(meta.size, 3);
     let times = server.join().expect("server thread");
     let waited = times[1] - times[0];
-    assert!(waited >= Duration::from_secs(2), "retried after {waited:?}, before Retry-After's 2s");
+    assert!(
+        waited >= Duration::from_secs(2),
+        "retried after {waited:?}, before Retry-After's 2s"
+    );
 }
 
 /// A store URL with a bad endpoint, or plain http to another machine, fails to open with
@@ -495,7 +677,10 @@ fn bad_endpoints_are_refused_on_open() {
     let err = Store::open("gs:///nobucket", &Environment::default()).expect_err("no bucket");
     assert!(err.to_string().contains("bucket name is missing"), "{err}");
     let err = Store::open("az://c", &Environment::default()).expect_err("no account");
-    assert!(err.to_string().contains("AZURE_STORAGE_CONNECTION_STRING"), "{err}");
+    assert!(
+        err.to_string().contains("AZURE_STORAGE_CONNECTION_STRING"),
+        "{err}"
+    );
 }
 
 // --- a minimal HTTP client for links (the servers are all plain http on loopback) -------
@@ -522,11 +707,19 @@ fn http_get(link: &str) -> (u16, Vec<u8>) {
         target.push_str(q);
     }
     let mut conn = std::net::TcpStream::connect((host, port)).expect("connect");
-    conn.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
-    write!(conn, "GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n").expect("send");
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        conn,
+        "GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
     let mut raw = Vec::new();
     conn.read_to_end(&mut raw).expect("response");
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a header block");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a header block");
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
     let mut body = raw[split + 4..].to_vec();
     let status = head
@@ -534,7 +727,10 @@ fn http_get(link: &str) -> (u16, Vec<u8>) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .expect("a status code");
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         body = dechunk(&body);
     }
     (status, body)
@@ -542,10 +738,10 @@ fn http_get(link: &str) -> (u16, Vec<u8>) {
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else { break };
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
         let size_line = String::from_utf8_lossy(&data[..eol]).to_string();
-        let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
+        let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("0").trim(), 16)
+            .unwrap_or(0);
         if size == 0 {
             break;
         }

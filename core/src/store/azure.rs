@@ -106,11 +106,18 @@ fn account(env: &Environment) -> Result<Account, String> {
         return from_connection_string(cs);
     }
     if env.is_true(AZURE_STORAGE_USE_EMULATOR) {
-        let name = env.get(AZURE_STORAGE_ACCOUNT_NAME).unwrap_or(EMULATOR_ACCOUNT).to_string();
+        let name = env
+            .get(AZURE_STORAGE_ACCOUNT_NAME)
+            .unwrap_or(EMULATOR_ACCOUNT)
+            .to_string();
         let base = env.get(AZURITE_BLOB_STORAGE_URL).unwrap_or(EMULATOR_URL);
         return Ok(Account {
             endpoint: Some(format!("{}/{name}", base.trim_end_matches('/'))),
-            key: Some(env.get(AZURE_STORAGE_ACCOUNT_KEY).unwrap_or(EMULATOR_KEY).to_string()),
+            key: Some(
+                env.get(AZURE_STORAGE_ACCOUNT_KEY)
+                    .unwrap_or(EMULATOR_KEY)
+                    .to_string(),
+            ),
             name: Some(name),
             sas: None,
             emulator: true,
@@ -160,9 +167,11 @@ fn from_connection_string(cs: &str) -> Result<Account, String> {
     let name = match (name, &endpoint) {
         (Some(n), _) => Some(n),
         // An account-less string (SAS with a BlobEndpoint): the account is the host's first label.
-        (None, Some(e)) => url::Url::parse(e)
-            .ok()
-            .and_then(|u| u.host_str().and_then(|h| h.split('.').next()).map(str::to_string)),
+        (None, Some(e)) => url::Url::parse(e).ok().and_then(|u| {
+            u.host_str()
+                .and_then(|h| h.split('.').next())
+                .map(str::to_string)
+        }),
         (None, None) => None,
     };
     if name.is_none() {
@@ -190,7 +199,10 @@ mod tests {
         .expect("valid");
         assert_eq!(a.name.as_deref(), Some("devstoreaccount1"));
         assert_eq!(a.key.as_deref(), Some("abc=="));
-        assert_eq!(a.endpoint.as_deref(), Some("http://127.0.0.1:10000/devstoreaccount1"));
+        assert_eq!(
+            a.endpoint.as_deref(),
+            Some("http://127.0.0.1:10000/devstoreaccount1")
+        );
     }
 
     #[test]
@@ -199,7 +211,10 @@ mod tests {
             "DefaultEndpointsProtocol=https;AccountName=acme;AccountKey=k/y+z==;EndpointSuffix=core.windows.net",
         )
         .expect("valid");
-        assert_eq!(a.endpoint.as_deref(), Some("https://acme.blob.core.windows.net"));
+        assert_eq!(
+            a.endpoint.as_deref(),
+            Some("https://acme.blob.core.windows.net")
+        );
         assert_eq!(a.key.as_deref(), Some("k/y+z=="));
         assert!(!a.emulator);
     }
@@ -232,7 +247,10 @@ mod tests {
             (AZURITE_BLOB_STORAGE_URL, "http://azurite:10000/"),
         ]);
         let a = account(&env).expect("valid");
-        assert_eq!(a.endpoint.as_deref(), Some("http://azurite:10000/devstoreaccount1"));
+        assert_eq!(
+            a.endpoint.as_deref(),
+            Some("http://azurite:10000/devstoreaccount1")
+        );
         assert_eq!(a.key.as_deref(), Some(EMULATOR_KEY));
         assert!(a.emulator);
     }

@@ -107,13 +107,20 @@ impl HttpService for RetryAfter {
 }
 
 /// `Retry-After` as delay-seconds or an HTTP date (RFC 9110 section 10.2.3).
-pub(crate) fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+pub(crate) fn parse_retry_after(
+    value: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
     let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    Some((at.with_timezone(&chrono::Utc) - now).to_std().unwrap_or(Duration::ZERO))
+    Some(
+        (at.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// Whether `host` names this machine, where plain http cannot be read by anyone else.
@@ -134,7 +141,9 @@ pub(crate) fn check_endpoint(
 ) -> Result<(Url, bool), StoreError> {
     let parsed = Url::parse(endpoint).map_err(|e| StoreError::Open {
         url: raw.to_string(),
-        reason: format!("{var}={endpoint:?} is not a URL ({e}); give one such as https://host:port"),
+        reason: format!(
+            "{var}={endpoint:?} is not a URL ({e}); give one such as https://host:port"
+        ),
         hint,
     })?;
     match parsed.scheme() {
@@ -160,14 +169,19 @@ pub(crate) fn check_endpoint(
 ///
 /// Credentials, queries and fragments are refused: secrets in a store URL would end up in
 /// logs and messages, and settings belong in the cloud's own variables.
-pub(crate) fn bucket_and_prefix(raw: &str, url: &Url, example: &str) -> Result<(String, String), StoreError> {
+pub(crate) fn bucket_and_prefix(
+    raw: &str,
+    url: &Url,
+    example: &str,
+) -> Result<(String, String), StoreError> {
     let invalid = |reason: String| StoreError::InvalidUrl {
         url: raw.to_string(),
         reason,
     };
     if !url.username().is_empty() || url.password().is_some() {
         return Err(invalid(
-            "credentials do not belong in the store URL; use the cloud's environment variables".into(),
+            "credentials do not belong in the store URL; use the cloud's environment variables"
+                .into(),
         ));
     }
     if url.query().is_some() || url.fragment().is_some() {
@@ -177,7 +191,11 @@ pub(crate) fn bucket_and_prefix(raw: &str, url: &Url, example: &str) -> Result<(
     }
     let bucket = match url.host_str() {
         Some(h) if !h.is_empty() => percent_decode(h).map_err(invalid)?,
-        _ => return Err(invalid(format!("the bucket name is missing; write it as {example}"))),
+        _ => {
+            return Err(invalid(format!(
+                "the bucket name is missing; write it as {example}"
+            )));
+        }
     };
     let prefix = percent_decode(url.path().trim_matches('/')).map_err(invalid)?;
     Ok((bucket, prefix))
@@ -217,7 +235,10 @@ mod tests {
             parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
             Some(Duration::from_secs(30))
         );
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon", now), None);
     }
 
@@ -251,8 +272,14 @@ mod tests {
         };
         assert_eq!(parse("s3://b").expect("ok"), ("b".into(), "".into()));
         assert_eq!(parse("s3://b/").expect("ok"), ("b".into(), "".into()));
-        assert_eq!(parse("s3://b/ci/cache/").expect("ok"), ("b".into(), "ci/cache".into()));
-        assert_eq!(parse("s3://b/a%20b").expect("ok"), ("b".into(), "a b".into()));
+        assert_eq!(
+            parse("s3://b/ci/cache/").expect("ok"),
+            ("b".into(), "ci/cache".into())
+        );
+        assert_eq!(
+            parse("s3://b/a%20b").expect("ok"),
+            ("b".into(), "a b".into())
+        );
         assert!(parse("s3://key:secret@b/x").is_err());
         assert!(parse("s3://b/x?region=eu").is_err());
         assert!(parse("s3:///x").is_err());

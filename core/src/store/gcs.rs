@@ -6,8 +6,10 @@
 
 use std::sync::Arc;
 
-use object_store::gcp::{GcpCredential, GcpSigningCredential, GoogleCloudStorageBuilder, ServiceAccountKey};
 use object_store::StaticCredentialProvider;
+use object_store::gcp::{
+    GcpCredential, GcpSigningCredential, GoogleCloudStorageBuilder, ServiceAccountKey,
+};
 
 use super::cloud;
 use super::{Backend, StoreError};
@@ -40,22 +42,28 @@ pub(crate) fn build(raw: &str, url: &url::Url, env: &Environment) -> Result<Back
         } else {
             format!("http://{host}")
         };
-        let (parsed, http) = cloud::check_endpoint(raw, STORAGE_EMULATOR_HOST, &endpoint, true, HINT)?;
+        let (parsed, http) =
+            cloud::check_endpoint(raw, STORAGE_EMULATOR_HOST, &endpoint, true, HINT)?;
         builder = builder
             .with_base_url(parsed.as_str().trim_end_matches('/'))
             .with_credentials(Arc::new(StaticCredentialProvider::new(GcpCredential {
                 bearer: String::new(),
             })))
-            .with_signing_credentials(Arc::new(StaticCredentialProvider::new(GcpSigningCredential {
-                email: "ferry@emulator.invalid".into(),
-                private_key: Some(ServiceAccountKey::new(Box::new(EmulatorKey))),
-            })));
+            .with_signing_credentials(Arc::new(StaticCredentialProvider::new(
+                GcpSigningCredential {
+                    email: "ferry@emulator.invalid".into(),
+                    private_key: Some(ServiceAccountKey::new(Box::new(EmulatorKey))),
+                },
+            )));
         http
     } else {
-        let adc = env.get(GOOGLE_APPLICATION_CREDENTIALS).map(str::to_string).or_else(|| {
-            let path = std::path::Path::new(env.get(HOME)?).join(GCLOUD_ADC);
-            path.is_file().then(|| path.to_string_lossy().into_owned())
-        });
+        let adc = env
+            .get(GOOGLE_APPLICATION_CREDENTIALS)
+            .map(str::to_string)
+            .or_else(|| {
+                let path = std::path::Path::new(env.get(HOME)?).join(GCLOUD_ADC);
+                path.is_file().then(|| path.to_string_lossy().into_owned())
+            });
         if let Some(path) = adc {
             builder = builder.with_application_credentials(path);
         }

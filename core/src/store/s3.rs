@@ -51,7 +51,8 @@ pub(crate) fn build(raw: &str, url: &url::Url, env: &Environment) -> Result<Back
 
     let allow_http = match env.get(AWS_ENDPOINT_URL) {
         Some(endpoint) => {
-            let (parsed, http) = cloud::check_endpoint(raw, AWS_ENDPOINT_URL, endpoint, false, HINT)?;
+            let (parsed, http) =
+                cloud::check_endpoint(raw, AWS_ENDPOINT_URL, endpoint, false, HINT)?;
             builder = builder
                 .with_endpoint(parsed.as_str().trim_end_matches('/'))
                 .with_virtual_hosted_style_request(false);
