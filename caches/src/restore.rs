@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use chrono::Utc;
-use ferry_core::archive::{self, ArchiveError, UnpackSpec};
+use ferry_core::archive::{self, UnpackSpec};
 use ferry_core::manifest;
 use ferry_core::store::Store;
 use ferry_core::transfer;
@@ -94,36 +94,14 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
     let links_out: HashSet<(String, String)> = found.body.links_out.iter().cloned().collect();
     let format = found.body.compression;
     let expected = found.data.clone();
-    let stats = transfer::download(store, &expected.path, expected.size, move |mut reader| {
+    let stats = transfer::download(store, &found.data.path, found.data.size, move |reader| {
         let resolve = move |name: &str| at.resolve(name);
         let spec = UnpackSpec {
             roots,
             links_out,
             resolve: &resolve,
         };
-        let staged = {
-            let input = archive::decompressor(format, &mut reader).map_err(|e| ArchiveError::Corrupt {
-                detail: e.to_string(),
-            })?;
-            archive::unpack(&spec, input)?
-        };
-        let (size, sha256) = match reader.finish() {
-            Ok(v) => v,
-            Err(e) => {
-                staged.rollback();
-                return Err(ArchiveError::Corrupt { detail: e.to_string() });
-            }
-        };
-        if size != expected.size || sha256 != expected.sha256 {
-            staged.rollback();
-            return Err(ArchiveError::Digest {
-                expected: expected.sha256.clone(),
-                actual: sha256,
-                expected_size: expected.size,
-                actual_size: size,
-            });
-        }
-        staged.commit()
+        archive::unpack_checked(&spec, format, reader, &expected)?.commit()
     })
     .await?;
     touch(store, &layout, &found).await;

@@ -3,10 +3,10 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use ferry_core::archive::{self, ArchiveError, Format, PackRoot, PackSpec, PackStats};
+use ferry_core::archive::{self, ArchiveError, Format, PackSpec, PackStats, PlanError};
 use ferry_core::manifest::{self, Envelope, Kind};
 use ferry_core::store::{Published, Store};
-use ferry_core::{glob, paths, transfer};
+use ferry_core::{glob, transfer};
 use serde::Serialize;
 
 use ferry_core::paths::PathContext;
@@ -74,7 +74,15 @@ pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheE
         return Ok(skipped(Vec::new()));
     }
 
-    let (roots, manifest_roots, excludes, warnings) = plan(&req)?;
+    let archive::PackPlan {
+        roots,
+        manifest_roots,
+        excludes,
+        warnings,
+    } = archive::plan(&req.paths, &req.excludes, &req.at).map_err(|e| match e {
+        PlanError::InvalidPath { path, reason } => CacheError::InvalidPath { path, reason },
+        PlanError::Glob(g) => CacheError::Glob(g),
+    })?;
     if roots.is_empty() {
         return Err(CacheError::NothingToSave {
             key: req.key.clone(),
@@ -140,63 +148,4 @@ pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheE
         expires: Some(expires),
         warnings,
     })
-}
-
-type Plan = (Vec<PackRoot>, Vec<String>, Vec<String>, Vec<String>);
-
-/// Turns the given paths into pack roots, manifest roots, exclude patterns and warnings.
-fn plan(req: &SaveRequest) -> Result<Plan, CacheError> {
-    let mut roots: Vec<PackRoot> = Vec::new();
-    let mut manifest_roots = Vec::new();
-    let mut excludes: Vec<String> = req.excludes.iter().map(|e| paths::normalize(e)).collect();
-    let mut warnings = Vec::new();
-    let resolve = |n: &str| req.at.resolve(n);
-    for raw in &req.paths {
-        let raw = raw.trim();
-        if raw.is_empty() {
-            continue;
-        }
-        if let Some(ex) = raw.strip_prefix('!') {
-            excludes.push(paths::normalize(ex));
-            continue;
-        }
-        req.at.check(raw).map_err(|reason| CacheError::InvalidPath { path: raw.to_string(), reason })?;
-        let name = paths::normalize(raw);
-        if glob::is_glob(&name) {
-            let found = glob::expand(&name, &resolve, false)?;
-            if found.is_empty() {
-                warnings.push(format!("path {raw:?} matches nothing"));
-                continue;
-            }
-            manifest_roots.push(glob::literal_base(&name));
-            for f in found {
-                roots.push(PackRoot {
-                    name: f.name,
-                    fs_path: f.fs_path,
-                });
-            }
-        } else {
-            let fs_path = resolve(&name);
-            if std::fs::symlink_metadata(&fs_path).is_err() {
-                warnings.push(format!("path {raw:?} matches nothing"));
-                continue;
-            }
-            manifest_roots.push(name.clone());
-            roots.push(PackRoot { name, fs_path });
-        }
-    }
-    // A match inside a folder that is packed whole is packed once, with that folder.
-    roots.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut kept: Vec<PackRoot> = Vec::new();
-    for r in roots {
-        if kept.iter().any(|k| k.name != "." && paths::is_within(&r.name, &k.name) && k.fs_path.is_dir())
-            || kept.iter().any(|k| k.name == "." && !r.name.starts_with(['/', '~']) && !r.name.starts_with(".."))
-        {
-            continue;
-        }
-        kept.push(r);
-    }
-    manifest_roots.sort();
-    manifest_roots.dedup();
-    Ok((kept, manifest_roots, excludes, warnings))
 }

@@ -68,16 +68,31 @@ fn make_build(root: &Path) {
     write(&root.join("dist/app.js"), "console.log('app')\n");
     write(&root.join("dist/lib/util.js"), "export const u = 1;\n");
     write(&root.join("dist/assets/logo svg ü.svg"), "<svg/>\n");
-    write(&root.join("bin/serve"), "#!/bin/sh\nexec node dist/app.js\n");
+    write(
+        &root.join("bin/serve"),
+        "#!/bin/sh\nexec node dist/app.js\n",
+    );
     write(&root.join("secrets/token"), "t0k3n\n");
-    std::fs::set_permissions(root.join("bin/serve"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    std::fs::set_permissions(root.join("secrets/token"), std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    std::fs::set_permissions(root.join("secrets"), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    std::fs::set_permissions(
+        root.join("bin/serve"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+    std::fs::set_permissions(
+        root.join("secrets/token"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
+    std::fs::set_permissions(root.join("secrets"), std::fs::Permissions::from_mode(0o700))
+        .expect("chmod");
     std::fs::create_dir_all(root.join("dist/empty")).expect("mkdir");
     std::os::unix::fs::symlink("app.js", root.join("dist/main.js")).expect("symlink");
     std::os::unix::fs::symlink("dist/lib", root.join("lib")).expect("symlink");
     let t = filetime::FileTime::from_unix_time(1_600_000_000, 0);
-    for e in walkdir::WalkDir::new(root).min_depth(1).contents_first(true) {
+    for e in walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .contents_first(true)
+    {
         let e = e.expect("walk");
         filetime::set_symlink_file_times(e.path(), t, t).expect("set times");
     }
@@ -88,7 +103,15 @@ fn attach_lays_down_the_persisted_tree_exactly_and_attaching_again_changes_nothi
     let ctx = TestContext::new();
     let a = ctx.dir("job-a");
     make_build(&a.join("out"));
-    let persisted = ws(&ctx, "A", &a, &["persist", "--root", "out", "--path", "dist", "--path", "bin", "--path", "secrets", "--path", "lib"]);
+    let persisted = ws(
+        &ctx,
+        "A",
+        &a,
+        &[
+            "persist", "--root", "out", "--path", "dist", "--path", "bin", "--path", "secrets",
+            "--path", "lib",
+        ],
+    );
     persisted.ok();
     assert_eq!(persisted.json()["files"], 5);
 
@@ -98,19 +121,36 @@ fn attach_lays_down_the_persisted_tree_exactly_and_attaching_again_changes_nothi
     assert_eq!(jobs_of(&attached.json()), ["A"]);
     let want = snapshot(&a.join("out"));
     assert_eq!(snapshot(&b.join("ws")), want);
-    assert_eq!(std::fs::read_link(b.join("ws/dist/main.js")).expect("a link").to_str(), Some("app.js"));
+    assert_eq!(
+        std::fs::read_link(b.join("ws/dist/main.js"))
+            .expect("a link")
+            .to_str(),
+        Some("app.js")
+    );
 
     attach(&ctx, "B", &b).ok();
-    assert_eq!(snapshot(&b.join("ws")), want, "a second attach over the first changes nothing");
+    assert_eq!(
+        snapshot(&b.join("ws")),
+        want,
+        "a second attach over the first changes nothing"
+    );
     let c = ctx.dir("job-c");
     attach(&ctx, "C", &c).ok();
-    assert_eq!(snapshot(&c.join("ws")), want, "every attach lays down the same tree");
+    assert_eq!(
+        snapshot(&c.join("ws")),
+        want,
+        "every attach lays down the same tree"
+    );
 }
 
 #[test]
 fn a_child_layer_replaces_its_ancestors_file_and_keeps_both_jobs_other_files() {
     let ctx = TestContext::new();
-    let a = job_dir(&ctx, "job-a", &[("dist/app.js", "A's app"), ("dist/a.txt", "from A")]);
+    let a = job_dir(
+        &ctx,
+        "job-a",
+        &[("dist/app.js", "A's app"), ("dist/a.txt", "from A")],
+    );
     let a_layer = persist(&ctx, "A", &a, &["dist"]);
     assert_eq!(a_layer["parents"], Value::Array(vec![]));
 
@@ -118,9 +158,17 @@ fn a_child_layer_replaces_its_ancestors_file_and_keeps_both_jobs_other_files() {
     attach(&ctx, "B", &b).ok();
     write(&b.join("ws/dist/app.js"), "B's app");
     write(&b.join("ws/dist/b.txt"), "from B");
-    let b_layer = ws(&ctx, "B", &b, &["persist", "--root", "ws", "--path", "dist"]);
+    let b_layer = ws(
+        &ctx,
+        "B",
+        &b,
+        &["persist", "--root", "ws", "--path", "dist"],
+    );
     b_layer.ok();
-    assert_eq!(b_layer.json()["parents"], Value::Array(vec![a_layer["id"].clone()]));
+    assert_eq!(
+        b_layer.json()["parents"],
+        Value::Array(vec![a_layer["id"].clone()])
+    );
 
     let c = ctx.dir("job-c");
     let attached = attach(&ctx, "C", &c);
@@ -148,8 +196,16 @@ fn a_jobs_second_persist_descends_from_its_first_and_may_replace_its_files() {
 #[test]
 fn side_by_side_jobs_persisting_the_same_file_conflict_and_attach_writes_nothing() {
     let ctx = TestContext::new();
-    let a = job_dir(&ctx, "job-a", &[("dist/app.js", "A"), ("dist/only-a.js", "a")]);
-    let b = job_dir(&ctx, "job-b", &[("dist/app.js", "B"), ("dist/only-b.js", "b")]);
+    let a = job_dir(
+        &ctx,
+        "job-a",
+        &[("dist/app.js", "A"), ("dist/only-a.js", "a")],
+    );
+    let b = job_dir(
+        &ctx,
+        "job-b",
+        &[("dist/app.js", "B"), ("dist/only-b.js", "b")],
+    );
     persist(&ctx, "A", &a, &["dist"]);
     persist(&ctx, "B", &b, &["dist"]);
 
@@ -157,16 +213,27 @@ fn side_by_side_jobs_persisting_the_same_file_conflict_and_attach_writes_nothing
     let before = snapshot(&c);
     let run = attach(&ctx, "C", &c);
     run.expect_code(4);
-    assert!(run.stderr.contains("dist/app.js"), "names the path:\n{}", run.stderr);
+    assert!(
+        run.stderr.contains("dist/app.js"),
+        "names the path:\n{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("job A"), "names job A:\n{}", run.stderr);
     assert!(run.stderr.contains("job B"), "names job B:\n{}", run.stderr);
-    assert!(!run.stderr.contains("only-a.js") && !run.stderr.contains("only-b.js"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("only-a.js") && !run.stderr.contains("only-b.js"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(run.json()["exit_code"], 4);
     assert_eq!(snapshot(&c), before, "nothing was written");
 
     let fresh = ctx.dir("job-d");
     attach(&ctx, "D", &fresh).expect_code(4);
-    assert!(!fresh.join("ws").exists(), "the attach folder is not even made");
+    assert!(
+        !fresh.join("ws").exists(),
+        "the attach folder is not even made"
+    );
 }
 
 #[test]
@@ -180,15 +247,27 @@ fn a_file_in_one_layer_where_another_has_a_folder_conflicts() {
     let c = ctx.dir("job-c");
     let run = attach(&ctx, "C", &c);
     run.expect_code(4);
-    assert!(run.stderr.contains("out: a file in job A's layer"), "{}", run.stderr);
-    assert!(run.stderr.contains("a folder in job B's layer"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("out: a file in job A's layer"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("a folder in job B's layer"),
+        "{}",
+        run.stderr
+    );
     assert!(!c.join("ws").exists(), "nothing was written");
 }
 
 #[test]
 fn every_clashing_path_is_listed() {
     let ctx = TestContext::new();
-    let files = [("dist/one.js", "x"), ("dist/two.js", "x"), ("dist/three.js", "x")];
+    let files = [
+        ("dist/one.js", "x"),
+        ("dist/two.js", "x"),
+        ("dist/three.js", "x"),
+    ];
     let a = job_dir(&ctx, "job-a", &files);
     let b = job_dir(&ctx, "job-b", &files);
     persist(&ctx, "A", &a, &["dist"]);
@@ -196,7 +275,11 @@ fn every_clashing_path_is_listed() {
     let run = attach(&ctx, "C", &ctx.dir("job-c"));
     run.expect_code(4);
     for (path, _) in files {
-        assert!(run.stderr.contains(&format!("{path}: persisted by job A")), "{path}:\n{}", run.stderr);
+        assert!(
+            run.stderr.contains(&format!("{path}: persisted by job A")),
+            "{path}:\n{}",
+            run.stderr
+        );
     }
 }
 
@@ -208,8 +291,18 @@ fn from_applies_only_that_jobs_layers_and_their_ancestors() {
     let b = ctx.dir("job-b");
     attach(&ctx, "B", &b).ok();
     write(&b.join("ws/b.txt"), "b");
-    ws(&ctx, "B", &b, &["persist", "--root", "ws", "--path", "b.txt"]).ok();
-    let x = job_dir(&ctx, "job-x", &[("x.txt", "x"), ("b.txt", "a clash --from avoids")]);
+    ws(
+        &ctx,
+        "B",
+        &b,
+        &["persist", "--root", "ws", "--path", "b.txt"],
+    )
+    .ok();
+    let x = job_dir(
+        &ctx,
+        "job-x",
+        &[("x.txt", "x"), ("b.txt", "a clash --from avoids")],
+    );
     persist(&ctx, "X", &x, &["x.txt", "b.txt"]);
 
     let d = ctx.dir("job-d");
@@ -222,19 +315,54 @@ fn from_applies_only_that_jobs_layers_and_their_ancestors() {
 
     let unknown = ws(&ctx, "D", &d, &["attach", "--at", "ws", "--from", "nope"]);
     unknown.expect_code(1);
-    assert!(unknown.stderr.contains("no layer of job nope"), "{}", unknown.stderr);
-    assert!(unknown.stderr.contains("A, B, X"), "lists the jobs that have layers:\n{}", unknown.stderr);
+    assert!(
+        unknown.stderr.contains("no layer of job nope"),
+        "{}",
+        unknown.stderr
+    );
+    assert!(
+        unknown.stderr.contains("A, B, X"),
+        "lists the jobs that have layers:\n{}",
+        unknown.stderr
+    );
 }
 
 #[test]
 fn a_layer_persisted_under_one_workflow_is_never_seen_from_another() {
     let ctx = TestContext::new();
     let a = job_dir(&ctx, "job-a", &[("dist/app.js", "W1")]);
-    ctx.run_in(&a, &["workspace", "persist", "--root", ".", "--path", "dist", "--workflow", "W1", "--job", "A"])
-        .ok();
+    ctx.run_in(
+        &a,
+        &[
+            "workspace",
+            "persist",
+            "--root",
+            ".",
+            "--path",
+            "dist",
+            "--workflow",
+            "W1",
+            "--job",
+            "A",
+        ],
+    )
+    .ok();
 
     let b = ctx.dir("job-b");
-    let run = ctx.run_in(&b, &["--json", "workspace", "attach", "--at", "ws", "--workflow", "W2", "--job", "B"]);
+    let run = ctx.run_in(
+        &b,
+        &[
+            "--json",
+            "workspace",
+            "attach",
+            "--at",
+            "ws",
+            "--workflow",
+            "W2",
+            "--job",
+            "B",
+        ],
+    );
     run.ok();
     assert_eq!(run.json()["layers"], Value::Array(vec![]));
     assert!(!b.join("ws/dist/app.js").exists());
@@ -242,7 +370,20 @@ fn a_layer_persisted_under_one_workflow_is_never_seen_from_another() {
     ls.ok();
     assert_eq!(ls.json()["layers"], Value::Array(vec![]));
 
-    ctx.run_in(&b, &["workspace", "attach", "--at", "ws", "--workflow", "W1", "--job", "B"]).ok();
+    ctx.run_in(
+        &b,
+        &[
+            "workspace",
+            "attach",
+            "--at",
+            "ws",
+            "--workflow",
+            "W1",
+            "--job",
+            "B",
+        ],
+    )
+    .ok();
     assert_eq!(read(&b.join("ws/dist/app.js")), "W1");
 }
 
@@ -256,18 +397,35 @@ fn github_variables_name_the_run_and_job_and_a_rerun_attempt_sees_the_first_atte
     let build_temp = ctx.dir("build-runner-temp");
     ctx.set_env("RUNNER_TEMP", build_temp.display().to_string());
     let a = job_dir(&ctx, "build", &[("dist/app.js", "built")]);
-    let run = ctx.run_in(&a, &["--json", "workspace", "persist", "--root", ".", "--path", "dist"]);
+    let run = ctx.run_in(
+        &a,
+        &[
+            "--json",
+            "workspace",
+            "persist",
+            "--root",
+            ".",
+            "--path",
+            "dist",
+        ],
+    );
     run.ok();
     assert_eq!(run.json()["workflow"], "987654321");
     assert_eq!(run.json()["job"], "build");
     assert!(
-        walkdir::WalkDir::new(&build_temp).into_iter().flatten().any(|e| e.file_type().is_file()),
+        walkdir::WalkDir::new(&build_temp)
+            .into_iter()
+            .flatten()
+            .any(|e| e.file_type().is_file()),
         "the job's state is kept in RUNNER_TEMP"
     );
 
     ctx.set_env("GITHUB_RUN_ATTEMPT", "2");
     ctx.set_env("GITHUB_JOB", "test");
-    ctx.set_env("RUNNER_TEMP", ctx.dir("test-runner-temp").display().to_string());
+    ctx.set_env(
+        "RUNNER_TEMP",
+        ctx.dir("test-runner-temp").display().to_string(),
+    );
     let b = ctx.dir("test");
     let run = ctx.run_in(&b, &["--json", "workspace", "attach", "--at", "ws"]);
     run.ok();
@@ -286,9 +444,23 @@ fn circleci_variables_name_the_run_and_job() {
     ctx.set_env("CIRCLE_WORKFLOW_ID", "5c8e3f9a-0d1b-4e7a-9c2f-1a2b3c4d5e6f");
     ctx.set_env("CIRCLE_JOB", "build");
     let a = job_dir(&ctx, "build", &[("dist/app.js", "built")]);
-    let run = ctx.run_in(&a, &["--json", "workspace", "persist", "--root", ".", "--path", "dist"]);
+    let run = ctx.run_in(
+        &a,
+        &[
+            "--json",
+            "workspace",
+            "persist",
+            "--root",
+            ".",
+            "--path",
+            "dist",
+        ],
+    );
     run.ok();
-    assert_eq!(run.json()["workflow"], "5c8e3f9a-0d1b-4e7a-9c2f-1a2b3c4d5e6f");
+    assert_eq!(
+        run.json()["workflow"],
+        "5c8e3f9a-0d1b-4e7a-9c2f-1a2b3c4d5e6f"
+    );
     assert_eq!(run.json()["job"], "build");
 
     ctx.set_env("CIRCLE_JOB", "deploy");
@@ -303,12 +475,23 @@ fn circleci_variables_name_the_run_and_job() {
 fn ls_json_reports_each_layers_job_parents_file_count_and_expiry() {
     let ctx = TestContext::new();
     let a = job_dir(&ctx, "job-a", &[("dist/one.js", "1"), ("dist/two.js", "2")]);
-    let a_run = ws(&ctx, "A", &a, &["persist", "--root", ".", "--path", "dist", "--ttl", "2d"]);
+    let a_run = ws(
+        &ctx,
+        "A",
+        &a,
+        &["persist", "--root", ".", "--path", "dist", "--ttl", "2d"],
+    );
     a_run.ok();
     let b = ctx.dir("job-b");
     attach(&ctx, "B", &b).ok();
     write(&b.join("ws/report.txt"), "ok");
-    ws(&ctx, "B", &b, &["persist", "--root", "ws", "--path", "report.txt"]).ok();
+    ws(
+        &ctx,
+        "B",
+        &b,
+        &["persist", "--root", "ws", "--path", "report.txt"],
+    )
+    .ok();
 
     let ls = ctx.run(&["--json", "workspace", "ls", "--workflow", RUN]);
     ls.ok();
@@ -336,10 +519,22 @@ fn ls_json_reports_each_layers_job_parents_file_count_and_expiry() {
 fn chrono_seconds(v: &Value) -> i64 {
     let s = v.as_str().expect("a timestamp");
     let (date, time) = s.split_once('T').expect("date and time");
-    let d: Vec<i64> = date.split('-').map(|p| p.parse().expect("number")).collect();
-    let t: Vec<i64> = time.trim_end_matches('Z').split(['.', ':']).take(3).map(|p| p.parse().expect("number")).collect();
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|p| p.parse().expect("number"))
+        .collect();
+    let t: Vec<i64> = time
+        .trim_end_matches('Z')
+        .split(['.', ':'])
+        .take(3)
+        .map(|p| p.parse().expect("number"))
+        .collect();
     // Days from civil (Howard Hinnant's algorithm).
-    let (y, m) = if d[1] <= 2 { (d[0] - 1, d[1] + 9) } else { (d[0], d[1] - 3) };
+    let (y, m) = if d[1] <= 2 {
+        (d[0] - 1, d[1] + 9)
+    } else {
+        (d[0], d[1] - 3)
+    };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
     let doy = (153 * m + 2) / 5 + d[2] - 1;
@@ -352,13 +547,46 @@ fn chrono_seconds(v: &Value) -> i64 {
 fn a_missing_workflow_or_job_is_a_usage_error_naming_the_flag_to_set() {
     let ctx = TestContext::new();
     let a = job_dir(&ctx, "job-a", &[("dist/app.js", "x")]);
-    let run = ctx.run_in(&a, &["workspace", "persist", "--root", ".", "--path", "dist", "--job", "A"]);
+    let run = ctx.run_in(
+        &a,
+        &[
+            "workspace",
+            "persist",
+            "--root",
+            ".",
+            "--path",
+            "dist",
+            "--job",
+            "A",
+        ],
+    );
     run.expect_code(2);
-    assert!(run.stderr.contains("--workflow") && run.stderr.contains("FERRY_WORKFLOW"), "{}", run.stderr);
-    let run = ctx.run_in(&a, &["workspace", "persist", "--root", ".", "--path", "dist", "--workflow", RUN]);
+    assert!(
+        run.stderr.contains("--workflow") && run.stderr.contains("FERRY_WORKFLOW"),
+        "{}",
+        run.stderr
+    );
+    let run = ctx.run_in(
+        &a,
+        &[
+            "workspace",
+            "persist",
+            "--root",
+            ".",
+            "--path",
+            "dist",
+            "--workflow",
+            RUN,
+        ],
+    );
     run.expect_code(2);
-    assert!(run.stderr.contains("--job") && run.stderr.contains("FERRY_JOB"), "{}", run.stderr);
-    ctx.run_in(&a, &["workspace", "attach", "--at", "ws"]).expect_code(2);
+    assert!(
+        run.stderr.contains("--job") && run.stderr.contains("FERRY_JOB"),
+        "{}",
+        run.stderr
+    );
+    ctx.run_in(&a, &["workspace", "attach", "--at", "ws"])
+        .expect_code(2);
 }
 
 #[test]
@@ -366,7 +594,12 @@ fn persisted_paths_must_stay_below_the_root() {
     let ctx = TestContext::new();
     let a = job_dir(&ctx, "job-a", &[("inside/x", "x"), ("outside", "o")]);
     for bad in ["../outside", "/etc/passwd", "~/.ssh"] {
-        let run = ws(&ctx, "A", &a.join("inside"), &["persist", "--root", ".", "--path", bad]);
+        let run = ws(
+            &ctx,
+            "A",
+            &a.join("inside"),
+            &["persist", "--root", ".", "--path", bad],
+        );
         run.expect_code(2);
         assert!(run.stderr.contains(bad), "{bad}: {}", run.stderr);
     }
@@ -386,7 +619,10 @@ fn a_damaged_layer_fails_the_attach_and_leaves_the_folder_as_it_was() {
     let data = walkdir::WalkDir::new(&store)
         .into_iter()
         .flatten()
-        .find(|e| e.file_name().to_string_lossy().starts_with(id) && e.path().to_string_lossy().contains("/data/"))
+        .find(|e| {
+            e.file_name().to_string_lossy().starts_with(id)
+                && e.path().to_string_lossy().contains("/data/")
+        })
         .expect("the second layer's archive");
     let bytes = std::fs::read(data.path()).expect("read");
     std::fs::write(data.path(), &bytes[..bytes.len() / 2]).expect("truncate");
@@ -395,5 +631,9 @@ fn a_damaged_layer_fails_the_attach_and_leaves_the_folder_as_it_was() {
     let before = snapshot(&c);
     let run = attach(&ctx, "C", &c);
     run.expect_code(5);
-    assert_eq!(snapshot(&c), before, "not even the first, intact layer was laid down");
+    assert_eq!(
+        snapshot(&c),
+        before,
+        "not even the first, intact layer was laid down"
+    );
 }

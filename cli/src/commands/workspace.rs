@@ -25,26 +25,22 @@ pub async fn run(globals: &Globals, command: WorkspaceCommand) -> Result<(), Cli
 async fn persist(globals: &Globals, s: PersistSettings) -> Result<(), CliError> {
     let store = globals.open_store()?;
     let out = &globals.output;
-    let spinner = out.spinner(format!(
+    let persisting = format!(
         "persisting a layer of job {} to workflow {}",
         s.job, s.workflow
-    ));
-    let result = ferry_workspace_layers::persist(
-        &store,
-        PersistRequest {
-            project: globals.project.clone(),
-            workflow: s.workflow,
-            job: s.job,
-            root: s.root,
-            paths: s.paths,
-            ttl: s.ttl,
-            state_dir: s.state_dir,
-        },
-    )
-    .await;
-    if let Some(pb) = spinner {
-        pb.finish_and_clear();
-    }
+    );
+    let request = PersistRequest {
+        project: globals.project.clone(),
+        workflow: s.workflow,
+        job: s.job,
+        root: s.root,
+        paths: s.paths,
+        ttl: s.ttl,
+        state_dir: s.state_dir,
+    };
+    let result = out
+        .spin(persisting, ferry_workspace_layers::persist(&store, request))
+        .await;
     let outcome = result?;
     for w in &outcome.warnings {
         out.warn(w);
@@ -76,25 +72,18 @@ async fn attach(globals: &Globals, s: AttachSettings) -> Result<(), CliError> {
             "no job name (--job, FERRY_JOB, GITHUB_JOB or CIRCLE_JOB): a later persist will not name these layers as its parents",
         );
     }
-    let spinner = out.spinner(format!(
-        "attaching the workspace of workflow {}",
-        s.workflow
-    ));
-    let result = ferry_workspace_layers::attach(
-        &store,
-        AttachRequest {
-            project: globals.project.clone(),
-            workflow: s.workflow,
-            job: s.job,
-            at: s.at,
-            from: s.from,
-            state_dir: s.state_dir,
-        },
-    )
-    .await;
-    if let Some(pb) = spinner {
-        pb.finish_and_clear();
-    }
+    let attaching = format!("attaching the workspace of workflow {}", s.workflow);
+    let request = AttachRequest {
+        project: globals.project.clone(),
+        workflow: s.workflow,
+        job: s.job,
+        at: s.at,
+        from: s.from,
+        state_dir: s.state_dir,
+    };
+    let result = out
+        .spin(attaching, ferry_workspace_layers::attach(&store, request))
+        .await;
     let outcome = result?;
     for w in &outcome.warnings {
         out.warn(w);
