@@ -80,7 +80,8 @@ impl CliError {
                 WorkspaceError::Conflict { .. } => ExitCode::WorkspaceConflict,
                 WorkspaceError::Archive(a) => archive_code(a),
                 WorkspaceError::UnsafeManifest { .. } => ExitCode::Integrity,
-                WorkspaceError::Store(StoreError::InvalidUrl { .. }) | WorkspaceError::InvalidPath { .. } => ExitCode::Usage,
+                WorkspaceError::Store(StoreError::InvalidUrl { .. })
+                | WorkspaceError::InvalidPath { .. } => ExitCode::Usage,
                 WorkspaceError::Store(_)
                 | WorkspaceError::Manifest(_)
                 | WorkspaceError::Glob(_)

@@ -222,7 +222,8 @@ fn folder(flag: &str, value: &str, globals: &Globals) -> Result<PathBuf, CliErro
         return Err(CliError::Usage(format!("{flag} needs a folder")));
     }
     let cx = globals.path_context();
-    cx.check(value).map_err(|reason| CliError::Usage(format!("{flag} {value:?}: {reason}")))?;
+    cx.check(value)
+        .map_err(|reason| CliError::Usage(format!("{flag} {value:?}: {reason}")))?;
     Ok(cx.resolve(value))
 }
 
@@ -244,7 +245,8 @@ impl PersistSettings {
         };
         Ok(Self {
             workflow: workspace_workflow(&args.run.workflow, globals)?,
-            job: workspace_job(&args.job.job, globals).ok_or_else(|| CliError::Usage(no_job_message()))?,
+            job: workspace_job(&args.job.job, globals)
+                .ok_or_else(|| CliError::Usage(no_job_message()))?,
             root: folder("--root", &args.root, globals)?,
             paths: args.paths.clone(),
             ttl,

@@ -113,7 +113,14 @@ pub fn pack_listing<W: Write>(
                 path: entry.path().display().to_string(),
                 source: e.into_io_error().unwrap_or_else(|| std::io::Error::other("metadata")),
             })?;
-            if let Some(kind) = append(&mut builder, &name, &entry.path().to_path_buf(), &meta, &root_names, &mut stats)? {
+            if let Some(kind) = append(
+                &mut builder,
+                &name,
+                &entry.path().to_path_buf(),
+                &meta,
+                &root_names,
+                &mut stats,
+            )? {
                 on_entry(&name, kind);
             }
         }
