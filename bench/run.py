@@ -241,7 +241,7 @@ def timed(series: Series, fn, note: str = "") -> Run | None:
     series.add(r)
     rss = f"{r.peak_rss / MiB:6.1f} MiB" if r.maxrss else ""
     status = "" if r.ok else "  FAILED: " + r.failure()[:300]
-    log(f"    {series.label:<26} {r.wall:8.3f} s  rss {rss}{note}{status}")
+    log(f"    {series.label:<34} {r.wall:8.3f} s  rss {rss}{note}{status}")
     return r
 
 
@@ -427,7 +427,7 @@ def bench_workspace(ferry: Ferry, stamp: dict, runs: int) -> dict:
                         maxrss=[max(r.peak_rss for r in rounds)], cpu=[sum(sum(r.cpu) for r in rounds)])
             s["ferry workspace persist (all 10)"].add(total)
             persist_each.extend(r.wall for r in rounds)
-            log(f"    {'ferry workspace persist x10':<26} {total.wall:8.3f} s  rss {total.peak_rss / MiB:6.1f} MiB")
+            log(f"    {'ferry workspace persist x10':<34} {total.wall:8.3f} s  rss {total.peak_rss / MiB:6.1f} MiB")
             timed(s["ferry cache save (same files)"],
                   lambda: ferry.run(store, "cache", "save", "--key", "ws-equivalent", "--path", stamp["payload"], cwd=src))
         else:
@@ -554,6 +554,14 @@ def bench_artifacts(ferry: Ferry, stamp: dict, runs: int) -> dict:
 # Main
 # ---------------------------------------------------------------------------------------
 
+def wait_idle(limit: float, most: float = 1800) -> None:
+    """On a shared machine: waits for others' builds to finish before timing anything."""
+    t0 = time.monotonic()
+    while os.getloadavg()[0] >= limit and time.monotonic() - t0 < most:
+        log(f"  waiting for the load average ({os.getloadavg()[0]:.1f}) to fall below {limit}")
+        time.sleep(30)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description="Benchmark ferry's cache save/restore against tar|zstd and gzip tar, "
@@ -567,6 +575,8 @@ def main() -> int:
     ap.add_argument("--no-gzip", action="store_true", help="skip the gzip tar reference (the slowest part)")
     ap.add_argument("--record", action="store_true", help="record results even for --quick or a --corpus subset")
     ap.add_argument("--no-record", action="store_true", help="do not write bench/results.json or bench/README.md")
+    ap.add_argument("--wait-idle", type=float, metavar="LOAD",
+                    help="before each benchmark, wait (up to 30 min) until the 1-minute load average is below LOAD")
     ap.add_argument("--seed", type=int, default=corpora.DEFAULT_SEED, help=argparse.SUPPRESS)
     ap.add_argument("--generate-only", action="store_true", help="make the corpora and stop")
     args = ap.parse_args()
@@ -610,6 +620,8 @@ def main() -> int:
 
     results = {}
     for b in benches:
+        if args.wait_idle:
+            wait_idle(args.wait_idle)
         t0 = time.monotonic()
         load = os.getloadavg()
         log(f"bench: {b}")
