@@ -245,3 +245,37 @@ pub(crate) fn job_names<'a>(layers: impl Iterator<Item = &'a LayerManifest>) -> 
         .into_iter()
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_ids_sort_by_creation_time() {
+        let t0 = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.000001Z")
+            .expect("a time")
+            .with_timezone(&Utc);
+        let ids: Vec<String> = [0, 1, 999_999, 86_400_000_000i64]
+            .into_iter()
+            .map(|us| new_layer_id(t0 + chrono::Duration::microseconds(us)))
+            .collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted);
+        assert!(ids[0].starts_with("20260102T030405.000001Z-"));
+        assert_ne!(
+            new_layer_id(t0),
+            new_layer_id(t0),
+            "a random part tells same-time ids apart"
+        );
+    }
+
+    #[test]
+    fn persisted_paths_stay_below_the_root() {
+        assert_eq!(check_relative("./dist/"), Ok("dist".to_string()));
+        assert_eq!(check_relative("a/../b"), Ok("b".to_string()));
+        for bad in ["/etc", "~/x", "..", "../x", "a/../../x"] {
+            assert!(check_relative(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -111,3 +111,29 @@ fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
         .open(&p)?;
     Ok((p, f))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parents_are_what_the_job_attached_and_persisted_and_survive_a_round_trip()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let file = path(dir.path(), "acme/app", "run 1", "build");
+        assert!(file.starts_with(dir.path()));
+        assert!(
+            load(&file)?.parents().is_empty(),
+            "a job with no state has no parents"
+        );
+        let mut st = JobState::default();
+        st.add_attached(["2-b".to_string(), "1-a".to_string()]);
+        st.add_attached(["1-a".to_string()]);
+        st.persisted.push("3-own".into());
+        save(&file, &st)?;
+        let back = load(&file)?;
+        assert_eq!(back.attached, ["2-b", "1-a"]);
+        assert_eq!(back.parents(), ["1-a", "2-b", "3-own"]);
+        Ok(())
+    }
+}
