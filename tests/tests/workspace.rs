@@ -387,18 +387,10 @@ fn a_layer_persisted_under_one_workflow_is_never_seen_from_another() {
     assert_eq!(read(&b.join("ws/dist/app.js")), "W1");
 }
 
-#[test]
-fn github_variables_name_the_run_and_job_and_a_rerun_attempt_sees_the_first_attempts_layers() {
-    let mut ctx = TestContext::new();
-    ctx.set_env("GITHUB_ACTIONS", "true");
-    ctx.set_env("GITHUB_RUN_ID", "987654321");
-    ctx.set_env("GITHUB_RUN_ATTEMPT", "1");
-    ctx.set_env("GITHUB_JOB", "build");
-    let build_temp = ctx.dir("build-runner-temp");
-    ctx.set_env("RUNNER_TEMP", build_temp.display().to_string());
-    let a = job_dir(&ctx, "build", &[("dist/app.js", "built")]);
+/// `persist --root . --path dist` in `dir` with no workflow or job flags: the CI's variables name them.
+fn persist_from_ci(ctx: &TestContext, dir: &Path) -> Value {
     let run = ctx.run_in(
-        &a,
+        dir,
         &[
             "--json",
             "workspace",
@@ -410,8 +402,29 @@ fn github_variables_name_the_run_and_job_and_a_rerun_attempt_sees_the_first_atte
         ],
     );
     run.ok();
-    assert_eq!(run.json()["workflow"], "987654321");
-    assert_eq!(run.json()["job"], "build");
+    run.json()
+}
+
+/// `attach --at ws` in `dir` with no workflow or job flags.
+fn attach_from_ci(ctx: &TestContext, dir: &Path) -> Value {
+    let run = ctx.run_in(dir, &["--json", "workspace", "attach", "--at", "ws"]);
+    run.ok();
+    run.json()
+}
+
+#[test]
+fn github_variables_name_the_run_and_job_and_a_rerun_attempt_sees_the_first_attempts_layers() {
+    let mut ctx = TestContext::new();
+    ctx.set_env("GITHUB_ACTIONS", "true");
+    ctx.set_env("GITHUB_RUN_ID", "987654321");
+    ctx.set_env("GITHUB_RUN_ATTEMPT", "1");
+    ctx.set_env("GITHUB_JOB", "build");
+    let build_temp = ctx.dir("build-runner-temp");
+    ctx.set_env("RUNNER_TEMP", build_temp.display().to_string());
+    let a = job_dir(&ctx, "build", &[("dist/app.js", "built")]);
+    let persisted = persist_from_ci(&ctx, &a);
+    assert_eq!(persisted["workflow"], "987654321");
+    assert_eq!(persisted["job"], "build");
     assert!(
         walkdir::WalkDir::new(&build_temp)
             .into_iter()
@@ -427,9 +440,7 @@ fn github_variables_name_the_run_and_job_and_a_rerun_attempt_sees_the_first_atte
         ctx.dir("test-runner-temp").display().to_string(),
     );
     let b = ctx.dir("test");
-    let run = ctx.run_in(&b, &["--json", "workspace", "attach", "--at", "ws"]);
-    run.ok();
-    assert_eq!(run.json()["job"], "test");
+    assert_eq!(attach_from_ci(&ctx, &b)["job"], "test");
     assert_eq!(read(&b.join("ws/dist/app.js")), "built");
     let ls = ctx.run(&["--json", "workspace", "ls"]);
     ls.ok();
@@ -444,30 +455,16 @@ fn circleci_variables_name_the_run_and_job() {
     ctx.set_env("CIRCLE_WORKFLOW_ID", "5c8e3f9a-0d1b-4e7a-9c2f-1a2b3c4d5e6f");
     ctx.set_env("CIRCLE_JOB", "build");
     let a = job_dir(&ctx, "build", &[("dist/app.js", "built")]);
-    let run = ctx.run_in(
-        &a,
-        &[
-            "--json",
-            "workspace",
-            "persist",
-            "--root",
-            ".",
-            "--path",
-            "dist",
-        ],
-    );
-    run.ok();
+    let persisted = persist_from_ci(&ctx, &a);
     assert_eq!(
-        run.json()["workflow"],
+        persisted["workflow"],
         "5c8e3f9a-0d1b-4e7a-9c2f-1a2b3c4d5e6f"
     );
-    assert_eq!(run.json()["job"], "build");
+    assert_eq!(persisted["job"], "build");
 
     ctx.set_env("CIRCLE_JOB", "deploy");
     let b = ctx.dir("deploy");
-    let run = ctx.run_in(&b, &["--json", "workspace", "attach", "--at", "ws"]);
-    run.ok();
-    assert_eq!(run.json()["job"], "deploy");
+    assert_eq!(attach_from_ci(&ctx, &b)["job"], "deploy");
     assert_eq!(read(&b.join("ws/dist/app.js")), "built");
 }
 
