@@ -89,8 +89,12 @@ async fn attach(globals: &Globals, s: AttachSettings) -> Result<(), CliError> {
         out.warn(w);
     }
     if !outcome.layers.is_empty() {
-        let mut jobs: Vec<&str> = outcome.layers.iter().map(|l| l.job.as_str()).collect();
-        jobs.dedup();
+        let mut jobs: Vec<&str> = Vec::new();
+        for l in &outcome.layers {
+            if !jobs.contains(&l.job.as_str()) {
+                jobs.push(&l.job);
+            }
+        }
         out.info(format!(
             "attached {} layer{} of workflow {} (jobs {}) at {}: {} files, {} downloaded in {:.2}s",
             outcome.layers.len(),
