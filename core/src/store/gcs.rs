@@ -19,6 +19,12 @@ const HINT: &str = "check GOOGLE_APPLICATION_CREDENTIALS (a service-account key 
                     `gcloud auth application-default login` file), or STORAGE_EMULATOR_HOST \
                     for an emulator";
 
+/// When no credentials file is found the failure is usually the metadata lookup; say so.
+const HINT_NO_FILE: &str = "GOOGLE_APPLICATION_CREDENTIALS is not set and there is no gcloud \
+                            application-default file, so credentials were asked of the GCE \
+                            metadata server; set GOOGLE_APPLICATION_CREDENTIALS to a \
+                            service-account key file, or STORAGE_EMULATOR_HOST for an emulator";
+
 /// Where `gcloud auth application-default login` leaves its credentials, below `HOME`.
 const GCLOUD_ADC: &str = ".config/gcloud/application_default_credentials.json";
 
@@ -35,6 +41,7 @@ pub(crate) fn build(raw: &str, url: &url::Url, env: &Environment) -> Result<Back
         .with_retry(cloud::retry_config())
         .with_http_connector(cloud::Connector);
 
+    let mut hint = HINT;
     let allow_http = if let Some(host) = env.get(STORAGE_EMULATOR_HOST) {
         // Clients accept both `host:port` and a URL here.
         let endpoint = if host.contains("://") {
@@ -64,8 +71,9 @@ pub(crate) fn build(raw: &str, url: &url::Url, env: &Environment) -> Result<Back
                 let path = std::path::Path::new(env.get(HOME)?).join(GCLOUD_ADC);
                 path.is_file().then(|| path.to_string_lossy().into_owned())
             });
-        if let Some(path) = adc {
-            builder = builder.with_application_credentials(path);
+        match adc {
+            Some(path) => builder = builder.with_application_credentials(path),
+            None => hint = HINT_NO_FILE,
         }
         false
     };
@@ -77,7 +85,7 @@ pub(crate) fn build(raw: &str, url: &url::Url, env: &Environment) -> Result<Back
             .map_err(|e| StoreError::Open {
                 url: raw.to_string(),
                 reason: e.to_string(),
-                hint: HINT,
+                hint,
             })?,
     );
     Ok(Backend {
@@ -85,7 +93,7 @@ pub(crate) fn build(raw: &str, url: &url::Url, env: &Environment) -> Result<Back
         signer: Some(gcs),
         local_root: None,
         prefix,
-        hint: HINT,
+        hint,
     })
 }
 

@@ -18,6 +18,12 @@ use crate::env_vars::{
 const HINT: &str = "check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, \
                     AWS_REGION (or AWS_DEFAULT_REGION), and AWS_ENDPOINT_URL for an \
                     S3-compatible server";
+/// When no key is set the failure is usually the instance-metadata lookup; say so.
+const HINT_NO_KEY: &str = "AWS_ACCESS_KEY_ID is not set, so credentials were asked of the \
+                           EC2/ECS instance metadata service; set AWS_ACCESS_KEY_ID, \
+                           AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), or run on an instance \
+                           with a role; check AWS_REGION (or AWS_DEFAULT_REGION), and \
+                           AWS_ENDPOINT_URL for an S3-compatible server";
 
 /// Builds the S3 store of `url`.
 ///
@@ -30,6 +36,11 @@ const HINT: &str = "check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSI
 /// dots, whose virtual hosts the AWS certificate does not cover.
 pub(crate) fn build(raw: &str, url: &url::Url, env: &Environment) -> Result<Backend, StoreError> {
     let (bucket, prefix) = cloud::bucket_and_prefix(raw, url, "s3://my-bucket/some/prefix")?;
+    let hint = if env.get(AWS_ACCESS_KEY_ID).is_some() {
+        HINT
+    } else {
+        HINT_NO_KEY
+    };
     let mut builder = AmazonS3Builder::new()
         .with_bucket_name(&bucket)
         .with_conditional_put(S3ConditionalPut::ETagMatch)
@@ -52,7 +63,7 @@ pub(crate) fn build(raw: &str, url: &url::Url, env: &Environment) -> Result<Back
     let allow_http = match env.get(AWS_ENDPOINT_URL) {
         Some(endpoint) => {
             let (parsed, http) =
-                cloud::check_endpoint(raw, AWS_ENDPOINT_URL, endpoint, false, HINT)?;
+                cloud::check_endpoint(raw, AWS_ENDPOINT_URL, endpoint, false, hint)?;
             builder = builder
                 .with_endpoint(parsed.as_str().trim_end_matches('/'))
                 .with_virtual_hosted_style_request(false);
@@ -71,7 +82,7 @@ pub(crate) fn build(raw: &str, url: &url::Url, env: &Environment) -> Result<Back
             .map_err(|e| StoreError::Open {
                 url: raw.to_string(),
                 reason: e.to_string(),
-                hint: HINT,
+                hint,
             })?,
     );
     Ok(Backend {
@@ -79,6 +90,6 @@ pub(crate) fn build(raw: &str, url: &url::Url, env: &Environment) -> Result<Back
         signer: Some(s3),
         local_root: None,
         prefix,
-        hint: HINT,
+        hint,
     })
 }
