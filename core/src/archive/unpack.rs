@@ -54,17 +54,11 @@ impl Staged {
     /// Renames everything into place and sets folder modes and times.
     pub fn commit(mut self) -> Result<UnpackStats, ArchiveError> {
         let renames = std::mem::take(&mut self.renames);
-        for (i, (tmp, dest)) in renames.iter().enumerate() {
-            if let Err(source) = fs::rename(tmp, dest) {
-                for (t, _) in &renames[i..] {
-                    let _ = fs::remove_file(t);
-                }
-                return Err(ArchiveError::Io {
-                    op: "move into place",
-                    path: dest.display().to_string(),
-                    source,
-                });
+        if let Err(e) = rename_all(&renames) {
+            for (t, _) in &renames {
+                let _ = fs::remove_file(t);
             }
+            return Err(e);
         }
         // Committed folders are the restore's result now, not leftovers to clean up.
         self.created_dirs.clear();
@@ -128,6 +122,7 @@ pub fn unpack<R: Read>(spec: &UnpackSpec<'_>, input: R) -> Result<Staged, Archiv
         links: HashSet::new(),
         files: HashMap::new(),
         known_dirs: HashSet::new(),
+        fresh_dirs: HashSet::new(),
     };
     match state.run(input, &mut staged) {
         Ok(()) => Ok(staged),
@@ -148,6 +143,8 @@ struct State<'a, 'b> {
     files: HashMap<String, PathBuf>,
     /// Folders known to exist as real folders.
     known_dirs: HashSet<PathBuf>,
+    /// Folders this restore created: nothing of the user's is inside them.
+    fresh_dirs: HashSet<PathBuf>,
 }
 
 fn corrupt(e: std::io::Error) -> ArchiveError {
@@ -156,6 +153,14 @@ fn corrupt(e: std::io::Error) -> ArchiveError {
 
 impl State<'_, '_> {
     fn run<R: Read>(&mut self, input: R, staged: &mut Staged) -> Result<(), ArchiveError> {
+        let mut pool = WriterPool::new();
+        let result = self.entries(input, staged, &mut pool);
+        // The pool is drained before returning, so a rollback never races a writer.
+        let drained = pool.finish();
+        result.and(drained)
+    }
+
+    fn entries<R: Read>(&mut self, input: R, staged: &mut Staged, pool: &mut WriterPool) -> Result<(), ArchiveError> {
         let mut archive = tar::Archive::new(input);
         let mut buf = vec![0u8; 256 * 1024];
         for entry in archive.entries().map_err(corrupt)? {
@@ -183,9 +188,23 @@ impl State<'_, '_> {
                         });
                     }
                     let tmp = self.prepare(&dest, &name, staged)?;
-                    let written = write_file(&tmp, &mut entry, mode, mtime, &mut buf);
                     staged.renames.push((tmp.clone(), dest));
-                    let n = written?;
+                    let size = entry.size();
+                    let n = if size <= POOL_FILE_MAX {
+                        // Small files are read here and created by the pool: creating files
+                        // is most of a restore's time and scales with threads.
+                        let mut data = Vec::with_capacity(size as usize);
+                        entry.read_to_end(&mut data).map_err(corrupt)?;
+                        pool.submit(Job {
+                            tmp: tmp.clone(),
+                            data,
+                            mode,
+                            mtime,
+                        })?;
+                        size
+                    } else {
+                        write_file(&tmp, &mut entry, mode, mtime, &mut buf)?
+                    };
                     self.files.insert(name, tmp);
                     staged.stats.files += 1;
                     staged.stats.bytes += n;
@@ -222,6 +241,8 @@ impl State<'_, '_> {
                         reason: format!("hard link to {target:?}, which is not a file restored before it"),
                     })?;
                     let tmp = self.prepare(&dest, &name, staged)?;
+                    // The linked file may still be in the pool's queue.
+                    pool.drain()?;
                     fs::hard_link(&source_tmp, &tmp).map_err(|source| ArchiveError::Io {
                         op: "create hard link",
                         path: dest.display().to_string(),
@@ -331,7 +352,9 @@ impl State<'_, '_> {
             reason: "it has no parent folder".into(),
         })?;
         self.ensure_dir(parent, name, staged)?;
-        if let Ok(meta) = fs::symlink_metadata(dest) {
+        // Nothing can be in the way inside a folder this restore made.
+        let fresh = self.fresh_dirs.contains(parent);
+        if let Some(meta) = (!fresh).then(|| fs::symlink_metadata(dest).ok()).flatten() {
             if meta.is_dir() {
                 return Err(ArchiveError::Conflict {
                     path: dest.display().to_string(),
@@ -368,7 +391,10 @@ impl State<'_, '_> {
         }
         for d in missing.into_iter().rev() {
             match fs::create_dir(&d) {
-                Ok(()) => staged.created_dirs.push(d.clone()),
+                Ok(()) => {
+                    staged.created_dirs.push(d.clone());
+                    self.fresh_dirs.insert(d.clone());
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(source) => {
                     return Err(ArchiveError::Io {
@@ -385,7 +411,175 @@ impl State<'_, '_> {
     }
 }
 
+/// Files up to this size go through the writer pool; larger ones stream on the reading thread.
+const POOL_FILE_MAX: u64 = 256 * 1024;
+/// Threads creating files. More than the cores: file creation mostly waits in the kernel.
+const POOL_THREADS: usize = 4;
+/// Files queued for the pool; with [`POOL_FILE_MAX`] this bounds its memory to 16 MiB.
+const POOL_QUEUE: usize = 64;
+
+struct Job {
+    tmp: PathBuf,
+    data: Vec<u8>,
+    mode: u32,
+    mtime: i64,
+}
+
+/// Threads that create small files, so that restoring many files is not one syscall at a time.
+struct WriterPool {
+    tx: Option<std::sync::mpsc::SyncSender<Job>>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+    error: std::sync::Arc<std::sync::Mutex<Option<ArchiveError>>>,
+}
+
+impl WriterPool {
+    fn new() -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(POOL_QUEUE);
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let error = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let handles = (0..POOL_THREADS)
+            .map(|_| {
+                let rx = std::sync::Arc::clone(&rx);
+                let error = std::sync::Arc::clone(&error);
+                std::thread::spawn(move || {
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(r) => r.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = job else { return };
+                        if let Err(e) = write_bytes(&job.tmp, &job.data, job.mode, job.mtime) {
+                            if let Ok(mut slot) = error.lock() {
+                                slot.get_or_insert(e);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            tx: Some(tx),
+            handles,
+            error,
+        }
+    }
+
+    fn take_error(&self) -> Result<(), ArchiveError> {
+        match self.error.lock().ok().and_then(|mut e| e.take()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn submit(&mut self, job: Job) -> Result<(), ArchiveError> {
+        self.take_error()?;
+        let sent = self.tx.as_ref().map(|tx| tx.send(job));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            _ => Err(ArchiveError::Io {
+                op: "hand over",
+                path: "a file to the writer threads".into(),
+                source: std::io::Error::other("the writer threads stopped"),
+            }),
+        }
+    }
+
+    /// Waits until every queued file is written, then starts fresh threads.
+    fn drain(&mut self) -> Result<(), ArchiveError> {
+        let old = std::mem::replace(self, WriterPool::new());
+        old.finish()
+    }
+
+    /// Waits until every queued file is written; the first failure, if any.
+    fn finish(mut self) -> Result<(), ArchiveError> {
+        self.tx = None;
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+        self.take_error()
+    }
+}
+
+/// Renames staged files into place, in parallel; where one destination appears more than
+/// once (layers that replace a file) only the last one is moved and the others are removed.
+fn rename_all(renames: &[(PathBuf, PathBuf)]) -> Result<(), ArchiveError> {
+    let mut last: HashMap<&Path, usize> = HashMap::with_capacity(renames.len());
+    for (i, (_, dest)) in renames.iter().enumerate() {
+        last.insert(dest.as_path(), i);
+    }
+    let work: Vec<&(PathBuf, PathBuf)> = renames
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            if last.get(r.1.as_path()) == Some(&i) {
+                Some(r)
+            } else {
+                let _ = fs::remove_file(&r.0);
+                None
+            }
+        })
+        .collect();
+    let chunk = work.len().div_ceil(POOL_THREADS).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = work
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    for (tmp, dest) in part {
+                        fs::rename(tmp, dest).map_err(|source| ArchiveError::Io {
+                            op: "move into place",
+                            path: dest.display().to_string(),
+                            source,
+                        })?;
+                    }
+                    Ok::<(), ArchiveError>(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(ArchiveError::Corrupt { detail: "a rename thread panicked".into() })))
+            .collect::<Result<Vec<()>, _>>()
+            .map(|_| ())
+    })
+}
+
 fn write_file<R: Read>(tmp: &Path, data: &mut R, mode: u32, mtime: i64, buf: &mut [u8]) -> Result<u64, ArchiveError> {
+    create_file(tmp, mode, mtime, |f| {
+        let mut total = 0u64;
+        loop {
+            let n = data.read(buf).map_err(corrupt)?;
+            if n == 0 {
+                return Ok(total);
+            }
+            f.write_all(&buf[..n]).map_err(|source| ArchiveError::Io {
+                op: "write",
+                path: tmp.display().to_string(),
+                source,
+            })?;
+            total += n as u64;
+        }
+    })
+}
+
+fn write_bytes(tmp: &Path, data: &[u8], mode: u32, mtime: i64) -> Result<u64, ArchiveError> {
+    create_file(tmp, mode, mtime, |f| {
+        f.write_all(data).map_err(|source| ArchiveError::Io {
+            op: "write",
+            path: tmp.display().to_string(),
+            source,
+        })?;
+        Ok(data.len() as u64)
+    })
+}
+
+/// Creates `tmp` (never an existing file), fills it, then sets its mode and mtime.
+fn create_file(
+    tmp: &Path,
+    mode: u32,
+    mtime: i64,
+    fill: impl FnOnce(&mut File) -> Result<u64, ArchiveError>,
+) -> Result<u64, ArchiveError> {
     let io = |op: &'static str| move |source| ArchiveError::Io { op, path: tmp.display().to_string(), source };
     let mut f: File = OpenOptions::new()
         .write(true)
@@ -393,15 +587,7 @@ fn write_file<R: Read>(tmp: &Path, data: &mut R, mode: u32, mtime: i64, buf: &mu
         .mode(0o600)
         .open(tmp)
         .map_err(io("create"))?;
-    let mut total = 0u64;
-    loop {
-        let n = data.read(buf).map_err(corrupt)?;
-        if n == 0 {
-            break;
-        }
-        f.write_all(&buf[..n]).map_err(io("write"))?;
-        total += n as u64;
-    }
+    let total = fill(&mut f)?;
     f.set_permissions(fs::Permissions::from_mode(mode)).map_err(io("set the mode of"))?;
     filetime::set_file_handle_times(&f, None, Some(FileTime::from_unix_time(mtime, 0))).map_err(io("set the time of"))?;
     Ok(total)

@@ -163,6 +163,16 @@ impl Store {
         self.local_root.is_none() && !self.url.starts_with("memory:")
     }
 
+    /// The file behind `rel` on a local store, for transfers that skip the async layer.
+    pub fn local_path(&self, rel: &str) -> Option<PathBuf> {
+        let root = self.local_root.as_ref()?;
+        let mut p = root.clone();
+        for part in self.path(rel).parts() {
+            p.push(part.as_ref());
+        }
+        Some(p)
+    }
+
     /// The object store itself, for streaming transfers.
     pub fn objects(&self) -> &Arc<dyn ObjectStore> {
         &self.objects
