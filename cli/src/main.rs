@@ -27,10 +27,15 @@ fn main() -> std::process::ExitCode {
             let code = err.exit_code();
             eprintln!("error: {}", errors::report(&err));
             if json {
-                let obj = serde_json::json!({
+                let mut obj = serde_json::json!({
                     "error": errors::report(&err),
                     "exit_code": code as u8,
                 });
+                if let CliError::CacheMiss { key, .. } = &err {
+                    obj["hit"] = "miss".into();
+                    obj["key"] = key.as_str().into();
+                    obj["matched_key"] = serde_json::Value::Null;
+                }
                 println!("{obj}");
             }
             std::process::ExitCode::from(code as u8)

@@ -103,10 +103,11 @@ async fn restore(globals: &Globals, s: RestoreSettings) -> Result<(), CliError> 
             outcome.seconds
         )),
     }
-    out.result(&outcome);
     if outcome.hit == Hit::Miss && s.fail_on_miss {
+        // The error object printed by main is the one JSON result; it carries the miss.
         return Err(CliError::CacheMiss { key, restore_keys });
     }
+    out.result(&outcome);
     Ok(())
 }
 
