@@ -97,7 +97,13 @@ where
             buf: BytesMut::with_capacity(CHUNK),
         });
         let out = produce(&mut w)?;
-        Ok::<_, E>((out, w.finish()))
+        // The sink holds the channel's sender: it must go here, or the uploader below waits
+        // for another chunk forever.
+        let finished = w.finish().map(|(sink, size, sha256)| {
+            drop(sink);
+            ((), size, sha256)
+        });
+        Ok::<_, E>((out, finished))
     });
     let path = store.path(rel);
     let mut writer =
