@@ -1,16 +1,18 @@
 //! `ferry artifacts download`: bring stored files back with their modes, checking every digest.
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use ferry_core::manifest::DataRef;
 use ferry_core::store::Store;
 use ferry_core::{glob, manifest, paths, transfer};
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::{ArtifactError, ArtifactManifest, CONCURRENCY, Layout, Target};
+use crate::{ArtifactError, ArtifactManifest, CONCURRENCY, Layout, SMALL, Target};
 
 /// What to download.
 #[derive(Debug, Clone)]
@@ -99,7 +101,8 @@ pub async fn download(
     })
 }
 
-/// Streams one artifact to a temporary file beside its destination, checks it, renames it.
+/// Brings one artifact to a temporary file beside its destination (one request when small,
+/// streamed otherwise), checks it and renames it into place.
 async fn fetch(
     store: &Store,
     m: ArtifactManifest,
@@ -114,55 +117,100 @@ async fn fetch(
             path: parent.display().to_string(),
             source,
         })?;
-    let file_name = m
-        .body
-        .path
-        .rsplit('/')
-        .next()
-        .unwrap_or("artifact")
-        .to_string();
-    let tmp = parent.join(format!(".{file_name}.ferry-{}.part", manifest::new_id()));
-    let expected = m.data.clone();
-    let (path, mode) = (m.body.path.clone(), m.body.mode);
-    let size = transfer::download(store, &expected.path, expected.size, move |mut reader| {
-        let io = |op, p: &Path| {
-            let p = p.display().to_string();
+    let file_name = m.body.path.rsplit('/').next().unwrap_or("artifact");
+    let landing = Landing {
+        tmp: parent.join(format!(".{file_name}.ferry-{}.part", manifest::new_id())),
+        dest,
+        path: m.body.path.clone(),
+        mode: m.body.mode,
+        expected: m.data.clone(),
+    };
+    let size = if m.data.size <= SMALL {
+        let bytes = store
+            .read(&m.data.path)
+            .await?
+            .ok_or_else(|| ArtifactError::DataMissing {
+                path: m.body.path.clone(),
+                object: m.data.path.clone(),
+            })?;
+        tokio::task::spawn_blocking(move || {
+            landing.land(|file| {
+                file.write_all(&bytes)?;
+                Ok((bytes.len() as u64, crate::sha256_hex(&bytes)))
+            })
+        })
+        .await
+        .expect("writing a file does not panic")?
+    } else {
+        transfer::download(store, &m.data.path, m.data.size, move |mut reader| {
+            landing.land(|file| {
+                std::io::copy(&mut reader, file)?;
+                reader.finish()
+            })
+        })
+        .await?
+    };
+    Ok((m.body.path, size))
+}
+
+/// Where one artifact lands: a temporary file beside its destination, renamed into place only
+/// once its size and SHA-256 match the manifest.
+struct Landing {
+    /// The stored path, for messages.
+    path: String,
+    dest: PathBuf,
+    tmp: PathBuf,
+    mode: u32,
+    expected: DataRef,
+}
+
+impl Landing {
+    /// Creates the temporary file, lets `fill` write it (returning the size and SHA-256 of what
+    /// it wrote), checks those, sets the mode and renames the file into place. On any failure
+    /// the temporary file is removed and the destination is left as it was.
+    fn land(
+        self,
+        fill: impl FnOnce(&mut File) -> std::io::Result<(u64, String)>,
+    ) -> Result<u64, ArtifactError> {
+        let result = self.try_land(fill);
+        if result.is_err() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+        result
+    }
+
+    fn try_land(
+        &self,
+        fill: impl FnOnce(&mut File) -> std::io::Result<(u64, String)>,
+    ) -> Result<u64, ArtifactError> {
+        let io = |op| {
             move |source| ArtifactError::Io {
                 op,
-                path: p,
+                path: self.dest.display().to_string(),
                 source,
             }
         };
-        let result = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io("create", &tmp))?;
-            std::io::copy(&mut reader, &mut file).map_err(io("write", &dest))?;
-            drop(file);
-            let (size, sha256) = reader.finish().map_err(io("download", &dest))?;
-            if size != expected.size || sha256 != expected.sha256 {
-                return Err(ArtifactError::Digest {
-                    path: path.clone(),
-                    dest: dest.display().to_string(),
-                    expected: expected.sha256.clone(),
-                    actual: sha256,
-                    expected_size: expected.size,
-                    actual_size: size,
-                });
-            }
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
-                .map_err(io("set the mode of", &dest))?;
-            fs::rename(&tmp, &dest).map_err(io("move into place", &dest))?;
-            Ok(size)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&self.tmp)
+            .map_err(io("create a temporary file for"))?;
+        let (size, sha256) = fill(&mut file).map_err(io("download"))?;
+        drop(file);
+        if size != self.expected.size || sha256 != self.expected.sha256 {
+            return Err(ArtifactError::Digest {
+                path: self.path.clone(),
+                dest: self.dest.display().to_string(),
+                expected: self.expected.sha256.clone(),
+                actual: sha256,
+                expected_size: self.expected.size,
+                actual_size: size,
+            });
         }
-        result
-    })
-    .await?;
-    Ok((m.body.path, size))
+        fs::set_permissions(&self.tmp, fs::Permissions::from_mode(self.mode))
+            .map_err(io("set the mode of"))?;
+        fs::rename(&self.tmp, &self.dest).map_err(io("move into place"))?;
+        Ok(size)
+    }
 }

@@ -25,6 +25,16 @@ pub use upload::{UploadOutcome, UploadRequest, Uploaded, upload};
 /// Files moved at once by uploads, downloads and listings.
 const CONCURRENCY: usize = 16;
 
+/// Files up to this size move as one request, read and hashed whole in one blocking call;
+/// larger ones stream through `ferry_core::transfer`. Bounds memory at `CONCURRENCY` times this.
+const SMALL: u64 = 1024 * 1024;
+
+/// SHA-256 as lowercase hex, as manifests record it.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(bytes))
+}
+
 /// The run and job an artifact belongs to: its keyspace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Target {
@@ -104,6 +114,8 @@ pub enum ArtifactError {
         expected_size: u64,
         actual_size: u64,
     },
+    #[error("the data of artifact {path} ({object}) is missing from the store; upload it again")]
+    DataMissing { path: String, object: String },
     #[error(
         "refused artifact manifest {manifest}: its stored path {path:?} is not a plain relative path; nothing was written for it"
     )]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use ferry_core::manifest::{self, Envelope, Kind};
+use ferry_core::manifest::{self, DataRef, Envelope, Kind};
 use ferry_core::paths::{self, PathContext};
 use ferry_core::store::{Published, Store};
 use ferry_core::transfer;
@@ -15,7 +15,7 @@ use ferry_core::units::Ttl;
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::{ArtifactBody, ArtifactError, CONCURRENCY, Layout, Target, is_plain};
+use crate::{ArtifactBody, ArtifactError, CONCURRENCY, Layout, SMALL, Target, is_plain};
 
 /// What to upload.
 #[derive(Debug, Clone)]
@@ -66,6 +66,8 @@ struct Source {
     given: String,
     fs_path: PathBuf,
     mode: u32,
+    /// Size when planned: whether it goes as one request or streamed.
+    size: u64,
 }
 
 /// Stores every file of the request under its stored path in the run and job.
@@ -181,21 +183,41 @@ struct Publish<'a> {
 }
 
 impl Publish<'_> {
-    /// Streams one file into a new data object, then publishes its manifest.
+    /// Writes one file into a new data object (one request when small, streamed otherwise),
+    /// then publishes its manifest.
     async fn one(&self, src: Source, replaced: bool) -> Result<Uploaded, ArtifactError> {
         let data_rel = self.layout.data(&src.stored);
         let fs_path = src.fs_path.clone();
-        let ((), data) = transfer::upload(self.store, &data_rel, move |out| {
-            let io = |source| ArtifactError::Io {
-                op: "read",
-                path: fs_path.display().to_string(),
-                source,
-            };
-            let mut file = File::open(&fs_path).map_err(io)?;
-            std::io::copy(&mut file, out).map_err(io)?;
-            Ok::<_, ArtifactError>(())
-        })
-        .await?;
+        let shown = fs_path.display().to_string();
+        let io = move |source| ArtifactError::Io {
+            op: "read",
+            path: shown,
+            source,
+        };
+        let data = if src.size <= SMALL {
+            let (bytes, sha256) = tokio::task::spawn_blocking(move || {
+                let bytes = std::fs::read(&fs_path).map_err(io)?;
+                let sha256 = crate::sha256_hex(&bytes);
+                Ok::<_, ArtifactError>((bytes, sha256))
+            })
+            .await
+            .expect("reading a file does not panic")?;
+            let size = bytes.len() as u64;
+            self.store.overwrite(&data_rel, bytes.into()).await?;
+            DataRef {
+                path: data_rel.clone(),
+                size,
+                sha256,
+            }
+        } else {
+            let ((), data) = transfer::upload(self.store, &data_rel, move |out| {
+                let mut file = File::open(&fs_path).map_err(io.clone())?;
+                std::io::copy(&mut file, out).map_err(io)?;
+                Ok::<_, ArtifactError>(())
+            })
+            .await?;
+            data
+        };
         let manifest = Envelope {
             format: manifest::FORMAT_VERSION,
             kind: Kind::Artifact,
@@ -276,6 +298,7 @@ fn plan(
                 stored,
                 given: raw.to_string(),
                 mode: meta.permissions().mode() & 0o7777,
+                size: meta.len(),
                 fs_path,
             })?;
             continue;
@@ -327,6 +350,7 @@ fn plan(
                 stored: join(&prefix, &rel),
                 given: shown,
                 mode: meta.permissions().mode() & 0o7777,
+                size: meta.len(),
                 fs_path: entry.path().to_path_buf(),
             })?;
         }

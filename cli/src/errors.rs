@@ -103,7 +103,8 @@ impl CliError {
                 | ArtifactError::Missing { .. }
                 | ArtifactError::AlreadyStored { .. }
                 | ArtifactError::NoMatch { .. }
-                | ArtifactError::NotFound { .. } => ExitCode::Error,
+                | ArtifactError::NotFound { .. }
+                | ArtifactError::DataMissing { .. } => ExitCode::Error,
             },
             CliError::Retention(e) => match e {
                 RetentionError::Store {

@@ -212,44 +212,85 @@ fn a_second_upload_of_a_path_fails_naming_it_and_uploads_nothing_unless_overwrit
 
 #[test]
 fn one_changed_byte_in_the_store_fails_download_with_5_naming_the_file_and_leaves_no_file() {
-    let ctx = context();
-    if ctx.local_store().is_none() {
-        eprintln!("skipped: reaching into the stored object needs the local store");
-        return;
-    }
-    ctx.write("out/good.txt", "good\n");
-    ctx.write("out/bad.txt", "this file will be damaged in the store\n");
-    artifacts(&ctx, &["upload", "out"]).ok();
-    let link = ctx.run(&["artifacts", "url", "out/bad.txt"]);
-    link.ok();
-    let object = link
-        .stdout
-        .trim()
-        .strip_prefix("file://")
-        .expect("a file:// link")
-        .to_string();
-    let mut bytes = std::fs::read(&object).expect("read the stored object");
-    bytes[3] ^= 0x20;
-    std::fs::write(&object, bytes).expect("damage the stored object");
+    // A small file goes in one request, a large one streams: both are checked.
+    for (job, bad) in [
+        ("small", b"damaged in the store\n".to_vec()),
+        ("large", big(3 << 20)),
+    ] {
+        let mut ctx = context();
+        ctx.set_env("FERRY_JOB", job);
+        if ctx.local_store().is_none() {
+            eprintln!("skipped: reaching into the stored object needs the local store");
+            return;
+        }
+        ctx.write("out/good.txt", "good\n");
+        ctx.write("out/bad.bin", &bad);
+        artifacts(&ctx, &["upload", "out"]).ok();
+        let link = ctx.run(&["artifacts", "url", "out/bad.bin"]);
+        link.ok();
+        let object = link
+            .stdout
+            .trim()
+            .strip_prefix("file://")
+            .expect("a file:// link")
+            .to_string();
+        let mut bytes = std::fs::read(&object).expect("read the stored object");
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x20;
+        std::fs::write(&object, bytes).expect("damage the stored object");
 
-    let run = artifacts(&ctx, &["download", "--to", "got"]);
-    run.expect_code(5);
+        let run = artifacts(&ctx, &["download", "--to", "got"]);
+        run.expect_code(5);
+        assert!(
+            run.stderr.contains("out/bad.bin"),
+            "the error names the file:\n{}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("out/good.txt"), "{}", run.stderr);
+        let left: Vec<String> = std::fs::read_dir(ctx.work.join("got/out"))
+            .expect("the target folder")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            left,
+            ["good.txt"],
+            "{job}: no damaged or temporary file is left in the target"
+        );
+    }
+}
+
+#[test]
+fn large_files_stream_up_and_down_unchanged() {
+    let ctx = context();
+    let bytes = big(20 << 20);
+    ctx.write("dist/app.tar", &bytes);
+    chmod(&ctx.work.join("dist/app.tar"), 0o640);
+    let up = artifacts(
+        &ctx,
+        &["upload", "dist/app.tar", "--destination", "release"],
+    );
+    up.ok();
+    assert_eq!(up.json()["artifacts"][0]["sha256"], sha256(&bytes));
+    artifacts(&ctx, &["download", "release/*", "--to", "got"]).ok();
+    let got = ctx.work.join("got/release/app.tar");
     assert!(
-        run.stderr.contains("out/bad.txt"),
-        "the error names the file:\n{}",
-        run.stderr
+        std::fs::read(&got).expect("read") == bytes,
+        "the downloaded file equals the uploaded one"
     );
-    assert!(!run.stderr.contains("out/good.txt"), "{}", run.stderr);
-    let got = ctx.work.join("got/out");
-    let left: Vec<String> = std::fs::read_dir(&got)
-        .expect("the target folder")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(
-        left,
-        ["good.txt"],
-        "no damaged or temporary file is left in the target"
-    );
+    assert_eq!(mode(&got), 0o640);
+}
+
+/// `n` bytes that do not repeat.
+fn big(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }
 
 #[test]
