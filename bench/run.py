@@ -236,7 +236,7 @@ class Series:
 
 def timed(series: Series, fn, note: str = "") -> Run | None:
     """Runs `fn()` (which returns a Run), after settling the page cache; prints one line."""
-    settle()
+    settle(log)
     r = fn()
     series.add(r)
     rss = f"{r.peak_rss / MiB:6.1f} MiB" if r.maxrss else ""
@@ -588,8 +588,12 @@ def main() -> int:
     WORK.mkdir(parents=True, exist_ok=True)
 
     tools = check_tools()
+    measure.TRASH = measure.Trash(WORK / "trash")
+    measure.TRASH.empty()  # what an interrupted run left
     log("bench: corpora in bench/corpora/ (generated once, deterministic)")
     stamps = {b: corpora.ensure(CORPUS_OF[b], args.seed, log=lambda m: log("  " + m)) for b in benches}
+    if corpora.GENERATED:
+        measure.TRASH.mark()  # regenerating deleted the old corpus
     if args.generate_only:
         return 0
 
@@ -641,6 +645,7 @@ def main() -> int:
                            "minutes": round((time.monotonic() - t0) / 60, 1)}
         results[b] = res
 
+    measure.TRASH.empty()
     scratch_json = WORK / f"results-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
     doc = {"meta": meta, "benches": results}
     scratch_json.write_text(json.dumps(doc, indent=1) + "\n")
