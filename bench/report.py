@@ -79,7 +79,7 @@ def markdown(doc: dict) -> str:
                 continue
             c = r["corpus"]
             s = r["series"]
-            label = f"{b} ({c['files']:,} files, {c['bytes'] / 1e6:.0f} MB)"
+            label = f"{b} ({c['files']:,} file{'s' if c['files'] != 1 else ''}, {c['bytes'] / 1e6:.0f} MB)"
             if r["measured"]["commit"] != meta["commit"]:
                 label += f" at `{r['measured']['commit']}`"
             fs, zs, gs = s["ferry save"], s["tar|zstd save"], s["tar -z save"]
