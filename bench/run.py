@@ -136,6 +136,13 @@ class Ferry:
         return measure.tool_version([self.exe, "--version"])
 
 
+def git_dirty_files() -> list[str]:
+    st = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                         ":(exclude)bench/README.md", ":(exclude)bench/results.json"],
+                        cwd=REPO, capture_output=True, text=True).stdout
+    return [line[3:] for line in st.splitlines()]
+
+
 def git_commit() -> str:
     """Short HEAD, with "-dirty" when tracked files other than the results differ."""
     try:
@@ -609,6 +616,7 @@ def main() -> int:
     ferry = Ferry(exe, ferry_env())
     meta = {
         "commit": commit,
+        "dirty_files": git_dirty_files(),
         "binary": str(exe) if args.ferry else "cargo build --release -p ferry",
         "ferry_version": ferry.version(),
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
