@@ -118,9 +118,10 @@ start() {
     log "a previous start is partly gone; stopping what is left"
     stop
   fi
-  command -v s3s-fs >/dev/null && command -v moto_server >/dev/null \
-    && [[ -x "$cache/npm/node_modules/.bin/azurite-blob" ]] \
-    || die "servers are not installed; run: $0 install"
+  if ! command -v s3s-fs >/dev/null || ! command -v moto_server >/dev/null \
+     || [[ ! -x "$cache/npm/node_modules/.bin/azurite-blob" ]]; then
+    die "servers are not installed; run: $0 install"
+  fi
   local gcs_bin; gcs_bin="$(fake_gcs_bin)"
 
   local dir; dir="$(mktemp -d "${TMPDIR:-/tmp}/ferry-servers.XXXXXX")"
@@ -192,8 +193,8 @@ stop() {
     # Each server leads its own session (setsid), so its group is exactly what we started.
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
   done
-  local i
-  for i in $(seq 50); do
+  local _
+  for _ in $(seq 50); do
     local any=0
     for name in GCS_PROXY_PID GCS_PID AZURITE_PID MOTO_PID S3S_PID; do
       alive "${!name:-}" && any=1
