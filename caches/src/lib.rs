@@ -62,8 +62,14 @@ pub enum CacheError {
     Archive(#[from] ArchiveError),
     #[error(transparent)]
     Glob(#[from] ferry_core::glob::GlobError),
-    #[error("nothing to save for key {key:?}: no file matches {paths}; check the --path values (relative to {cwd})")]
-    NothingToSave { key: String, paths: String, cwd: String },
+    #[error(
+        "nothing to save for key {key:?}: no file matches {paths}; check the --path values (relative to {cwd})"
+    )]
+    NothingToSave {
+        key: String,
+        paths: String,
+        cwd: String,
+    },
     #[error("invalid path {path:?}: {reason}")]
     InvalidPath { path: String, reason: String },
     #[error("no cache with key {}; `ferry cache ls` lists the keys", keys.join(", "))]
@@ -94,14 +100,27 @@ impl Layout {
         format!("{}/{CACHE_KEYS_DIR}", self.dir)
     }
     pub(crate) fn manifest(&self, key: &str) -> String {
-        format!("{}/{CACHE_KEYS_DIR}/{}.json", self.dir, manifest::object_name(key))
+        format!(
+            "{}/{CACHE_KEYS_DIR}/{}.json",
+            self.dir,
+            manifest::object_name(key)
+        )
     }
     /// Beside the manifest, under the same name: `ferry prune` finds it there.
     pub(crate) fn used(&self, key: &str) -> String {
-        format!("{}/{CACHE_USED_DIR}/{}.json", self.dir, manifest::object_name(key))
+        format!(
+            "{}/{CACHE_USED_DIR}/{}.json",
+            self.dir,
+            manifest::object_name(key)
+        )
     }
     pub(crate) fn data(&self, format: Format) -> String {
-        format!("{}/{DATA_DIR}/{}.{}", self.dir, manifest::new_id(), format.extension())
+        format!(
+            "{}/{DATA_DIR}/{}.{}",
+            self.dir,
+            manifest::new_id(),
+            format.extension()
+        )
     }
 }
 

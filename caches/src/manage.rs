@@ -21,7 +21,11 @@ pub struct CacheEntry {
 }
 
 /// Every cache of the project whose key starts with `prefix`, newest first.
-pub async fn list(store: &Store, project: &str, prefix: Option<&str>) -> Result<Vec<CacheEntry>, CacheError> {
+pub async fn list(
+    store: &Store,
+    project: &str,
+    prefix: Option<&str>,
+) -> Result<Vec<CacheEntry>, CacheError> {
     let layout = Layout::new(project);
     let metas = store.list(&layout.keys_dir()).await?;
     let prefix = prefix.unwrap_or("");
@@ -74,7 +78,11 @@ pub async fn list(store: &Store, project: &str, prefix: Option<&str>) -> Result<
 /// Removes the given keys: manifest first (so the entry is gone at once), then its data.
 ///
 /// Keys that do not exist are reported together after the others are removed.
-pub async fn remove(store: &Store, project: &str, keys: &[String]) -> Result<Vec<String>, CacheError> {
+pub async fn remove(
+    store: &Store,
+    project: &str,
+    keys: &[String],
+) -> Result<Vec<String>, CacheError> {
     let layout = Layout::new(project);
     let mut removed = Vec::new();
     let mut missing = Vec::new();

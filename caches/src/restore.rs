@@ -8,8 +8,8 @@ use ferry_core::archive::{self, UnpackSpec};
 use ferry_core::manifest;
 use ferry_core::store::Store;
 use ferry_core::transfer;
-use object_store::ObjectMeta;
 use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectMeta;
 use serde::Serialize;
 
 use ferry_core::paths::PathContext;
@@ -74,7 +74,11 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
             lookup_only: req.lookup_only,
         });
     };
-    let hit = if found.body.key == req.key { Hit::Exact } else { Hit::Partial };
+    let hit = if found.body.key == req.key {
+        Hit::Exact
+    } else {
+        Hit::Partial
+    };
     if req.lookup_only {
         return Ok(RestoreOutcome {
             hit,
@@ -87,7 +91,10 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
         });
     }
     for p in &found.body.paths {
-        req.at.check(p).map_err(|reason| CacheError::InvalidPath { path: p.clone(), reason })?;
+        req.at.check(p).map_err(|reason| CacheError::InvalidPath {
+            path: p.clone(),
+            reason,
+        })?;
     }
     let at = req.at.clone();
     let roots = found.body.paths.clone();
@@ -126,11 +133,17 @@ async fn touch(store: &Store, layout: &Layout, found: &CacheManifest) {
         expires: now + chrono::Duration::seconds(found.body.ttl_seconds as i64),
     };
     if let Ok(bytes) = serde_json::to_vec(&used) {
-        let _ = store.overwrite(&layout.used(&found.body.key), bytes.into()).await;
+        let _ = store
+            .overwrite(&layout.used(&found.body.key), bytes.into())
+            .await;
     }
 }
 
-async fn find(store: &Store, layout: &Layout, req: &RestoreRequest) -> Result<Option<CacheManifest>, CacheError> {
+async fn find(
+    store: &Store,
+    layout: &Layout,
+    req: &RestoreRequest,
+) -> Result<Option<CacheManifest>, CacheError> {
     let mut listing: Option<Vec<ObjectMeta>> = None;
     let candidates = std::iter::once(&req.key).chain(req.restore_keys.iter());
     for candidate in candidates {
@@ -166,7 +179,11 @@ async fn find(store: &Store, layout: &Layout, req: &RestoreRequest) -> Result<Op
             .into_iter()
             .flatten()
             .filter(|m| m.body.key.starts_with(candidate.as_str()))
-            .max_by(|a, b| a.created.cmp(&b.created).then_with(|| a.body.key.cmp(&b.body.key)));
+            .max_by(|a, b| {
+                a.created
+                    .cmp(&b.created)
+                    .then_with(|| a.body.key.cmp(&b.body.key))
+            });
         if best.is_some() {
             return Ok(best);
         }

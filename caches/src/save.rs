@@ -99,7 +99,8 @@ pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheE
     let level = req.level.unwrap_or_else(|| format.default_level());
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let (stats, data): (PackStats, _) = transfer::upload(store, &data_rel, move |out| {
-        let mut w = archive::compressor(format, level, threads, out).map_err(ArchiveError::Write)?;
+        let mut w =
+            archive::compressor(format, level, threads, out).map_err(ArchiveError::Write)?;
         let stats = archive::pack(&spec, &mut w)?;
         w.finish_write().map_err(ArchiveError::Write)?;
         Ok::<_, ArchiveError>(stats)
@@ -126,7 +127,10 @@ pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheE
     };
     let bytes = manifest::encode(&manifest);
     if req.force {
-        let old = crate::read_manifest(store, &manifest_rel).await.ok().flatten();
+        let old = crate::read_manifest(store, &manifest_rel)
+            .await
+            .ok()
+            .flatten();
         store.overwrite(&manifest_rel, bytes).await?;
         // The replaced archive is left for `ferry prune`, so a restore already reading it
         // finishes; it is no longer referenced and goes after the grace period.

@@ -12,7 +12,9 @@ use ferry_core::env_vars as ev;
 /// or Azure bucket shared by every runner.
 #[derive(Debug, Parser)]
 #[command(name = "ferry", version, about, long_about = None, max_term_width = 100)]
-#[command(after_help = "Examples:\n  ferry cache save --key 'deps-{{ checksum \"package-lock.json\" }}' --path node_modules\n  ferry cache restore --key 'deps-{{ checksum \"package-lock.json\" }}' --restore-key deps-\n  ferry key 'v1-{{ .Branch }}-{{ hashFiles \"**/Cargo.lock\" }}'\n\nExit codes: 0 success (a cache miss too), 1 error, 2 usage, 3 cache miss with --fail-on-miss,\n4 workspace conflict, 5 integrity failure (digest mismatch, unsafe archive).")]
+#[command(
+    after_help = "Examples:\n  ferry cache save --key 'deps-{{ checksum \"package-lock.json\" }}' --path node_modules\n  ferry cache restore --key 'deps-{{ checksum \"package-lock.json\" }}' --restore-key deps-\n  ferry key 'v1-{{ .Branch }}-{{ hashFiles \"**/Cargo.lock\" }}'\n\nExit codes: 0 success (a cache miss too), 1 error, 2 usage, 3 cache miss with --fail-on-miss,\n4 workspace conflict, 5 integrity failure (digest mismatch, unsafe archive)."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -80,7 +82,12 @@ pub struct SaveArgs {
     pub key: String,
     /// File, folder or glob to save (repeatable; `**` allowed; `!GLOB` excludes). Relative
     /// paths restore relative to the current folder, `~/` into the home folder
-    #[arg(long = "path", value_name = "P", required = true, allow_hyphen_values = true)]
+    #[arg(
+        long = "path",
+        value_name = "P",
+        required = true,
+        allow_hyphen_values = true
+    )]
     pub paths: Vec<String>,
     /// Leave out paths matching GLOB (repeatable)
     #[arg(long = "exclude", value_name = "GLOB")]

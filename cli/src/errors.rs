@@ -39,15 +39,23 @@ pub enum CliError {
     #[error(transparent)]
     Retention(#[from] RetentionError),
     #[error("no cache matched key {key:?}{} (--fail-on-miss)", if restore_keys.is_empty() { String::new() } else { format!(" or restore keys {restore_keys:?}") })]
-    CacheMiss { key: String, restore_keys: Vec<String> },
+    CacheMiss {
+        key: String,
+        restore_keys: Vec<String>,
+    },
     #[error("failed to write step outputs to $GITHUB_OUTPUT: {0}")]
     GithubOutput(#[source] std::io::Error),
 }
 
 fn archive_code(e: &ArchiveError) -> ExitCode {
     match e {
-        ArchiveError::Unsafe { .. } | ArchiveError::Corrupt { .. } | ArchiveError::Digest { .. } => ExitCode::Integrity,
-        ArchiveError::Io { .. } | ArchiveError::Write(_) | ArchiveError::Conflict { .. } | ArchiveError::Glob(_) => ExitCode::Error,
+        ArchiveError::Unsafe { .. }
+        | ArchiveError::Corrupt { .. }
+        | ArchiveError::Digest { .. } => ExitCode::Integrity,
+        ArchiveError::Io { .. }
+        | ArchiveError::Write(_)
+        | ArchiveError::Conflict { .. }
+        | ArchiveError::Glob(_) => ExitCode::Error,
     }
 }
 
@@ -64,7 +72,9 @@ impl CliError {
             }
             CliError::Store(e) => match e {
                 StoreError::InvalidUrl { .. } => ExitCode::Usage,
-                StoreError::Open { .. } | StoreError::Request { .. } | StoreError::CannotSign { .. } => ExitCode::Error,
+                StoreError::Open { .. }
+                | StoreError::Request { .. }
+                | StoreError::CannotSign { .. } => ExitCode::Error,
             },
             CliError::Cache(e) => match e {
                 CacheError::Archive(a) => archive_code(a),

@@ -79,7 +79,10 @@ impl Output {
         let Some(path) = &self.github_output else {
             return Ok(());
         };
-        let mut f = std::fs::OpenOptions::new().append(true).create(true).open(path)?;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)?;
         for (name, value) in pairs {
             if value.contains('\n') {
                 writeln!(f, "{name}<<FERRY_EOF\n{value}\nFERRY_EOF")?;

@@ -27,7 +27,8 @@ pub struct Globals {
 impl Globals {
     pub fn settle(args: &GlobalArgs) -> Result<Self, CliError> {
         let env = Environment::capture();
-        let cwd = std::env::current_dir().map_err(|e| CliError::Usage(format!("cannot read the current folder: {e}")))?;
+        let cwd = std::env::current_dir()
+            .map_err(|e| CliError::Usage(format!("cannot read the current folder: {e}")))?;
         let ci = CiContext::detect(&env, &cwd);
         let store_url = match &args.store {
             Some(s) if !s.trim().is_empty() => s.clone(),
@@ -100,8 +101,12 @@ pub struct SaveSettings {
 
 impl SaveSettings {
     pub fn settle(args: &cli::SaveArgs) -> Result<Self, CliError> {
-        let format = Format::parse(&args.format)
-            .ok_or_else(|| CliError::Usage(format!("unknown --format {:?}; use zstd, gzip or tar", args.format)))?;
+        let format = Format::parse(&args.format).ok_or_else(|| {
+            CliError::Usage(format!(
+                "unknown --format {:?}; use zstd, gzip or tar",
+                args.format
+            ))
+        })?;
         if let Some(level) = args.level {
             let ok = match format {
                 Format::Zstd => (1..=22).contains(&level),

@@ -52,7 +52,10 @@ impl CiContext {
         }
         if env.is_true(ev::CIRCLECI) {
             let run = s(ev::CIRCLE_WORKFLOW_ID);
-            let project = match (s(ev::CIRCLE_PROJECT_USERNAME), s(ev::CIRCLE_PROJECT_REPONAME)) {
+            let project = match (
+                s(ev::CIRCLE_PROJECT_USERNAME),
+                s(ev::CIRCLE_PROJECT_REPONAME),
+            ) {
                 (Some(u), Some(r)) => Some(format!("{u}/{r}")),
                 (None, Some(r)) => Some(r),
                 _ => None,
@@ -70,7 +73,8 @@ impl CiContext {
         }
         Self {
             provider: Provider::Local,
-            project: git(cwd, &["remote", "get-url", "origin"]).and_then(|u| project_from_remote(&u)),
+            project: git(cwd, &["remote", "get-url", "origin"])
+                .and_then(|u| project_from_remote(&u)),
             branch: git(cwd, &["symbolic-ref", "--short", "-q", "HEAD"]),
             revision: git(cwd, &["rev-parse", "-q", "--verify", "HEAD"]),
             build_num: None,
@@ -82,7 +86,11 @@ impl CiContext {
 }
 
 fn git(cwd: &Path, args: &[&str]) -> Option<String> {
-    let out = Command::new("git").args(args).current_dir(cwd).output().ok()?;
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .ok()?;
     if !out.status.success() {
         return None;
     }
@@ -111,9 +119,18 @@ mod tests {
 
     #[test]
     fn project_from_common_remotes() {
-        assert_eq!(project_from_remote("git@github.com:acme/app.git").as_deref(), Some("acme/app"));
-        assert_eq!(project_from_remote("https://github.com/acme/app").as_deref(), Some("acme/app"));
-        assert_eq!(project_from_remote("ssh://git@host:22/acme/app.git").as_deref(), Some("acme/app"));
+        assert_eq!(
+            project_from_remote("git@github.com:acme/app.git").as_deref(),
+            Some("acme/app")
+        );
+        assert_eq!(
+            project_from_remote("https://github.com/acme/app").as_deref(),
+            Some("acme/app")
+        );
+        assert_eq!(
+            project_from_remote("ssh://git@host:22/acme/app.git").as_deref(),
+            Some("acme/app")
+        );
     }
 
     #[test]

@@ -85,7 +85,11 @@ pub fn set<S: AsRef<str>>(patterns: &[S]) -> Result<GlobSet, GlobError> {
         );
     }
     b.build().map_err(|source| GlobError::Invalid {
-        pattern: patterns.iter().map(|p| p.as_ref()).collect::<Vec<_>>().join(", "),
+        pattern: patterns
+            .iter()
+            .map(|p| p.as_ref())
+            .collect::<Vec<_>>()
+            .join(", "),
         source,
     })
 }
@@ -106,7 +110,10 @@ pub fn expand(
         return Ok(Vec::new());
     }
     let mut found = Vec::new();
-    for entry in walkdir::WalkDir::new(&base_fs).follow_links(false).min_depth(1) {
+    for entry in walkdir::WalkDir::new(&base_fs)
+        .follow_links(false)
+        .min_depth(1)
+    {
         let entry = entry.map_err(|source| GlobError::Walk {
             pattern: pattern.to_string(),
             path: base_fs.display().to_string(),

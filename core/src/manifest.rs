@@ -70,7 +70,9 @@ pub enum ManifestError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("manifest {path} has store format {found}, this ferry reads format {FORMAT_VERSION}; upgrade ferry")]
+    #[error(
+        "manifest {path} has store format {found}, this ferry reads format {FORMAT_VERSION}; upgrade ferry"
+    )]
     Version { path: String, found: u32 },
 }
 
@@ -159,6 +161,9 @@ mod tests {
         assert!(name_may_start_with(&name, "xxx"));
         assert!(name_may_start_with(&name, &"x".repeat(300)));
         assert!(!name_may_start_with(&object_name("abc"), "abd"));
-        assert!(name_may_start_with(&object_name("v1-linux-abc"), "v1-linux-"));
+        assert!(name_may_start_with(
+            &object_name("v1-linux-abc"),
+            "v1-linux-"
+        ));
     }
 }

@@ -7,9 +7,9 @@ use crate::env_vars::{Environment, HOME};
 /// Expands a leading `~/` (or a lone `~`) to the home folder named by `HOME`.
 pub fn expand_home(raw: &str, env: &Environment) -> Result<PathBuf, String> {
     if raw == "~" || raw.starts_with("~/") {
-        let home = env
-            .get(HOME)
-            .ok_or_else(|| format!("{raw:?} starts with ~ but HOME is not set; set HOME or give an absolute path"))?;
+        let home = env.get(HOME).ok_or_else(|| {
+            format!("{raw:?} starts with ~ but HOME is not set; set HOME or give an absolute path")
+        })?;
         let rest = raw.trim_start_matches('~').trim_start_matches('/');
         Ok(if rest.is_empty() {
             PathBuf::from(home)
@@ -171,7 +171,10 @@ mod tests {
     fn key_encoding_round_trips_and_keeps_prefixes() {
         let key = "v1-deps-ä b/c.lock=";
         let enc = encode_part(key);
-        assert!(enc.chars().all(|c| c.is_ascii_alphanumeric() || "_-=".contains(c)));
+        assert!(
+            enc.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-=".contains(c))
+        );
         assert_eq!(decode_part(&enc).as_deref(), Some(key));
         assert!(enc.starts_with(&encode_part("v1-deps-ä")));
     }

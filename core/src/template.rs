@@ -19,9 +19,13 @@ pub const MAX_KEY_CHARS: usize = 512;
 pub enum TemplateError {
     #[error("invalid key template {template:?}: {reason}")]
     Syntax { template: String, reason: String },
-    #[error("unknown template variable {name} in {template:?}; known: .Branch .Revision .BuildNum .Workflow .Job .Project .Environment.NAME")]
+    #[error(
+        "unknown template variable {name} in {template:?}; known: .Branch .Revision .BuildNum .Workflow .Job .Project .Environment.NAME"
+    )]
     UnknownVariable { name: String, template: String },
-    #[error("unknown template function {name:?} in {template:?}; known: checksum, hashFiles, epoch, arch, os")]
+    #[error(
+        "unknown template function {name:?} in {template:?}; known: checksum, hashFiles, epoch, arch, os"
+    )]
     UnknownFunction { name: String, template: String },
     #[error("template variable {name} has no value here ({why}); {hint}")]
     NoValue {
@@ -29,7 +33,9 @@ pub enum TemplateError {
         why: &'static str,
         hint: &'static str,
     },
-    #[error("environment variable {name} used by {{{{ .Environment.{name} }}}} is not set; set it or remove it from the key")]
+    #[error(
+        "environment variable {name} used by {{{{ .Environment.{name} }}}} is not set; set it or remove it from the key"
+    )]
     UnsetEnv { name: String },
     #[error("checksum: file {path:?} does not exist; check the path (relative to {cwd})")]
     MissingFile { path: String, cwd: String },
@@ -54,7 +60,11 @@ impl TemplateError {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            Self::Syntax { .. } | Self::UnknownVariable { .. } | Self::UnknownFunction { .. } | Self::TooLong { .. } | Self::Empty { .. }
+            Self::Syntax { .. }
+                | Self::UnknownVariable { .. }
+                | Self::UnknownFunction { .. }
+                | Self::TooLong { .. }
+                | Self::Empty { .. }
         )
     }
 }
@@ -126,7 +136,9 @@ fn expand(expr: &str, template: &str, cx: &TemplateContext<'_>) -> Result<String
             let [file] = args.as_slice() else {
                 return Err(TemplateError::Syntax {
                     template: template.to_string(),
-                    reason: "checksum takes one quoted file name: {{ checksum \"package-lock.json\" }}".into(),
+                    reason:
+                        "checksum takes one quoted file name: {{ checksum \"package-lock.json\" }}"
+                            .into(),
                 });
             };
             checksum(file, cx)
@@ -155,23 +167,52 @@ fn expand(expr: &str, template: &str, cx: &TemplateContext<'_>) -> Result<String
 }
 
 fn variable(var: &str, template: &str, cx: &TemplateContext<'_>) -> Result<String, TemplateError> {
-    const LOCAL_HINT: &str = "it is set by GitHub Actions and CircleCI; in a local run leave it out of the key";
+    const LOCAL_HINT: &str =
+        "it is set by GitHub Actions and CircleCI; in a local run leave it out of the key";
     let value = |v: &Option<String>, name: &'static str, why: &'static str, hint: &'static str| {
         v.clone().ok_or(TemplateError::NoValue { name, why, hint })
     };
     match var {
-        "Branch" => value(&cx.ci.branch, ".Branch", "no CI branch variable, and git has no current branch", "run inside a git checkout on a branch, or in CI"),
-        "Revision" => value(&cx.ci.revision, ".Revision", "no CI commit variable, and git has no HEAD", "run inside a git checkout with a commit, or in CI"),
-        "BuildNum" => value(&cx.ci.build_num, ".BuildNum", "no build number outside CI", LOCAL_HINT),
-        "Workflow" => value(&cx.ci.workflow, ".Workflow", "no workflow run id", "pass --workflow or set FERRY_WORKFLOW"),
-        "Job" => value(&cx.ci.job, ".Job", "no job name", "pass --job or set FERRY_JOB"),
+        "Branch" => value(
+            &cx.ci.branch,
+            ".Branch",
+            "no CI branch variable, and git has no current branch",
+            "run inside a git checkout on a branch, or in CI",
+        ),
+        "Revision" => value(
+            &cx.ci.revision,
+            ".Revision",
+            "no CI commit variable, and git has no HEAD",
+            "run inside a git checkout with a commit, or in CI",
+        ),
+        "BuildNum" => value(
+            &cx.ci.build_num,
+            ".BuildNum",
+            "no build number outside CI",
+            LOCAL_HINT,
+        ),
+        "Workflow" => value(
+            &cx.ci.workflow,
+            ".Workflow",
+            "no workflow run id",
+            "pass --workflow or set FERRY_WORKFLOW",
+        ),
+        "Job" => value(
+            &cx.ci.job,
+            ".Job",
+            "no job name",
+            "pass --job or set FERRY_JOB",
+        ),
         "Project" => Ok(cx.project.to_string()),
         other => match other.strip_prefix("Environment.") {
-            Some(name) if !name.is_empty() => cx
-                .env
-                .get(name)
-                .map(str::to_string)
-                .ok_or_else(|| TemplateError::UnsetEnv { name: name.to_string() }),
+            Some(name) if !name.is_empty() => {
+                cx.env
+                    .get(name)
+                    .map(str::to_string)
+                    .ok_or_else(|| TemplateError::UnsetEnv {
+                        name: name.to_string(),
+                    })
+            }
             _ => Err(TemplateError::UnknownVariable {
                 name: format!(".{other}"),
                 template: template.to_string(),
@@ -264,7 +305,10 @@ fn hash_files(patterns: &[String], cx: &TemplateContext<'_>) -> Result<String, T
         } else {
             let fs_path = resolver(&norm);
             if fs_path.is_file() {
-                vec![crate::glob::Found { name: norm.clone(), fs_path }]
+                vec![crate::glob::Found {
+                    name: norm.clone(),
+                    fs_path,
+                }]
             } else {
                 Vec::new()
             }
@@ -329,8 +373,17 @@ mod tests {
         let ci = ci();
         let env = Environment::from_pairs([("LANG_V", "3")]);
         let cwd = std::env::temp_dir();
-        let cx = TemplateContext { ci: &ci, env: &env, project: "acme/app", cwd: &cwd, epoch: 7 };
-        let key = render("v{{ .Environment.LANG_V }}-{{ .Branch }}-{{.Revision}}-{{ epoch }}-{{ .Project }}", &cx)?;
+        let cx = TemplateContext {
+            ci: &ci,
+            env: &env,
+            project: "acme/app",
+            cwd: &cwd,
+            epoch: 7,
+        };
+        let key = render(
+            "v{{ .Environment.LANG_V }}-{{ .Branch }}-{{.Revision}}-{{ epoch }}-{{ .Project }}",
+            &cx,
+        )?;
         assert_eq!(key, "v3-main-abc-7-acme/app");
         Ok(())
     }
@@ -340,14 +393,32 @@ mod tests {
         let ci = ci();
         let env = Environment::default();
         let cwd = std::env::temp_dir();
-        let cx = TemplateContext { ci: &ci, env: &env, project: "p", cwd: &cwd, epoch: 0 };
-        let e = render("{{ .BuildNum }}", &cx).err().map(|e| e.to_string()).unwrap_or_default();
+        let cx = TemplateContext {
+            ci: &ci,
+            env: &env,
+            project: "p",
+            cwd: &cwd,
+            epoch: 0,
+        };
+        let e = render("{{ .BuildNum }}", &cx)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains(".BuildNum"), "{e}");
-        let e = render("{{ .Environment.NOPE_X }}", &cx).err().map(|e| e.to_string()).unwrap_or_default();
+        let e = render("{{ .Environment.NOPE_X }}", &cx)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("NOPE_X"), "{e}");
-        let e = render("{{ shasum \"x\" }}", &cx).err().map(|e| e.to_string()).unwrap_or_default();
+        let e = render("{{ shasum \"x\" }}", &cx)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("shasum"), "{e}");
-        let e = render("{{ checksum \"no-such.lock\" }}", &cx).err().map(|e| e.to_string()).unwrap_or_default();
+        let e = render("{{ checksum \"no-such.lock\" }}", &cx)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("no-such.lock"), "{e}");
         assert!(render("a{{ .Branch", &cx).is_err());
     }

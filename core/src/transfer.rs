@@ -73,7 +73,11 @@ impl<W: Write> Hashing<W> {
 
     fn finish(mut self) -> std::io::Result<(W, u64, String)> {
         self.inner.flush()?;
-        Ok((self.inner, self.size, format!("{:x}", self.hasher.finalize())))
+        Ok((
+            self.inner,
+            self.size,
+            format!("{:x}", self.hasher.finalize()),
+        ))
     }
 }
 
@@ -81,7 +85,11 @@ impl<W: Write> Hashing<W> {
 ///
 /// `produce` runs on a blocking thread. If it fails, or the upload fails, nothing is left
 /// at `rel` (multipart uploads are aborted, local temporary files removed).
-pub async fn upload<T, E, F>(store: &Store, rel: &str, produce: F) -> Result<(T, DataRef), TransferError<E>>
+pub async fn upload<T, E, F>(
+    store: &Store,
+    rel: &str,
+    produce: F,
+) -> Result<(T, DataRef), TransferError<E>>
 where
     T: Send + 'static,
     E: std::error::Error + Send + 'static,
@@ -106,8 +114,8 @@ where
         Ok::<_, E>((out, finished))
     });
     let path = store.path(rel);
-    let mut writer =
-        BufWriter::with_capacity(Arc::clone(store.objects()), path, PART_SIZE).with_max_concurrency(UPLOAD_CONCURRENCY);
+    let mut writer = BufWriter::with_capacity(Arc::clone(store.objects()), path, PART_SIZE)
+        .with_max_concurrency(UPLOAD_CONCURRENCY);
     let mut upload_err = None;
     while let Some(chunk) = rx.recv().await {
         if let Err(e) = writer.put(chunk).await {
@@ -153,7 +161,12 @@ fn io_to_store(e: std::io::Error) -> object_store::Error {
     }
 }
 
-async fn upload_local<T, E, F>(store: &Store, rel: &str, path: PathBuf, produce: F) -> Result<(T, DataRef), TransferError<E>>
+async fn upload_local<T, E, F>(
+    store: &Store,
+    rel: &str,
+    path: PathBuf,
+    produce: F,
+) -> Result<(T, DataRef), TransferError<E>>
 where
     T: Send + 'static,
     E: std::error::Error + Send + 'static,
@@ -161,15 +174,19 @@ where
 {
     let tmp = path.with_file_name(format!(
         ".{}.ferry-upload-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("object"),
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("object"),
         crate::manifest::new_id()
     ));
     let result = tokio::task::spawn_blocking(move || {
-        let io = |e| Err(TransferError::<E>::Store(StoreError::Open {
-            url: String::new(),
-            reason: format!("cannot write {}: {e}", path.display()),
-            hint: "check that the store folder is writable and has space",
-        }));
+        let io = |e| {
+            Err(TransferError::<E>::Store(StoreError::Open {
+                url: String::new(),
+                reason: format!("cannot write {}: {e}", path.display()),
+                hint: "check that the store folder is writable and has space",
+            }))
+        };
         if let Some(parent) = path.parent() {
             if let Err(e) = std::fs::create_dir_all(parent) {
                 return io(e);
@@ -188,7 +205,9 @@ where
                 return Err(TransferError::Local(e));
             }
         };
-        let finished = w.finish().and_then(|(_, size, sha)| std::fs::rename(&tmp, &path).map(|()| (size, sha)));
+        let finished = w
+            .finish()
+            .and_then(|(_, size, sha)| std::fs::rename(&tmp, &path).map(|()| (size, sha)));
         match finished {
             Ok((size, sha256)) => Ok((out, size, sha256)),
             Err(e) => {
@@ -200,11 +219,13 @@ where
     .await
     .expect("the producer thread does not panic");
     let (out, size, sha256) = result.map_err(|e| match e {
-        TransferError::Store(StoreError::Open { reason, hint, .. }) => TransferError::Store(StoreError::Open {
-            url: store.url().to_string(),
-            reason,
-            hint,
-        }),
+        TransferError::Store(StoreError::Open { reason, hint, .. }) => {
+            TransferError::Store(StoreError::Open {
+                url: store.url().to_string(),
+                reason,
+                hint,
+            })
+        }
         other => other,
     })?;
     Ok((
@@ -309,7 +330,12 @@ impl Read for DownloadReader {
 
 /// Streams the object at `rel` (of `size` bytes) into `consume`, which runs on a blocking
 /// thread. Large objects on remote stores are fetched as ranges in parallel, in order.
-pub async fn download<T, E, F>(store: &Store, rel: &str, size: u64, consume: F) -> Result<T, TransferError<E>>
+pub async fn download<T, E, F>(
+    store: &Store,
+    rel: &str,
+    size: u64,
+    consume: F,
+) -> Result<T, TransferError<E>>
 where
     T: Send + 'static,
     E: std::error::Error + Send + 'static,
@@ -317,10 +343,12 @@ where
 {
     if let Some(path) = store.local_path(rel) {
         let file = open_local(store, rel, &path)?;
-        return tokio::task::spawn_blocking(move || consume(DownloadReader::new(Source::File(file))))
-            .await
-            .expect("the consumer thread does not panic")
-            .map_err(TransferError::Local);
+        return tokio::task::spawn_blocking(move || {
+            consume(DownloadReader::new(Source::File(file)))
+        })
+        .await
+        .expect("the consumer thread does not panic")
+        .map_err(TransferError::Local);
     }
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
     let consumer = tokio::task::spawn_blocking(move || {
@@ -364,7 +392,9 @@ where
             Ok(None) => break,
             Err(e) => {
                 let _ = tx
-                    .send(Err(std::io::Error::other(format!("download of {rel} failed: {e}"))))
+                    .send(Err(std::io::Error::other(format!(
+                        "download of {rel} failed: {e}"
+                    ))))
                     .await;
                 store_err = Some(e);
                 break;
@@ -379,7 +409,11 @@ where
     out.map_err(TransferError::Local)
 }
 
-fn open_local<E: std::error::Error + 'static>(store: &Store, rel: &str, path: &Path) -> Result<File, TransferError<E>> {
+fn open_local<E: std::error::Error + 'static>(
+    store: &Store,
+    rel: &str,
+    path: &Path,
+) -> Result<File, TransferError<E>> {
     File::open(path).map_err(|e| {
         let source = if e.kind() == std::io::ErrorKind::NotFound {
             object_store::Error::NotFound {

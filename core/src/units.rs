@@ -26,7 +26,8 @@ fn err(what: &'static str, input: &str, reason: &str) -> UnitError {
     }
 }
 
-const DURATION_HELP: &str = "use a number with s, m, h, d or w (90s, 30m, 12h, 15d, 2w) or ISO-8601 (PT1H, P15D)";
+const DURATION_HELP: &str =
+    "use a number with s, m, h, d or w (90s, 30m, 12h, 15d, 2w) or ISO-8601 (PT1H, P15D)";
 
 /// Reads a duration: `90s`, `30m`, `12h`, `15d`, `2w`, or ISO-8601 such as `PT1H30M`, `P15D`, `P1W`.
 pub fn parse_duration(input: &str) -> Result<Duration, UnitError> {
@@ -41,7 +42,9 @@ pub fn parse_duration(input: &str) -> Result<Duration, UnitError> {
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| err("duration", input, DURATION_HELP))?;
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| err("duration", input, DURATION_HELP))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| err("duration", input, DURATION_HELP))?;
     let secs = match unit.trim() {
         "s" | "sec" | "secs" | "second" | "seconds" => 1,
         "m" | "min" | "mins" | "minute" | "minutes" => 60,
@@ -65,7 +68,9 @@ fn parse_iso(input: &str, rest: &str) -> Result<Duration, UnitError> {
             'T' if !in_time && num.is_empty() => in_time = true,
             d if d.is_ascii_digit() => num.push(d),
             unit => {
-                let n: u64 = num.parse().map_err(|_| err("duration", input, DURATION_HELP))?;
+                let n: u64 = num
+                    .parse()
+                    .map_err(|_| err("duration", input, DURATION_HELP))?;
                 num.clear();
                 let secs = match (in_time, unit) {
                     (false, 'Y') => 365 * 86_400,
@@ -97,7 +102,11 @@ pub fn parse_ttl(input: &str, allow_never: bool) -> Result<Ttl, UnitError> {
         return if allow_never {
             Ok(Ttl::Never)
         } else {
-            Err(err("ttl", input, "`never` is allowed only for artifacts; give a duration such as 15d"))
+            Err(err(
+                "ttl",
+                input,
+                "`never` is allowed only for artifacts; give a duration such as 15d",
+            ))
         };
     }
     parse_duration(input).map(Ttl::After)
@@ -108,7 +117,9 @@ pub fn parse_ttl(input: &str, allow_never: bool) -> Result<Ttl, UnitError> {
 pub fn parse_size(input: &str) -> Result<u64, UnitError> {
     const HELP: &str = "use a number of bytes with an optional unit: 500MB, 10GB, 512MiB, 2GiB";
     let s = input.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: f64 = num.parse().map_err(|_| err("size", input, HELP))?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
@@ -150,12 +161,27 @@ mod tests {
     fn durations_in_every_form() {
         assert_eq!(parse_duration("90s").ok(), Some(Duration::from_secs(90)));
         assert_eq!(parse_duration("30m").ok(), Some(Duration::from_secs(1800)));
-        assert_eq!(parse_duration("12h").ok(), Some(Duration::from_secs(43_200)));
-        assert_eq!(parse_duration("15d").ok(), Some(Duration::from_secs(15 * 86_400)));
-        assert_eq!(parse_duration("2w").ok(), Some(Duration::from_secs(14 * 86_400)));
+        assert_eq!(
+            parse_duration("12h").ok(),
+            Some(Duration::from_secs(43_200))
+        );
+        assert_eq!(
+            parse_duration("15d").ok(),
+            Some(Duration::from_secs(15 * 86_400))
+        );
+        assert_eq!(
+            parse_duration("2w").ok(),
+            Some(Duration::from_secs(14 * 86_400))
+        );
         assert_eq!(parse_duration("PT1H").ok(), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("P15D").ok(), Some(Duration::from_secs(15 * 86_400)));
-        assert_eq!(parse_duration("P1DT2H3M4S").ok(), Some(Duration::from_secs(86_400 + 7384)));
+        assert_eq!(
+            parse_duration("P15D").ok(),
+            Some(Duration::from_secs(15 * 86_400))
+        );
+        assert_eq!(
+            parse_duration("P1DT2H3M4S").ok(),
+            Some(Duration::from_secs(86_400 + 7384))
+        );
         for bad in ["", "15", "d", "1y", "PT", "P1H", "-5s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
         }

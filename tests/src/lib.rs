@@ -47,7 +47,9 @@ pub fn store_name() -> String {
 
 /// Variables of a server-backed store, from `.ci/cache/store-<name>.env`.
 pub fn store_env(name: &str) -> BTreeMap<String, String> {
-    let path = repo_root().join(".ci/cache").join(format!("store-{name}.env"));
+    let path = repo_root()
+        .join(".ci/cache")
+        .join(format!("store-{name}.env"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
             "FERRY_TEST_STORE={name} but {} cannot be read ({e}); start the servers with `.ci/servers.sh start`",
@@ -60,7 +62,10 @@ pub fn store_env(name: &str) -> BTreeMap<String, String> {
         .filter_map(|l| {
             let l = l.strip_prefix("export ").unwrap_or(l);
             let (k, v) = l.split_once('=')?;
-            Some((k.trim().to_string(), v.trim().trim_matches('"').trim_matches('\'').to_string()))
+            Some((
+                k.trim().to_string(),
+                v.trim().trim_matches('"').trim_matches('\'').to_string(),
+            ))
         })
         .collect()
 }
@@ -84,7 +89,10 @@ impl Default for TestContext {
 impl TestContext {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("a temporary folder");
-        let root = dir.path().canonicalize().expect("the temporary folder resolves");
+        let root = dir
+            .path()
+            .canonicalize()
+            .expect("the temporary folder resolves");
         let home = root.join("home");
         let work = root.join("work");
         std::fs::create_dir_all(&home).expect("create home");
@@ -99,7 +107,11 @@ impl TestContext {
                 let base = env
                     .remove("FERRY_STORE")
                     .unwrap_or_else(|| panic!("store-{server}.env sets no FERRY_STORE"));
-                let unique = root.file_name().and_then(|n| n.to_str()).unwrap_or("t").replace('.', "");
+                let unique = root
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("t")
+                    .replace('.', "");
                 format!("{}/{unique}", base.trim_end_matches('/'))
             }
         };
@@ -196,14 +208,22 @@ impl From<Output> for Run {
 impl Run {
     /// The one JSON object on stdout.
     pub fn json(&self) -> Value {
-        serde_json::from_str(self.stdout.trim())
-            .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not one JSON object ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
 
     /// Asserts the exit code, showing the output when it differs.
     #[track_caller]
     pub fn expect_code(&self, code: i32) -> &Self {
-        assert_eq!(self.code, code, "exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
@@ -220,10 +240,20 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for entry in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
         let entry = entry.expect("walk the tree");
-        let rel = entry.path().strip_prefix(root).expect("below root").to_string_lossy().into_owned();
+        let rel = entry
+            .path()
+            .strip_prefix(root)
+            .expect("below root")
+            .to_string_lossy()
+            .into_owned();
         let meta = std::fs::symlink_metadata(entry.path()).expect("metadata");
         let desc = if meta.file_type().is_symlink() {
-            format!("link -> {}", std::fs::read_link(entry.path()).expect("read link").display())
+            format!(
+                "link -> {}",
+                std::fs::read_link(entry.path())
+                    .expect("read link")
+                    .display()
+            )
         } else if meta.is_dir() {
             format!("dir mode {:o} mtime {}", meta.mode() & 0o7777, meta.mtime())
         } else {

@@ -22,8 +22,13 @@ fn make_tree(root: &Path) {
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
         std::fs::write(&p, body).expect("write");
     }
-    std::fs::set_permissions(root.join("bin/run.sh"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    std::fs::set_permissions(root.join("a.txt"), std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    std::fs::set_permissions(
+        root.join("bin/run.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+    std::fs::set_permissions(root.join("a.txt"), std::fs::Permissions::from_mode(0o640))
+        .expect("chmod");
     std::fs::create_dir_all(root.join("empty/folder")).expect("mkdir");
     std::os::unix::fs::symlink("nested/deeper/b.json", root.join("link-to-b")).expect("symlink");
     let t = filetime::FileTime::from_unix_time(1_600_000_000, 0);
@@ -55,9 +60,14 @@ fn round_trip_keeps_bytes_modes_mtimes_links_and_empty_folders() {
     let restored = run.json();
     assert_eq!(restored["hit"], "exact");
     assert_eq!(restored["matched_key"], "v1-tree");
-    assert_eq!(snapshot(&ctx.work.join("tree")), snapshot(&dest.join("tree")));
     assert_eq!(
-        std::fs::read_link(dest.join("tree/link-to-b")).expect("link").to_str(),
+        snapshot(&ctx.work.join("tree")),
+        snapshot(&dest.join("tree"))
+    );
+    assert_eq!(
+        std::fs::read_link(dest.join("tree/link-to-b"))
+            .expect("link")
+            .to_str(),
         Some("nested/deeper/b.json")
     );
 }
@@ -68,7 +78,8 @@ fn home_paths_restore_into_the_restoring_users_home() {
     let cache = ctx.home.join(".cache/tool");
     std::fs::create_dir_all(&cache).expect("mkdir");
     std::fs::write(cache.join("blob"), "cached").expect("write");
-    ctx.run(&["cache", "save", "--key", "home", "--path", "~/.cache/tool"]).ok();
+    ctx.run(&["cache", "save", "--key", "home", "--path", "~/.cache/tool"])
+        .ok();
     let other_home = ctx.dir("other-home");
     ctx.set_env("HOME", other_home.display().to_string());
     let other = ctx.dir("other-work");
@@ -78,8 +89,15 @@ fn home_paths_restore_into_the_restoring_users_home() {
         .args(["cache", "restore", "--key", "home"])
         .output()
         .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(std::fs::read_to_string(other_home.join(".cache/tool/blob")).expect("restored"), "cached");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(other_home.join(".cache/tool/blob")).expect("restored"),
+        "cached"
+    );
 }
 
 #[test]
@@ -94,13 +112,19 @@ fn existing_key_is_skipped_unchanged_and_force_replaces_it() {
 
     let dest = ctx.dir("r1");
     ctx.run_in(&dest, &["cache", "restore", "--key", "k"]).ok();
-    assert_eq!(std::fs::read_to_string(dest.join("tree/file.txt")).expect("read"), "first");
+    assert_eq!(
+        std::fs::read_to_string(dest.join("tree/file.txt")).expect("read"),
+        "first"
+    );
 
     let forced = save(&ctx, "k", &["--force"]);
     assert_eq!(forced["saved"], true);
     let dest = ctx.dir("r2");
     ctx.run_in(&dest, &["cache", "restore", "--key", "k"]).ok();
-    assert_eq!(std::fs::read_to_string(dest.join("tree/file.txt")).expect("read"), "second");
+    assert_eq!(
+        std::fs::read_to_string(dest.join("tree/file.txt")).expect("read"),
+        "second"
+    );
 }
 
 #[test]
@@ -127,7 +151,11 @@ fn concurrent_saves_of_one_key_publish_exactly_once() {
         .into_iter()
         .map(|c| {
             let out = c.wait_with_output().expect("wait");
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             serde_json::from_slice(&out.stdout).expect("json")
         })
         .collect();
@@ -136,12 +164,21 @@ fn concurrent_saves_of_one_key_publish_exactly_once() {
     assert_eq!((saved, exists), (1, 9), "{results:?}");
 
     let dest = ctx.dir("restored");
-    ctx.run_in(&dest, &["cache", "restore", "--key", "race"]).ok();
+    ctx.run_in(&dest, &["cache", "restore", "--key", "race"])
+        .ok();
     let first = std::fs::read_to_string(dest.join("tree/f0.txt")).expect("f0");
-    let job = first.split_whitespace().nth(1).expect("job number").to_string();
+    let job = first
+        .split_whitespace()
+        .nth(1)
+        .expect("job number")
+        .to_string();
     for f in 0..20 {
         let body = std::fs::read_to_string(dest.join(format!("tree/f{f}.txt"))).expect("file");
-        assert_eq!(body, format!("job {job} file {f}\n").repeat(200), "a restore mixes saves");
+        assert_eq!(
+            body,
+            format!("job {job} file {f}\n").repeat(200),
+            "a restore mixes saves"
+        );
     }
 }
 
@@ -154,12 +191,26 @@ fn restore_key_prefix_picks_the_most_recently_saved() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let dest = ctx.dir("r");
-    let run = ctx.run_in(&dest, &["--json", "cache", "restore", "--key", "deps-new", "--restore-key", "deps-"]);
+    let run = ctx.run_in(
+        &dest,
+        &[
+            "--json",
+            "cache",
+            "restore",
+            "--key",
+            "deps-new",
+            "--restore-key",
+            "deps-",
+        ],
+    );
     run.ok();
     let out = run.json();
     assert_eq!(out["hit"], "partial");
     assert_eq!(out["matched_key"], "deps-2");
-    assert_eq!(std::fs::read_to_string(dest.join("tree/which")).expect("read"), "2");
+    assert_eq!(
+        std::fs::read_to_string(dest.join("tree/which")).expect("read"),
+        "2"
+    );
 }
 
 #[test]
@@ -176,7 +227,14 @@ fn exact_turns_prefix_matching_off_and_a_miss_exits_zero() {
     run.ok();
     assert_eq!(run.json()["hit"], "partial");
 
-    let run = ctx.run(&["--json", "cache", "restore", "--key", "other", "--fail-on-miss"]);
+    let run = ctx.run(&[
+        "--json",
+        "cache",
+        "restore",
+        "--key",
+        "other",
+        "--fail-on-miss",
+    ]);
     run.expect_code(3);
 }
 
@@ -186,7 +244,17 @@ fn lookup_only_reports_the_match_and_writes_nothing() {
     ctx.write("tree/x", "x");
     save(&ctx, "deps-1", &[]);
     let dest = ctx.dir("r");
-    let run = ctx.run_in(&dest, &["--json", "cache", "restore", "--key", "deps-1", "--lookup-only"]);
+    let run = ctx.run_in(
+        &dest,
+        &[
+            "--json",
+            "cache",
+            "restore",
+            "--key",
+            "deps-1",
+            "--lookup-only",
+        ],
+    );
     run.ok();
     let out = run.json();
     assert_eq!(out["hit"], "exact");
@@ -205,12 +273,24 @@ fn template_errors_name_the_missing_thing() {
     ];
     for (template, named) in cases {
         let run = ctx.run(&["key", template]);
-        assert!(run.code == 1 || run.code == 2, "{template}: exit {}", run.code);
+        assert!(
+            run.code == 1 || run.code == 2,
+            "{template}: exit {}",
+            run.code
+        );
         assert!(run.stderr.contains(named), "{template}: {}", run.stderr);
-        assert!(run.stdout.is_empty(), "{template} printed a key: {}", run.stdout);
+        assert!(
+            run.stdout.is_empty(),
+            "{template} printed a key: {}",
+            run.stdout
+        );
         ctx.write("tree/x", "x");
         let save = ctx.run(&["cache", "save", "--key", template, "--path", "tree"]);
-        assert!(save.code == 1 || save.code == 2, "{template}: save exit {}", save.code);
+        assert!(
+            save.code == 1 || save.code == 2,
+            "{template}: save exit {}",
+            save.code
+        );
     }
 }
 
@@ -225,10 +305,16 @@ fn hash_files_covers_nested_files_and_changes_with_one_byte() {
         run.stdout.trim().to_string()
     };
     let before = key(&ctx);
-    assert!(before.starts_with("v1-") && before.len() == 3 + 64, "{before}");
+    assert!(
+        before.starts_with("v1-") && before.len() == 3 + 64,
+        "{before}"
+    );
     ctx.write("a/b/c/Cargo.lock", "twO");
     let after = key(&ctx);
-    assert_ne!(before, after, "a change in a nested file must change the key");
+    assert_ne!(
+        before, after,
+        "a change in a nested file must change the key"
+    );
     ctx.write("a/b/c/Cargo.lock", "two");
     assert_eq!(key(&ctx), before, "hashFiles is stable");
 }
@@ -239,9 +325,16 @@ fn key_prints_only_the_key_on_stdout() {
     ctx.set_env("GITHUB_ACTIONS", "true");
     ctx.set_env("GITHUB_REF_NAME", "main");
     ctx.set_env("GITHUB_RUN_NUMBER", "17");
-    let run = ctx.run(&["--json", "key", "v1-{{ .Branch }}-{{ .BuildNum }}-{{ os }}-{{ arch }}"]);
+    let run = ctx.run(&[
+        "--json",
+        "key",
+        "v1-{{ .Branch }}-{{ .BuildNum }}-{{ os }}-{{ arch }}",
+    ]);
     run.ok();
-    assert_eq!(run.stdout.trim(), format!("v1-main-17-{}-{}", std::env::consts::OS, ferry_arch()));
+    assert_eq!(
+        run.stdout.trim(),
+        format!("v1-main-17-{}-{}", std::env::consts::OS, ferry_arch())
+    );
     let ctx_json: Value = serde_json::from_str(run.stderr.trim()).expect("context JSON on stderr");
     assert_eq!(ctx_json["context"]["provider"], "github-actions");
 }
@@ -257,7 +350,14 @@ fn ferry_arch() -> &'static str {
 #[test]
 fn nothing_to_save_is_an_error_and_stores_nothing() {
     let ctx = TestContext::new();
-    let run = ctx.run(&["cache", "save", "--key", "empty", "--path", "does-not-exist"]);
+    let run = ctx.run(&[
+        "cache",
+        "save",
+        "--key",
+        "empty",
+        "--path",
+        "does-not-exist",
+    ]);
     run.expect_code(1);
     assert!(run.stderr.contains("does-not-exist"), "{}", run.stderr);
     let ls = ctx.run(&["--json", "cache", "ls"]);
@@ -273,7 +373,16 @@ fn globs_and_excludes_select_paths() {
     ctx.write("pkgs/b/node_modules/test/skip.js", "skip");
     ctx.write("pkgs/b/src/not-saved.js", "no");
     ctx.run(&[
-        "cache", "save", "--key", "g", "--path", "pkgs/*/node_modules", "--path", "!**/test", "--path", "missing-dir",
+        "cache",
+        "save",
+        "--key",
+        "g",
+        "--path",
+        "pkgs/*/node_modules",
+        "--path",
+        "!**/test",
+        "--path",
+        "missing-dir",
     ])
     .ok();
     let dest = ctx.dir("r");
@@ -320,7 +429,15 @@ fn github_outputs_say_hit_only_on_an_exact_match() {
     assert!(text.contains("cache-matched-key=deps-abc\n"), "{text}");
 
     std::fs::remove_file(&out_file).expect("rm");
-    ctx.run(&["cache", "restore", "--key", "deps-xyz", "--restore-key", "deps-"]).ok();
+    ctx.run(&[
+        "cache",
+        "restore",
+        "--key",
+        "deps-xyz",
+        "--restore-key",
+        "deps-",
+    ])
+    .ok();
     let text = std::fs::read_to_string(&out_file).expect("outputs written");
     assert!(text.contains("cache-hit=false\n"), "{text}");
     assert!(text.contains("cache-primary-key=deps-xyz\n"), "{text}");
@@ -329,12 +446,17 @@ fn github_outputs_say_hit_only_on_an_exact_match() {
 
 /// The manifest of `key` in the local store (the layout of docs/FORMAT.md).
 fn manifest_path(store: &Path, key: &str) -> std::path::PathBuf {
-    let keys = store.join("ferry-v1").join("acme=2Fapp").join("caches").join("keys");
+    let keys = store
+        .join("ferry-v1")
+        .join("acme=2Fapp")
+        .join("caches")
+        .join("keys");
     std::fs::read_dir(&keys)
         .expect("keys folder")
         .map(|e| e.expect("entry").path())
         .find(|p| {
-            let m: Value = serde_json::from_slice(&std::fs::read(p).expect("manifest")).expect("json");
+            let m: Value =
+                serde_json::from_slice(&std::fs::read(p).expect("manifest")).expect("json");
             m["key"] == key
         })
         .expect("a manifest for the key")
@@ -384,37 +506,77 @@ fn hand_made_unsafe_archives_are_refused_and_write_nothing() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("dot-dot", {
             let mut t = Vec::new();
-            raw_entry(&mut t, "tree/ok.txt", tar::EntryType::Regular, None, b"fine");
+            raw_entry(
+                &mut t,
+                "tree/ok.txt",
+                tar::EntryType::Regular,
+                None,
+                b"fine",
+            );
             raw_entry(&mut t, "../evil", tar::EntryType::Regular, None, b"evil");
             t.extend_from_slice(&[0u8; 1024]);
             t
         }),
         ("absolute", {
             let mut t = Vec::new();
-            raw_entry(&mut t, "tree/ok.txt", tar::EntryType::Regular, None, b"fine");
+            raw_entry(
+                &mut t,
+                "tree/ok.txt",
+                tar::EntryType::Regular,
+                None,
+                b"fine",
+            );
             raw_entry(&mut t, &abs_name, tar::EntryType::Regular, None, b"evil");
             t.extend_from_slice(&[0u8; 1024]);
             t
         }),
         ("symlink to /etc", {
             let mut t = Vec::new();
-            raw_entry(&mut t, "tree/ok.txt", tar::EntryType::Regular, None, b"fine");
-            raw_entry(&mut t, "tree/etc", tar::EntryType::Symlink, Some("/etc"), b"");
-            raw_entry(&mut t, "tree/etc/ferry-pwned", tar::EntryType::Regular, None, b"evil");
+            raw_entry(
+                &mut t,
+                "tree/ok.txt",
+                tar::EntryType::Regular,
+                None,
+                b"fine",
+            );
+            raw_entry(
+                &mut t,
+                "tree/etc",
+                tar::EntryType::Symlink,
+                Some("/etc"),
+                b"",
+            );
+            raw_entry(
+                &mut t,
+                "tree/etc/ferry-pwned",
+                tar::EntryType::Regular,
+                None,
+                b"evil",
+            );
             t.extend_from_slice(&[0u8; 1024]);
             t
         }),
     ];
     for (what, archive) in cases {
         replace_data(&store, "evil", &archive);
-        let target = ctx.dir(&format!("target-{}", what.replace(' ', "-").replace('/', "")));
+        let target = ctx.dir(&format!(
+            "target-{}",
+            what.replace(' ', "-").replace('/', "")
+        ));
         let run = ctx.run_in(&target, &["cache", "restore", "--key", "evil"]);
         run.expect_code(5);
         assert!(run.stderr.contains("unsafe"), "{what}: {}", run.stderr);
-        assert_eq!(std::fs::read_dir(&target).expect("read").count(), 0, "{what}: wrote inside the target");
+        assert_eq!(
+            std::fs::read_dir(&target).expect("read").count(),
+            0,
+            "{what}: wrote inside the target"
+        );
         assert!(!ctx.root.join("evil").exists(), "{what}: wrote outside");
         assert!(!abs.exists(), "{what}: wrote an absolute path");
-        assert!(!Path::new("/etc/ferry-pwned").exists(), "{what}: wrote through a link");
+        assert!(
+            !Path::new("/etc/ferry-pwned").exists(),
+            "{what}: wrote through a link"
+        );
     }
 }
 
@@ -425,10 +587,15 @@ fn truncated_data_fails_with_5_and_leaves_the_tree_as_it_was() {
         return;
     };
     for i in 0..50 {
-        ctx.write(&format!("tree/f{i}.bin"), format!("{i}").repeat(5000 + i * 97));
+        ctx.write(
+            &format!("tree/f{i}.bin"),
+            format!("{i}").repeat(5000 + i * 97),
+        );
     }
     save(&ctx, "trunc", &[]);
-    let m: Value = serde_json::from_slice(&std::fs::read(manifest_path(&store, "trunc")).expect("read")).expect("json");
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(manifest_path(&store, "trunc")).expect("read"))
+            .expect("json");
     let data = store.join(m["data"]["path"].as_str().expect("path"));
     let bytes = std::fs::read(&data).expect("data");
     std::fs::write(&data, &bytes[..bytes.len() / 2]).expect("truncate");
@@ -440,7 +607,11 @@ fn truncated_data_fails_with_5_and_leaves_the_tree_as_it_was() {
     let before = snapshot(&target);
     let run = ctx.run_in(&target, &["cache", "restore", "--key", "trunc"]);
     run.expect_code(5);
-    assert_eq!(snapshot(&target), before, "a failed restore changed the tree");
+    assert_eq!(
+        snapshot(&target),
+        before,
+        "a failed restore changed the tree"
+    );
 }
 
 #[test]
@@ -452,7 +623,9 @@ fn gzip_entry_found_through_format_doc_unpacks_with_gnu_tar() {
     make_tree(&ctx.work.join("tree"));
     save(&ctx, "gz", &["--format", "gzip"]);
     // docs/FORMAT.md: ferry-v1/<project, encoded>/caches/keys/<name>.json names the data object.
-    let m: Value = serde_json::from_slice(&std::fs::read(manifest_path(&store, "gz")).expect("read")).expect("json");
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(manifest_path(&store, "gz")).expect("read"))
+            .expect("json");
     assert_eq!(m["compression"], "gzip");
     let data = store.join(m["data"]["path"].as_str().expect("path"));
     let out = ctx.dir("by-hand");
@@ -463,5 +636,8 @@ fn gzip_entry_found_through_format_doc_unpacks_with_gnu_tar() {
         .status()
         .expect("GNU tar runs");
     assert!(status.success());
-    assert_eq!(snapshot(&ctx.work.join("tree")), snapshot(&out.join("tree")));
+    assert_eq!(
+        snapshot(&ctx.work.join("tree")),
+        snapshot(&out.join("tree"))
+    );
 }

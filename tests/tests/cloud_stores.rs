@@ -208,7 +208,10 @@ fn server_stopped_mid_upload_fails_clearly_and_publishes_nothing() {
     let killed = Instant::now();
     // ferry retries for a minute or two against a dead server, then gives up.
     let (code, _stdout, stderr) = wait_for(child, Duration::from_secs(300));
-    eprintln!("ferry gave up {:.0?} after the server died:\n{stderr}", killed.elapsed());
+    eprintln!(
+        "ferry gave up {:.0?} after the server died:\n{stderr}",
+        killed.elapsed()
+    );
     assert_eq!(code, 1, "a failed upload is an error\n{stderr}");
     assert!(
         stderr.contains(&store),

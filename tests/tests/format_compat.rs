@@ -18,7 +18,10 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
 fn store_written_by_format_1_restores() {
     let ctx = TestContext::new();
     let store = ctx.root.join("store-v1");
-    copy_tree(&ferry_tests::repo_root().join("tests/fixtures/store-v1"), &store);
+    copy_tree(
+        &ferry_tests::repo_root().join("tests/fixtures/store-v1"),
+        &store,
+    );
     let dest = ctx.dir("restored");
     let mut cmd = ctx.ferry_in(&dest);
     let out = cmd
@@ -27,7 +30,11 @@ fn store_written_by_format_1_restores() {
         .args(["cache", "restore", "--key", "fixture-v1"])
         .output()
         .expect("run ferry");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(result["hit"], "exact");
     assert_eq!(
@@ -35,10 +42,15 @@ fn store_written_by_format_1_restores() {
         "written by store format 1\n"
     );
     assert_eq!(
-        std::fs::read_link(dest.join("tree/link")).expect("restored link").to_str(),
+        std::fs::read_link(dest.join("tree/link"))
+            .expect("restored link")
+            .to_str(),
         Some("sub/hello.txt")
     );
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(dest.join("tree/sub/hello.txt")).expect("meta").permissions().mode();
+    let mode = std::fs::metadata(dest.join("tree/sub/hello.txt"))
+        .expect("meta")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o755);
 }

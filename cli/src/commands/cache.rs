@@ -53,7 +53,9 @@ async fn save(globals: &Globals, s: SaveSettings) -> Result<(), CliError> {
             outcome.seconds
         ));
     } else {
-        out.info(format!("cache {key} exists; not saved (use --force to replace it)"));
+        out.info(format!(
+            "cache {key} exists; not saved (use --force to replace it)"
+        ));
     }
     out.result(&outcome);
     Ok(())
@@ -87,17 +89,38 @@ async fn restore(globals: &Globals, s: RestoreSettings) -> Result<(), CliError> 
     let outcome = result?;
     let matched = outcome.matched_key.clone().unwrap_or_default();
     out.github_outputs(&[
-        ("cache-hit", if outcome.hit == Hit::Exact { "true" } else { "false" }),
+        (
+            "cache-hit",
+            if outcome.hit == Hit::Exact {
+                "true"
+            } else {
+                "false"
+            },
+        ),
         ("cache-primary-key", &key),
         ("cache-matched-key", &matched),
     ])
     .map_err(CliError::GithubOutput)?;
     match outcome.hit {
-        Hit::Miss => out.warn(format!("no cache matched key {key}{}", if restore_keys.is_empty() { String::new() } else { format!(" or restore keys {}", restore_keys.join(", ")) })),
-        _ if outcome.lookup_only => out.info(format!("cache {matched} would be restored ({:?} hit)", outcome.hit)),
+        Hit::Miss => out.warn(format!(
+            "no cache matched key {key}{}",
+            if restore_keys.is_empty() {
+                String::new()
+            } else {
+                format!(" or restore keys {}", restore_keys.join(", "))
+            }
+        )),
+        _ if outcome.lookup_only => out.info(format!(
+            "cache {matched} would be restored ({:?} hit)",
+            outcome.hit
+        )),
         hit => out.info(format!(
             "restored cache {matched} ({} hit): {} files, {} in {:.2}s",
-            if hit == Hit::Exact { "exact" } else { "partial" },
+            if hit == Hit::Exact {
+                "exact"
+            } else {
+                "partial"
+            },
             outcome.files,
             format_size(outcome.bytes),
             outcome.seconds
@@ -113,11 +136,17 @@ async fn restore(globals: &Globals, s: RestoreSettings) -> Result<(), CliError> 
 
 async fn ls(globals: &Globals, prefix: Option<&str>) -> Result<(), CliError> {
     let store = globals.open_store()?;
-    let entries = ferry_caches::list(&store, &globals.project, prefix).await.map_err(CliError::from)?;
+    let entries = ferry_caches::list(&store, &globals.project, prefix)
+        .await
+        .map_err(CliError::from)?;
     if globals.output.json {
-        globals.output.result(&json!({ "project": globals.project, "caches": entries }));
+        globals
+            .output
+            .result(&json!({ "project": globals.project, "caches": entries }));
     } else if entries.is_empty() {
-        globals.output.info(format!("no caches in project {}", globals.project));
+        globals
+            .output
+            .info(format!("no caches in project {}", globals.project));
     } else {
         for e in &entries {
             eprintln!(
@@ -126,8 +155,12 @@ async fn ls(globals: &Globals, prefix: Option<&str>) -> Result<(), CliError> {
                 format_size(e.bytes),
                 e.files,
                 e.created.format("%Y-%m-%d %H:%M:%S"),
-                e.last_used.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|| "-".into()),
-                e.expires.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|| "never".into()),
+                e.last_used
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_else(|| "-".into()),
+                e.expires
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_else(|| "never".into()),
             );
         }
     }

@@ -79,9 +79,13 @@ pub enum ArchiveError {
     Write(#[source] std::io::Error),
     #[error("refused unsafe archive entry {entry:?}: {reason}; nothing was restored")]
     Unsafe { entry: String, reason: String },
-    #[error("archive is corrupt or truncated ({detail}); nothing was restored; save the entry again")]
+    #[error(
+        "archive is corrupt or truncated ({detail}); nothing was restored; save the entry again"
+    )]
     Corrupt { detail: String },
-    #[error("archive digest mismatch: manifest records sha256 {expected} ({expected_size} bytes), data has {actual} ({actual_size} bytes); nothing was restored; remove the entry and save it again")]
+    #[error(
+        "archive digest mismatch: manifest records sha256 {expected} ({expected_size} bytes), data has {actual} ({actual_size} bytes); nothing was restored; remove the entry and save it again"
+    )]
     Digest {
         expected: String,
         actual: String,
@@ -97,7 +101,10 @@ pub enum ArchiveError {
 impl ArchiveError {
     /// True for failures of integrity: a digest mismatch, a corrupt or an unsafe archive.
     pub fn is_integrity(&self) -> bool {
-        matches!(self, Self::Unsafe { .. } | Self::Corrupt { .. } | Self::Digest { .. })
+        matches!(
+            self,
+            Self::Unsafe { .. } | Self::Corrupt { .. } | Self::Digest { .. }
+        )
     }
 }
 
@@ -125,10 +132,15 @@ pub fn compressor<'a, W: Write + 'a>(
 }
 
 /// Wraps `input` in the decompressor of `format`.
-pub fn decompressor<'a, R: Read + 'a>(format: Format, input: R) -> std::io::Result<Box<dyn Read + 'a>> {
+pub fn decompressor<'a, R: Read + 'a>(
+    format: Format,
+    input: R,
+) -> std::io::Result<Box<dyn Read + 'a>> {
     Ok(match format {
         Format::Zstd => Box::new(zstd::stream::read::Decoder::new(input)?),
-        Format::Gzip => Box::new(flate2::read::GzDecoder::new(std::io::BufReader::with_capacity(256 * 1024, input))),
+        Format::Gzip => Box::new(flate2::read::GzDecoder::new(
+            std::io::BufReader::with_capacity(256 * 1024, input),
+        )),
         Format::Tar => Box::new(input),
     })
 }

@@ -80,10 +80,18 @@ pub fn pack_listing<W: Write>(
         while let Some(entry) = it.next() {
             let entry = entry.map_err(|e| ArchiveError::Io {
                 op: "read",
-                path: e.path().map(|p| p.display().to_string()).unwrap_or_else(|| root.name.clone()),
-                source: e.into_io_error().unwrap_or_else(|| std::io::Error::other("filesystem loop")),
+                path: e
+                    .path()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| root.name.clone()),
+                source: e
+                    .into_io_error()
+                    .unwrap_or_else(|| std::io::Error::other("filesystem loop")),
             })?;
-            let rel = entry.path().strip_prefix(&root.fs_path).unwrap_or(entry.path());
+            let rel = entry
+                .path()
+                .strip_prefix(&root.fs_path)
+                .unwrap_or(entry.path());
             let rel = paths::to_slash(rel).map_err(|reason| ArchiveError::Io {
                 op: "pack",
                 path: entry.path().display().to_string(),
@@ -111,7 +119,9 @@ pub fn pack_listing<W: Write>(
             let meta = entry.metadata().map_err(|e| ArchiveError::Io {
                 op: "read",
                 path: entry.path().display().to_string(),
-                source: e.into_io_error().unwrap_or_else(|| std::io::Error::other("metadata")),
+                source: e
+                    .into_io_error()
+                    .unwrap_or_else(|| std::io::Error::other("metadata")),
             })?;
             if let Some(kind) = append(
                 &mut builder,
@@ -150,7 +160,14 @@ fn append<W: Write>(
     if ft.is_dir() {
         header.set_entry_type(EntryType::Directory);
         header.set_size(0);
-        append_raw(builder, &mut header, &format!("{name}/"), None, std::io::empty()).map_err(ArchiveError::Write)?;
+        append_raw(
+            builder,
+            &mut header,
+            &format!("{name}/"),
+            None,
+            std::io::empty(),
+        )
+        .map_err(ArchiveError::Write)?;
         stats.dirs += 1;
         Ok(Some(EntryKind::Dir))
     } else if ft.is_symlink() {
@@ -158,11 +175,15 @@ fn append<W: Write>(
         let target = target.to_str().ok_or_else(|| ArchiveError::Io {
             op: "pack",
             path: fs_path.display().to_string(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "link target is not UTF-8"),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "link target is not UTF-8",
+            ),
         })?;
         header.set_entry_type(EntryType::Symlink);
         header.set_size(0);
-        append_raw(builder, &mut header, name, Some(target), std::io::empty()).map_err(ArchiveError::Write)?;
+        append_raw(builder, &mut header, name, Some(target), std::io::empty())
+            .map_err(ArchiveError::Write)?;
         stats.symlinks += 1;
         let resolved = super::unpack::link_destination(name, target);
         if !roots.iter().any(|r| paths::is_within(&resolved, r)) {
@@ -175,7 +196,11 @@ fn append<W: Write>(
         header.set_size(meta.len());
         // The size is fixed in the header: a file that grows while packing is cut at that size
         // and one that shrinks is an error, never a corrupt archive.
-        let mut reader = ExactReader { inner: file.take(meta.len()), left: meta.len(), path: fs_path };
+        let mut reader = ExactReader {
+            inner: file.take(meta.len()),
+            left: meta.len(),
+            path: fs_path,
+        };
         append_raw(builder, &mut header, name, None, &mut reader).map_err(ArchiveError::Write)?;
         stats.files += 1;
         stats.bytes += meta.len();
@@ -239,7 +264,11 @@ fn append_raw<W: Write, R: Read>(
     builder.append(header, data)
 }
 
-fn long_record<W: Write>(builder: &mut tar::Builder<W>, kind: EntryType, value: &str) -> std::io::Result<()> {
+fn long_record<W: Write>(
+    builder: &mut tar::Builder<W>,
+    kind: EntryType,
+    value: &str,
+) -> std::io::Result<()> {
     let mut h = Header::new_gnu();
     let label = b"././@LongLink";
     h.as_old_mut().name[..label.len()].copy_from_slice(label);

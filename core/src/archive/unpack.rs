@@ -62,7 +62,8 @@ impl Staged {
         }
         // Committed folders are the restore's result now, not leftovers to clean up.
         self.created_dirs.clear();
-        self.dir_meta.sort_by_key(|(p, _, _)| std::cmp::Reverse(p.components().count()));
+        self.dir_meta
+            .sort_by_key(|(p, _, _)| std::cmp::Reverse(p.components().count()));
         for (dir, mode, mtime) in &self.dir_meta {
             let _ = fs::set_permissions(dir, fs::Permissions::from_mode(*mode));
             let _ = filetime::set_file_mtime(dir, FileTime::from_unix_time(*mtime, 0));
@@ -148,7 +149,9 @@ struct State<'a, 'b> {
 }
 
 fn corrupt(e: std::io::Error) -> ArchiveError {
-    ArchiveError::Corrupt { detail: e.to_string() }
+    ArchiveError::Corrupt {
+        detail: e.to_string(),
+    }
 }
 
 impl State<'_, '_> {
@@ -160,7 +163,12 @@ impl State<'_, '_> {
         result.and(drained)
     }
 
-    fn entries<R: Read>(&mut self, input: R, staged: &mut Staged, pool: &mut WriterPool) -> Result<(), ArchiveError> {
+    fn entries<R: Read>(
+        &mut self,
+        input: R,
+        staged: &mut Staged,
+        pool: &mut WriterPool,
+    ) -> Result<(), ArchiveError> {
         let mut archive = tar::Archive::new(input);
         let mut buf = vec![0u8; 256 * 1024];
         for entry in archive.entries().map_err(corrupt)? {
@@ -218,13 +226,19 @@ impl State<'_, '_> {
                         })?;
                     self.check_link(&name, &target, &raw)?;
                     let tmp = self.prepare(&dest, &name, staged)?;
-                    std::os::unix::fs::symlink(&target, &tmp).map_err(|source| ArchiveError::Io {
-                        op: "create link",
-                        path: dest.display().to_string(),
-                        source,
+                    std::os::unix::fs::symlink(&target, &tmp).map_err(|source| {
+                        ArchiveError::Io {
+                            op: "create link",
+                            path: dest.display().to_string(),
+                            source,
+                        }
                     })?;
                     staged.renames.push((tmp.clone(), dest));
-                    let _ = filetime::set_symlink_file_times(&tmp, FileTime::from_unix_time(mtime, 0), FileTime::from_unix_time(mtime, 0));
+                    let _ = filetime::set_symlink_file_times(
+                        &tmp,
+                        FileTime::from_unix_time(mtime, 0),
+                        FileTime::from_unix_time(mtime, 0),
+                    );
                     self.links.insert(name);
                     staged.stats.symlinks += 1;
                 }
@@ -236,9 +250,13 @@ impl State<'_, '_> {
                             detail: format!("hard link {raw:?} has no target"),
                         })?;
                     let target_name = paths::normalize(&target);
-                    let source_tmp = self.files.get(&target_name).cloned().ok_or_else(|| ArchiveError::Unsafe {
-                        entry: raw.clone(),
-                        reason: format!("hard link to {target:?}, which is not a file restored before it"),
+                    let source_tmp = self.files.get(&target_name).cloned().ok_or_else(|| {
+                        ArchiveError::Unsafe {
+                            entry: raw.clone(),
+                            reason: format!(
+                                "hard link to {target:?}, which is not a file restored before it"
+                            ),
+                        }
                     })?;
                     let tmp = self.prepare(&dest, &name, staged)?;
                     // The linked file may still be in the pool's queue.
@@ -255,7 +273,9 @@ impl State<'_, '_> {
                 other => {
                     return Err(ArchiveError::Unsafe {
                         entry: raw,
-                        reason: format!("entry type {other:?} is not restored (only files, folders and links)"),
+                        reason: format!(
+                            "entry type {other:?} is not restored (only files, folders and links)"
+                        ),
                     });
                 }
             }
@@ -285,7 +305,13 @@ impl State<'_, '_> {
         })?;
         // A name like `a/../..` that normalises inside a root is still refused when its raw
         // form climbs above that root on the way.
-        if raw.split('/').any(|p| p == "..") && !self.spec.roots.iter().any(|r| r.split('/').any(|p| p == "..")) {
+        if raw.split('/').any(|p| p == "..")
+            && !self
+                .spec
+                .roots
+                .iter()
+                .any(|r| r.split('/').any(|p| p == ".."))
+        {
             return Err(ArchiveError::Unsafe {
                 entry: raw.to_string(),
                 reason: "path with `..` the save did not make".into(),
@@ -316,7 +342,11 @@ impl State<'_, '_> {
         let inside = self.root_of(name).is_some_and(|root| {
             // A link that is itself a root (a single saved symlink) may point beside it.
             (root != name && paths::is_within(&resolved, root))
-                || self.spec.roots.iter().any(|r| paths::is_within(&resolved, r))
+                || self
+                    .spec
+                    .roots
+                    .iter()
+                    .any(|r| paths::is_within(&resolved, r))
         });
         if inside {
             Ok(())
@@ -330,13 +360,20 @@ impl State<'_, '_> {
 
     /// Checks that nothing is written through a link of this archive, makes the parent
     /// folders, and returns a fresh temporary path beside `dest`.
-    fn prepare(&mut self, dest: &Path, name: &str, staged: &mut Staged) -> Result<PathBuf, ArchiveError> {
+    fn prepare(
+        &mut self,
+        dest: &Path,
+        name: &str,
+        staged: &mut Staged,
+    ) -> Result<PathBuf, ArchiveError> {
         let mut ancestor = name;
         while let Some((parent, _)) = ancestor.rsplit_once('/') {
             if self.links.contains(parent) {
                 return Err(ArchiveError::Unsafe {
                     entry: name.to_string(),
-                    reason: format!("it would be written through the symlink {parent:?} of the same archive"),
+                    reason: format!(
+                        "it would be written through the symlink {parent:?} of the same archive"
+                    ),
                 });
             }
             ancestor = parent;
@@ -358,7 +395,8 @@ impl State<'_, '_> {
             if meta.is_dir() {
                 return Err(ArchiveError::Conflict {
                     path: dest.display().to_string(),
-                    reason: "a folder is there and the cache holds a file; remove the folder first".into(),
+                    reason: "a folder is there and the cache holds a file; remove the folder first"
+                        .into(),
                 });
             }
         }
@@ -367,7 +405,12 @@ impl State<'_, '_> {
     }
 
     /// Makes `dir` and its missing parents, recording what it made.
-    fn ensure_dir(&mut self, dir: &Path, name: &str, staged: &mut Staged) -> Result<(), ArchiveError> {
+    fn ensure_dir(
+        &mut self,
+        dir: &Path,
+        name: &str,
+        staged: &mut Staged,
+    ) -> Result<(), ArchiveError> {
         if self.known_dirs.contains(dir) {
             return Ok(());
         }
@@ -382,7 +425,9 @@ impl State<'_, '_> {
                 Ok(_) => {
                     return Err(ArchiveError::Conflict {
                         path: d.display().to_string(),
-                        reason: format!("a file is there and {name:?} needs a folder; remove the file first"),
+                        reason: format!(
+                            "a file is there and {name:?} needs a folder; remove the file first"
+                        ),
                     });
                 }
                 Err(_) => missing.push(d.to_path_buf()),
@@ -538,13 +583,25 @@ fn rename_all(renames: &[(PathBuf, PathBuf)]) -> Result<(), ArchiveError> {
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(ArchiveError::Corrupt { detail: "a rename thread panicked".into() })))
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(ArchiveError::Corrupt {
+                        detail: "a rename thread panicked".into(),
+                    })
+                })
+            })
             .collect::<Result<Vec<()>, _>>()
             .map(|_| ())
     })
 }
 
-fn write_file<R: Read>(tmp: &Path, data: &mut R, mode: u32, mtime: i64, buf: &mut [u8]) -> Result<u64, ArchiveError> {
+fn write_file<R: Read>(
+    tmp: &Path,
+    data: &mut R,
+    mode: u32,
+    mtime: i64,
+    buf: &mut [u8],
+) -> Result<u64, ArchiveError> {
     create_file(tmp, mode, mtime, |f| {
         let mut total = 0u64;
         loop {
@@ -580,7 +637,13 @@ fn create_file(
     mtime: i64,
     fill: impl FnOnce(&mut File) -> Result<u64, ArchiveError>,
 ) -> Result<u64, ArchiveError> {
-    let io = |op: &'static str| move |source| ArchiveError::Io { op, path: tmp.display().to_string(), source };
+    let io = |op: &'static str| {
+        move |source| ArchiveError::Io {
+            op,
+            path: tmp.display().to_string(),
+            source,
+        }
+    };
     let mut f: File = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -588,8 +651,10 @@ fn create_file(
         .open(tmp)
         .map_err(io("create"))?;
     let total = fill(&mut f)?;
-    f.set_permissions(fs::Permissions::from_mode(mode)).map_err(io("set the mode of"))?;
-    filetime::set_file_handle_times(&f, None, Some(FileTime::from_unix_time(mtime, 0))).map_err(io("set the time of"))?;
+    f.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(io("set the mode of"))?;
+    filetime::set_file_handle_times(&f, None, Some(FileTime::from_unix_time(mtime, 0)))
+        .map_err(io("set the time of"))?;
     Ok(total)
 }
 

@@ -178,7 +178,12 @@ impl Store {
         &self.objects
     }
 
-    pub(crate) fn request_error(&self, op: &'static str, rel: &str, source: object_store::Error) -> StoreError {
+    pub(crate) fn request_error(
+        &self,
+        op: &'static str,
+        rel: &str,
+        source: object_store::Error,
+    ) -> StoreError {
         StoreError::Request {
             op,
             path: rel.to_string(),
@@ -284,7 +289,8 @@ impl Store {
                 .map_err(|e| self.request_error("sign a link to", rel, e)),
             None => Err(StoreError::CannotSign {
                 url: self.url.clone(),
-                reason: "this kind of store has no links; use a local, S3, GCS or Azure store".into(),
+                reason: "this kind of store has no links; use a local, S3, GCS or Azure store"
+                    .into(),
             }),
         }
     }
