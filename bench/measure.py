@@ -76,6 +76,7 @@ def run(stages: list[list[str]], cwd: Path, env: dict | None = None, scratch: Pa
     err_path = scratch / ".bench-stderr"
     procs: list[subprocess.Popen] = []
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        busy0 = busy_cpu_seconds()
         t0 = time.perf_counter()
         prev = subprocess.DEVNULL
         for i, argv in enumerate(stages):
@@ -102,6 +103,7 @@ def run(stages: list[list[str]], cwd: Path, env: dict | None = None, scratch: Pa
         finally:
             killer.cancel()
         wall = time.perf_counter() - t0
+        busy = busy_cpu_seconds() - busy0
     if GNU_TIME:
         for i in range(len(stages)):
             f = scratch / f".bench-rusage-{i}"
@@ -120,8 +122,44 @@ def run(stages: list[list[str]], cwd: Path, env: dict | None = None, scratch: Pa
         parsed = parsed if isinstance(parsed, dict) else None
     except ValueError:
         parsed = _last_json_object(stdout)
+    # What else ran meanwhile: the machine's busy CPU time minus this run's own.
+    background = max(busy - sum(cpu), 0.0) / (wall * CORES) if wall > 0 else 0.0
     return Run(argv=stages, wall=wall, returncodes=codes, maxrss=rss, cpu=cpu,
-               stdout=stdout, stderr=stderr, json=parsed)
+               stdout=stdout, stderr=stderr, json=parsed, extra={"background_cpu": round(background, 3)})
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (all cores, /proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+CORES = os.cpu_count() or 1
+
+
+def others_busy(sample: float = 1.0) -> float:
+    """Fraction of the machine's CPU busy over `sample` seconds while this harness sleeps:
+    other people's work, on a shared machine."""
+    b0 = busy_cpu_seconds()
+    time.sleep(sample)
+    return (busy_cpu_seconds() - b0) / (sample * CORES)
+
+
+def wait_quiet(limit: float, most: float, log=print) -> float:
+    """Waits (up to `most` seconds) until others use less than `limit` of the CPU; returns
+    the last fraction seen."""
+    t0 = time.monotonic()
+    busy = others_busy()
+    said = False
+    while busy >= limit and time.monotonic() - t0 < most:
+        if not said:
+            log(f"    (waiting for other work to finish: {busy:.0%} of the CPU busy)")
+            said = True
+        time.sleep(4)
+        busy = others_busy()
+    return busy
 
 
 def _gnu_time() -> str | None:
@@ -235,13 +273,25 @@ def fresh_dir(path: Path) -> Path:
     return path
 
 
+QUIET = 0.25          # wait for others to use less than this fraction of the CPU...
+QUIET_MOST = 300.0     # ...but no longer than this per timed run...
+QUIET_BUDGET = 3600.0  # ...nor this much in all, so a machine that is never quiet still gets measured
+_quiet_spent = 0.0
+
+
 def settle(log=print) -> None:
     """Before a timed run: waits out ext4's recently-deleted window if a mass deletion was
-    recent, and flushes dirty pages left by the last run, so they are not written back
-    during the next one (which would charge one tool for another's I/O)."""
+    recent, flushes dirty pages left by the last run (so they are not written back during
+    the next one, charging one tool for another's I/O), and on a shared machine waits for
+    other people's work to quieten down."""
     if TRASH is not None:
         TRASH.wait_window(log)
     os.sync()
+    global _quiet_spent
+    if QUIET > 0:
+        t0 = time.monotonic()
+        wait_quiet(QUIET, max(min(QUIET_MOST, QUIET_BUDGET - _quiet_spent), 0.0), log)
+        _quiet_spent += time.monotonic() - t0
 
 
 def tree_bytes(path: Path) -> int:

@@ -59,6 +59,12 @@ def markdown(doc: dict) -> str:
     meta = doc["meta"]
     m = meta["machine"]
     benches = doc["benches"]
+    bg = sorted(r.get("extra", {}).get("background_cpu", 0.0)
+                for b in benches.values() for ser in b.get("series", {}).values() for r in ser.get("runs", []))
+    noise = ""
+    if bg:
+        noise = (f" During the timed runs other processes used a median {bg[len(bg) // 2]:.0%} of the machine's "
+                 f"CPU (at most {bg[-1]:.0%}).")
     out = []
     out.append(
         f"Measured {meta['date']} on commit `{meta['commit']}` ({meta['ferry_version'] or 'ferry'}, "
@@ -66,7 +72,7 @@ def markdown(doc: dict) -> str:
         f"Linux {m['kernel']}, {m['filesystem']}; {meta['runs']} runs each, median wall time, warm page cache. "
         f"**A shared machine**: other engineers were compiling (load average "
         f"{', '.join(str(x) for x in meta['load_average_at_start'])} at the start), so single figures are noisy; "
-        f"ratios from alternating runs are the figures to read.")
+        f"ratios from alternating runs are the figures to read.{noise}")
     out.append("")
     cache = [b for b in ("node_modules", "target", "big") if b in benches]
     if cache:

@@ -235,6 +235,7 @@ class Series:
             "seconds": [round(r.wall, 4) for r in ok],
             "peak_rss_bytes": max((r.peak_rss for r in ok), default=None),
             "median_cpu_seconds": measure.median([sum(r.cpu) for r in ok]),
+            "median_background_cpu": measure.median([r.extra.get("background_cpu", 0.0) for r in ok]),
             "error": self.error,
             **self.extra,
             "runs": [r.record() for r in self.runs],
@@ -248,7 +249,8 @@ def timed(series: Series, fn, note: str = "") -> Run | None:
     series.add(r)
     rss = f"{r.peak_rss / MiB:6.1f} MiB" if r.maxrss else ""
     status = "" if r.ok else "  FAILED: " + r.failure()[:300]
-    log(f"    {series.label:<34} {r.wall:8.3f} s  rss {rss}{note}{status}")
+    bg = r.extra.get("background_cpu", 0.0)
+    log(f"    {series.label:<34} {r.wall:8.3f} s  rss {rss}  others {bg:4.0%}{note}{status}")
     return r
 
 
@@ -431,7 +433,8 @@ def bench_workspace(ferry: Ferry, stamp: dict, runs: int) -> dict:
                 return False
         if timing:
             total = Run(argv=[r.argv[0] for r in rounds], wall=sum(r.wall for r in rounds), returncodes=[0],
-                        maxrss=[max(r.peak_rss for r in rounds)], cpu=[sum(sum(r.cpu) for r in rounds)])
+                        maxrss=[max(r.peak_rss for r in rounds)], cpu=[sum(sum(r.cpu) for r in rounds)],
+                        extra={"background_cpu": measure.median([r.extra.get("background_cpu", 0.0) for r in rounds])})
             s["ferry workspace persist (all 10)"].add(total)
             persist_each.extend(r.wall for r in rounds)
             log(f"    {'ferry workspace persist x10':<34} {total.wall:8.3f} s  rss {total.peak_rss / MiB:6.1f} MiB")
@@ -561,14 +564,6 @@ def bench_artifacts(ferry: Ferry, stamp: dict, runs: int) -> dict:
 # Main
 # ---------------------------------------------------------------------------------------
 
-def wait_idle(limit: float, most: float = 1800) -> None:
-    """On a shared machine: waits for others' builds to finish before timing anything."""
-    t0 = time.monotonic()
-    while os.getloadavg()[0] >= limit and time.monotonic() - t0 < most:
-        log(f"  waiting for the load average ({os.getloadavg()[0]:.1f}) to fall below {limit}")
-        time.sleep(30)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(
         description="Benchmark ferry's cache save/restore against tar|zstd and gzip tar, "
@@ -582,13 +577,17 @@ def main() -> int:
     ap.add_argument("--no-gzip", action="store_true", help="skip the gzip tar reference (the slowest part)")
     ap.add_argument("--record", action="store_true", help="record results even for --quick or a --corpus subset")
     ap.add_argument("--no-record", action="store_true", help="do not write bench/results.json or bench/README.md")
-    ap.add_argument("--wait-idle", type=float, metavar="LOAD",
-                    help="before each benchmark, wait (up to 30 min) until the 1-minute load average is below LOAD")
+    ap.add_argument("--quiet", type=float, default=measure.QUIET, metavar="FRACTION",
+                    help="before each timed run, wait (up to --quiet-wait s) until other processes use less "
+                         f"than this fraction of the CPU (default {measure.QUIET}; 0: never wait)")
+    ap.add_argument("--quiet-wait", type=float, default=measure.QUIET_MOST, metavar="SECONDS",
+                    help=f"longest wait for quiet before one timed run (default {measure.QUIET_MOST:.0f})")
     ap.add_argument("--seed", type=int, default=corpora.DEFAULT_SEED, help=argparse.SUPPRESS)
     ap.add_argument("--generate-only", action="store_true", help="make the corpora and stop")
     args = ap.parse_args()
 
     runs = args.runs or (2 if args.quick else 5)
+    measure.QUIET, measure.QUIET_MOST = args.quiet, args.quiet_wait
     benches = args.corpus or BENCHES
     # A quick or partial run must not overwrite the recorded table by accident.
     record = not args.no_record and (args.record or (not args.quick and not args.corpus))
@@ -632,8 +631,6 @@ def main() -> int:
 
     results = {}
     for b in benches:
-        if args.wait_idle:
-            wait_idle(args.wait_idle)
         t0 = time.monotonic()
         load = os.getloadavg()
         log(f"bench: {b}")
