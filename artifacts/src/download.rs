@@ -50,15 +50,11 @@ pub async fn download(
 ) -> Result<DownloadOutcome, ArtifactError> {
     let started = Instant::now();
     let layout = Layout::new(&req.project);
-    let matcher = req
-        .pattern
-        .as_deref()
-        .map(|p| glob::matcher(&paths::normalize(p)))
-        .transpose()?;
+    let wanted = Wanted::new(req.pattern.as_deref())?;
     let chosen: Vec<ArtifactManifest> = crate::read_all(store, &layout, &req.target)
         .await?
         .into_iter()
-        .filter(|m| matcher.as_ref().is_none_or(|g| g.is_match(&m.body.path)))
+        .filter(|m| wanted.matches(&m.body.path))
         .collect();
     if chosen.is_empty() {
         return Err(ArtifactError::NoMatch {
@@ -99,6 +95,36 @@ pub async fn download(
         artifacts: written.into_iter().map(|(p, _)| p).collect(),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Which stored paths a download takes: all, those matching a glob, or (a pattern without
+/// glob syntax) that path and everything below it, so `download reports` takes a folder.
+enum Wanted {
+    All,
+    Glob(globset::GlobMatcher),
+    Below(String),
+}
+
+impl Wanted {
+    fn new(pattern: Option<&str>) -> Result<Self, ArtifactError> {
+        let Some(p) = pattern else {
+            return Ok(Self::All);
+        };
+        let p = paths::normalize(p);
+        Ok(if glob::is_glob(&p) {
+            Self::Glob(glob::matcher(&p)?)
+        } else {
+            Self::Below(p)
+        })
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Glob(g) => g.is_match(path),
+            Self::Below(p) => p == "." || paths::is_within(path, p),
+        }
+    }
 }
 
 /// Brings one artifact to a temporary file beside its destination (one request when small,

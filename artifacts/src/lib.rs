@@ -22,8 +22,12 @@ pub use download::{DownloadOutcome, DownloadRequest, download};
 pub use ls::{ArtifactEntry, link, list};
 pub use upload::{UploadOutcome, UploadRequest, Uploaded, upload};
 
-/// Files moved at once by uploads, downloads and listings.
+/// Files moved at once by uploads and downloads.
 const CONCURRENCY: usize = 16;
+
+/// Manifests read at once from a remote store, where each read is a round trip; they are
+/// small, so more of them may be in flight than files.
+const REMOTE_MANIFEST_READS: usize = 64;
 
 /// Files up to this size move as one request, read and hashed whole in one blocking call;
 /// larger ones stream through `ferry_core::transfer`. Bounds memory at `CONCURRENCY` times this.
@@ -214,7 +218,11 @@ pub(crate) async fn read_all(
             }
             Ok(Some(m))
         })
-        .buffer_unordered(CONCURRENCY)
+        .buffer_unordered(if store.is_remote() {
+            REMOTE_MANIFEST_READS
+        } else {
+            CONCURRENCY
+        })
         .try_filter_map(|m| std::future::ready(Ok(m)))
         .try_collect()
         .await?;

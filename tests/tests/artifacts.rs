@@ -142,6 +142,18 @@ fn folder_upload_lists_each_file_and_a_glob_download_restores_just_those_with_by
         assert_eq!(mode(&got.join(rel)), mode(&local), "mode of {rel}");
     }
 
+    // A pattern without glob syntax takes that path and everything below it.
+    artifacts(&ctx, &["download", "reports/junit", "--to", "junit"]).ok();
+    assert_eq!(
+        files_below(&ctx.work.join("junit"))
+            .into_keys()
+            .collect::<Vec<_>>(),
+        [
+            "reports/junit/deep/integration.txt",
+            "reports/junit/unit.txt"
+        ]
+    );
+
     artifacts(&ctx, &["download", "--to", "all"]).ok();
     let all = ctx.work.join("all");
     assert_eq!(files_below(&all).len(), 5);
