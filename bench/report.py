@@ -59,8 +59,8 @@ def markdown(doc: dict) -> str:
     meta = doc["meta"]
     m = meta["machine"]
     benches = doc["benches"]
-    bg = sorted(r.get("extra", {}).get("background_cpu", 0.0)
-                for b in benches.values() for ser in b.get("series", {}).values() for r in ser.get("runs", []))
+    bg = sorted(r["extra"]["background_cpu"] for b in benches.values() for ser in b.get("series", {}).values()
+                for r in ser.get("runs", []) if "background_cpu" in r.get("extra", {}))
     noise = ""
     if bg:
         noise = (f" During the timed runs other processes used a median {bg[len(bg) // 2]:.0%} of the machine's "
@@ -191,3 +191,9 @@ def write_readme(path: Path, table: str) -> None:
     else:
         text = text.rstrip() + "\n\n## Results\n\n" + block + "\n"
     path.write_text(text)
+
+
+if __name__ == "__main__":
+    # Re-renders the README's table from bench/results.json (after a change to this file).
+    here = Path(__file__).resolve().parent
+    write_readme(here / "README.md", markdown(json.loads((here / "results.json").read_text())))
