@@ -268,40 +268,11 @@ pub async fn prune(store: &Store, req: &PruneRequest) -> Result<PruneOutcome, Re
     let mut survey = survey(store, &places).await.map_err(err)?;
 
     // Expired entries, then the least recently used caches over the limit.
-    let (mut expired, mut kept): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut survey.entries)
+    let (mut expired, kept): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut survey.entries)
         .into_iter()
         .partition(|e| e.expires().is_some_and(|t| t <= now));
     expired.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut evicted = Vec::new();
-    let mut cache_bytes: u64 = kept
-        .iter()
-        .filter(|e| e.head.kind == Kind::Cache)
-        .map(|e| e.head.data.size)
-        .sum();
-    if let Some(max) = req.max_cache_size {
-        let mut caches: Vec<usize> = (0..kept.len())
-            .filter(|&i| kept[i].head.kind == Kind::Cache)
-            .collect();
-        caches.sort_by(|&a, &b| {
-            let (a, b) = (&kept[a], &kept[b]);
-            (a.last_used(), a.head.created, &a.name).cmp(&(b.last_used(), b.head.created, &b.name))
-        });
-        let mut evict = HashSet::new();
-        for i in caches {
-            if cache_bytes <= max {
-                break;
-            }
-            cache_bytes -= kept[i].head.data.size;
-            evict.insert(i);
-        }
-        let (gone, left): (Vec<_>, Vec<_>) = kept
-            .into_iter()
-            .enumerate()
-            .partition(|(i, _)| evict.contains(i));
-        evicted = gone.into_iter().map(|(_, e)| e).collect();
-        evicted.sort_by_key(|e| (e.last_used(), e.head.created));
-        kept = left.into_iter().map(|(_, e)| e).collect();
-    }
+    let (kept, evicted, cache_bytes) = evict(kept, req.max_cache_size);
 
     // Data still needed after this prune: what kept entries and unreadable manifests name.
     let needed: HashSet<&str> = kept
@@ -416,6 +387,36 @@ pub async fn prune(store: &Store, req: &PruneRequest) -> Result<PruneOutcome, Re
         seconds: started.elapsed().as_secs_f64(),
         warnings: survey.warnings,
     })
+}
+
+/// Splits `entries` into those kept and the caches evicted so that the data of the caches
+/// kept fits in `max` bytes, and returns the bytes of the caches kept.
+///
+/// The least recently used cache goes first: the oldest last restore hit, else the oldest
+/// creation (ties: older creation, then name). Entries of other kinds are always kept.
+fn evict(entries: Vec<Entry>, max: Option<u64>) -> (Vec<Entry>, Vec<Entry>, u64) {
+    let is_cache = |e: &Entry| e.head.kind == Kind::Cache;
+    let mut cache_bytes: u64 = entries
+        .iter()
+        .filter(|e| is_cache(e))
+        .map(|e| e.head.data.size)
+        .sum();
+    let Some(max) = max.filter(|&m| cache_bytes > m) else {
+        return (entries, Vec::new(), cache_bytes);
+    };
+    let (mut caches, mut kept): (Vec<Entry>, Vec<Entry>) = entries.into_iter().partition(is_cache);
+    caches.sort_by(|a, b| {
+        (a.last_used(), a.head.created, &a.name).cmp(&(b.last_used(), b.head.created, &b.name))
+    });
+    let mut caches = caches.into_iter();
+    let mut evicted = Vec::new();
+    while cache_bytes > max {
+        let Some(e) = caches.next() else { break };
+        cache_bytes -= e.head.data.size;
+        evicted.push(e);
+    }
+    kept.extend(caches);
+    (kept, evicted, cache_bytes)
 }
 
 /// Deletes what one removal names; an entry whose manifest changed since it was read is left
@@ -599,6 +600,47 @@ mod tests {
         assert!(!p.is_data(&format!("{dir}/caches/data")));
         assert!(!p.is_data(&format!("{dir}/artifacts/runs/1/build/data")));
         assert!(!p.is_data("ferry-v1/other/caches/data/x"));
+    }
+
+    fn entry(name: &str, kind: Kind, size: u64, created: i64, last_used: Option<i64>) -> Entry {
+        let at = |s: i64| DateTime::from_timestamp(s, 0).expect("a valid time");
+        Entry {
+            manifest: format!("{name}.json"),
+            head: Head {
+                format: FORMAT_VERSION,
+                kind,
+                created: at(created),
+                expires: None,
+                data: manifest::DataRef {
+                    path: format!("data/{name}"),
+                    size,
+                    sha256: String::new(),
+                },
+            },
+            name: name.to_string(),
+            marker: None,
+            used: last_used.map(|t| UsedMarker {
+                last_used: at(t),
+                expires: at(t + 100),
+            }),
+        }
+    }
+
+    #[test]
+    fn eviction_takes_the_least_recently_used_caches_until_the_rest_fits() {
+        let entries = vec![
+            entry("old-but-restored", Kind::Cache, 10, 1, Some(50)),
+            entry("never-restored", Kind::Cache, 10, 20, None),
+            entry("restored-early", Kind::Cache, 10, 2, Some(30)),
+            entry("big-artifact", Kind::Artifact, 1000, 0, None),
+        ];
+        let (kept, evicted, bytes) = evict(entries, Some(15));
+        let names = |v: &[Entry]| v.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&evicted), ["never-restored", "restored-early"]);
+        assert_eq!(bytes, 10);
+        assert_eq!(kept.len(), 2, "the artifact never counts nor goes");
+        let (_, evicted, _) = evict(kept, Some(10));
+        assert!(evicted.is_empty(), "already fits");
     }
 
     #[test]
