@@ -384,8 +384,18 @@ where
     };
     loop {
         match stream.try_next().await {
-            Ok(Some(chunk)) => {
-                if tx.send(Ok(chunk)).await.is_err() {
+            Ok(Some(mut chunk)) => {
+                // Ranges are large; handing them over in small pieces keeps the queue's memory
+                // bounded by CHANNEL_DEPTH pieces rather than CHANNEL_DEPTH ranges.
+                let mut closed = false;
+                while !chunk.is_empty() {
+                    let piece = chunk.split_to(chunk.len().min(CHUNK));
+                    if tx.send(Ok(piece)).await.is_err() {
+                        closed = true;
+                        break;
+                    }
+                }
+                if closed {
                     break;
                 }
             }
