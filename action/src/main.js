@@ -40,7 +40,9 @@ function failure(command, code, error) {
   return new Error(`ferry ${command} failed with exit code ${code}${meaning}${detail}`);
 }
 
-function reportRestore(command, code, json, error) {
+function reportRestore(command, code, result, error) {
+  // On a miss with --fail-on-miss, ferry's one JSON object is the error, carrying the miss.
+  const json = result || (error && error.key !== undefined ? error : null);
   const hit = json && json.hit ? json.hit : 'miss';
   const key = (json && json.key) || '';
   const matched = (json && json.matched_key) || '';
