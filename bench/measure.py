@@ -122,10 +122,11 @@ def run(stages: list[list[str]], cwd: Path, env: dict | None = None, scratch: Pa
         parsed = parsed if isinstance(parsed, dict) else None
     except ValueError:
         parsed = _last_json_object(stdout)
-    # What else ran meanwhile: the machine's busy CPU time minus this run's own.
-    background = max(busy - sum(cpu), 0.0) / (wall * CORES) if wall > 0 else 0.0
+    # What else ran meanwhile: the machine's busy CPU time minus this run's own. /proc/stat
+    # counts in 10 ms ticks, so for runs shorter than 0.2 s the figure would be noise.
+    background = round(max(busy - sum(cpu), 0.0) / (wall * CORES), 3) if wall >= 0.2 else None
     return Run(argv=stages, wall=wall, returncodes=codes, maxrss=rss, cpu=cpu,
-               stdout=stdout, stderr=stderr, json=parsed, extra={"background_cpu": round(background, 3)})
+               stdout=stdout, stderr=stderr, json=parsed, extra={"background_cpu": background})
 
 
 def busy_cpu_seconds() -> float:

@@ -60,19 +60,18 @@ def markdown(doc: dict) -> str:
     m = meta["machine"]
     benches = doc["benches"]
     bg = sorted(r["extra"]["background_cpu"] for b in benches.values() for ser in b.get("series", {}).values()
-                for r in ser.get("runs", []) if "background_cpu" in r.get("extra", {}))
+                for r in ser.get("runs", []) if r.get("extra", {}).get("background_cpu") is not None)
     noise = ""
     if bg:
-        noise = (f" During the timed runs other processes used a median {bg[len(bg) // 2]:.0%} of the machine's "
-                 f"CPU (at most {bg[-1]:.0%}).")
+        noise = (f" In the runs kept, other processes used a median {bg[len(bg) // 2]:.0%} of the machine's CPU "
+                 f"(at most {bg[-1]:.0%}).")
     out = []
     out.append(
         f"Measured {meta['date']} on commit `{meta['commit']}` ({meta['ferry_version'] or 'ferry'}, "
         f"release build), {m['cores']} cores ({m['cpu']}), {m['memory_bytes'] / 2**30:.0f} GiB RAM, "
         f"Linux {m['kernel']}, {m['filesystem']}; {meta['runs']} runs each, median wall time, warm page cache. "
-        f"**A shared machine**: other engineers were compiling (load average "
-        f"{', '.join(str(x) for x in meta['load_average_at_start'])} at the start), so single figures are noisy; "
-        f"ratios from alternating runs are the figures to read.{noise}")
+        f"**A shared machine** (other engineers compiling): before each timed run the harness waited for other "
+        f"work to quieten, and repeated a run during which others used more than 15% of the CPU.{noise}")
     out.append("")
     cache = [b for b in ("node_modules", "target", "big") if b in benches]
     if cache:
