@@ -107,6 +107,7 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
             roots,
             links_out,
             resolve: &resolve,
+            stage_new_folders: true,
         };
         archive::unpack_checked(&spec, format, reader, &expected)?.commit()
     })

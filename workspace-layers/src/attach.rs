@@ -160,6 +160,7 @@ async fn stage(
             roots,
             links_out,
             resolve: &resolve,
+            stage_new_folders: false,
         };
         archive::unpack_checked(&spec, format, reader, &expected)
     })

@@ -27,6 +27,10 @@ pub struct UnpackSpec<'a> {
     pub links_out: HashSet<(String, String)>,
     /// Maps an entry name to where it goes on disk.
     pub resolve: &'a (dyn Fn(&str) -> PathBuf + Sync),
+    /// Build folders that do not exist yet under a temporary name and rename each whole
+    /// folder into place at commit, instead of renaming every file in it. Off where several
+    /// staged unpacks are joined (they could each stage the same new folder).
+    pub stage_new_folders: bool,
 }
 
 /// What was unpacked.
@@ -45,6 +49,8 @@ pub struct Staged {
     renames: Vec<(PathBuf, PathBuf)>,
     /// Folders this restore created, parents first.
     created_dirs: Vec<PathBuf>,
+    /// New folders built under a temporary name, and where they go.
+    staged_roots: Vec<(PathBuf, PathBuf)>,
     /// Mode and mtime of every folder entry, applied last (deepest first).
     dir_meta: Vec<(PathBuf, u32, i64)>,
     pub stats: UnpackStats,
@@ -59,6 +65,25 @@ impl Staged {
                 let _ = fs::remove_file(t);
             }
             return Err(e);
+        }
+        let roots = std::mem::take(&mut self.staged_roots);
+        for (i, (tmp, dest)) in roots.iter().enumerate() {
+            // A plain rename would also replace an empty folder made meanwhile; refuse that too.
+            let result = if fs::symlink_metadata(dest).is_ok() {
+                Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists))
+            } else {
+                fs::rename(tmp, dest)
+            };
+            if let Err(source) = result {
+                for (t, _) in &roots[i..] {
+                    let _ = fs::remove_dir_all(t);
+                }
+                return Err(ArchiveError::Io {
+                    op: "move into place",
+                    path: dest.display().to_string(),
+                    source,
+                });
+            }
         }
         // Committed folders are the restore's result now, not leftovers to clean up.
         self.created_dirs.clear();
@@ -77,6 +102,7 @@ impl Staged {
     pub fn absorb(&mut self, mut later: Staged) {
         self.renames.append(&mut later.renames);
         self.created_dirs.append(&mut later.created_dirs);
+        self.staged_roots.append(&mut later.staged_roots);
         self.dir_meta.append(&mut later.dir_meta);
         let s = std::mem::take(&mut later.stats);
         self.stats.files += s.files;
@@ -93,6 +119,9 @@ impl Staged {
     fn cleanup(&mut self) {
         for (tmp, _) in self.renames.drain(..) {
             let _ = fs::remove_file(tmp);
+        }
+        for (tmp, _) in self.staged_roots.drain(..) {
+            let _ = fs::remove_dir_all(tmp);
         }
         for dir in self.created_dirs.drain(..).rev() {
             let _ = fs::remove_dir(dir);
@@ -112,6 +141,7 @@ impl Drop for Staged {
 pub fn unpack<R: Read>(spec: &UnpackSpec<'_>, input: R) -> Result<Staged, ArchiveError> {
     let mut staged = Staged {
         renames: Vec::new(),
+        staged_roots: Vec::new(),
         created_dirs: Vec::new(),
         dir_meta: Vec::new(),
         stats: UnpackStats::default(),
@@ -124,6 +154,7 @@ pub fn unpack<R: Read>(spec: &UnpackSpec<'_>, input: R) -> Result<Staged, Archiv
         files: HashMap::new(),
         known_dirs: HashSet::new(),
         fresh_dirs: HashSet::new(),
+        staged_map: HashMap::new(),
     };
     match state.run(input, &mut staged) {
         Ok(()) => Ok(staged),
@@ -146,6 +177,8 @@ struct State<'a, 'b> {
     known_dirs: HashSet<PathBuf>,
     /// Folders this restore created: nothing of the user's is inside them.
     fresh_dirs: HashSet<PathBuf>,
+    /// New folders being built under a temporary name: destination → where it is now.
+    staged_map: HashMap<PathBuf, PathBuf>,
 }
 
 fn corrupt(e: std::io::Error) -> ArchiveError {
@@ -196,7 +229,6 @@ impl State<'_, '_> {
                         });
                     }
                     let tmp = self.prepare(&dest, &name, staged)?;
-                    staged.renames.push((tmp.clone(), dest));
                     let size = entry.size();
                     let n = if size <= POOL_FILE_MAX {
                         // Small files are read here and created by the pool: creating files
@@ -233,7 +265,6 @@ impl State<'_, '_> {
                             source,
                         }
                     })?;
-                    staged.renames.push((tmp.clone(), dest));
                     let _ = filetime::set_symlink_file_times(
                         &tmp,
                         FileTime::from_unix_time(mtime, 0),
@@ -266,7 +297,6 @@ impl State<'_, '_> {
                         path: dest.display().to_string(),
                         source,
                     })?;
-                    staged.renames.push((tmp.clone(), dest));
                     self.files.insert(name, tmp);
                     staged.stats.files += 1;
                 }
@@ -400,8 +430,19 @@ impl State<'_, '_> {
                 });
             }
         }
+        if let Some(staged_parent) = self.staged_map.get(parent) {
+            // Inside a folder staged under a temporary name: the file goes straight to its
+            // name there, and the whole folder is renamed into place at commit.
+            let file_name = dest.file_name().ok_or_else(|| ArchiveError::Conflict {
+                path: dest.display().to_string(),
+                reason: "it has no file name".into(),
+            })?;
+            return Ok(staged_parent.join(file_name));
+        }
         self.counter += 1;
-        Ok(parent.join(format!("{}.{}", self.tag, self.counter)))
+        let tmp = parent.join(format!("{}.{}", self.tag, self.counter));
+        staged.renames.push((tmp.clone(), dest.to_path_buf()));
+        Ok(tmp)
     }
 
     /// Makes `dir` and its missing parents, recording what it made.
@@ -417,7 +458,7 @@ impl State<'_, '_> {
         let mut missing = Vec::new();
         let mut cur = Some(dir);
         while let Some(d) = cur {
-            if self.known_dirs.contains(d) {
+            if self.known_dirs.contains(d) || self.staged_map.contains_key(d) {
                 break;
             }
             match fs::metadata(d) {
@@ -435,6 +476,30 @@ impl State<'_, '_> {
             cur = d.parent();
         }
         for d in missing.into_iter().rev() {
+            if let Some(parent) = d.parent() {
+                let staged_parent = self.staged_map.get(parent).cloned();
+                let target = match (staged_parent, d.file_name()) {
+                    (Some(sp), Some(n)) => Some(sp.join(n)),
+                    // A new top folder: made under a temporary name beside its destination.
+                    (None, Some(_)) if self.spec.stage_new_folders => {
+                        self.counter += 1;
+                        let tmp = parent.join(format!("{}.{}", self.tag, self.counter));
+                        staged.staged_roots.push((tmp.clone(), d.clone()));
+                        Some(tmp)
+                    }
+                    _ => None,
+                };
+                if let Some(target) = target {
+                    fs::create_dir(&target).map_err(|source| ArchiveError::Io {
+                        op: "create folder",
+                        path: target.display().to_string(),
+                        source,
+                    })?;
+                    self.staged_map.insert(d.clone(), target);
+                    self.fresh_dirs.insert(d);
+                    continue;
+                }
+            }
             match fs::create_dir(&d) {
                 Ok(()) => {
                     staged.created_dirs.push(d.clone());
