@@ -89,7 +89,7 @@ def run(stages: list[list[str]], cwd: Path, env: dict | None = None, scratch: Pa
                 prev.close()  # the child holds it now; closing ours lets EOF propagate
             prev = p.stdout if not last else None
             procs.append(p)
-        codes, rss, cpu = [], [], []
+        codes, rss, cpu, sys_ = [], [], [], []
         # A blocking wait4 per stage (no polling); a timer kills a run that hangs.
         killer = threading.Timer(timeout, lambda: [q.kill() for q in procs if q.returncode is None])
         killer.start()
@@ -100,6 +100,7 @@ def run(stages: list[list[str]], cwd: Path, env: dict | None = None, scratch: Pa
                 codes.append(p.returncode)
                 rss.append(ru.ru_maxrss * KiB)  # Linux reports KiB
                 cpu.append(ru.ru_utime + ru.ru_stime)
+                sys_.append(ru.ru_stime)
         finally:
             killer.cancel()
         wall = time.perf_counter() - t0
@@ -109,7 +110,7 @@ def run(stages: list[list[str]], cwd: Path, env: dict | None = None, scratch: Pa
             f = scratch / f".bench-rusage-{i}"
             try:
                 m, u, sy = f.read_text().strip().splitlines()[-1].split()
-                rss[i], cpu[i] = int(m) * KiB, float(u) + float(sy)
+                rss[i], cpu[i], sys_[i] = int(m) * KiB, float(u) + float(sy), float(sy)
             except (OSError, ValueError, IndexError):
                 pass  # killed before GNU time could write: keep wait4's figures
             f.unlink(missing_ok=True)
@@ -126,7 +127,7 @@ def run(stages: list[list[str]], cwd: Path, env: dict | None = None, scratch: Pa
     # counts in 10 ms ticks, so for runs shorter than 0.2 s the figure would be noise.
     background = round(max(busy - sum(cpu), 0.0) / (wall * CORES), 3) if wall >= 0.2 else None
     return Run(argv=stages, wall=wall, returncodes=codes, maxrss=rss, cpu=cpu,
-               stdout=stdout, stderr=stderr, json=parsed, extra={"background_cpu": background})
+               stdout=stdout, stderr=stderr, json=parsed, extra={"background_cpu": background, "sys": sys_})
 
 
 def busy_cpu_seconds() -> float:
@@ -274,13 +275,48 @@ def fresh_dir(path: Path) -> Path:
     return path
 
 
+def prewarm(paths) -> int:
+    """Reads every file under `paths` (untimed), so a timed run finds them in the page cache.
+
+    "Warm page cache" cannot be taken for granted here: this VM runs DAMON with a `pageout`
+    scheme (/sys/kernel/mm/damon/admin/kdamonds/0) that evicts page-cache pages not touched
+    for about a minute, so a corpus read by one run may be gone by the next. Returns bytes read."""
+    buf = bytearray(1 << 20)
+    total = 0
+
+    def read(p: str) -> None:
+        nonlocal total
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return
+        try:
+            with os.fdopen(fd, "rb", buffering=0) as f:
+                while n := f.readinto(buf):
+                    total += n
+        except OSError:
+            pass
+
+    for path in paths:
+        path = str(path)
+        if os.path.isfile(path):
+            read(path)
+            continue
+        for dirpath, _, files in os.walk(path):
+            for name in files:
+                p = os.path.join(dirpath, name)
+                if not os.path.islink(p):
+                    read(p)
+    return total
+
+
 QUIET = 0.25          # wait for others to use less than this fraction of the CPU...
 QUIET_MOST = 300.0     # ...but no longer than this per timed run...
 QUIET_BUDGET = 3600.0  # ...nor this much in all, so a machine that is never quiet still gets measured
 _quiet_spent = 0.0
 
 
-def settle(log=print) -> None:
+def settle(log=print, warm=()) -> None:
     """Before a timed run: waits out ext4's recently-deleted window if a mass deletion was
     recent, flushes dirty pages left by the last run (so they are not written back during
     the next one, charging one tool for another's I/O), and on a shared machine waits for
@@ -288,6 +324,7 @@ def settle(log=print) -> None:
     if TRASH is not None:
         TRASH.wait_window(log)
     os.sync()
+    prewarm(warm)
     global _quiet_spent
     if QUIET > 0:
         t0 = time.monotonic()

@@ -245,11 +245,12 @@ class Series:
         }
 
 
+TOOLS: list[str] = []  # executables kept in the page cache along with each run's inputs
 DISTURBED = 0.15  # a run during which others used more of the CPU than this is repeated
 ATTEMPTS = 3
 
 
-def timed(series: Series, fn, reset=None) -> Run:
+def timed(series: Series, fn, reset=None, warm=()) -> Run:
     """Runs `fn()` (which returns a Run) after `settle()`; prints one line.
 
     On a shared machine someone's build may start in the middle of a run: when others
@@ -257,7 +258,7 @@ def timed(series: Series, fn, reset=None) -> Run:
     before the run and it is repeated (at most ATTEMPTS times; the last one counts). The
     disturbed runs are kept in the results, apart."""
     for attempt in range(1, ATTEMPTS + 1):
-        settle(log)
+        settle(log, warm=[*warm, *TOOLS])
         r = fn()
         bg = r.extra.get("background_cpu")
         rss = f"{r.peak_rss / MiB:6.1f} MiB" if r.maxrss else ""
@@ -318,15 +319,17 @@ def bench_cache(name: str, ferry: Ferry | None, stamp: dict, runs: int, gzip: bo
         if ferry_ok:
             store = fresh_dir(work / "store")
             r = timed(s["ferry save"], lambda: ferry.run(store, "cache", "save", "--key", key, "--path", payload, cwd=src),
-                      reset=lambda: fresh_dir(store))
+                      reset=lambda: fresh_dir(store), warm=[src / payload])
             if r.ok:
                 stored.append(measure.store_data_bytes(store))
             remove(store)
         remove(ref_zst)
-        timed(s["tar|zstd save"], lambda: measure.run(zstd_save, cwd=src, scratch=WORK), reset=lambda: remove(ref_zst))
+        timed(s["tar|zstd save"], lambda: measure.run(zstd_save, cwd=src, scratch=WORK), reset=lambda: remove(ref_zst),
+              warm=[src / payload])
         if gzip:
             remove(ref_gz)
-            timed(s["tar -z save"], lambda: measure.run(gzip_save, cwd=src, scratch=WORK), reset=lambda: remove(ref_gz))
+            timed(s["tar -z save"], lambda: measure.run(gzip_save, cwd=src, scratch=WORK), reset=lambda: remove(ref_gz),
+                  warm=[src / payload])
     zst_bytes = ref_zst.stat().st_size
     s["tar|zstd save"].extra["stored_bytes"] = zst_bytes
     if gzip and ref_gz.exists():
@@ -369,12 +372,14 @@ def bench_cache(name: str, ferry: Ferry | None, stamp: dict, runs: int, gzip: bo
         if ferry_ok:
             d = fresh_dir(restore_dir)
             timed(s["ferry restore"], lambda: ferry.run(warm_store, "cache", "restore", "--key", key, cwd=d),
-                  reset=lambda: fresh_dir(d))
+                  reset=lambda: fresh_dir(d), warm=[warm_store])
         d = fresh_dir(restore_dir)
-        timed(s["zstd -d|tar restore"], lambda: measure.run(zstd_restore, cwd=d, scratch=WORK), reset=lambda: fresh_dir(d))
+        timed(s["zstd -d|tar restore"], lambda: measure.run(zstd_restore, cwd=d, scratch=WORK), reset=lambda: fresh_dir(d),
+              warm=[ref_zst])
         if gzip:
             d = fresh_dir(restore_dir)
-            timed(s["tar -xz restore"], lambda: measure.run(gzip_restore, cwd=d, scratch=WORK), reset=lambda: fresh_dir(d))
+            timed(s["tar -xz restore"], lambda: measure.run(gzip_restore, cwd=d, scratch=WORK), reset=lambda: fresh_dir(d),
+                  warm=[ref_gz])
     remove(work)
 
     out = {
@@ -445,6 +450,8 @@ def bench_workspace(ferry: Ferry, stamp: dict, runs: int) -> dict:
         store = fresh_dir(work / "store")
         wf = f"bench-{uuid.uuid4().hex[:12]}"
         rounds = []
+        if timing:
+            settle(log, warm=[src / stamp["payload"], *TOOLS])
         for n, root in enumerate(jobs):
             r = ferry.run(store, "workspace", "persist", "--root", str(root), "--path", ".",
                           "--workflow", wf, "--job", f"job{n}", cwd=src)
@@ -463,7 +470,7 @@ def bench_workspace(ferry: Ferry, stamp: dict, runs: int) -> dict:
             log(f"    {'ferry workspace persist x10':<34} {total.wall:8.3f} s  rss {total.peak_rss / MiB:6.1f} MiB")
             timed(s["ferry cache save (same files)"],
                   lambda: ferry.run(store, "cache", "save", "--key", "ws-equivalent", "--path", stamp["payload"], cwd=src),
-                  reset=lambda: ferry.run(store, "cache", "rm", "ws-equivalent", cwd=work))
+                  reset=lambda: ferry.run(store, "cache", "rm", "ws-equivalent", cwd=work), warm=[src / stamp["payload"]])
         else:
             r = ferry.run(store, "cache", "save", "--key", "ws-equivalent", "--path", stamp["payload"], cwd=src)
             if not r.ok:
@@ -472,7 +479,7 @@ def bench_workspace(ferry: Ferry, stamp: dict, runs: int) -> dict:
         if timing:
             r = timed(s["ferry workspace attach"],
                       lambda: ferry.run(store, "workspace", "attach", "--at", str(at), "--workflow", wf, cwd=work),
-                      reset=lambda: fresh_dir(at))
+                      reset=lambda: fresh_dir(at), warm=[store])
         else:
             r = ferry.run(store, "workspace", "attach", "--at", str(at), "--workflow", wf, cwd=work)
             s["ferry workspace attach"].extra["json"] = r.json
@@ -488,7 +495,7 @@ def bench_workspace(ferry: Ferry, stamp: dict, runs: int) -> dict:
         if timing:
             timed(s["ferry cache restore (same files)"],
                   lambda: ferry.run(store, "cache", "restore", "--key", "ws-equivalent", cwd=d),
-                  reset=lambda: fresh_dir(d))
+                  reset=lambda: fresh_dir(d), warm=[store])
         else:
             r = ferry.run(store, "cache", "restore", "--key", "ws-equivalent", cwd=d)
             if r.ok:
@@ -496,7 +503,7 @@ def bench_workspace(ferry: Ferry, stamp: dict, runs: int) -> dict:
         d = fresh_dir(work / "restore")
         if timing:
             timed(s["zstd -d|tar restore (same files)"], lambda: measure.run(zstd_restore, cwd=d, scratch=WORK),
-                  reset=lambda: fresh_dir(d))
+                  reset=lambda: fresh_dir(d), warm=[ref_zst])
         else:
             measure.run(zstd_restore, cwd=d, scratch=WORK)
         remove(d)
@@ -570,13 +577,13 @@ def bench_artifacts(ferry: Ferry, stamp: dict, runs: int) -> dict:
         log(f"  [artifacts] {runs} rounds: upload 10,000 files, download them, cp -a")
         for i in range(runs):
             store = fresh_dir(work / "store")
-            timed(s["ferry artifacts upload"], lambda: up(store), reset=lambda: fresh_dir(store))
+            timed(s["ferry artifacts upload"], lambda: up(store), reset=lambda: fresh_dir(store), warm=[src / payload])
             out = fresh_dir(work / "out")
-            timed(s["ferry artifacts download"], lambda: down(store, out), reset=lambda: fresh_dir(out))
+            timed(s["ferry artifacts download"], lambda: down(store, out), reset=lambda: fresh_dir(out), warm=[store])
             remove(out)
             remove(store)
             timed(s["cp -a (same files)"], lambda: measure.run([["cp", "-a", payload, str(work / "cp")]], cwd=src, scratch=WORK),
-                  reset=lambda: remove(work / "cp"))
+                  reset=lambda: remove(work / "cp"), warm=[src / payload])
             remove(work / "cp")
     remove(work)
     return {
@@ -641,6 +648,7 @@ def main() -> int:
     else:
         exe = build_ferry()
     ferry = Ferry(exe, ferry_env())
+    TOOLS[:] = [str(exe)] + [p for p in (measure.which(t) for t in ("tar", "zstd", "gzip", "cp")) if p]
     meta = {
         "commit": commit,
         "dirty_files": git_dirty_files(),
@@ -651,6 +659,8 @@ def main() -> int:
         "machine": machine(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "tools": tools,
+        "quiet": args.quiet,
+        "disturbed": DISTURBED,
         "seed": args.seed,
         "generator_version": corpora.GENERATOR_VERSION,
     }
