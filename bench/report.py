@@ -70,7 +70,7 @@ def markdown(doc: dict) -> str:
     out = []
     out.append(
         f"Measured {meta['date']} on commit `{meta['commit']}` ({meta['ferry_version'] or 'ferry'}, "
-        f"release build), {m['cores']} cores ({m['cpu']}), {m['memory_bytes'] / 2**30:.0f} GiB RAM, "
+        f"release build{', binary sha256 ' + meta['binary_sha256'][:12] if meta.get('binary_sha256') else ''}), {m['cores']} cores ({m['cpu']}), {m['memory_bytes'] / 2**30:.0f} GiB RAM, "
         f"Linux {m['kernel']}, {m['filesystem']}; {meta['runs']} runs each, median wall time, warm page cache. "
         f"**A shared machine** (other engineers compiling): {quiet}repeated a run during which others used "
         f"more than {meta.get('disturbed', 0.15):.0%} of the CPU.{noise}")

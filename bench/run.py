@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -99,6 +100,24 @@ def build_ferry() -> Path:
         log("bench: the build failed; fix it or pass --ferry PATH")
         sys.exit(1)
     return Path(exe)
+
+
+def private_copy(exe: Path) -> tuple[Path, str]:
+    """Copies the binary into bench/work and returns (copy, its SHA-256).
+
+    target/ is shared: anyone's `cargo build --release` replaces target/release/ferry,
+    and did so in the middle of a measurement once. The benchmark runs its own copy."""
+    data = exe.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    d = WORK / "bin" / digest[:16]
+    d.mkdir(parents=True, exist_ok=True)
+    copy = d / "ferry"
+    if not copy.exists():
+        tmp = d / "ferry.tmp"
+        tmp.write_bytes(data)
+        tmp.chmod(0o755)
+        tmp.rename(copy)
+    return copy, digest
 
 
 def ferry_env() -> dict:
@@ -639,20 +658,22 @@ def main() -> int:
         return 0
 
     commit = git_commit()
-    ferry = None
+    dirty = git_dirty_files()
     if args.ferry:
-        exe = args.ferry.resolve()
-        if not os.access(exe, os.X_OK):
-            log(f"bench: {exe} is not an executable file")
+        built = args.ferry.resolve()
+        if not os.access(built, os.X_OK):
+            log(f"bench: {built} is not an executable file")
             return 2
     else:
-        exe = build_ferry()
+        built = build_ferry()
+    exe, exe_sha256 = private_copy(built)
     ferry = Ferry(exe, ferry_env())
     TOOLS[:] = [str(exe)] + [p for p in (measure.which(t) for t in ("tar", "zstd", "gzip", "cp")) if p]
     meta = {
         "commit": commit,
-        "dirty_files": git_dirty_files(),
-        "binary": str(exe) if args.ferry else "cargo build --release -p ferry",
+        "dirty_files": dirty,
+        "binary": str(built) if args.ferry else "cargo build --release -p ferry",
+        "binary_sha256": exe_sha256,
         "ferry_version": ferry.version(),
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "runs": runs,
