@@ -196,7 +196,8 @@ where
             Ok(f) => f,
             Err(e) => return io(e),
         };
-        let mut w = Hashing::new(StdBufWriter::with_capacity(CHUNK, file));
+        // Compressed output comes in pieces of about 128 KiB, which pass this buffer by.
+        let mut w = Hashing::new(StdBufWriter::with_capacity(64 * 1024, file));
         let out = match produce(&mut w) {
             Ok(out) => out,
             Err(e) => {
@@ -274,56 +275,176 @@ impl Write for ChannelSink {
 }
 
 enum Source {
-    Channel {
+    /// Pieces of a remote object, hashed here as they arrive.
+    Remote {
         rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
         current: Bytes,
+        hasher: Sha256,
+        size: u64,
     },
-    File(File),
+    /// Chunks of a local file, read and hashed by a thread of its own; emptied buffers go
+    /// back to it through `spare`.
+    Local {
+        rx: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+        spare: std::sync::mpsc::SyncSender<Vec<u8>>,
+        current: Vec<u8>,
+        pos: usize,
+        reader: Option<std::thread::JoinHandle<std::io::Result<(u64, String)>>>,
+    },
 }
 
-/// What a download consumer sees: the object's bytes, hashed as they are read.
+/// What a download consumer sees: the object's bytes, hashed as they are read. It is a
+/// [`BufRead`](std::io::BufRead), so a decompressor can read the chunks in place.
 pub struct DownloadReader {
     source: Source,
-    hasher: Sha256,
-    size: u64,
 }
 
 impl DownloadReader {
-    fn new(source: Source) -> Self {
+    fn remote(rx: mpsc::Receiver<Result<Bytes, std::io::Error>>) -> Self {
         Self {
-            source,
-            hasher: Sha256::new(),
-            size: 0,
+            source: Source::Remote {
+                rx,
+                current: Bytes::new(),
+                hasher: Sha256::new(),
+                size: 0,
+            },
+        }
+    }
+
+    /// Reads `file` on a thread of its own, hashing it there: reading and SHA-256 then run
+    /// beside decompression and unpacking instead of before each piece of it.
+    fn local(mut file: File) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel(CHANNEL_DEPTH);
+        let (spare, spare_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(CHANNEL_DEPTH + 2);
+        let reader = std::thread::spawn(move || {
+            let mut hasher = Sha256::new();
+            let mut size = 0u64;
+            loop {
+                let mut buf = spare_rx.try_recv().unwrap_or_default();
+                buf.resize(CHUNK, 0);
+                let mut filled = 0;
+                while filled < CHUNK {
+                    match file.read(&mut buf[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            let kind = e.kind();
+                            let _ = tx.send(Err(e));
+                            return Err(std::io::Error::from(kind));
+                        }
+                    }
+                }
+                if filled == 0 {
+                    return Ok((size, format!("{:x}", hasher.finalize())));
+                }
+                buf.truncate(filled);
+                hasher.update(&buf);
+                size += filled as u64;
+                if tx.send(Ok(buf)).is_err() {
+                    // The consumer stopped early; it reports why.
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::BrokenPipe,
+                        "the download was abandoned",
+                    ));
+                }
+            }
+        });
+        Self {
+            source: Source::Local {
+                rx,
+                spare,
+                current: Vec::new(),
+                pos: 0,
+                reader: Some(reader),
+            },
         }
     }
 
     /// Reads to the end and returns the size and SHA-256 of everything read.
     pub fn finish(mut self) -> std::io::Result<(u64, String)> {
-        std::io::copy(&mut self, &mut std::io::sink())?;
-        Ok((self.size, format!("{:x}", self.hasher.finalize())))
+        use std::io::BufRead;
+        loop {
+            let n = self.fill_buf()?.len();
+            if n == 0 {
+                break;
+            }
+            self.consume(n);
+        }
+        match self.source {
+            Source::Remote { hasher, size, .. } => Ok((size, format!("{:x}", hasher.finalize()))),
+            Source::Local { mut reader, .. } => match reader.take().map(|r| r.join()) {
+                Some(Ok(result)) => result,
+                _ => Err(std::io::Error::other("the file reader stopped")),
+            },
+        }
+    }
+}
+
+impl std::io::BufRead for DownloadReader {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        match &mut self.source {
+            Source::Remote {
+                rx,
+                current,
+                hasher,
+                size,
+            } => {
+                while current.is_empty() {
+                    match rx.blocking_recv() {
+                        Some(Ok(b)) => {
+                            hasher.update(&b);
+                            *size += b.len() as u64;
+                            *current = b;
+                        }
+                        Some(Err(e)) => return Err(e),
+                        None => break,
+                    }
+                }
+                Ok(current)
+            }
+            Source::Local {
+                rx,
+                spare,
+                current,
+                pos,
+                ..
+            } => {
+                while *pos >= current.len() {
+                    match rx.recv() {
+                        Ok(Ok(next)) => {
+                            let used = std::mem::replace(current, next);
+                            *pos = 0;
+                            if used.capacity() > 0 {
+                                let _ = spare.try_send(used);
+                            }
+                        }
+                        Ok(Err(e)) => return Err(e),
+                        Err(_) => return Ok(&[]),
+                    }
+                }
+                Ok(&current[*pos..])
+            }
+        }
+    }
+
+    fn consume(&mut self, n: usize) {
+        match &mut self.source {
+            Source::Remote { current, .. } => {
+                let _ = current.split_to(n.min(current.len()));
+            }
+            Source::Local { pos, .. } => *pos += n,
+        }
     }
 }
 
 impl Read for DownloadReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        let n = match &mut self.source {
-            Source::File(f) => f.read(out)?,
-            Source::Channel { rx, current } => {
-                while current.is_empty() {
-                    match rx.blocking_recv() {
-                        Some(Ok(b)) => *current = b,
-                        Some(Err(e)) => return Err(e),
-                        None => return Ok(0),
-                    }
-                }
-                let n = out.len().min(current.len());
-                out[..n].copy_from_slice(&current[..n]);
-                let _ = current.split_to(n);
-                n
-            }
-        };
-        self.hasher.update(&out[..n]);
-        self.size += n as u64;
+        use std::io::BufRead;
+        let available = self.fill_buf()?;
+        let n = out.len().min(available.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
         Ok(n)
     }
 }
@@ -343,20 +464,13 @@ where
 {
     if let Some(path) = store.local_path(rel) {
         let file = open_local(store, rel, &path)?;
-        return tokio::task::spawn_blocking(move || {
-            consume(DownloadReader::new(Source::File(file)))
-        })
-        .await
-        .expect("the consumer thread does not panic")
-        .map_err(TransferError::Local);
+        return tokio::task::spawn_blocking(move || consume(DownloadReader::local(file)))
+            .await
+            .expect("the consumer thread does not panic")
+            .map_err(TransferError::Local);
     }
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-    let consumer = tokio::task::spawn_blocking(move || {
-        consume(DownloadReader::new(Source::Channel {
-            rx,
-            current: Bytes::new(),
-        }))
-    });
+    let consumer = tokio::task::spawn_blocking(move || consume(DownloadReader::remote(rx)));
     let path = store.path(rel);
     let objects = Arc::clone(store.objects());
     let mut store_err = None;

@@ -647,3 +647,114 @@ fn gzip_entry_found_through_format_doc_unpacks_with_gnu_tar() {
         snapshot(&out.join("tree"))
     );
 }
+
+/// Files of sizes around the restore's boundaries: written whole by the writer threads
+/// (up to 256 KiB), streamed in chunks (above it), sizes not a multiple of 512 or of a chunk;
+/// half incompressible, half repetitive, with their own modes and mtimes.
+fn make_large_files(root: &Path) -> Vec<&'static str> {
+    let sizes = [
+        ("exactly-256k.bin", 256 * 1024),
+        ("just-over-256k.bin", 256 * 1024 + 1),
+        ("three-mib-odd.bin", 3 * 1024 * 1024 + 123),
+        ("nine-mib.bin", 9 * 1024 * 1024 + 511),
+    ];
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    for (i, (name, size)) in sizes.iter().enumerate() {
+        let mut body = Vec::with_capacity(*size);
+        while body.len() < size / 2 {
+            // xorshift: incompressible, and the same on every run.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            body.extend_from_slice(&state.to_le_bytes());
+        }
+        body.truncate(size / 2);
+        while body.len() < *size {
+            body.extend_from_slice(b"node_modules/some-package/index.js\n");
+        }
+        body.truncate(*size);
+        let p = root.join(name);
+        std::fs::create_dir_all(root).expect("mkdir");
+        std::fs::write(&p, &body).expect("write");
+        let mode = [0o644, 0o755, 0o600, 0o640][i];
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let t = filetime::FileTime::from_unix_time(1_500_000_000 + i as i64 * 1000, 0);
+        filetime::set_file_mtime(&p, t).expect("mtime");
+    }
+    sizes.iter().map(|(n, _)| *n).collect()
+}
+
+#[test]
+fn large_files_round_trip_in_every_format_with_modes_and_mtimes() {
+    let ctx = TestContext::new();
+    make_large_files(&ctx.work.join("tree"));
+    for format in ["zstd", "gzip", "tar"] {
+        let key = format!("large-{format}");
+        let saved = save(&ctx, &key, &["--format", format]);
+        assert_eq!(saved["saved"], true, "{format}");
+        assert_eq!(saved["files"], 4, "{format}");
+        let dest = ctx.dir(&format!("restored-{format}"));
+        ctx.run_in(&dest, &["cache", "restore", "--key", &key, "--exact"])
+            .ok();
+        assert_eq!(
+            snapshot(&ctx.work.join("tree")),
+            snapshot(&dest.join("tree")),
+            "{format}: the restored tree differs"
+        );
+    }
+}
+
+#[test]
+fn large_file_archives_are_standard_tar_that_gnu_tar_reads() {
+    let ctx = TestContext::new();
+    let Some(store) = ctx.local_store() else {
+        return;
+    };
+    make_large_files(&ctx.work.join("tree"));
+    save(&ctx, "by-hand", &["--format", "tar"]);
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(manifest_path(&store, "by-hand")).expect("read"))
+            .expect("json");
+    let data = store.join(m["data"]["path"].as_str().expect("path"));
+    let out = ctx.dir("by-hand");
+    let status = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(&data)
+        .current_dir(&out)
+        .status()
+        .expect("GNU tar runs");
+    assert!(status.success(), "GNU tar could not read the archive");
+    assert_eq!(
+        snapshot(&ctx.work.join("tree")),
+        snapshot(&out.join("tree"))
+    );
+}
+
+#[test]
+fn truncated_data_inside_a_large_file_fails_with_5_and_leaves_no_partial_file() {
+    let ctx = TestContext::new();
+    let Some(store) = ctx.local_store() else {
+        return;
+    };
+    make_large_files(&ctx.work.join("tree"));
+    save(&ctx, "trunc-large", &["--format", "tar"]);
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(manifest_path(&store, "trunc-large")).expect("read"))
+            .expect("json");
+    let data = store.join(m["data"]["path"].as_str().expect("path"));
+    let bytes = std::fs::read(&data).expect("data");
+    // Cut in the middle of the 9 MiB file (the third entry by name): it is being streamed
+    // when the archive ends.
+    std::fs::write(&data, &bytes[..bytes.len() - 4 * 1024 * 1024]).expect("truncate");
+
+    let target = ctx.dir("target");
+    std::fs::write(target.join("mine.txt"), "keep me").expect("write");
+    let before = snapshot(&target);
+    let run = ctx.run_in(&target, &["cache", "restore", "--key", "trunc-large"]);
+    run.expect_code(5);
+    assert_eq!(
+        snapshot(&target),
+        before,
+        "a failed restore left files behind"
+    );
+}

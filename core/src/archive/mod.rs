@@ -7,7 +7,7 @@ mod pack;
 mod plan;
 mod unpack;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
@@ -131,16 +131,14 @@ pub fn compressor<'a, W: Write + 'a>(
     })
 }
 
-/// Wraps `input` in the decompressor of `format`.
-pub fn decompressor<'a, R: Read + 'a>(
+/// Wraps `input` in the decompressor of `format`, which reads `input`'s buffer in place.
+pub fn decompressor<'a, R: BufRead + 'a>(
     format: Format,
     input: R,
 ) -> std::io::Result<Box<dyn Read + 'a>> {
     Ok(match format {
-        Format::Zstd => Box::new(zstd::stream::read::Decoder::new(input)?),
-        Format::Gzip => Box::new(flate2::read::GzDecoder::new(
-            std::io::BufReader::with_capacity(256 * 1024, input),
-        )),
+        Format::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input)?),
+        Format::Gzip => Box::new(flate2::bufread::GzDecoder::new(input)),
         Format::Tar => Box::new(input),
     })
 }

@@ -49,6 +49,9 @@ pub enum EntryKind {
     Symlink,
 }
 
+/// Bytes read from a file at a time when packing.
+const COPY_BUF: usize = 128 * 1024;
+
 /// Writes every root into a tar stream on `out`.
 ///
 /// Folders are walked in name order without following symlinks; a root that is itself a
@@ -68,6 +71,7 @@ pub fn pack_listing<W: Write>(
     builder.mode(tar::HeaderMode::Complete);
     let mut stats = PackStats::default();
     let mut seen = BTreeSet::new();
+    let mut buf = vec![0u8; COPY_BUF];
     let root_names: Vec<&str> = spec.roots.iter().map(|r| r.name.as_str()).collect();
     for root in &spec.roots {
         // A root that is a symlink is stored as the link, not walked through (walkdir follows
@@ -130,6 +134,7 @@ pub fn pack_listing<W: Write>(
                 &meta,
                 &root_names,
                 &mut stats,
+                &mut buf,
             )? {
                 on_entry(&name, kind);
             }
@@ -146,6 +151,7 @@ fn append<W: Write>(
     meta: &Metadata,
     roots: &[&str],
     stats: &mut PackStats,
+    buf: &mut [u8],
 ) -> Result<Option<EntryKind>, ArchiveError> {
     let io = |op: &'static str| {
         let path = fs_path.display().to_string();
@@ -194,14 +200,11 @@ fn append<W: Write>(
         let file = std::fs::File::open(fs_path).map_err(io("open"))?;
         header.set_entry_type(EntryType::Regular);
         header.set_size(meta.len());
-        // The size is fixed in the header: a file that grows while packing is cut at that size
-        // and one that shrinks is an error, never a corrupt archive.
-        let mut reader = ExactReader {
-            inner: file.take(meta.len()),
-            left: meta.len(),
-            path: fs_path,
-        };
-        append_raw(builder, &mut header, name, None, &mut reader).map_err(ArchiveError::Write)?;
+        // The header goes first with no data; the data follows in large reads (the tar
+        // crate copies through an 8 KiB buffer, a syscall each).
+        append_raw(builder, &mut header, name, None, std::io::empty())
+            .map_err(ArchiveError::Write)?;
+        copy_exact(file, meta.len(), fs_path, builder.get_mut(), buf)?;
         stats.files += 1;
         stats.bytes += meta.len();
         Ok(Some(EntryKind::File))
@@ -211,27 +214,46 @@ fn append<W: Write>(
     }
 }
 
-struct ExactReader<'a, R> {
-    inner: R,
-    left: u64,
-    path: &'a PathBuf,
-}
-
-impl<R: Read> Read for ExactReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.left == 0 {
-            return Ok(0);
-        }
-        let n = self.inner.read(buf)?;
-        if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!("{} shrank while it was being saved", self.path.display()),
-            ));
-        }
-        self.left -= n as u64;
-        Ok(n)
+/// Copies exactly `size` bytes of `file` into the archive and pads them to a 512-byte
+/// block. The size is fixed in the header: a file that grows while packing is cut at that
+/// size and one that shrinks is an error, never a corrupt archive.
+fn copy_exact<W: Write>(
+    mut file: std::fs::File,
+    size: u64,
+    path: &std::path::Path,
+    out: &mut W,
+    buf: &mut [u8],
+) -> Result<(), ArchiveError> {
+    let mut left = size;
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = match file.read(&mut buf[..want]) {
+            Ok(0) => {
+                return Err(ArchiveError::Io {
+                    op: "read",
+                    path: path.display().to_string(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("{} shrank while it was being saved", path.display()),
+                    ),
+                });
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(source) => {
+                return Err(ArchiveError::Io {
+                    op: "read",
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        };
+        out.write_all(&buf[..n]).map_err(ArchiveError::Write)?;
+        left -= n as u64;
     }
+    let pad = (512 - size % 512) % 512;
+    out.write_all(&[0u8; 512][..pad as usize])
+        .map_err(ArchiveError::Write)
 }
 
 /// Appends an entry whose name (and link target) may be absolute, hold `..` or `~`, or exceed
@@ -282,4 +304,56 @@ fn long_record<W: Write>(
     h.set_entry_type(kind);
     h.set_cksum();
     builder.append(&h, bytes.as_slice())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copied_file_data_is_padded_to_a_whole_block() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![7u8; 1000]).expect("write");
+        let mut out = Vec::new();
+        let mut buf = [0u8; 300];
+        let file = std::fs::File::open(&path).expect("open");
+        copy_exact(file, 1000, &path, &mut out, &mut buf).expect("copy");
+        assert_eq!(out.len(), 1024);
+        assert!(out[..1000].iter().all(|&b| b == 7));
+        assert!(out[1000..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn a_file_that_shrinks_while_packed_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("shrinking.log");
+        std::fs::write(&path, vec![1u8; 4096]).expect("write");
+        let file = std::fs::File::open(&path).expect("open");
+        // The header already says 4096 bytes; the file loses half of them before it is read.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_len(2048))
+            .expect("truncate");
+        let mut out = Vec::new();
+        let err = copy_exact(file, 4096, &path, &mut out, &mut [0u8; 1024])
+            .expect_err("a short file is not a whole entry");
+        assert!(
+            err.to_string().contains("shrank while it was being saved"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_file_that_grows_while_packed_is_cut_at_the_size_in_its_header() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("growing.log");
+        std::fs::write(&path, vec![1u8; 5000]).expect("write");
+        let file = std::fs::File::open(&path).expect("open");
+        let mut out = Vec::new();
+        copy_exact(file, 3000, &path, &mut out, &mut [0u8; 1024]).expect("copy");
+        assert_eq!(out.len(), 3072);
+        assert!(out[3000..].iter().all(|&b| b == 0));
+    }
 }
