@@ -111,8 +111,8 @@ impl ArchiveError {
 /// Output buffer of the zstd compressor. Each write hands zstd some input and takes back at
 /// most this much output; multi-threaded zstd keeps finished jobs (8 MiB each at level 3)
 /// until their output is taken, so with the zstd crate's default 32 KiB a fast producer
-/// made the jobs pile up: saving a 1 GiB file peaked at 110 MiB of RSS, and at 85 MiB with
-/// this buffer.
+/// made the jobs pile up: saving the benchmark's 1 GiB file peaked at 110 MiB of RSS, and
+/// at 82 MiB with this buffer.
 const ZSTD_OUTPUT: usize = 1024 * 1024;
 
 /// Wraps `out` in the compressor of `format`; `finish` must be called on the result.
