@@ -239,6 +239,21 @@ where
     ))
 }
 
+/// Reads until `buf` is full or the input ends; the bytes read (fewer than `buf.len()` only
+/// at the end).
+pub(crate) fn read_full<R: Read + ?Sized>(input: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
 /// Hands written bytes to the uploader in chunks of [`CHUNK`].
 struct ChannelSink {
     tx: mpsc::Sender<Bytes>,
@@ -322,19 +337,14 @@ impl DownloadReader {
             loop {
                 let mut buf = spare_rx.try_recv().unwrap_or_default();
                 buf.resize(CHUNK, 0);
-                let mut filled = 0;
-                while filled < CHUNK {
-                    match file.read(&mut buf[filled..]) {
-                        Ok(0) => break,
-                        Ok(n) => filled += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => {
-                            let kind = e.kind();
-                            let _ = tx.send(Err(e));
-                            return Err(std::io::Error::from(kind));
-                        }
+                let filled = match read_full(&mut file, &mut buf) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let kind = e.kind();
+                        let _ = tx.send(Err(e));
+                        return Err(std::io::Error::from(kind));
                     }
-                }
+                };
                 if filled == 0 {
                     return Ok((size, format!("{:x}", hasher.finalize())));
                 }

@@ -648,15 +648,7 @@ impl WriterPool {
         loop {
             let mut buf = self.spare.try_recv().unwrap_or_default();
             buf.resize(STREAM_CHUNK, 0);
-            let mut filled = 0;
-            while filled < STREAM_CHUNK {
-                match data.read(&mut buf[filled..]) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(corrupt(e)),
-                }
-            }
+            let filled = crate::transfer::read_full(data, &mut buf).map_err(corrupt)?;
             if filled == 0 {
                 break;
             }
