@@ -182,6 +182,22 @@ def merge(path: Path, doc: dict) -> dict:
                                              ["node_modules", "target", "big", "workspace", "artifacts"] if k in benches}}
 
 
+LIST_MOST = 50  # longer lists (ferry's JSON listing 10,000 artifacts) are cut in results.json
+
+
+def brief(o):
+    """`o` with every list longer than LIST_MOST cut to its first items and a count of the
+    rest: results.json keeps the measurements, not every file a command listed (the full
+    output stays in bench/work/results-*.json)."""
+    if isinstance(o, dict):
+        return {k: brief(v) for k, v in o.items()}
+    if isinstance(o, list):
+        if len(o) > LIST_MOST:
+            return [brief(x) for x in o[:5]] + [f"... and {len(o) - 5} more"]
+        return [brief(x) for x in o]
+    return o
+
+
 def write_readme(path: Path, table: str) -> None:
     text = path.read_text()
     block = f"{START}\n{table}{END}"

@@ -716,7 +716,7 @@ def main() -> int:
     log("")
     log(report.markdown(doc))
     if record:
-        merged = report.merge(RESULTS_JSON, doc)
+        merged = report.brief(report.merge(RESULTS_JSON, doc))
         RESULTS_JSON.write_text(json.dumps(merged, indent=1) + "\n")
         report.write_readme(README, report.markdown(merged))
         log(f"bench: recorded in {RESULTS_JSON.relative_to(REPO)} and {README.relative_to(REPO)}")
