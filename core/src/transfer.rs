@@ -506,21 +506,16 @@ where
             Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
         }
     };
-    loop {
+    'pieces: loop {
         match stream.try_next().await {
             Ok(Some(mut chunk)) => {
                 // Ranges are large; handing them over in small pieces keeps the queue's memory
                 // bounded by CHANNEL_DEPTH pieces rather than CHANNEL_DEPTH ranges.
-                let mut closed = false;
                 while !chunk.is_empty() {
                     let piece = chunk.split_to(chunk.len().min(CHUNK));
                     if tx.send(Ok(piece)).await.is_err() {
-                        closed = true;
-                        break;
+                        break 'pieces;
                     }
-                }
-                if closed {
-                    break;
                 }
             }
             Ok(None) => break,

@@ -470,6 +470,32 @@ fn manifest_path(store: &Path, key: &str) -> std::path::PathBuf {
 
 /// Replaces an entry's data with `archive` (zstd-compressed) and fixes the manifest's digest,
 /// as someone with write access to the store could.
+/// The manifest of `key` in a local store and the path of its data object, which the
+/// manifest names (docs/FORMAT.md).
+fn stored(store: &Path, key: &str) -> (Value, std::path::PathBuf) {
+    let m: Value = serde_json::from_slice(&std::fs::read(manifest_path(store, key)).expect("read"))
+        .expect("json");
+    let data = store.join(m["data"]["path"].as_str().expect("path"));
+    (m, data)
+}
+
+/// Unpacks `archive` with GNU tar (`flags`: `-xf`, `-xzf`) into a new folder `name`.
+fn gnu_tar_x(ctx: &TestContext, flags: &str, archive: &Path, name: &str) -> std::path::PathBuf {
+    let out = ctx.dir(name);
+    let status = std::process::Command::new("tar")
+        .arg(flags)
+        .arg(archive)
+        .current_dir(&out)
+        .status()
+        .expect("GNU tar runs");
+    assert!(
+        status.success(),
+        "GNU tar could not read {}",
+        archive.display()
+    );
+    out
+}
+
 fn replace_data(store: &Path, key: &str, tar_bytes: &[u8]) {
     use sha2::Digest;
     let mpath = manifest_path(store, key);
@@ -599,10 +625,7 @@ fn truncated_data_fails_with_5_and_leaves_the_tree_as_it_was() {
         );
     }
     save(&ctx, "trunc", &[]);
-    let m: Value =
-        serde_json::from_slice(&std::fs::read(manifest_path(&store, "trunc")).expect("read"))
-            .expect("json");
-    let data = store.join(m["data"]["path"].as_str().expect("path"));
+    let (_, data) = stored(&store, "trunc");
     let bytes = std::fs::read(&data).expect("data");
     std::fs::write(&data, &bytes[..bytes.len() / 2]).expect("truncate");
 
@@ -629,19 +652,9 @@ fn gzip_entry_found_through_format_doc_unpacks_with_gnu_tar() {
     make_tree(&ctx.work.join("tree"));
     save(&ctx, "gz", &["--format", "gzip"]);
     // docs/FORMAT.md: ferry-v1/<project, encoded>/caches/keys/<name>.json names the data object.
-    let m: Value =
-        serde_json::from_slice(&std::fs::read(manifest_path(&store, "gz")).expect("read"))
-            .expect("json");
+    let (m, data) = stored(&store, "gz");
     assert_eq!(m["compression"], "gzip");
-    let data = store.join(m["data"]["path"].as_str().expect("path"));
-    let out = ctx.dir("by-hand");
-    let status = std::process::Command::new("tar")
-        .arg("-xzf")
-        .arg(&data)
-        .current_dir(&out)
-        .status()
-        .expect("GNU tar runs");
-    assert!(status.success());
+    let out = gnu_tar_x(&ctx, "-xzf", &data, "by-hand");
     assert_eq!(
         snapshot(&ctx.work.join("tree")),
         snapshot(&out.join("tree"))
@@ -651,13 +664,14 @@ fn gzip_entry_found_through_format_doc_unpacks_with_gnu_tar() {
 /// Files of sizes around the restore's boundaries: written whole by the writer threads
 /// (up to 256 KiB), streamed in chunks (above it), sizes not a multiple of 512 or of a chunk;
 /// half incompressible, half repetitive, with their own modes and mtimes.
-fn make_large_files(root: &Path) -> Vec<&'static str> {
+fn make_large_files(root: &Path) {
     let sizes = [
         ("exactly-256k.bin", 256 * 1024),
         ("just-over-256k.bin", 256 * 1024 + 1),
         ("three-mib-odd.bin", 3 * 1024 * 1024 + 123),
         ("nine-mib.bin", 9 * 1024 * 1024 + 511),
     ];
+    std::fs::create_dir_all(root).expect("mkdir");
     let mut state = 0x9e37_79b9_7f4a_7c15_u64;
     for (i, (name, size)) in sizes.iter().enumerate() {
         let mut body = Vec::with_capacity(*size);
@@ -674,14 +688,12 @@ fn make_large_files(root: &Path) -> Vec<&'static str> {
         }
         body.truncate(*size);
         let p = root.join(name);
-        std::fs::create_dir_all(root).expect("mkdir");
         std::fs::write(&p, &body).expect("write");
         let mode = [0o644, 0o755, 0o600, 0o640][i];
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
         let t = filetime::FileTime::from_unix_time(1_500_000_000 + i as i64 * 1000, 0);
         filetime::set_file_mtime(&p, t).expect("mtime");
     }
-    sizes.iter().map(|(n, _)| *n).collect()
 }
 
 #[test]
@@ -712,18 +724,8 @@ fn large_file_archives_are_standard_tar_that_gnu_tar_reads() {
     };
     make_large_files(&ctx.work.join("tree"));
     save(&ctx, "by-hand", &["--format", "tar"]);
-    let m: Value =
-        serde_json::from_slice(&std::fs::read(manifest_path(&store, "by-hand")).expect("read"))
-            .expect("json");
-    let data = store.join(m["data"]["path"].as_str().expect("path"));
-    let out = ctx.dir("by-hand");
-    let status = std::process::Command::new("tar")
-        .arg("-xf")
-        .arg(&data)
-        .current_dir(&out)
-        .status()
-        .expect("GNU tar runs");
-    assert!(status.success(), "GNU tar could not read the archive");
+    let (_, data) = stored(&store, "by-hand");
+    let out = gnu_tar_x(&ctx, "-xf", &data, "by-hand");
     assert_eq!(
         snapshot(&ctx.work.join("tree")),
         snapshot(&out.join("tree"))
@@ -738,10 +740,7 @@ fn truncated_data_inside_a_large_file_fails_with_5_and_leaves_no_partial_file() 
     };
     make_large_files(&ctx.work.join("tree"));
     save(&ctx, "trunc-large", &["--format", "tar"]);
-    let m: Value =
-        serde_json::from_slice(&std::fs::read(manifest_path(&store, "trunc-large")).expect("read"))
-            .expect("json");
-    let data = store.join(m["data"]["path"].as_str().expect("path"));
+    let (_, data) = stored(&store, "trunc-large");
     let bytes = std::fs::read(&data).expect("data");
     // Cut in the middle of the 9 MiB file (the third entry by name): it is being streamed
     // when the archive ends.

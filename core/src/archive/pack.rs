@@ -224,30 +224,21 @@ fn copy_exact<W: Write>(
     out: &mut W,
     buf: &mut [u8],
 ) -> Result<(), ArchiveError> {
+    let read_error = |source| ArchiveError::Io {
+        op: "read",
+        path: path.display().to_string(),
+        source,
+    };
     let mut left = size;
     while left > 0 {
         let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        let n = match file.read(&mut buf[..want]) {
-            Ok(0) => {
-                return Err(ArchiveError::Io {
-                    op: "read",
-                    path: path.display().to_string(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        format!("{} shrank while it was being saved", path.display()),
-                    ),
-                });
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(source) => {
-                return Err(ArchiveError::Io {
-                    op: "read",
-                    path: path.display().to_string(),
-                    source,
-                });
-            }
-        };
+        let n = crate::transfer::read_full(&mut file, &mut buf[..want]).map_err(read_error)?;
+        if n < want {
+            return Err(read_error(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "it shrank while it was being saved",
+            )));
+        }
         out.write_all(&buf[..n]).map_err(ArchiveError::Write)?;
         left -= n as u64;
     }

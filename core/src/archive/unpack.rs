@@ -696,35 +696,14 @@ fn stream_files(
     let mut open: Option<(File, PathBuf, u32, i64)> = None;
     for piece in rx {
         match piece {
-            Piece::Begin { tmp, mode, mtime } => {
-                match OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&tmp)
-                {
-                    Ok(f) => open = Some((f, tmp, mode, mtime)),
-                    Err(source) => record(
-                        error,
-                        ArchiveError::Io {
-                            op: "create",
-                            path: tmp.display().to_string(),
-                            source,
-                        },
-                    ),
-                }
-            }
+            Piece::Begin { tmp, mode, mtime } => match create_new(&tmp) {
+                Ok(f) => open = Some((f, tmp, mode, mtime)),
+                Err(e) => record(error, e),
+            },
             Piece::Data(buf) => {
                 if let Some((f, tmp, ..)) = &mut open {
                     if let Err(source) = f.write_all(&buf) {
-                        record(
-                            error,
-                            ArchiveError::Io {
-                                op: "write",
-                                path: tmp.display().to_string(),
-                                source,
-                            },
-                        );
+                        record(error, io_error("write", tmp)(source));
                         open = None;
                     }
                 }
@@ -791,55 +770,40 @@ fn rename_all(renames: &[(PathBuf, PathBuf)]) -> Result<(), ArchiveError> {
     })
 }
 
-fn write_bytes(tmp: &Path, data: &[u8], mode: u32, mtime: i64) -> Result<u64, ArchiveError> {
-    create_file(tmp, mode, mtime, |f| {
-        f.write_all(data).map_err(|source| ArchiveError::Io {
-            op: "write",
-            path: tmp.display().to_string(),
-            source,
-        })?;
-        Ok(data.len() as u64)
-    })
+fn write_bytes(tmp: &Path, data: &[u8], mode: u32, mtime: i64) -> Result<(), ArchiveError> {
+    let mut f = create_new(tmp)?;
+    f.write_all(data).map_err(io_error("write", tmp))?;
+    finish_file(&f, tmp, mode, mtime)
 }
 
-/// Creates `tmp` (never an existing file), fills it, then sets its mode and mtime.
-fn create_file(
-    tmp: &Path,
-    mode: u32,
-    mtime: i64,
-    fill: impl FnOnce(&mut File) -> Result<u64, ArchiveError>,
-) -> Result<u64, ArchiveError> {
-    let io = |op: &'static str| {
-        move |source| ArchiveError::Io {
-            op,
-            path: tmp.display().to_string(),
-            source,
-        }
-    };
-    let mut f: File = OpenOptions::new()
+/// Creates `tmp`, never an existing file, readable by its owner only until [`finish_file`].
+fn create_new(tmp: &Path) -> Result<File, ArchiveError> {
+    OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(tmp)
-        .map_err(io("create"))?;
-    let total = fill(&mut f)?;
-    finish_file(&f, tmp, mode, mtime)?;
-    Ok(total)
+        .map_err(io_error("create", tmp))
 }
 
 /// Sets a written file's mode and mtime.
 fn finish_file(f: &File, tmp: &Path, mode: u32, mtime: i64) -> Result<(), ArchiveError> {
-    let io = |op: &'static str| {
-        move |source| ArchiveError::Io {
-            op,
-            path: tmp.display().to_string(),
-            source,
-        }
-    };
     f.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(io("set the mode of"))?;
+        .map_err(io_error("set the mode of", tmp))?;
     filetime::set_file_handle_times(f, None, Some(FileTime::from_unix_time(mtime, 0)))
-        .map_err(io("set the time of"))
+        .map_err(io_error("set the time of", tmp))
+}
+
+/// Turns a failure to `op` the temporary file `tmp` into an [`ArchiveError`].
+fn io_error<'a>(
+    op: &'static str,
+    tmp: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ArchiveError + 'a {
+    move |source| ArchiveError::Io {
+        op,
+        path: tmp.display().to_string(),
+        source,
+    }
 }
 
 /// Stages a downloaded archive (see [`unpack`]) and checks its size and SHA-256 against the
