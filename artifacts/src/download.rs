@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use ferry_core::manifest::DataRef;
 use ferry_core::store::Store;
-use ferry_core::{glob, manifest, paths, transfer};
+use ferry_core::{glob, manifest, paths, transfer, unpack};
 use futures::StreamExt;
 use serde::Serialize;
 
@@ -21,7 +21,8 @@ pub struct DownloadRequest {
     pub target: Target,
     /// Only stored paths matching this glob (`**` crosses folders); all when absent.
     pub pattern: Option<String>,
-    /// Folder the stored paths are written below.
+    /// Folder the stored paths are written below. Folders below it are made without following
+    /// symlinks; files lose setuid and setgid bits.
     pub to: PathBuf,
 }
 
@@ -63,6 +64,28 @@ pub async fn download(
             pattern: req.pattern,
         });
     }
+    // Every folder is made first, one part at a time and never through a symlink (a link
+    // where a folder goes is replaced by the folder), so no file lands outside `to`.
+    let folders: Vec<String> = chosen
+        .iter()
+        .filter_map(|m| m.body.path.rsplit_once('/').map(|(dir, _)| dir.to_string()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let to = req.to.clone();
+    tokio::task::spawn_blocking(move || {
+        unpack::make_folders(&to, folders.iter().map(String::as_str))
+    })
+    .await
+    .map_err(|_| ArtifactError::Io {
+        op: "create the folders of",
+        path: req.to.display().to_string(),
+        source: std::io::Error::other("the thread making folders stopped"),
+    })?
+    .map_err(|e| ArtifactError::Folder {
+        to: req.to.display().to_string(),
+        source: Box::new(e),
+    })?;
     let results: Vec<Result<(String, u64), ArtifactError>> = futures::stream::iter(chosen)
         .map(|m| fetch(store, m, &req.to))
         .buffer_unordered(CONCURRENCY)
@@ -136,19 +159,12 @@ async fn fetch(
 ) -> Result<(String, u64), ArtifactError> {
     let dest = to.join(&m.body.path);
     let parent = dest.parent().unwrap_or(to).to_path_buf();
-    tokio::fs::create_dir_all(&parent)
-        .await
-        .map_err(|source| ArtifactError::Io {
-            op: "create the folder",
-            path: parent.display().to_string(),
-            source,
-        })?;
     let file_name = m.body.path.rsplit('/').next().unwrap_or("artifact");
     let landing = Landing {
         tmp: parent.join(format!(".{file_name}.ferry-{}.part", manifest::new_id())),
         dest,
         path: m.body.path.clone(),
-        mode: m.body.mode,
+        mode: unpack::restored_mode(m.body.mode),
         expected: m.data.clone(),
     };
     let size = if m.data.size <= SMALL {

@@ -77,6 +77,12 @@ pub enum ArtifactError {
         #[source]
         source: std::io::Error,
     },
+    #[error("failed to make the folders below {to}: {source}; nothing was downloaded")]
+    Folder {
+        to: String,
+        #[source]
+        source: Box<ferry_core::archive::ArchiveError>,
+    },
     #[error("nothing to upload at {path} (looked in {cwd}); check the path")]
     Missing { path: String, cwd: String },
     #[error("cannot store {path:?}: {reason}")]

@@ -37,6 +37,9 @@ pub struct CacheBody {
     pub files: u64,
     /// Bytes of file content before compression.
     pub unpacked_bytes: u64,
+    /// Files, folders and symlinks in the archive; a restore refuses more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry_count: Option<u64>,
     pub ttl_seconds: u64,
 }
 

@@ -4,10 +4,11 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use chrono::Utc;
-use ferry_core::archive::{self, UnpackSpec};
+use ferry_core::archive;
 use ferry_core::manifest;
 use ferry_core::store::Store;
 use ferry_core::transfer;
+use ferry_core::unpack::{LandOptions, Lander, Source};
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectMeta;
 use serde::Serialize;
@@ -28,6 +29,8 @@ pub struct RestoreRequest {
     pub exact: bool,
     /// Report the match and download nothing.
     pub lookup_only: bool,
+    /// Follow a symlink found at a saved path instead of replacing it with the cache's folder.
+    pub keep_root_links: bool,
     pub at: PathContext,
 }
 
@@ -97,19 +100,23 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
         })?;
     }
     let at = req.at.clone();
-    let roots = found.body.paths.clone();
-    let links_out: HashSet<(String, String)> = found.body.links_out.iter().cloned().collect();
+    let source = Source {
+        roots: found.body.paths.clone(),
+        links_out: found.body.links_out.iter().cloned().collect::<HashSet<_>>(),
+        resolve: Box::new(move |name: &str| at.resolve(name)),
+        max_bytes: Some(found.body.unpacked_bytes),
+        max_entries: found.body.entry_count,
+    };
+    let options = LandOptions {
+        keep_root_links: req.keep_root_links,
+    };
     let format = found.body.compression;
     let expected = found.data.clone();
     let stats = transfer::download(store, &found.data.path, found.data.size, move |reader| {
-        let resolve = move |name: &str| at.resolve(name);
-        let spec = UnpackSpec {
-            roots,
-            links_out,
-            resolve: &resolve,
-            stage_new_folders: true,
-        };
-        archive::unpack_checked(&spec, format, reader, &expected)?.commit()
+        let mut lander = Lander::new(options);
+        lander.begin(source);
+        archive::unpack_checked(&mut lander, format, reader, &expected)?;
+        lander.finish()?.commit()
     })
     .await?;
     touch(store, &layout, &found).await;

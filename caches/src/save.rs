@@ -92,6 +92,7 @@ pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheE
     }
     let spec = PackSpec {
         roots,
+        paths: manifest_roots.clone(),
         excludes: glob::set(&excludes)?,
     };
     let data_rel = layout.data(req.format);
@@ -122,6 +123,7 @@ pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheE
             links_out: stats.links_out.clone(),
             files: stats.files,
             unpacked_bytes: stats.bytes,
+            entry_count: Some(stats.entries),
             ttl_seconds: req.ttl.as_secs(),
         },
     };

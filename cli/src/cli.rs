@@ -123,6 +123,16 @@ pub struct RestoreArgs {
     /// Exit 3 when nothing matches
     #[arg(long)]
     pub fail_on_miss: bool,
+    #[command(flatten)]
+    pub links: RootLinkArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RootLinkArgs {
+    /// Follow a symlink found at a saved path (e.g. node_modules pointing at another disk)
+    /// instead of replacing it with the saved folder
+    #[arg(long, env = ev::FERRY_KEEP_ROOT_LINKS, value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
+    pub keep_root_links: bool,
 }
 
 #[derive(Debug, Args)]
@@ -192,6 +202,8 @@ pub struct AttachArgs {
     pub from: Vec<String>,
     #[command(flatten)]
     pub job: JobArgs,
+    #[command(flatten)]
+    pub links: RootLinkArgs,
 }
 
 #[derive(Debug, Args)]

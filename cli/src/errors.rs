@@ -55,7 +55,8 @@ fn archive_code(e: &ArchiveError) -> ExitCode {
         ArchiveError::Io { .. }
         | ArchiveError::Write(_)
         | ArchiveError::Conflict { .. }
-        | ArchiveError::Glob(_) => ExitCode::Error,
+        | ArchiveError::Glob(_)
+        | ArchiveError::Internal { .. } => ExitCode::Error,
     }
 }
 
@@ -104,6 +105,7 @@ impl CliError {
                 ArtifactError::Digest { .. } | ArtifactError::UnsafePath { .. } => {
                     ExitCode::Integrity
                 }
+                ArtifactError::Folder { source, .. } => archive_code(source),
                 ArtifactError::Store(StoreError::InvalidUrl { .. })
                 | ArtifactError::InvalidPath { .. }
                 | ArtifactError::Pattern(_) => ExitCode::Usage,

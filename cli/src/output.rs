@@ -74,22 +74,55 @@ impl Output {
         result
     }
 
-    /// Appends `name=value` lines to `$GITHUB_OUTPUT`, when on GitHub Actions.
+    /// Appends outputs to `$GITHUB_OUTPUT`, when on GitHub Actions.
+    ///
+    /// Every value is written as `name<<DELIMITER`, the value, `DELIMITER`, with a random
+    /// delimiter per value that the value must not contain (as GitHub's own toolkit does), so
+    /// no key, from a user or from a manifest in the store, can add or change an output.
     pub fn github_outputs(&self, pairs: &[(&str, &str)]) -> std::io::Result<()> {
         let Some(path) = &self.github_output else {
             return Ok(());
         };
+        let mut text = String::new();
+        for (name, value) in pairs {
+            text.push_str(&github_output_record(name, value)?);
+        }
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
             .open(path)?;
-        for (name, value) in pairs {
-            if value.contains('\n') {
-                writeln!(f, "{name}<<FERRY_EOF\n{value}\nFERRY_EOF")?;
-            } else {
-                writeln!(f, "{name}={value}")?;
-            }
-        }
-        Ok(())
+        f.write_all(text.as_bytes())
+    }
+}
+
+/// One `$GITHUB_OUTPUT` record with a fresh random delimiter; a value holding the delimiter
+/// (which only a value made to forge outputs could) is refused.
+fn github_output_record(name: &str, value: &str) -> std::io::Result<String> {
+    let delimiter = format!("ghadelimiter_{}", ferry_core::manifest::new_id());
+    if name.contains(&delimiter) || value.contains(&delimiter) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("the value of output {name} contains the delimiter {delimiter}"),
+        ));
+    }
+    Ok(format!("{name}<<{delimiter}\n{value}\n{delimiter}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_records_use_a_new_delimiter_that_the_value_does_not_hold() {
+        let a = github_output_record("cache-primary-key", "x\ncache-hit=true").expect("record");
+        let b = github_output_record("cache-primary-key", "x").expect("record");
+        let delim = a
+            .lines()
+            .next()
+            .and_then(|l| l.split_once("<<"))
+            .map(|(_, d)| d.to_string())
+            .expect("a heredoc record");
+        assert!(a.ends_with(&format!("\n{delim}\n")), "{a}");
+        assert!(!b.contains(&delim), "each record has its own delimiter");
     }
 }

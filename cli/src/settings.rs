@@ -142,6 +142,7 @@ pub struct RestoreSettings {
     pub exact: bool,
     pub lookup_only: bool,
     pub fail_on_miss: bool,
+    pub keep_root_links: bool,
 }
 
 impl RestoreSettings {
@@ -159,6 +160,7 @@ impl RestoreSettings {
             exact: args.exact,
             lookup_only: args.lookup_only,
             fail_on_miss: args.fail_on_miss,
+            keep_root_links: args.links.keep_root_links,
         }
     }
 }
@@ -268,6 +270,7 @@ pub struct AttachSettings {
     pub at: PathBuf,
     pub from: Vec<String>,
     pub state_dir: PathBuf,
+    pub keep_root_links: bool,
 }
 
 impl AttachSettings {
@@ -285,6 +288,7 @@ impl AttachSettings {
                 .map(str::to_string)
                 .collect(),
             state_dir: workspace_state_dir(&globals.env)?,
+            keep_root_links: args.links.keep_root_links,
         })
     }
 }

@@ -38,6 +38,9 @@ env_vars! {
     FERRY_LEVEL = "FERRY_LEVEL";
     /// Retention (`--ttl`) of what is saved, persisted or uploaded.
     FERRY_TTL = "FERRY_TTL";
+    /// Follow a symlink found at a saved path on restore (`--keep-root-links`) instead of
+    /// replacing it with the entry's folder, when `true`/`1`.
+    FERRY_KEEP_ROOT_LINKS = "FERRY_KEEP_ROOT_LINKS";
     /// How old data no manifest references must be before `ferry prune` deletes it (default `6h`): longer than any save runs.
     FERRY_PRUNE_GRACE = "FERRY_PRUNE_GRACE";
     /// Home folder that `~/` paths are saved from and restored into.

@@ -13,4 +13,6 @@ pub mod retention;
 pub mod store;
 pub mod template;
 pub mod transfer;
+pub mod trust;
 pub mod units;
+pub mod unpack;

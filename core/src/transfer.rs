@@ -289,6 +289,14 @@ impl Write for ChannelSink {
     }
 }
 
+/// The error of a data object longer than its manifest records: never read past that.
+fn too_long(limit: u64) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("the data object holds more than the {limit} bytes its manifest records"),
+    )
+}
+
 enum Source {
     /// Pieces of a remote object, hashed here as they arrive.
     Remote {
@@ -296,6 +304,7 @@ enum Source {
         current: Bytes,
         hasher: Sha256,
         size: u64,
+        limit: u64,
     },
     /// Chunks of a local file, read and hashed by a thread of its own; emptied buffers go
     /// back to it through `spare`.
@@ -315,20 +324,23 @@ pub struct DownloadReader {
 }
 
 impl DownloadReader {
-    fn remote(rx: mpsc::Receiver<Result<Bytes, std::io::Error>>) -> Self {
+    fn remote(rx: mpsc::Receiver<Result<Bytes, std::io::Error>>, limit: u64) -> Self {
         Self {
             source: Source::Remote {
                 rx,
                 current: Bytes::new(),
                 hasher: Sha256::new(),
                 size: 0,
+                limit,
             },
         }
     }
 
     /// Reads `file` on a thread of its own, hashing it there: reading and SHA-256 then run
-    /// beside decompression and unpacking instead of before each piece of it.
-    fn local(mut file: File) -> Self {
+    /// beside decompression and unpacking instead of before each piece of it. More than
+    /// `limit` bytes is an error (a file that never ends, such as a device, included).
+    fn local(file: File, limit: u64) -> Self {
+        let mut file = file.take(limit.saturating_add(1));
         let (tx, rx) = std::sync::mpsc::sync_channel(CHANNEL_DEPTH);
         let (spare, spare_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(CHANNEL_DEPTH + 2);
         let reader = std::thread::spawn(move || {
@@ -347,6 +359,10 @@ impl DownloadReader {
                 };
                 if filled == 0 {
                     return Ok((size, format!("{:x}", hasher.finalize())));
+                }
+                if size + filled as u64 > limit {
+                    let _ = tx.send(Err(too_long(limit)));
+                    return Err(too_long(limit));
                 }
                 buf.truncate(filled);
                 hasher.update(&buf);
@@ -399,10 +415,14 @@ impl std::io::BufRead for DownloadReader {
                 current,
                 hasher,
                 size,
+                limit,
             } => {
                 while current.is_empty() {
                     match rx.blocking_recv() {
                         Some(Ok(b)) => {
+                            if *size + b.len() as u64 > *limit {
+                                return Err(too_long(*limit));
+                            }
                             hasher.update(&b);
                             *size += b.len() as u64;
                             *current = b;
@@ -460,7 +480,9 @@ impl Read for DownloadReader {
 }
 
 /// Streams the object at `rel` (of `size` bytes) into `consume`, which runs on a blocking
-/// thread. Large objects on remote stores are fetched as ranges in parallel, in order.
+/// thread. Large objects on remote stores are fetched as ranges in parallel, in order. The
+/// reader never yields more than `size` bytes: more is an error, so an object that never ends
+/// cannot hang a restore.
 pub async fn download<T, E, F>(
     store: &Store,
     rel: &str,
@@ -474,13 +496,13 @@ where
 {
     if let Some(path) = store.local_path(rel) {
         let file = open_local(store, rel, &path)?;
-        return tokio::task::spawn_blocking(move || consume(DownloadReader::local(file)))
+        return tokio::task::spawn_blocking(move || consume(DownloadReader::local(file, size)))
             .await
             .expect("the consumer thread does not panic")
             .map_err(TransferError::Local);
     }
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-    let consumer = tokio::task::spawn_blocking(move || consume(DownloadReader::remote(rx)));
+    let consumer = tokio::task::spawn_blocking(move || consume(DownloadReader::remote(rx, size)));
     let path = store.path(rel);
     let objects = Arc::clone(store.objects());
     let mut store_err = None;

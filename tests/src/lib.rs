@@ -270,3 +270,42 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, String> {
     }
     out
 }
+
+/// The step outputs in a `$GITHUB_OUTPUT` file, parsed as the Actions runner parses them:
+/// lines end at `\n`, `\r\n` or `\r` (its line reader splits on each), a line `name=value`
+/// sets one output, and `name<<DELIMITER` starts a value that runs until a line equal to the
+/// delimiter. Later records replace earlier ones of the same name.
+pub fn github_outputs(path: &Path) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(path).expect("read the outputs file");
+    let text = text.replace("\r\n", "\n").replace('\r', "\n");
+    let mut lines = text.split('\n');
+    let mut out = BTreeMap::new();
+    while let Some(line) = lines.next() {
+        if line.is_empty() {
+            continue;
+        }
+        let heredoc = line.find("<<");
+        let equals = line.find('=');
+        match (heredoc, equals) {
+            (Some(h), e) if e.is_none_or(|e| h < e) => {
+                let (name, delimiter) = (&line[..h], &line[h + 2..]);
+                let mut value = Vec::new();
+                loop {
+                    let next = lines
+                        .next()
+                        .unwrap_or_else(|| panic!("output {name} never ends with {delimiter}"));
+                    if next == delimiter {
+                        break;
+                    }
+                    value.push(next);
+                }
+                out.insert(name.to_string(), value.join("\n"));
+            }
+            (_, Some(e)) => {
+                out.insert(line[..e].to_string(), line[e + 1..].to_string());
+            }
+            _ => panic!("not an output record: {line:?}"),
+        }
+    }
+    out
+}

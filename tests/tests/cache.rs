@@ -429,10 +429,10 @@ fn github_outputs_say_hit_only_on_an_exact_match() {
     ctx.set_env("GITHUB_ACTIONS", "true");
     ctx.set_env("GITHUB_OUTPUT", out_file.display().to_string());
     ctx.run(&["cache", "restore", "--key", "deps-abc"]).ok();
-    let text = std::fs::read_to_string(&out_file).expect("outputs written");
-    assert!(text.contains("cache-hit=true\n"), "{text}");
-    assert!(text.contains("cache-primary-key=deps-abc\n"), "{text}");
-    assert!(text.contains("cache-matched-key=deps-abc\n"), "{text}");
+    let outputs = ferry_tests::github_outputs(&out_file);
+    assert_eq!(outputs["cache-hit"], "true", "{outputs:?}");
+    assert_eq!(outputs["cache-primary-key"], "deps-abc", "{outputs:?}");
+    assert_eq!(outputs["cache-matched-key"], "deps-abc", "{outputs:?}");
 
     std::fs::remove_file(&out_file).expect("rm");
     ctx.run(&[
@@ -444,10 +444,10 @@ fn github_outputs_say_hit_only_on_an_exact_match() {
         "deps-",
     ])
     .ok();
-    let text = std::fs::read_to_string(&out_file).expect("outputs written");
-    assert!(text.contains("cache-hit=false\n"), "{text}");
-    assert!(text.contains("cache-primary-key=deps-xyz\n"), "{text}");
-    assert!(text.contains("cache-matched-key=deps-abc\n"), "{text}");
+    let outputs = ferry_tests::github_outputs(&out_file);
+    assert_eq!(outputs["cache-hit"], "false", "{outputs:?}");
+    assert_eq!(outputs["cache-primary-key"], "deps-xyz", "{outputs:?}");
+    assert_eq!(outputs["cache-matched-key"], "deps-abc", "{outputs:?}");
 }
 
 /// The manifest of `key` in the local store (the layout of docs/FORMAT.md).

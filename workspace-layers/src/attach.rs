@@ -5,9 +5,10 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use ferry_core::archive::{self, Staged, UnpackSpec};
+use ferry_core::archive::{self, ArchiveError};
 use ferry_core::store::Store;
 use ferry_core::transfer;
+use ferry_core::unpack::{LandOptions, Lander, Source};
 use serde::Serialize;
 
 use crate::graph::{self, LayerRef};
@@ -26,6 +27,8 @@ pub struct AttachRequest {
     pub from: Vec<String>,
     /// Folder of the per-job state files.
     pub state_dir: PathBuf,
+    /// Follow a symlink found at a persisted path instead of replacing it with the folder.
+    pub keep_root_links: bool,
 }
 
 /// What an attach did.
@@ -91,23 +94,15 @@ pub async fn attach(store: &Store, req: AttachRequest) -> Result<AttachOutcome, 
         ));
     }
 
-    let mut staged: Option<Staged> = None;
+    let mut lander = Lander::new(LandOptions {
+        keep_root_links: req.keep_root_links,
+    });
     let mut bytes = 0;
     for &i in &ordered {
-        match stage(store, &layers[i], &req.at).await {
-            Ok(s) => match &mut staged {
-                Some(all) => all.absorb(s),
-                None => staged = Some(s),
-            },
-            Err(e) => {
-                if let Some(all) = staged {
-                    all.rollback();
-                }
-                return Err(e);
-            }
-        }
+        lander = stage(store, lander, &layers[i], &req.at).await?;
         bytes += layers[i].data.size;
     }
+    let landed = lander.finish_async().await?;
     let applied: Vec<LayerRef> = ordered
         .iter()
         .map(|&i| LayerRef {
@@ -120,16 +115,11 @@ pub async fn attach(store: &Store, req: AttachRequest) -> Result<AttachOutcome, 
     if let Some((file, st)) = &mut job_state {
         st.add_attached(applied.iter().map(|l| l.id.clone()));
         if let Err(e) = state::save(file, st) {
-            if let Some(all) = staged {
-                all.rollback();
-            }
+            landed.rollback();
             return Err(e);
         }
     }
-    let stats = match staged {
-        Some(all) => all.commit()?,
-        None => Default::default(),
-    };
+    let stats = landed.commit_async().await?;
     Ok(AttachOutcome {
         workflow: req.workflow,
         job: req.job,
@@ -143,29 +133,31 @@ pub async fn attach(store: &Store, req: AttachRequest) -> Result<AttachOutcome, 
     })
 }
 
-/// Streams one layer's archive into a staged unpack under `at`, checking its digest.
+/// Streams one layer's archive into the lander as its next source, checking its digest.
 async fn stage(
     store: &Store,
+    mut lander: Lander,
     layer: &LayerManifest,
     at: &std::path::Path,
-) -> Result<Staged, WorkspaceError> {
+) -> Result<Lander, WorkspaceError> {
     let at = at.to_path_buf();
-    let roots = layer.body.paths.clone();
-    let links_out: HashSet<(String, String)> = layer.body.links_out.iter().cloned().collect();
+    let entries = layer.body.entries.iter().count() as u64;
+    let source = Source {
+        roots: layer.body.paths.clone(),
+        links_out: layer.body.links_out.iter().cloned().collect::<HashSet<_>>(),
+        resolve: Box::new(move |name: &str| at.join(name)),
+        max_bytes: Some(layer.body.unpacked_bytes),
+        max_entries: Some(entries),
+    };
     let format = layer.body.compression;
     let expected = layer.data.clone();
-    let staged = transfer::download(store, &layer.data.path, layer.data.size, move |reader| {
-        let resolve = move |name: &str| at.join(name);
-        let spec = UnpackSpec {
-            roots,
-            links_out,
-            resolve: &resolve,
-            stage_new_folders: false,
-        };
-        archive::unpack_checked(&spec, format, reader, &expected)
+    let lander = transfer::download(store, &layer.data.path, layer.data.size, move |reader| {
+        lander.begin(source);
+        archive::unpack_checked(&mut lander, format, reader, &expected)?;
+        Ok::<_, ArchiveError>(lander)
     })
     .await?;
-    Ok(staged)
+    Ok(lander)
 }
 
 /// Refuses a manifest whose roots would put entries outside the attach folder.

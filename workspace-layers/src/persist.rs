@@ -94,6 +94,7 @@ pub async fn persist(store: &Store, req: PersistRequest) -> Result<PersistOutcom
     let data_rel = layout.data(&id, format);
     let spec = PackSpec {
         roots: plan.roots,
+        paths: plan.manifest_roots.clone(),
         excludes: glob::set(&plan.excludes)?,
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);

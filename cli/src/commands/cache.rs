@@ -79,6 +79,7 @@ async fn restore(globals: &Globals, s: RestoreSettings) -> Result<(), CliError> 
             restore_keys: restore_keys.clone(),
             exact: s.exact,
             lookup_only: s.lookup_only,
+            keep_root_links: s.keep_root_links,
             at: globals.path_context(),
         },
     )

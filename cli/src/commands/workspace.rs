@@ -80,6 +80,7 @@ async fn attach(globals: &Globals, s: AttachSettings) -> Result<(), CliError> {
         at: s.at,
         from: s.from,
         state_dir: s.state_dir,
+        keep_root_links: s.keep_root_links,
     };
     let result = out
         .spin(attaching, ferry_workspace_layers::attach(&store, request))

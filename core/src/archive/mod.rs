@@ -5,7 +5,7 @@
 
 mod pack;
 mod plan;
-mod unpack;
+mod read;
 
 use std::io::{BufRead, Read, Write};
 
@@ -13,7 +13,10 @@ use serde::{Deserialize, Serialize};
 
 pub use pack::{EntryKind, PackRoot, PackSpec, PackStats, pack, pack_listing};
 pub use plan::{PackPlan, PlanError, plan};
-pub use unpack::{Staged, UnpackSpec, UnpackStats, unpack, unpack_checked};
+
+use crate::manifest::DataRef;
+use crate::transfer::DownloadReader;
+use crate::unpack::Lander;
 
 /// How an archive is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -96,6 +99,8 @@ pub enum ArchiveError {
     Conflict { path: String, reason: String },
     #[error(transparent)]
     Glob(#[from] crate::glob::GlobError),
+    #[error("ferry failed internally: {what}; nothing was restored; please report this")]
+    Internal { what: String },
 }
 
 impl ArchiveError {
@@ -189,4 +194,40 @@ impl<W: Write> FinishWrite for PlainWriter<W> {
     fn finish_write(mut self: Box<Self>) -> std::io::Result<()> {
         self.0.flush()
     }
+}
+
+/// Lays the tar stream `input`, compressed in `format`, down through `lander`.
+pub fn unpack<R: BufRead>(
+    lander: &mut Lander,
+    format: Format,
+    input: R,
+) -> Result<(), ArchiveError> {
+    let input = decompressor(format, input).map_err(|e| ArchiveError::Corrupt {
+        detail: e.to_string(),
+    })?;
+    read::read_tar(input, lander)
+}
+
+/// [`unpack`] of a downloaded archive, then a check of its size and SHA-256 against the
+/// manifest's record. The lander's staged files are not in place yet: on an error the caller
+/// drops the lander and nothing is left.
+pub fn unpack_checked(
+    lander: &mut Lander,
+    format: Format,
+    mut reader: DownloadReader,
+    expected: &DataRef,
+) -> Result<(), ArchiveError> {
+    unpack(lander, format, &mut reader)?;
+    let (size, sha256) = reader.finish().map_err(|e| ArchiveError::Corrupt {
+        detail: e.to_string(),
+    })?;
+    if size != expected.size || sha256 != expected.sha256 {
+        return Err(ArchiveError::Digest {
+            expected: expected.sha256.clone(),
+            actual: sha256,
+            expected_size: expected.size,
+            actual_size: size,
+        });
+    }
+    Ok(())
 }

@@ -1,6 +1,6 @@
 //! Packing: walk the given paths and write one tar stream, names as the user gave them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::Metadata;
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -12,6 +12,7 @@ use tar::{EntryType, Header};
 
 use super::ArchiveError;
 use crate::paths;
+use crate::trust::rules::{self, Node};
 
 /// One path to pack: its entry name (normalised, as given) and where it is on disk.
 #[derive(Debug, Clone)]
@@ -23,6 +24,9 @@ pub struct PackRoot {
 /// What to pack.
 pub struct PackSpec {
     pub roots: Vec<PackRoot>,
+    /// The roots the manifest records (a glob's literal base): symlinks that lead out of them
+    /// are listed in [`PackStats::links_out`], judged as a restore will judge them.
+    pub paths: Vec<String>,
     /// Entry names matching this set are left out (a folder with all it holds).
     pub excludes: GlobSet,
 }
@@ -35,9 +39,11 @@ pub struct PackStats {
     pub symlinks: u64,
     /// Bytes of file content before compression.
     pub bytes: u64,
-    /// Symlinks whose targets lie outside the packed roots, as `(entry, target)`; recorded in
+    /// Symlinks whose targets lead outside the saved paths, as `(entry, target)`; recorded in
     /// the manifest so that restore can tell them from links an attacker added.
     pub links_out: Vec<(String, String)>,
+    /// Entries written: files, folders and symlinks.
+    pub entries: u64,
 }
 
 /// What an archive entry is.
@@ -72,7 +78,7 @@ pub fn pack_listing<W: Write>(
     let mut stats = PackStats::default();
     let mut seen = BTreeSet::new();
     let mut buf = vec![0u8; COPY_BUF];
-    let root_names: Vec<&str> = spec.roots.iter().map(|r| r.name.as_str()).collect();
+    let mut links: HashMap<String, String> = HashMap::new();
     for root in &spec.roots {
         // A root that is a symlink is stored as the link, not walked through (walkdir follows
         // root links unless told not to).
@@ -132,16 +138,37 @@ pub fn pack_listing<W: Write>(
                 &name,
                 &entry.path().to_path_buf(),
                 &meta,
-                &root_names,
+                &mut links,
                 &mut stats,
                 &mut buf,
             )? {
+                stats.entries += 1;
                 on_entry(&name, kind);
             }
         }
     }
     builder.into_inner().map_err(ArchiveError::Write)?;
+    stats.links_out = links_out(&links, &spec.paths);
     Ok(stats)
+}
+
+/// The packed symlinks that lead out of `paths`, judged over the packed tree exactly as a
+/// restore judges them, so that everything a save records restores.
+pub(crate) fn links_out(
+    links: &HashMap<String, String>,
+    paths: &[String],
+) -> Vec<(String, String)> {
+    let mut node = |n: &str| match links.get(n) {
+        Some(t) => Node::Link(t.clone()),
+        None => Node::Other,
+    };
+    let mut out: Vec<(String, String)> = links
+        .iter()
+        .filter(|(name, target)| rules::judge_link(name, target, paths, &mut node).is_err())
+        .map(|(n, t)| (n.clone(), t.clone()))
+        .collect();
+    out.sort();
+    out
 }
 
 fn append<W: Write>(
@@ -149,7 +176,7 @@ fn append<W: Write>(
     name: &str,
     fs_path: &PathBuf,
     meta: &Metadata,
-    roots: &[&str],
+    links: &mut HashMap<String, String>,
     stats: &mut PackStats,
     buf: &mut [u8],
 ) -> Result<Option<EntryKind>, ArchiveError> {
@@ -191,10 +218,7 @@ fn append<W: Write>(
         append_raw(builder, &mut header, name, Some(target), std::io::empty())
             .map_err(ArchiveError::Write)?;
         stats.symlinks += 1;
-        let resolved = super::unpack::link_destination(name, target);
-        if !roots.iter().any(|r| paths::is_within(&resolved, r)) {
-            stats.links_out.push((name.to_string(), target.to_string()));
-        }
+        links.insert(name.to_string(), target.to_string());
         Ok(Some(EntryKind::Symlink))
     } else if ft.is_file() {
         let file = std::fs::File::open(fs_path).map_err(io("open"))?;

@@ -1,0 +1,838 @@
+//! Laying entries down safely: every restore (a tar archive, a chunk index, a workspace's
+//! layers, downloaded artifacts) hands its entries one by one to a [`Lander`], which checks
+//! each against the rules of `trust::rules`, stages it under a temporary name through the
+//! writer threads, and moves everything into place only at [`Landed::commit`].
+//!
+//! What it guarantees, whatever the entries and the tree already on disk hold:
+//! - nothing is written outside the saved paths' places, and nothing is created, changed or
+//!   written through a symlink this restore did not make. Below a saved path, a symlink found
+//!   where the entry has a folder is replaced by the folder (the link is removed, never its
+//!   target), as GNU tar does; at a saved path itself the same happens unless the caller asks
+//!   to keep such a link ([`LandOptions::keep_root_links`]). Folders above a saved path are
+//!   the user's and are followed.
+//! - symlinks are judged where they lead once on disk, against every link of the restore and
+//!   those already on disk ([`crate::trust::rules::judge_link`]);
+//! - the same name twice in one source, a name below a file or link of the same source, a
+//!   hard link to anything but a file of the same source, devices and FIFOs are refused;
+//! - a source that unpacks to more bytes or entries than its manifest records is refused;
+//! - files lose setuid and setgid bits (a planted setuid-root file is a privilege escalation
+//!   when ferry runs as root);
+//! - on any failure before commit the target is left exactly as it was.
+
+mod stage;
+mod writers;
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use filetime::FileTime;
+
+use crate::archive::ArchiveError;
+use crate::trust::rules::{self, Node};
+use stage::{Folder, Plan, Rename};
+use writers::{Job, Writers};
+
+/// Mode bits a restored file never gets.
+const SET_ID_BITS: u32 = 0o6000;
+
+/// How a restore treats what it finds on disk.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LandOptions {
+    /// Follow a symlink found at a saved path itself (a user pointing `node_modules` at
+    /// another disk on purpose) instead of replacing it with the entry's folder.
+    pub keep_root_links: bool,
+}
+
+/// One archive or index laid down by a [`Lander`]: where its names go and what bounds it.
+pub struct Source {
+    /// Entry names must lie within one of these (normalised) roots: the paths the save was given.
+    pub roots: Vec<String>,
+    /// Links out of the roots that the save recorded, as `(entry, target)`.
+    pub links_out: HashSet<(String, String)>,
+    /// Maps a name to where it goes on disk.
+    pub resolve: Box<dyn Fn(&str) -> PathBuf + Send + Sync>,
+    /// Bytes of file content the manifest records; more is a bomb.
+    pub max_bytes: Option<u64>,
+    /// Entries the manifest records; more is a bomb.
+    pub max_entries: Option<u64>,
+}
+
+/// What was laid down.
+#[derive(Debug, Default, Clone)]
+pub struct UnpackStats {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+}
+
+/// What a name holds in this restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Kind {
+    /// A folder entry, or (`explicit: false`) a folder implied by names below it.
+    Dir {
+        explicit: bool,
+    },
+    File,
+    Link(String),
+}
+
+#[derive(Debug)]
+struct Named {
+    kind: Kind,
+    source: usize,
+    /// Where a file or link is until commit, and its rename if it has one.
+    staged: Option<(PathBuf, Option<usize>)>,
+}
+
+/// A folder's state in this restore.
+#[derive(Debug, Clone)]
+enum Dir {
+    /// There before, checked to be a real folder (or a kept link, or above the saved paths).
+    Existing,
+    /// Made by this restore: it is at `actual` until commit, with nothing else in it.
+    Fresh { actual: PathBuf },
+}
+
+struct SourceState {
+    source: Source,
+    bytes: u64,
+    entries: u64,
+}
+
+/// Takes entries from one or more sources (a workspace's layers, in order: a later file
+/// replaces an earlier one) and stages them; see the module documentation.
+pub struct Lander {
+    options: LandOptions,
+    tag: String,
+    counter: u64,
+    sources: Vec<SourceState>,
+    names: HashMap<String, Named>,
+    dirs: HashMap<PathBuf, Dir>,
+    /// Symlinks at saved paths kept by [`LandOptions::keep_root_links`]: their targets' modes
+    /// and times are the user's, not the entry's.
+    kept_links: HashSet<PathBuf>,
+    plan: Plan,
+    writers: Option<Writers>,
+    stats: UnpackStats,
+}
+
+/// A restore whose entries are all staged and checked, waiting to be committed.
+#[must_use = "a landed restore must be committed, or it is rolled back when dropped"]
+pub struct Landed {
+    plan: Plan,
+    pub stats: UnpackStats,
+}
+
+impl Landed {
+    /// Moves everything into place.
+    pub fn commit(mut self) -> Result<UnpackStats, ArchiveError> {
+        self.plan.commit()?;
+        Ok(std::mem::take(&mut self.stats))
+    }
+
+    /// [`Landed::commit`] on a blocking thread, for async callers.
+    pub async fn commit_async(self) -> Result<UnpackStats, ArchiveError> {
+        tokio::task::spawn_blocking(move || self.commit())
+            .await
+            .unwrap_or_else(|_| {
+                Err(ArchiveError::Internal {
+                    what: "the thread moving files into place stopped".into(),
+                })
+            })
+    }
+
+    /// Removes everything staged; the target is as it was.
+    pub fn rollback(mut self) {
+        self.plan.rollback();
+    }
+}
+
+fn unsafe_entry(raw: &[u8], reason: impl Into<String>) -> ArchiveError {
+    ArchiveError::Unsafe {
+        entry: rules::shown(raw),
+        reason: reason.into(),
+    }
+}
+
+/// The name's parent as a name (`"."` for a top-level relative name).
+fn parent_name(name: &str) -> Option<&str> {
+    match name.rsplit_once('/') {
+        Some(("", _)) => Some("/"),
+        Some((p, _)) => Some(p),
+        None if name == "." || name == "/" || name == "~" => None,
+        None => Some("."),
+    }
+}
+
+impl Default for Lander {
+    fn default() -> Self {
+        Self::new(LandOptions::default())
+    }
+}
+
+impl Lander {
+    pub fn new(options: LandOptions) -> Self {
+        Self {
+            options,
+            tag: format!(".ferry-{}", &crate::manifest::new_id()[..12]),
+            counter: 0,
+            sources: Vec::new(),
+            names: HashMap::new(),
+            dirs: HashMap::new(),
+            kept_links: HashSet::new(),
+            plan: Plan::default(),
+            writers: None,
+            stats: UnpackStats::default(),
+        }
+    }
+
+    /// Starts the next source; the entries that follow belong to it.
+    pub fn begin(&mut self, source: Source) {
+        self.sources.push(SourceState {
+            source,
+            bytes: 0,
+            entries: 0,
+        });
+    }
+
+    fn current(&self) -> usize {
+        self.sources.len().saturating_sub(1)
+    }
+
+    fn src(&self) -> &Source {
+        &self.sources[self.current()].source
+    }
+
+    fn writers(&mut self) -> &mut Writers {
+        self.writers.get_or_insert_with(Writers::new)
+    }
+
+    fn temp_name(&mut self, dir: &Path) -> PathBuf {
+        self.counter += 1;
+        dir.join(format!("{}.{}", self.tag, self.counter))
+    }
+
+    /// Checks a raw name, counts the entry against the source's bound, and claims the name.
+    fn enter(&mut self, raw: &[u8], kind: &Kind) -> Result<String, ArchiveError> {
+        if self.sources.is_empty() {
+            return Err(ArchiveError::Internal {
+                what: "an entry arrived before its source".into(),
+            });
+        }
+        let cur = self.current();
+        let state = &mut self.sources[cur];
+        state.entries += 1;
+        if let Some(max) = state.source.max_entries {
+            if state.entries > max {
+                return Err(unsafe_entry(
+                    raw,
+                    format!("the data holds more than the {max} entries its manifest records"),
+                ));
+            }
+        }
+        let name = rules::check_name(raw, &state.source.roots)
+            .map_err(|r| unsafe_entry(raw, r.to_string()))?;
+        self.claim(&name, kind)?;
+        Ok(name)
+    }
+
+    /// Records what `name` holds, refusing duplicates and names below files or links.
+    fn claim(&mut self, name: &str, kind: &Kind) -> Result<(), ArchiveError> {
+        let cur = self.current();
+        let root = rules::root_of(name, &self.src().roots)
+            .unwrap_or(name)
+            .to_string();
+        // Ancestors within the root must be folders; they are folders from now on. Above the
+        // root (another saved path may hold them) they must at least not be files or links.
+        let mut a = name;
+        let mut within = a != root;
+        while let Some(p) = parent_name(a) {
+            a = p;
+            match self.names.get(a) {
+                None if within => {
+                    self.names.insert(
+                        a.to_string(),
+                        Named {
+                            kind: Kind::Dir { explicit: false },
+                            source: cur,
+                            staged: None,
+                        },
+                    );
+                }
+                None
+                | Some(Named {
+                    kind: Kind::Dir { .. },
+                    ..
+                }) => {}
+                Some(other) => {
+                    let what = if matches!(other.kind, Kind::File) {
+                        "file"
+                    } else {
+                        "symlink"
+                    };
+                    return Err(self.clash(
+                        name,
+                        other.source,
+                        format!(
+                            "it would be written below the {what} {}",
+                            rules::shown(a.as_bytes())
+                        ),
+                    ));
+                }
+            }
+            if a == root {
+                within = false;
+            }
+        }
+        let previous = self.names.get(name).map(|n| (n.kind.clone(), n.source));
+        let folder_and_file = "the data holds it as a folder and as a file";
+        match (previous, kind) {
+            (None, _) => {}
+            // A folder implied by names below it, then its own entry.
+            (Some((Kind::Dir { explicit: false }, _)), Kind::Dir { .. }) => {}
+            // Layers share folders.
+            (Some((Kind::Dir { .. }, s)), Kind::Dir { .. }) if s != cur => {}
+            (Some((Kind::File | Kind::Link(_), s)), Kind::File | Kind::Link(_)) if s != cur => {
+                // A later layer replaces an earlier one's file.
+                self.retire(name)?;
+            }
+            (Some((Kind::Dir { .. }, s)), Kind::Dir { .. })
+            | (Some((Kind::File | Kind::Link(_), s)), Kind::File | Kind::Link(_)) => {
+                return Err(self.clash(name, s, "the data holds this path twice".into()));
+            }
+            (Some((_, s)), _) => {
+                return Err(self.clash(name, s, folder_and_file.into()));
+            }
+        }
+        self.names.insert(
+            name.to_string(),
+            Named {
+                kind: kind.clone(),
+                source: cur,
+                staged: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// An error about `name`: unsafe within one source, a conflict between two.
+    fn clash(&self, name: &str, other_source: usize, reason: String) -> ArchiveError {
+        if other_source == self.current() {
+            unsafe_entry(name.as_bytes(), reason)
+        } else {
+            ArchiveError::Conflict {
+                path: rules::shown(name.as_bytes()),
+                reason,
+            }
+        }
+    }
+
+    /// Removes what an earlier source staged at `name`, which a later one replaces.
+    fn retire(&mut self, name: &str) -> Result<(), ArchiveError> {
+        let Some((path, rename)) = self.names.get_mut(name).and_then(|n| n.staged.take()) else {
+            return Ok(());
+        };
+        self.writers().drain()?;
+        if let Some(i) = rename {
+            self.plan.renames[i].live = false;
+        }
+        fs::remove_file(&path).map_err(|source| ArchiveError::Io {
+            op: "replace",
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// Where a folder named `name` is until commit, made (staged) if missing. Within the
+    /// saved paths, nothing is followed: a symlink where the folder goes is replaced (or, at a
+    /// root with `keep_root_links`, followed); above them, the user's folders are followed.
+    fn folder(&mut self, name: &str) -> Result<(PathBuf, bool), ArchiveError> {
+        let dest = (self.src().resolve)(name);
+        if let Some(d) = self.dirs.get(&dest) {
+            return Ok(match d {
+                Dir::Existing => (dest, false),
+                Dir::Fresh { actual } => (actual.clone(), true),
+            });
+        }
+        let root = rules::root_of(name, &self.src().roots).map(str::to_string);
+        let Some(root) = root else {
+            return self.above(&dest);
+        };
+        let (parent, parent_fresh) = if name == root {
+            match dest.parent() {
+                Some(p) => self.above(p)?,
+                None => {
+                    self.dirs.insert(dest.clone(), Dir::Existing);
+                    return Ok((dest, false));
+                }
+            }
+        } else {
+            let p = parent_name(name).ok_or_else(|| ArchiveError::Internal {
+                what: format!("{name} has no parent below its root"),
+            })?;
+            self.folder(p)?
+        };
+        let file_name =
+            dest.file_name()
+                .map(|n| n.to_os_string())
+                .ok_or_else(|| ArchiveError::Conflict {
+                    path: dest.display().to_string(),
+                    reason: "it has no file name".into(),
+                })?;
+        if parent_fresh {
+            let actual = parent.join(file_name);
+            make_dir(&actual)?;
+            self.dirs.insert(
+                dest,
+                Dir::Fresh {
+                    actual: actual.clone(),
+                },
+            );
+            return Ok((actual, true));
+        }
+        let replaces_link = match fs::symlink_metadata(&dest) {
+            Ok(m) if m.is_dir() => {
+                self.dirs.insert(dest.clone(), Dir::Existing);
+                return Ok((dest, false));
+            }
+            Ok(m) if m.file_type().is_symlink() => {
+                if name == root && self.options.keep_root_links {
+                    if fs::metadata(&dest).is_ok_and(|t| t.is_dir()) {
+                        self.kept_links.insert(dest.clone());
+                        self.dirs.insert(dest.clone(), Dir::Existing);
+                        return Ok((dest, false));
+                    }
+                    return Err(ArchiveError::Conflict {
+                        path: dest.display().to_string(),
+                        reason: format!(
+                            "it is a symlink that does not lead to a folder, and {} needs a folder",
+                            rules::shown(name.as_bytes())
+                        ),
+                    });
+                }
+                true
+            }
+            Ok(_) => {
+                return Err(ArchiveError::Conflict {
+                    path: dest.display().to_string(),
+                    reason: format!(
+                        "a file is there and {} needs a folder; remove the file first",
+                        rules::shown(name.as_bytes())
+                    ),
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(source) => {
+                return Err(ArchiveError::Io {
+                    op: "look at",
+                    path: dest.display().to_string(),
+                    source,
+                });
+            }
+        };
+        let tmp = self.temp_name(&parent);
+        make_dir(&tmp)?;
+        self.plan.folders.push(Folder {
+            tmp: tmp.clone(),
+            dest: dest.clone(),
+            replaces_link,
+        });
+        self.dirs.insert(
+            dest,
+            Dir::Fresh {
+                actual: tmp.clone(),
+            },
+        );
+        Ok((tmp, true))
+    }
+
+    /// A folder above the saved paths: followed as it is; missing ones are made (staged).
+    fn above(&mut self, dir: &Path) -> Result<(PathBuf, bool), ArchiveError> {
+        if let Some(d) = self.dirs.get(dir) {
+            return Ok(match d {
+                Dir::Existing => (dir.to_path_buf(), false),
+                Dir::Fresh { actual } => (actual.clone(), true),
+            });
+        }
+        match fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {
+                self.dirs.insert(dir.to_path_buf(), Dir::Existing);
+                return Ok((dir.to_path_buf(), false));
+            }
+            Ok(_) => {
+                return Err(ArchiveError::Conflict {
+                    path: dir.display().to_string(),
+                    reason: "a file is there where a folder is needed; remove the file first"
+                        .into(),
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(ArchiveError::Io {
+                    op: "look at",
+                    path: dir.display().to_string(),
+                    source,
+                });
+            }
+        }
+        let (Some(parent), Some(file_name)) = (dir.parent(), dir.file_name()) else {
+            return Err(ArchiveError::Conflict {
+                path: dir.display().to_string(),
+                reason: "the folder is missing and cannot be made".into(),
+            });
+        };
+        let (parent_actual, parent_fresh) = self.above(parent)?;
+        let actual = if parent_fresh {
+            let a = parent_actual.join(file_name);
+            make_dir(&a)?;
+            a
+        } else {
+            let tmp = self.temp_name(&parent_actual);
+            make_dir(&tmp)?;
+            self.plan.folders.push(Folder {
+                tmp: tmp.clone(),
+                dest: dir.to_path_buf(),
+                replaces_link: false,
+            });
+            tmp
+        };
+        self.dirs.insert(
+            dir.to_path_buf(),
+            Dir::Fresh {
+                actual: actual.clone(),
+            },
+        );
+        Ok((actual, true))
+    }
+
+    /// Where the file or link `name` is written until commit: straight to its name inside a
+    /// folder this restore made, else a temporary name beside it, renamed at commit.
+    fn place(&mut self, name: &str) -> Result<(PathBuf, Option<usize>), ArchiveError> {
+        let dest = (self.src().resolve)(name);
+        let is_root = rules::root_of(name, &self.src().roots) == Some(name);
+        let (dir, fresh) = if is_root {
+            match dest.parent() {
+                Some(p) => self.above(p)?,
+                None => {
+                    return Err(ArchiveError::Conflict {
+                        path: dest.display().to_string(),
+                        reason: "it has no parent folder".into(),
+                    });
+                }
+            }
+        } else {
+            let p = parent_name(name).ok_or_else(|| ArchiveError::Internal {
+                what: format!("{name} has no parent"),
+            })?;
+            self.folder(p)?
+        };
+        let file_name = dest.file_name().ok_or_else(|| ArchiveError::Conflict {
+            path: dest.display().to_string(),
+            reason: "it has no file name".into(),
+        })?;
+        if fresh {
+            let actual = dir.join(file_name);
+            self.record_staged(name, actual.clone(), None);
+            return Ok((actual, None));
+        }
+        if self.dirs.contains_key(&dest) || fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
+            return Err(ArchiveError::Conflict {
+                path: dest.display().to_string(),
+                reason: "a folder is there and the entry is a file; remove the folder first".into(),
+            });
+        }
+        let tmp = self.temp_name(&dir);
+        self.plan.renames.push(Rename {
+            tmp: tmp.clone(),
+            dest,
+            live: true,
+        });
+        let i = self.plan.renames.len() - 1;
+        self.record_staged(name, tmp.clone(), Some(i));
+        Ok((tmp, Some(i)))
+    }
+
+    fn record_staged(&mut self, name: &str, path: PathBuf, rename: Option<usize>) {
+        if let Some(n) = self.names.get_mut(name) {
+            n.staged = Some((path, rename));
+        }
+    }
+
+    /// A folder entry.
+    pub fn dir(&mut self, raw: &[u8], mode: u32, mtime: i64) -> Result<(), ArchiveError> {
+        let name = self.enter(raw, &Kind::Dir { explicit: true })?;
+        self.folder(&name)?;
+        let dest = (self.src().resolve)(&name);
+        if !self.kept_links.contains(&dest) {
+            self.plan.dir_meta.insert(dest, (mode & 0o7777, mtime));
+        }
+        self.stats.dirs += 1;
+        Ok(())
+    }
+
+    /// A regular file of `size` bytes, read from `data`; `read_error` names a failure of
+    /// `data` (a corrupt archive, a chunk that fails its check).
+    pub fn file(
+        &mut self,
+        raw: &[u8],
+        mode: u32,
+        mtime: i64,
+        size: u64,
+        data: &mut dyn Read,
+        read_error: &dyn Fn(std::io::Error) -> ArchiveError,
+    ) -> Result<(), ArchiveError> {
+        let cur = self.current();
+        let state = self
+            .sources
+            .get_mut(cur)
+            .ok_or_else(|| ArchiveError::Internal {
+                what: "a file arrived before its source".into(),
+            })?;
+        state.bytes = state.bytes.saturating_add(size);
+        if let Some(max) = state.source.max_bytes {
+            if state.bytes > max {
+                return Err(unsafe_entry(
+                    raw,
+                    format!("the data unpacks to more than the {max} bytes its manifest records"),
+                ));
+            }
+        }
+        let name = self.enter(raw, &Kind::File)?;
+        let (path, _) = self.place(&name)?;
+        let mode = restored_mode(mode);
+        if size <= writers::POOL_FILE_MAX {
+            // Small files are read here and created by the pool: creating files is most of a
+            // restore's time and scales with threads.
+            let mut buf = Vec::with_capacity(size as usize);
+            data.take(size).read_to_end(&mut buf).map_err(read_error)?;
+            if (buf.len() as u64) < size {
+                return Err(read_error(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the data ended inside a file",
+                )));
+            }
+            self.writers().submit(Job {
+                path,
+                data: buf,
+                mode,
+                mtime,
+            })?;
+        } else {
+            self.writers()
+                .stream(&path, data, size, mode, mtime, read_error)?;
+        }
+        self.stats.files += 1;
+        self.stats.bytes += size;
+        Ok(())
+    }
+
+    /// A symlink; where it leads is judged once every entry is in ([`Lander::finish`]).
+    pub fn symlink(&mut self, raw: &[u8], target: &[u8], mtime: i64) -> Result<(), ArchiveError> {
+        let target = rules::check_link_target(target)
+            .map_err(|r| unsafe_entry(raw, format!("its link target is refused: {r}")))?;
+        let name = self.enter(raw, &Kind::Link(target.clone()))?;
+        let (path, _) = self.place(&name)?;
+        std::os::unix::fs::symlink(&target, &path).map_err(|source| ArchiveError::Io {
+            op: "create the link",
+            path: (self.src().resolve)(&name).display().to_string(),
+            source,
+        })?;
+        let t = FileTime::from_unix_time(mtime, 0);
+        let _ = filetime::set_symlink_file_times(&path, t, t);
+        self.stats.symlinks += 1;
+        Ok(())
+    }
+
+    /// A hard link to a file of the same source that came before it.
+    pub fn hard_link(&mut self, raw: &[u8], target: &[u8]) -> Result<(), ArchiveError> {
+        let roots = self.src().roots.clone();
+        let target_name = rules::check_name(target, &roots).map_err(|r| {
+            unsafe_entry(raw, format!("hard link to {}: {r}", rules::shown(target)))
+        })?;
+        let cur = self.current();
+        let source_path = match self.names.get(&target_name) {
+            Some(Named {
+                kind: Kind::File,
+                source,
+                staged: Some((p, _)),
+            }) if *source == cur => p.clone(),
+            _ => {
+                return Err(unsafe_entry(
+                    raw,
+                    format!(
+                        "hard link to {}, which is not a file restored before it",
+                        rules::shown(target)
+                    ),
+                ));
+            }
+        };
+        let name = self.enter(raw, &Kind::File)?;
+        let (path, _) = self.place(&name)?;
+        // The linked file may still be in the writers' queue.
+        self.writers().drain()?;
+        fs::hard_link(&source_path, &path).map_err(|source| ArchiveError::Io {
+            op: "create the hard link",
+            path: (self.src().resolve)(&name).display().to_string(),
+            source,
+        })?;
+        self.stats.files += 1;
+        Ok(())
+    }
+
+    /// Waits for the writers, judges every symlink where it leads, and hands back the staged
+    /// restore. On any failure everything staged is removed.
+    pub fn finish(mut self) -> Result<Landed, ArchiveError> {
+        if let Some(w) = self.writers.take() {
+            w.finish()?;
+        }
+        self.judge_links()?;
+        Ok(Landed {
+            plan: std::mem::take(&mut self.plan),
+            stats: std::mem::take(&mut self.stats),
+        })
+    }
+
+    /// [`Lander::finish`] on a blocking thread, for async callers.
+    pub async fn finish_async(self) -> Result<Landed, ArchiveError> {
+        tokio::task::spawn_blocking(move || self.finish())
+            .await
+            .unwrap_or_else(|_| {
+                Err(ArchiveError::Internal {
+                    what: "the thread finishing the restore stopped".into(),
+                })
+            })
+    }
+
+    fn judge_links(&self) -> Result<(), ArchiveError> {
+        let mut links: Vec<(&String, &String, usize)> = self
+            .names
+            .iter()
+            .filter_map(|(name, n)| match &n.kind {
+                Kind::Link(t) => Some((name, t, n.source)),
+                _ => None,
+            })
+            .collect();
+        links.sort();
+        for (name, target, source) in links {
+            let src = &self.sources[source].source;
+            if src.links_out.contains(&(name.clone(), target.clone())) {
+                continue;
+            }
+            let mut node = |n: &str| self.node(n, source);
+            if let Err(escape) = rules::judge_link(name, target, &src.roots, &mut node) {
+                return Err(unsafe_entry(
+                    name.as_bytes(),
+                    format!(
+                        "symlink to {} points outside the restored paths: {escape}",
+                        rules::shown(target.as_bytes())
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// What is at `name` once this restore is in place: its own entries first, else what is
+    /// on disk (unless a folder on the way is one this restore makes, which holds nothing else).
+    fn node(&self, name: &str, source: usize) -> Node {
+        if let Some(n) = self.names.get(name) {
+            return match &n.kind {
+                Kind::Link(t) => Node::Link(t.clone()),
+                _ => Node::Other,
+            };
+        }
+        let resolve = &self.sources[source].source.resolve;
+        let mut a = name;
+        while let Some(p) = parent_name(a) {
+            if matches!(self.dirs.get(&resolve(p)), Some(Dir::Fresh { .. })) {
+                return Node::Other;
+            }
+            a = p;
+        }
+        let path = resolve(name);
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => match fs::read_link(&path) {
+                Ok(t) => Node::Link(t.to_string_lossy().into_owned()),
+                Err(_) => Node::Other,
+            },
+            _ => Node::Other,
+        }
+    }
+}
+
+impl Drop for Lander {
+    fn drop(&mut self) {
+        // Writers first, so the plan's rollback never races a file being created.
+        drop(self.writers.take());
+    }
+}
+
+fn make_dir(path: &Path) -> Result<(), ArchiveError> {
+    fs::create_dir(path).map_err(|source| ArchiveError::Io {
+        op: "create the folder",
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Makes the folders `rels` (relative, normalised names) below `base`, one part at a time,
+/// never through a symlink: a link where a folder goes is replaced by the folder (the link is
+/// removed, never its target), a file there is a conflict. For downloads that land file by
+/// file (artifacts); `base` itself is the user's and is followed.
+pub fn make_folders<'a>(
+    base: &Path,
+    rels: impl IntoIterator<Item = &'a str>,
+) -> Result<(), ArchiveError> {
+    let mut known: HashSet<PathBuf> = HashSet::new();
+    fs::create_dir_all(base).map_err(|source| ArchiveError::Io {
+        op: "create the folder",
+        path: base.display().to_string(),
+        source,
+    })?;
+    for rel in rels {
+        let mut path = base.to_path_buf();
+        for part in rel.split('/').filter(|p| !p.is_empty() && *p != ".") {
+            if part == ".." {
+                return Err(unsafe_entry(rel.as_bytes(), "path with `..`"));
+            }
+            path.push(part);
+            if known.contains(&path) {
+                continue;
+            }
+            let io = |op| {
+                let shown = path.display().to_string();
+                move |source| ArchiveError::Io {
+                    op,
+                    path: shown,
+                    source,
+                }
+            };
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => {}
+                Ok(m) if m.file_type().is_symlink() => {
+                    fs::remove_file(&path).map_err(io("replace the symlink"))?;
+                    make_dir(&path)?;
+                }
+                Ok(_) => {
+                    return Err(ArchiveError::Conflict {
+                        path: path.display().to_string(),
+                        reason: "a file is there where a folder is needed; remove the file first"
+                            .into(),
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => make_dir(&path)?,
+                Err(source) => return Err(io("look at")(source)),
+            }
+            known.insert(path.clone());
+        }
+    }
+    Ok(())
+}
+
+/// A file mode as a restore sets it: permission bits and sticky, without setuid and setgid.
+pub fn restored_mode(mode: u32) -> u32 {
+    mode & 0o7777 & !SET_ID_BITS
+}

@@ -1,0 +1,204 @@
+//! Staging and commit: what a restore has laid down under temporary names, moved into place
+//! all at once after every check passed, or removed without a trace.
+//!
+//! Two kinds of staged things: files and links written beside their destination in a folder
+//! that was already there (one rename each), and new folders built whole under a temporary
+//! name beside their destination (one rename for the whole folder). A staged folder may take
+//! the place of a symlink that was there: the link itself is removed at commit, never what it
+//! points to. Folder modes and times are set last, on the folders themselves, never through a
+//! link.
+
+use std::collections::HashMap;
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use filetime::FileTime;
+
+use crate::archive::ArchiveError;
+
+/// Renames run on this many threads at commit.
+const RENAME_THREADS: usize = 4;
+
+/// A file or link written under a temporary name beside its destination.
+#[derive(Debug)]
+pub(crate) struct Rename {
+    pub tmp: PathBuf,
+    pub dest: PathBuf,
+    /// False once a later layer replaced it (its temporary file is gone).
+    pub live: bool,
+}
+
+/// A new folder built under a temporary name.
+#[derive(Debug)]
+pub(crate) struct Folder {
+    pub tmp: PathBuf,
+    pub dest: PathBuf,
+    /// A symlink is at `dest` now; it is removed (never followed) before the folder moves in.
+    pub replaces_link: bool,
+}
+
+/// Everything a restore staged, waiting for [`Plan::commit`] or [`Plan::rollback`].
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    pub renames: Vec<Rename>,
+    pub folders: Vec<Folder>,
+    /// Mode and mtime of every folder entry, by destination, applied last (deepest first).
+    pub dir_meta: HashMap<PathBuf, (u32, i64)>,
+}
+
+impl Plan {
+    /// Moves everything into place and sets folder modes and times.
+    ///
+    /// Every check of the entries happened before; what can still fail here is the file
+    /// system changing underneath (a folder made meanwhile where a new one goes, a full
+    /// disk for metadata). Then the error names the path and the rest is removed.
+    pub fn commit(&mut self) -> Result<(), ArchiveError> {
+        let renames: Vec<(PathBuf, PathBuf)> = self
+            .renames
+            .drain(..)
+            .filter(|r| r.live)
+            .map(|r| (r.tmp, r.dest))
+            .collect();
+        if let Err(e) = rename_all(&renames) {
+            for (tmp, _) in &renames {
+                let _ = fs::remove_file(tmp);
+            }
+            return Err(e);
+        }
+        let folders = std::mem::take(&mut self.folders);
+        for (i, f) in folders.iter().enumerate() {
+            if let Err(e) = move_folder(f) {
+                for rest in &folders[i..] {
+                    let _ = fs::remove_dir_all(&rest.tmp);
+                }
+                return Err(e);
+            }
+        }
+        let mut meta: Vec<(PathBuf, (u32, i64))> = self.dir_meta.drain().collect();
+        meta.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+        for (dir, (mode, mtime)) in meta {
+            set_folder_meta(&dir, mode, mtime)?;
+        }
+        Ok(())
+    }
+
+    /// Removes every temporary file and folder; the target is as it was.
+    pub fn rollback(&mut self) {
+        for r in self.renames.drain(..) {
+            if r.live {
+                let _ = fs::remove_file(&r.tmp);
+            }
+        }
+        for f in self.folders.drain(..) {
+            // `remove_dir_all` does not follow links inside the folder.
+            let _ = fs::remove_dir_all(&f.tmp);
+        }
+        self.dir_meta.clear();
+    }
+}
+
+impl Drop for Plan {
+    fn drop(&mut self) {
+        self.rollback();
+    }
+}
+
+fn move_folder(f: &Folder) -> Result<(), ArchiveError> {
+    let fail = |source| ArchiveError::Io {
+        op: "move into place",
+        path: f.dest.display().to_string(),
+        source,
+    };
+    let now = fs::symlink_metadata(&f.dest);
+    if f.replaces_link {
+        match now {
+            Ok(m) if m.file_type().is_symlink() => fs::remove_file(&f.dest).map_err(fail)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            _ => {
+                return Err(fail(std::io::Error::from(
+                    std::io::ErrorKind::AlreadyExists,
+                )));
+            }
+        }
+    } else if now.is_ok() {
+        // A plain rename would also replace an empty folder made meanwhile; refuse that too.
+        return Err(fail(std::io::Error::from(
+            std::io::ErrorKind::AlreadyExists,
+        )));
+    }
+    fs::rename(&f.tmp, &f.dest).map_err(fail)
+}
+
+/// Sets a folder's mode and mtime through a handle opened without following a link, so a
+/// link put where the folder was is never changed through.
+fn set_folder_meta(dir: &Path, mode: u32, mtime: i64) -> Result<(), ArchiveError> {
+    let io = |op| {
+        move |source| ArchiveError::Io {
+            op,
+            path: dir.display().to_string(),
+            source,
+        }
+    };
+    let handle = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
+        .open(dir)
+        .map_err(io("open the folder"))?;
+    handle
+        .set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(io("set the mode of"))?;
+    filetime::set_file_handle_times(&handle, None, Some(FileTime::from_unix_time(mtime, 0)))
+        .map_err(io("set the time of"))
+}
+
+/// Renames staged files into place on a few threads; where one destination appears more than
+/// once only the last one moves and the others are removed.
+fn rename_all(renames: &[(PathBuf, PathBuf)]) -> Result<(), ArchiveError> {
+    let mut last: HashMap<&Path, usize> = HashMap::with_capacity(renames.len());
+    for (i, (_, dest)) in renames.iter().enumerate() {
+        last.insert(dest.as_path(), i);
+    }
+    let work: Vec<&(PathBuf, PathBuf)> = renames
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            if last.get(r.1.as_path()) == Some(&i) {
+                Some(r)
+            } else {
+                let _ = fs::remove_file(&r.0);
+                None
+            }
+        })
+        .collect();
+    let chunk = work.len().div_ceil(RENAME_THREADS).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = work
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    for (tmp, dest) in part {
+                        fs::rename(tmp, dest).map_err(|source| ArchiveError::Io {
+                            op: "move into place",
+                            path: dest.display().to_string(),
+                            source,
+                        })?;
+                    }
+                    Ok::<(), ArchiveError>(())
+                })
+            })
+            .collect();
+        let mut first = Ok(());
+        for h in handles {
+            let result = h.join().unwrap_or_else(|_| {
+                Err(ArchiveError::Internal {
+                    what: "a thread moving files into place stopped".into(),
+                })
+            });
+            if first.is_ok() {
+                first = result;
+            }
+        }
+        first
+    })
+}
