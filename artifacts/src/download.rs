@@ -24,6 +24,8 @@ pub struct DownloadRequest {
     /// Folder the stored paths are written below. Folders below it are made without following
     /// symlinks; files lose setuid and setgid bits.
     pub to: PathBuf,
+    /// Which signatures to require.
+    pub trust: ferry_core::trust::sign::Trust,
 }
 
 /// What a download did.
@@ -52,7 +54,7 @@ pub async fn download(
     let started = Instant::now();
     let layout = Layout::new(&req.project);
     let wanted = Wanted::new(req.pattern.as_deref())?;
-    let chosen: Vec<ArtifactManifest> = crate::read_all(store, &layout, &req.target)
+    let chosen: Vec<ArtifactManifest> = crate::read_all(store, &layout, &req.target, &req.trust)
         .await?
         .into_iter()
         .filter(|m| wanted.matches(&m.body.path))

@@ -15,6 +15,7 @@ use ferry_core::paths;
 use ferry_core::retention::DATA_DIR;
 use ferry_core::store::{Store, StoreError};
 use ferry_core::transfer::TransferError;
+use ferry_core::trust::sign::Trust;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
@@ -77,6 +78,8 @@ pub enum ArtifactError {
         #[source]
         source: std::io::Error,
     },
+    #[error("refused artifact {manifest}: {why}; nothing was downloaded")]
+    Untrusted { manifest: String, why: String },
     #[error("failed to make the folders below {to}: {source}; nothing was downloaded")]
     Folder {
         to: String,
@@ -206,6 +209,7 @@ pub(crate) async fn read_all(
     store: &Store,
     layout: &Layout,
     target: &Target,
+    trust: &Trust,
 ) -> Result<Vec<ArtifactManifest>, ArtifactError> {
     let metas = store.list(&layout.target_dir(target)).await?;
     let mut all: Vec<ArtifactManifest> = futures::stream::iter(metas)
@@ -215,6 +219,12 @@ pub(crate) async fn read_all(
             let Some(bytes) = store.read(&rel).await? else {
                 return Ok(None);
             };
+            if let Err(why) = trust.check(&bytes) {
+                return Err(ArtifactError::Untrusted {
+                    manifest: rel,
+                    why: why.to_string(),
+                });
+            }
             let m: ArtifactManifest = manifest::decode(&bytes, &rel)?;
             if !is_plain(&m.body.path) {
                 return Err(ArtifactError::UnsafePath {

@@ -46,11 +46,16 @@ pub async fn list(
     target: &Target,
 ) -> Result<Vec<ArtifactEntry>, ArtifactError> {
     let layout = Layout::new(project);
-    Ok(crate::read_all(store, &layout, target)
-        .await?
-        .into_iter()
-        .map(ArtifactEntry::from)
-        .collect())
+    Ok(crate::read_all(
+        store,
+        &layout,
+        target,
+        &ferry_core::trust::sign::Trust::default(),
+    )
+    .await?
+    .into_iter()
+    .map(ArtifactEntry::from)
+    .collect())
 }
 
 /// A link to one artifact's bytes that works without ferry: pre-signed for `expires` on cloud

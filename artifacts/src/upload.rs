@@ -11,6 +11,7 @@ use ferry_core::manifest::{self, DataRef, Envelope, Kind};
 use ferry_core::paths::{self, PathContext};
 use ferry_core::store::{Published, Store};
 use ferry_core::transfer;
+use ferry_core::trust::sign::Trust;
 use ferry_core::units::Ttl;
 use futures::StreamExt;
 use serde::Serialize;
@@ -29,6 +30,8 @@ pub struct UploadRequest {
     pub ttl: Ttl,
     /// Replace artifacts already stored at the same paths.
     pub overwrite: bool,
+    /// Signs the manifests when this job holds a key.
+    pub trust: Trust,
     pub at: PathContext,
 }
 
@@ -125,6 +128,7 @@ pub async fn upload(store: &Store, req: UploadRequest) -> Result<UploadOutcome, 
         expires,
         ttl_seconds,
         overwrite: req.overwrite,
+        trust: &req.trust,
     };
     let results: Vec<Result<Uploaded, ArtifactError>> = futures::stream::iter(sources)
         .map(|s| {
@@ -180,6 +184,7 @@ struct Publish<'a> {
     expires: Option<DateTime<Utc>>,
     ttl_seconds: Option<u64>,
     overwrite: bool,
+    trust: &'a Trust,
 }
 
 impl Publish<'_> {
@@ -224,6 +229,7 @@ impl Publish<'_> {
             created: self.created,
             expires: self.expires,
             data: data.clone(),
+            signature: None,
             body: ArtifactBody {
                 run: self.target.run.clone(),
                 job: self.target.job.clone(),
@@ -233,7 +239,7 @@ impl Publish<'_> {
             },
         };
         let rel = self.layout.manifest(self.target, &src.stored);
-        let bytes = manifest::encode(&manifest);
+        let bytes = self.trust.seal(manifest::encode(&manifest));
         if self.overwrite {
             self.store.overwrite(&rel, bytes).await?;
         } else if self.store.create(&rel, bytes).await? == Published::Exists {

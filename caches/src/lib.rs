@@ -4,7 +4,9 @@
 //! Layout in the store (see `docs/FORMAT.md`):
 //! `ferry-v1/<project>/caches/keys/<name>.json` is the manifest of a key,
 //! `ferry-v1/<project>/caches/data/<id>.tar.zst` its archive, and
-//! `ferry-v1/<project>/caches/used/<name>.json` records the last restore hit.
+//! `ferry-v1/<project>/caches/used/<name>.json` records the last restore hit. A named scope
+//! keeps the same three folders below `ferry-v1/<project>/scopes/<scope>/caches/`, so a
+//! bucket policy can keep a job's writes inside its own scope.
 
 mod manage;
 mod restore;
@@ -19,7 +21,7 @@ use ferry_core::transfer::TransferError;
 use serde::{Deserialize, Serialize};
 
 pub use ferry_core::paths::PathContext;
-pub use manage::{CacheEntry, list, remove};
+pub use manage::{CacheEntry, Listing, list, remove};
 pub use restore::{Hit, RestoreOutcome, RestoreRequest, restore};
 pub use save::{SaveOutcome, SaveRequest, save};
 
@@ -77,6 +79,15 @@ pub enum CacheError {
     InvalidPath { path: String, reason: String },
     #[error("no cache with key {}; `ferry cache ls` lists the keys", keys.join(", "))]
     NotFound { keys: Vec<String> },
+    #[error(
+        "refused cache {key}: it holds {} but this restore expects only {}; nothing was restored (a forged or mistaken entry; check --path and the key)",
+        roots.join(", "), expected.join(", ")
+    )]
+    UnexpectedPaths {
+        key: String,
+        roots: Vec<String>,
+        expected: Vec<String>,
+    },
 }
 
 impl From<TransferError<ArchiveError>> for CacheError {
@@ -88,15 +99,23 @@ impl From<TransferError<ArchiveError>> for CacheError {
     }
 }
 
-/// Where the caches of a project live.
+/// Where the caches of a project's scope live: the project-wide scope (`None`, as CircleCI
+/// shares caches across branches) or a named one.
 pub(crate) struct Layout {
     dir: String,
 }
 
 impl Layout {
-    pub(crate) fn new(project: &str) -> Self {
+    pub(crate) fn new(project: &str, scope: Option<&str>) -> Self {
+        let project_dir = manifest::project_dir(project);
         Self {
-            dir: format!("{}/{CACHES_DIR}", manifest::project_dir(project)),
+            dir: match scope {
+                None => format!("{project_dir}/{CACHES_DIR}"),
+                Some(s) => format!(
+                    "{project_dir}/{SCOPES_DIR}/{}/{CACHES_DIR}",
+                    ferry_core::paths::encode_part(s)
+                ),
+            },
         }
     }
     pub(crate) fn keys_dir(&self) -> String {
@@ -127,6 +146,9 @@ impl Layout {
     }
 }
 
+/// The folder of named scopes inside a project.
+pub const SCOPES_DIR: &str = "scopes";
+
 pub(crate) async fn read_manifest(
     store: &ferry_core::store::Store,
     rel: &str,
@@ -135,4 +157,34 @@ pub(crate) async fn read_manifest(
         Some(bytes) => Ok(Some(manifest::decode(&bytes, rel)?)),
         None => Ok(None),
     }
+}
+
+/// A manifest as read, with its bytes (for signature checks).
+pub(crate) struct Read {
+    pub manifest: CacheManifest,
+    pub bytes: bytes::Bytes,
+}
+
+/// What a lookup found at a manifest's place.
+pub(crate) enum Lookup {
+    Found(Box<Read>),
+    /// Listed, then deleted before it was read.
+    Gone,
+    /// There but unusable (unreadable, a newer format): the warning that says so. One bad
+    /// object never breaks lookups of the others.
+    Unusable(String),
+}
+
+/// Reads a manifest for a lookup; only a failing store is an error.
+pub(crate) async fn read_for_lookup(
+    store: &ferry_core::store::Store,
+    rel: &str,
+) -> Result<Lookup, CacheError> {
+    let Some(bytes) = store.read(rel).await? else {
+        return Ok(Lookup::Gone);
+    };
+    Ok(match manifest::decode::<CacheBody>(&bytes, rel) {
+        Ok(manifest) => Lookup::Found(Box::new(Read { manifest, bytes })),
+        Err(e) => Lookup::Unusable(format!("skipped {e}")),
+    })
 }

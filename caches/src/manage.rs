@@ -1,50 +1,98 @@
 //! `ferry cache ls` and `ferry cache rm`.
 
 use chrono::{DateTime, Utc};
+use ferry_core::manifest;
 use ferry_core::store::Store;
-use futures::{StreamExt, TryStreamExt};
+use ferry_core::trust::sign::Trust;
+use futures::StreamExt;
 use serde::Serialize;
 
-use crate::{CacheError, Layout, Used};
+use crate::{CacheError, Layout, Lookup, SCOPES_DIR, Used};
 
 /// One cache as `ls` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct CacheEntry {
     pub key: String,
+    /// The scope it lives in (`None`: project-wide).
+    pub scope: Option<String>,
     /// Bytes stored.
     pub bytes: u64,
     pub files: u64,
+    /// Bytes of file content before compression.
+    pub unpacked_bytes: u64,
     pub created: DateTime<Utc>,
     pub last_used: Option<DateTime<Utc>>,
     pub expires: Option<DateTime<Utc>>,
     pub compression: ferry_core::archive::Format,
+    /// The public key it is signed with, as recorded (not checked).
+    pub signed_by: Option<String>,
+    /// With `FERRY_TRUSTED_KEYS` set: whether a trusted key's signature checks out.
+    pub trusted: Option<bool>,
 }
 
-/// Every cache of the project whose key starts with `prefix`, newest first.
+/// What `ls` found: the caches, newest first, and the objects it passed over.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listing {
+    pub caches: Vec<CacheEntry>,
+    pub warnings: Vec<String>,
+}
+
+/// The manifests of every scope of a project: `(scope, manifest path)`.
+async fn manifests(
+    store: &Store,
+    project: &str,
+) -> Result<Vec<(Option<String>, String)>, CacheError> {
+    let mut out: Vec<(Option<String>, String)> = store
+        .list(&Layout::new(project, None).keys_dir())
+        .await?
+        .into_iter()
+        .map(|m| (None, m.location.to_string()))
+        .collect();
+    let scopes_dir = format!("{}/{SCOPES_DIR}/", manifest::project_dir(project));
+    for m in store.list(&scopes_dir).await? {
+        let rel = m.location.to_string();
+        let Some((scope, rest)) = rel
+            .strip_prefix(&scopes_dir)
+            .and_then(|r| r.split_once('/'))
+        else {
+            continue;
+        };
+        if rest.starts_with("caches/keys/") {
+            let name = ferry_core::paths::decode_part(scope).unwrap_or_else(|| scope.to_string());
+            out.push((Some(name), rel));
+        }
+    }
+    Ok(out)
+}
+
+/// Every cache of the project, in every scope, whose key starts with `prefix`, newest first.
+/// A manifest that cannot be read is passed over with a warning naming it.
 pub async fn list(
     store: &Store,
     project: &str,
     prefix: Option<&str>,
-) -> Result<Vec<CacheEntry>, CacheError> {
-    let layout = Layout::new(project);
-    let metas = store.list(&layout.keys_dir()).await?;
+    trust: &Trust,
+) -> Result<Listing, CacheError> {
     let prefix = prefix.unwrap_or("");
-    let wanted: Vec<String> = metas
+    let wanted: Vec<(Option<String>, String)> = manifests(store, project)
+        .await?
         .into_iter()
-        .filter(|m| {
-            m.location
-                .filename()
-                .is_some_and(|n| ferry_core::manifest::name_may_start_with(n, prefix))
+        .filter(|(_, rel)| {
+            rel.rsplit('/')
+                .next()
+                .is_some_and(|n| manifest::name_may_start_with(n, prefix))
         })
-        .map(|m| m.location.to_string())
         .collect();
-    let mut entries: Vec<CacheEntry> = futures::stream::iter(wanted)
-        .map(|rel| {
-            let layout = &layout;
-            async move {
-                let Some(m) = crate::read_manifest(store, &rel).await? else {
-                    return Ok::<_, CacheError>(None);
+    let results: Vec<Result<Result<Option<CacheEntry>, String>, CacheError>> =
+        futures::stream::iter(wanted)
+            .map(|(scope, rel)| async move {
+                let r = match crate::read_for_lookup(store, &rel).await? {
+                    Lookup::Found(r) => r,
+                    Lookup::Gone => return Ok(Ok(None)),
+                    Lookup::Unusable(w) => return Ok(Err(w)),
                 };
+                let m = r.manifest;
+                let layout = Layout::new(project, scope.as_deref());
                 let used: Option<Used> = store
                     .read(&layout.used(&m.body.key))
                     .await
@@ -55,35 +103,48 @@ pub async fn list(
                     (Some(e), Some(u)) => Some((*e).max(u.expires)),
                     (e, _) => *e,
                 };
-                Ok(Some(CacheEntry {
+                Ok(Ok(Some(CacheEntry {
                     key: m.body.key,
+                    scope,
                     bytes: m.data.size,
                     files: m.body.files,
+                    unpacked_bytes: m.body.unpacked_bytes,
                     created: m.created,
                     last_used: used.map(|u| u.last_used),
                     expires,
                     compression: m.body.compression,
-                }))
-            }
-        })
-        .buffer_unordered(16)
-        .try_filter_map(|e| async move { Ok(e) })
-        .try_collect()
-        .await?;
-    entries.retain(|e| e.key.starts_with(prefix));
-    entries.sort_by_key(|e| std::cmp::Reverse(e.created));
-    Ok(entries)
+                    signed_by: m.signature.map(|s| s.key),
+                    trusted: trust.trusted.as_ref().map(|k| k.verify(&r.bytes).is_ok()),
+                })))
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+    let mut caches = Vec::new();
+    let mut warnings = Vec::new();
+    for r in results {
+        match r? {
+            Ok(Some(e)) if e.key.starts_with(prefix) => caches.push(e),
+            Ok(_) => {}
+            Err(w) => warnings.push(w),
+        }
+    }
+    caches.sort_by_key(|e| std::cmp::Reverse(e.created));
+    warnings.sort();
+    Ok(Listing { caches, warnings })
 }
 
-/// Removes the given keys: manifest first (so the entry is gone at once), then its data.
+/// Removes the given keys of a scope: manifest first (so the entry is gone at once), then
+/// its data.
 ///
 /// Keys that do not exist are reported together after the others are removed.
 pub async fn remove(
     store: &Store,
     project: &str,
+    scope: Option<&str>,
     keys: &[String],
 ) -> Result<Vec<String>, CacheError> {
-    let layout = Layout::new(project);
+    let layout = Layout::new(project, scope);
     let mut removed = Vec::new();
     let mut missing = Vec::new();
     for key in keys {

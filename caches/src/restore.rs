@@ -1,21 +1,20 @@
 //! `ferry cache restore`: find the best entry for a key and its restore keys and unpack it.
 
 use std::collections::HashSet;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use ferry_core::archive;
 use ferry_core::manifest;
+use ferry_core::paths::{self, PathContext};
 use ferry_core::store::Store;
 use ferry_core::transfer;
+use ferry_core::trust::sign::Trust;
 use ferry_core::unpack::{LandOptions, Lander, Source};
-use futures::{StreamExt, TryStreamExt};
-use object_store::ObjectMeta;
+use futures::StreamExt;
 use serde::Serialize;
 
-use ferry_core::paths::PathContext;
-
-use crate::{CacheError, CacheManifest, Layout, Used};
+use crate::{CacheError, CacheManifest, Layout, Lookup, Read, Used};
 
 /// What to restore.
 #[derive(Debug, Clone)]
@@ -31,6 +30,17 @@ pub struct RestoreRequest {
     pub lookup_only: bool,
     /// Follow a symlink found at a saved path instead of replacing it with the cache's folder.
     pub keep_root_links: bool,
+    /// The scope searched first (`None`: the project-wide scope).
+    pub scope: Option<String>,
+    /// Scopes searched after it, in order, when it has no match (`None`: project-wide).
+    pub fallback_scopes: Vec<Option<String>>,
+    /// The paths this restore expects (as `--path` gives them); an entry holding anything
+    /// else is refused. Empty: any.
+    pub expected_paths: Vec<String>,
+    /// Entries saved longer ago than this are misses.
+    pub max_age: Option<Duration>,
+    /// Which signatures to require.
+    pub trust: Trust,
     pub at: PathContext,
 }
 
@@ -51,30 +61,44 @@ pub struct RestoreOutcome {
     pub hit: Hit,
     pub key: String,
     pub matched_key: Option<String>,
+    /// The scope the entry was found in (`None`: project-wide).
+    pub scope: Option<String>,
     /// Bytes downloaded (0 with lookup-only or on a miss).
     pub bytes: u64,
     pub files: u64,
     pub seconds: f64,
     pub lookup_only: bool,
+    /// Entries passed over (unreadable, unsigned, expired) and why.
+    pub warnings: Vec<String>,
+    /// How many entries were passed over because no trusted key signed them.
+    pub untrusted: u32,
 }
 
 /// Finds and unpacks the entry for the request.
 ///
-/// Each candidate is tried as an exact key, then (unless `exact`) as a prefix, where the most
-/// recently saved entry wins. Files are staged under temporary names and moved into place only
-/// after the archive's digest matched; on any failure the tree is left as it was.
+/// Each scope is searched in turn (the job's own, then each fallback); in each, each
+/// candidate is tried as an exact key, then (unless `exact`) as a prefix, where the most
+/// recently saved entry wins. An entry that cannot be used (unreadable, not signed by a
+/// trusted key, expired, older than `max_age`) is passed over with a warning and the search
+/// goes on. Files are staged under temporary names and moved into place only after the
+/// archive's digest matched; on any failure the tree is left as it was.
 pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcome, CacheError> {
     let started = Instant::now();
-    let layout = Layout::new(&req.project);
-    let Some(found) = find(store, &layout, &req).await? else {
+    let mut warnings = Vec::new();
+    let mut untrusted = 0;
+    let found = find(store, &req, Utc::now(), &mut warnings, &mut untrusted).await?;
+    let Some((found, scope)) = found else {
         return Ok(RestoreOutcome {
             hit: Hit::Miss,
             key: req.key,
             matched_key: None,
+            scope: None,
             bytes: 0,
             files: 0,
             seconds: started.elapsed().as_secs_f64(),
             lookup_only: req.lookup_only,
+            warnings,
+            untrusted,
         });
     };
     let hit = if found.body.key == req.key {
@@ -82,15 +106,19 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
     } else {
         Hit::Partial
     };
+    check_expected(&found, &req.expected_paths)?;
     if req.lookup_only {
         return Ok(RestoreOutcome {
             hit,
             key: req.key,
             matched_key: Some(found.body.key),
+            scope,
             bytes: 0,
             files: found.body.files,
             seconds: started.elapsed().as_secs_f64(),
             lookup_only: true,
+            warnings,
+            untrusted,
         });
     }
     for p in &found.body.paths {
@@ -119,15 +147,47 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
         lander.finish()?.commit()
     })
     .await?;
-    touch(store, &layout, &found).await;
+    touch(store, &Layout::new(&req.project, scope.as_deref()), &found).await;
     Ok(RestoreOutcome {
         hit,
         key: req.key,
         matched_key: Some(found.body.key),
+        scope,
         bytes: found.data.size,
         files: stats.files,
         seconds: started.elapsed().as_secs_f64(),
         lookup_only: false,
+        warnings,
+        untrusted,
+    })
+}
+
+/// Refuses an entry holding paths outside those the restore expects (a manifest forged to
+/// restore into `~/.ssh` or `/etc`, or a key reused for other paths).
+fn check_expected(found: &CacheManifest, expected: &[String]) -> Result<(), CacheError> {
+    let bases: Vec<String> = expected
+        .iter()
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty() && !p.starts_with('!'))
+        .map(|p| ferry_core::glob::literal_base(&paths::normalize(p)))
+        .collect();
+    if bases.is_empty() {
+        return Ok(());
+    }
+    let outside: Vec<String> = found
+        .body
+        .paths
+        .iter()
+        .filter(|root| !bases.iter().any(|b| paths::is_within(root, b)))
+        .cloned()
+        .collect();
+    if outside.is_empty() {
+        return Ok(());
+    }
+    Err(CacheError::UnexpectedPaths {
+        key: found.body.key.clone(),
+        roots: outside,
+        expected: bases,
     })
 }
 
@@ -147,54 +207,149 @@ async fn touch(store: &Store, layout: &Layout, found: &CacheManifest) {
     }
 }
 
+/// The scopes a restore searches, in order, each once.
+fn scopes(req: &RestoreRequest) -> Vec<Option<String>> {
+    let mut out: Vec<Option<String>> = Vec::new();
+    for s in std::iter::once(&req.scope).chain(req.fallback_scopes.iter()) {
+        if !out.contains(s) {
+            out.push(s.clone());
+        }
+    }
+    out
+}
+
+/// The entry to restore and its scope, passing over what cannot be used.
 async fn find(
     store: &Store,
-    layout: &Layout,
     req: &RestoreRequest,
-) -> Result<Option<CacheManifest>, CacheError> {
-    let mut listing: Option<Vec<ObjectMeta>> = None;
-    let candidates = std::iter::once(&req.key).chain(req.restore_keys.iter());
-    for candidate in candidates {
-        if let Some(m) = crate::read_manifest(store, &layout.manifest(candidate)).await? {
-            if &m.body.key == candidate {
-                return Ok(Some(m));
+    now: DateTime<Utc>,
+    warnings: &mut Vec<String>,
+    untrusted: &mut u32,
+) -> Result<Option<(CacheManifest, Option<String>)>, CacheError> {
+    for scope in scopes(req) {
+        let layout = Layout::new(&req.project, scope.as_deref());
+        let mut judged: HashSet<String> = HashSet::new();
+        let mut listing: Option<Vec<String>> = None;
+        for candidate in std::iter::once(&req.key).chain(req.restore_keys.iter()) {
+            let rel = layout.manifest(candidate);
+            match crate::read_for_lookup(store, &rel).await? {
+                Lookup::Found(r) if &r.manifest.body.key == candidate => {
+                    judged.insert(rel.clone());
+                    if accept(store, req, &layout, &rel, &r, now, warnings, untrusted).await {
+                        return Ok(Some((r.manifest, scope)));
+                    }
+                }
+                Lookup::Found(_) | Lookup::Gone => {}
+                Lookup::Unusable(w) => {
+                    judged.insert(rel.clone());
+                    warnings.push(w);
+                }
             }
-        }
-        if req.exact {
-            continue;
-        }
-        if listing.is_none() {
-            listing = Some(store.list(&layout.keys_dir()).await?);
-        }
-        let names: Vec<String> = listing
-            .iter()
-            .flatten()
-            .filter(|meta| {
-                meta.location
-                    .filename()
-                    .is_some_and(|n| manifest::name_may_start_with(n, candidate))
-            })
-            .map(|meta| meta.location.to_string())
-            .collect();
-        // Listing times are coarse on some stores (whole seconds), so the winner is chosen by
-        // the creation time each manifest records.
-        let manifests: Vec<Option<CacheManifest>> = futures::stream::iter(names)
-            .map(|rel| async move { crate::read_manifest(store, &rel).await })
-            .buffer_unordered(16)
-            .try_collect()
-            .await?;
-        let best = manifests
-            .into_iter()
-            .flatten()
-            .filter(|m| m.body.key.starts_with(candidate.as_str()))
-            .max_by(|a, b| {
-                a.created
-                    .cmp(&b.created)
-                    .then_with(|| a.body.key.cmp(&b.body.key))
+            if req.exact {
+                continue;
+            }
+            if listing.is_none() {
+                let metas = store.list(&layout.keys_dir()).await?;
+                listing = Some(metas.into_iter().map(|m| m.location.to_string()).collect());
+            }
+            let names: Vec<String> = listing
+                .iter()
+                .flatten()
+                .filter(|rel| !judged.contains(*rel))
+                .filter(|rel| {
+                    rel.rsplit('/')
+                        .next()
+                        .is_some_and(|n| manifest::name_may_start_with(n, candidate))
+                })
+                .cloned()
+                .collect();
+            // Listing times are coarse on some stores (whole seconds), so the winner is chosen
+            // by the creation time each manifest records.
+            let read: Vec<(String, Result<Lookup, CacheError>)> = futures::stream::iter(names)
+                .map(|rel| async move {
+                    let r = crate::read_for_lookup(store, &rel).await;
+                    (rel, r)
+                })
+                .buffer_unordered(16)
+                .collect()
+                .await;
+            let mut usable: Vec<(String, Read)> = Vec::new();
+            for (rel, r) in read {
+                match r? {
+                    Lookup::Found(r) => usable.push((rel, *r)),
+                    Lookup::Gone => {}
+                    Lookup::Unusable(w) => {
+                        judged.insert(rel);
+                        warnings.push(w);
+                    }
+                }
+            }
+            usable.retain(|(_, r)| r.manifest.body.key.starts_with(candidate.as_str()));
+            usable.sort_by(|(_, a), (_, b)| {
+                b.manifest
+                    .created
+                    .cmp(&a.manifest.created)
+                    .then_with(|| b.manifest.body.key.cmp(&a.manifest.body.key))
             });
-        if best.is_some() {
-            return Ok(best);
+            for (rel, r) in usable {
+                judged.insert(rel.clone());
+                if accept(store, req, &layout, &rel, &r, now, warnings, untrusted).await {
+                    return Ok(Some((r.manifest, scope)));
+                }
+            }
         }
     }
     Ok(None)
+}
+
+/// True when the entry may be restored; otherwise says why in `warnings`.
+#[allow(clippy::too_many_arguments)]
+async fn accept(
+    store: &Store,
+    req: &RestoreRequest,
+    layout: &Layout,
+    rel: &str,
+    r: &Read,
+    now: DateTime<Utc>,
+    warnings: &mut Vec<String>,
+    untrusted: &mut u32,
+) -> bool {
+    let m = &r.manifest;
+    if let Err(why) = req.trust.check(&r.bytes) {
+        *untrusted += 1;
+        warnings.push(format!("skipped cache {} ({rel}): {why}", m.body.key));
+        return false;
+    }
+    if let Some(max_age) = req.max_age {
+        let age = now - m.created;
+        if age.to_std().is_ok_and(|a| a > max_age) {
+            warnings.push(format!(
+                "skipped cache {}: it was saved at {}, more than --max-age {} ago",
+                m.body.key,
+                m.created.format("%Y-%m-%d %H:%M:%S UTC"),
+                ferry_core::units::format_duration(max_age)
+            ));
+            return false;
+        }
+    }
+    if let Some(expires) = m.expires {
+        // A restore hit pushes the expiry forward; the marker says when it expires now.
+        let used: Option<Used> = store
+            .read(&layout.used(&m.body.key))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let expires = used.map_or(expires, |u| expires.max(u.expires));
+        if expires <= now {
+            warnings.push(format!(
+                "skipped cache {}: it expired at {} (its ttl is {})",
+                m.body.key,
+                expires.format("%Y-%m-%d %H:%M:%S UTC"),
+                ferry_core::units::format_duration(Duration::from_secs(m.body.ttl_seconds))
+            ));
+            return false;
+        }
+    }
+    true
 }

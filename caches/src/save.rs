@@ -6,6 +6,7 @@ use chrono::Utc;
 use ferry_core::archive::{self, ArchiveError, Format, PackSpec, PackStats, PlanError};
 use ferry_core::manifest::{self, Envelope, Kind};
 use ferry_core::store::{Published, Store};
+use ferry_core::trust::sign::Trust;
 use ferry_core::{glob, transfer};
 use serde::Serialize;
 
@@ -27,6 +28,10 @@ pub struct SaveRequest {
     pub ttl: Duration,
     /// Replace an existing entry instead of skipping.
     pub force: bool,
+    /// The scope saved to (`None`: the project-wide scope).
+    pub scope: Option<String>,
+    /// Signs the manifest when this job holds a key.
+    pub trust: Trust,
     pub at: PathContext,
 }
 
@@ -56,7 +61,7 @@ pub struct SaveOutcome {
 /// the whole entry or none of it, and of two concurrent saves exactly one publishes.
 pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheError> {
     let started = Instant::now();
-    let layout = Layout::new(&req.project);
+    let layout = Layout::new(&req.project, req.scope.as_deref());
     let manifest_rel = layout.manifest(&req.key);
     let skipped = |warnings| SaveOutcome {
         saved: false,
@@ -116,6 +121,7 @@ pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheE
         created: now,
         expires: Some(expires),
         data: data.clone(),
+        signature: None,
         body: CacheBody {
             key: req.key.clone(),
             compression: format,
@@ -127,7 +133,7 @@ pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheE
             ttl_seconds: req.ttl.as_secs(),
         },
     };
-    let bytes = manifest::encode(&manifest);
+    let bytes = req.trust.seal(manifest::encode(&manifest));
     if req.force {
         let old = crate::read_manifest(store, &manifest_rel)
             .await

@@ -61,6 +61,8 @@ pub enum Command {
     Prune(PruneArgs),
     /// Print what a key template renders to here
     Key(KeyArgs),
+    /// Print a new ed25519 key pair for signed entries (FERRY_SIGNING_KEY, FERRY_TRUSTED_KEYS)
+    Keygen,
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +106,16 @@ pub struct SaveArgs {
     /// Replace the entry if the key exists
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ScopeArgs {
+    /// Scope of the caches this job saves and restores first [default: the project-wide
+    /// scope, also called `default`]
+    #[arg(long, env = ev::FERRY_SCOPE, value_name = "NAME")]
+    pub scope: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +135,19 @@ pub struct RestoreArgs {
     /// Exit 3 when nothing matches
     #[arg(long)]
     pub fail_on_miss: bool,
+    /// Paths the entry must hold (repeatable, as given to save): an entry holding anything
+    /// else is refused with exit 5
+    #[arg(long = "path", value_name = "P", allow_hyphen_values = true)]
+    pub paths: Vec<String>,
+    /// Treat caches saved longer ago than this as misses
+    #[arg(long, env = ev::FERRY_MAX_AGE, value_name = "DURATION")]
+    pub max_age: Option<String>,
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+    /// Scope searched after --scope when it has no match (repeatable, in order; `default`
+    /// is the project-wide scope)
+    #[arg(long = "fallback-scope", env = ev::FERRY_FALLBACK_SCOPES, value_delimiter = ',', value_name = "NAME")]
+    pub fallback_scopes: Vec<String>,
     #[command(flatten)]
     pub links: RootLinkArgs,
 }
@@ -147,6 +172,8 @@ pub struct CacheRmArgs {
     /// Keys to remove (exact)
     #[arg(required = true, value_name = "KEY")]
     pub keys: Vec<String>,
+    #[command(flatten)]
+    pub scope: ScopeArgs,
 }
 
 #[derive(Debug, Subcommand)]

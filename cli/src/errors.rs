@@ -43,6 +43,14 @@ pub enum CliError {
         key: String,
         restore_keys: Vec<String>,
     },
+    #[error(transparent)]
+    Key(#[from] ferry_core::trust::sign::KeyError),
+    #[error(
+        "no trusted cache matched key {key:?} (--fail-on-miss): {skipped} entr{} passed over because no key in FERRY_TRUSTED_KEYS signed {}",
+        if *skipped == 1 { "y was" } else { "ies were" },
+        if *skipped == 1 { "it" } else { "them" }
+    )]
+    UntrustedMiss { key: String, skipped: u32 },
     #[error("failed to write step outputs to $GITHUB_OUTPUT: {0}")]
     GithubOutput(#[source] std::io::Error),
 }
@@ -64,6 +72,10 @@ impl CliError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             CliError::Usage(_) | CliError::Units(_) => ExitCode::Usage,
+            CliError::Key(e) => match e {
+                ferry_core::trust::sign::KeyError::Malformed { .. } => ExitCode::Usage,
+                ferry_core::trust::sign::KeyError::Random(_) => ExitCode::Error,
+            },
             CliError::Template(t) => {
                 if t.is_usage() {
                     ExitCode::Usage
@@ -86,11 +98,14 @@ impl CliError {
                 | CacheError::Glob(_)
                 | CacheError::NothingToSave { .. }
                 | CacheError::NotFound { .. } => ExitCode::Error,
+                CacheError::UnexpectedPaths { .. } => ExitCode::Integrity,
             },
             CliError::Workspace(e) => match e {
                 WorkspaceError::Conflict { .. } => ExitCode::WorkspaceConflict,
                 WorkspaceError::Archive(a) => archive_code(a),
-                WorkspaceError::UnsafeManifest { .. } => ExitCode::Integrity,
+                WorkspaceError::UnsafeManifest { .. } | WorkspaceError::Untrusted { .. } => {
+                    ExitCode::Integrity
+                }
                 WorkspaceError::Store(StoreError::InvalidUrl { .. })
                 | WorkspaceError::InvalidPath { .. } => ExitCode::Usage,
                 WorkspaceError::Store(_)
@@ -102,9 +117,9 @@ impl CliError {
                 | WorkspaceError::State { .. } => ExitCode::Error,
             },
             CliError::Artifacts(e) => match e {
-                ArtifactError::Digest { .. } | ArtifactError::UnsafePath { .. } => {
-                    ExitCode::Integrity
-                }
+                ArtifactError::Digest { .. }
+                | ArtifactError::UnsafePath { .. }
+                | ArtifactError::Untrusted { .. } => ExitCode::Integrity,
                 ArtifactError::Folder { source, .. } => archive_code(source),
                 ArtifactError::Store(StoreError::InvalidUrl { .. })
                 | ArtifactError::InvalidPath { .. }
@@ -126,6 +141,7 @@ impl CliError {
                 RetentionError::Store { .. } => ExitCode::Error,
             },
             CliError::CacheMiss { .. } => ExitCode::CacheMiss,
+            CliError::UntrustedMiss { .. } => ExitCode::Integrity,
             CliError::GithubOutput(_) => ExitCode::Error,
         }
     }

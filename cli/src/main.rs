@@ -31,7 +31,8 @@ fn main() -> std::process::ExitCode {
                     "error": errors::report(&err),
                     "exit_code": code as u8,
                 });
-                if let CliError::CacheMiss { key, .. } = &err {
+                if let CliError::CacheMiss { key, .. } | CliError::UntrustedMiss { key, .. } = &err
+                {
                     obj["hit"] = "miss".into();
                     obj["key"] = key.as_str().into();
                     obj["matched_key"] = serde_json::Value::Null;

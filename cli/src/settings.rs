@@ -8,7 +8,9 @@ use std::time::Duration;
 use ferry_core::archive::Format;
 use ferry_core::ci::CiContext;
 use ferry_core::env_vars::{self as ev, Environment};
+use ferry_core::trust::sign::{Signer, Trust, TrustedKeys};
 use ferry_core::units::{self, Ttl};
+use std::sync::Arc;
 
 use crate::cli::{self, GlobalArgs};
 use crate::errors::CliError;
@@ -22,6 +24,8 @@ pub struct Globals {
     pub env: Environment,
     pub ci: CiContext,
     pub cwd: PathBuf,
+    /// The key this job signs with and the keys it trusts.
+    pub trust: Trust,
 }
 
 impl Globals {
@@ -54,6 +58,7 @@ impl Globals {
                 None
             },
         };
+        let trust = settle_trust(&env)?;
         Ok(Self {
             store_url,
             project,
@@ -61,6 +66,7 @@ impl Globals {
             env,
             ci,
             cwd,
+            trust,
         })
     }
 
@@ -88,6 +94,26 @@ impl Globals {
     }
 }
 
+/// `FERRY_SIGNING_KEY` and `FERRY_TRUSTED_KEYS`, read once.
+fn settle_trust(env: &Environment) -> Result<Trust, CliError> {
+    let signer = match env.get(ev::FERRY_SIGNING_KEY) {
+        Some(text) => Some(Arc::new(Signer::parse(text)?)),
+        None => None,
+    };
+    let trusted = match env.get(ev::FERRY_TRUSTED_KEYS) {
+        Some(text) => Some(TrustedKeys::parse(text)?).filter(|k| !k.is_empty()),
+        None => None,
+    };
+    Ok(Trust { signer, trusted })
+}
+
+/// A scope as given: `default` (or nothing) is the project-wide scope.
+pub fn settle_scope(raw: Option<&str>) -> Option<String> {
+    raw.map(str::trim)
+        .filter(|s| !s.is_empty() && *s != "default")
+        .map(str::to_string)
+}
+
 /// `cache save`, settled.
 pub struct SaveSettings {
     pub key_template: String,
@@ -97,6 +123,7 @@ pub struct SaveSettings {
     pub level: Option<i32>,
     pub ttl: Duration,
     pub force: bool,
+    pub scope: Option<String>,
 }
 
 impl SaveSettings {
@@ -131,6 +158,7 @@ impl SaveSettings {
             level: args.level,
             ttl,
             force: args.force,
+            scope: settle_scope(args.scope.scope.as_deref()),
         })
     }
 }
@@ -143,11 +171,19 @@ pub struct RestoreSettings {
     pub lookup_only: bool,
     pub fail_on_miss: bool,
     pub keep_root_links: bool,
+    pub expected_paths: Vec<String>,
+    pub max_age: Option<Duration>,
+    pub scope: Option<String>,
+    pub fallback_scopes: Vec<Option<String>>,
 }
 
 impl RestoreSettings {
-    pub fn settle(args: &cli::RestoreArgs) -> Self {
-        Self {
+    pub fn settle(args: &cli::RestoreArgs) -> Result<Self, CliError> {
+        let max_age = match &args.max_age {
+            Some(d) => Some(units::parse_duration(d)?),
+            None => None,
+        };
+        Ok(Self {
             key_template: args.key.clone(),
             restore_key_templates: args
                 .restore_keys
@@ -161,7 +197,24 @@ impl RestoreSettings {
             lookup_only: args.lookup_only,
             fail_on_miss: args.fail_on_miss,
             keep_root_links: args.links.keep_root_links,
-        }
+            expected_paths: args
+                .paths
+                .iter()
+                .flat_map(|p| p.lines())
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect(),
+            max_age,
+            scope: settle_scope(args.scope.scope.as_deref()),
+            fallback_scopes: args
+                .fallback_scopes
+                .iter()
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+                .map(|s| settle_scope(Some(s)))
+                .collect(),
+        })
     }
 }
 

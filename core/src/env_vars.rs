@@ -38,6 +38,17 @@ env_vars! {
     FERRY_LEVEL = "FERRY_LEVEL";
     /// Retention (`--ttl`) of what is saved, persisted or uploaded.
     FERRY_TTL = "FERRY_TTL";
+    /// Scope of the caches a job saves and first restores (`--scope`); `default` or unset is
+    /// the project-wide scope. Scopes are object-name prefixes a bucket policy can fence.
+    FERRY_SCOPE = "FERRY_SCOPE";
+    /// Scopes a restore searches after its own, in order, comma-separated (`--fallback-scope`).
+    FERRY_FALLBACK_SCOPES = "FERRY_FALLBACK_SCOPES";
+    /// Caches saved longer ago than this are misses on restore (`--max-age`).
+    FERRY_MAX_AGE = "FERRY_MAX_AGE";
+    /// ed25519 secret key (`ferry keygen` prints one) that signs every manifest this job publishes.
+    FERRY_SIGNING_KEY = "FERRY_SIGNING_KEY";
+    /// Public keys, comma-separated: when set, only entries signed by one of them are restored.
+    FERRY_TRUSTED_KEYS = "FERRY_TRUSTED_KEYS";
     /// Follow a symlink found at a saved path on restore (`--keep-root-links`) instead of
     /// replacing it with the entry's folder, when `true`/`1`.
     FERRY_KEEP_ROOT_LINKS = "FERRY_KEEP_ROOT_LINKS";

@@ -47,6 +47,9 @@ pub struct Envelope<T> {
     /// When the entry may be pruned; `None` keeps it until removed.
     pub expires: Option<DateTime<Utc>>,
     pub data: DataRef,
+    /// Present when the publishing job held a signing key (`trust::sign`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<crate::trust::sign::Signature>,
     #[serde(flatten)]
     pub body: T,
 }

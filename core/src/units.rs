@@ -153,9 +153,28 @@ pub fn format_size(bytes: u64) -> String {
     }
 }
 
+/// Formats a duration in the largest unit that divides it: `15d`, `12h`, `30m`, `90s`.
+pub fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    for (unit, secs) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
+        if s >= secs && s % secs == 0 {
+            return format!("{}{unit}", s / secs);
+        }
+    }
+    format!("{s}s")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_print_in_the_largest_unit_that_divides_them() {
+        assert_eq!(format_duration(Duration::from_secs(15 * 86_400)), "15d");
+        assert_eq!(format_duration(Duration::from_secs(7_200)), "2h");
+        assert_eq!(format_duration(Duration::from_secs(90)), "90s");
+        assert_eq!(format_duration(Duration::from_secs(0)), "0s");
+    }
 
     #[test]
     fn durations_in_every_form() {

@@ -6,6 +6,8 @@
 //! server started by `.ci/servers.sh` (`s3s`, `moto`, `azurite`, `gcs`), whose variables are
 //! read from `.ci/cache/store-<name>.env`. Cloud stores get a fresh prefix per test.
 
+pub mod hostile;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -141,6 +143,14 @@ impl TestContext {
         self.env.remove(k);
     }
 
+    /// The variables every command of this context gets (besides PATH, HOME and LANG).
+    pub fn env_pairs(&self) -> Vec<(String, String)> {
+        self.env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     /// A `ferry` command in `work/` with a clean environment.
     pub fn ferry(&self) -> Command {
         self.ferry_in(&self.work)
@@ -167,6 +177,22 @@ impl TestContext {
     pub fn run_in(&self, dir: &Path, args: &[&str]) -> Run {
         let out = self.ferry_in(dir).args(args).output().expect("ferry runs");
         Run::from(out)
+    }
+
+    /// Runs `ferry ARGS` in `dir`, killed after `secs` seconds (exit code 124 then): for
+    /// inputs that could make a broken ferry run forever.
+    pub fn run_with_timeout(&self, dir: &Path, secs: u32, args: &[&str]) -> Run {
+        let mut cmd = Command::new("timeout");
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &self.home)
+            .env("LANG", "C.UTF-8")
+            .envs(&self.env)
+            .current_dir(dir)
+            .arg(secs.to_string())
+            .arg(ferry_bin())
+            .args(args);
+        Run::from(cmd.output().expect("timeout runs ferry"))
     }
 
     /// Writes a file below `work/`, making its folders.

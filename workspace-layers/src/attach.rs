@@ -29,6 +29,8 @@ pub struct AttachRequest {
     pub state_dir: PathBuf,
     /// Follow a symlink found at a persisted path instead of replacing it with the folder.
     pub keep_root_links: bool,
+    /// Which signatures to require.
+    pub trust: ferry_core::trust::sign::Trust,
 }
 
 /// What an attach did.
@@ -58,7 +60,7 @@ pub struct AttachOutcome {
 pub async fn attach(store: &Store, req: AttachRequest) -> Result<AttachOutcome, WorkspaceError> {
     let started = Instant::now();
     let layout = Layout::new(&req.project, &req.workflow);
-    let layers = crate::read_layers(store, &layout).await?;
+    let layers = crate::read_layers(store, &layout, &req.trust).await?;
     let (selected, missing) = graph::select(&layers, &req.from);
     if !missing.is_empty() {
         return Err(WorkspaceError::UnknownJob {

@@ -266,6 +266,7 @@ mod tests {
         dirs: &[&str],
     ) -> LayerManifest {
         Envelope {
+            signature: None,
             format: 1,
             kind: Kind::Layer,
             created: Utc::now(),

@@ -23,6 +23,7 @@ use ferry_core::manifest::{self, Envelope, ManifestError};
 use ferry_core::paths;
 use ferry_core::store::{Store, StoreError};
 use ferry_core::transfer::TransferError;
+use ferry_core::trust::sign::Trust;
 use serde::{Deserialize, Serialize};
 
 pub use attach::{AttachOutcome, AttachRequest, attach};
@@ -127,6 +128,8 @@ pub enum WorkspaceError {
         workflow: String,
         conflicts: Vec<Conflict>,
     },
+    #[error("refused layer {path}: {why}; nothing was attached")]
+    Untrusted { path: String, why: String },
     #[error("layer manifest {path} is not safe to attach: {reason}; nothing was attached")]
     UnsafeManifest { path: String, reason: String },
     #[error(
@@ -194,10 +197,12 @@ pub(crate) fn new_layer_id(now: DateTime<Utc>) -> String {
     format!("{}-{}", now.format("%Y%m%dT%H%M%S%.6fZ"), &random[..12])
 }
 
-/// Every layer manifest of a run, sorted by id (creation order).
+/// Every layer manifest of a run, sorted by id (creation order). With trusted keys, a layer
+/// not signed by one of them is refused.
 pub(crate) async fn read_layers(
     store: &Store,
     layout: &Layout,
+    trust: &Trust,
 ) -> Result<Vec<LayerManifest>, WorkspaceError> {
     use futures::{StreamExt, TryStreamExt};
     let metas = store.list(&layout.layers_dir()).await?;
@@ -210,6 +215,12 @@ pub(crate) async fn read_layers(
         .map(|rel| async move {
             match store.read(&rel).await? {
                 Some(bytes) => {
+                    if let Err(why) = trust.check(&bytes) {
+                        return Err(WorkspaceError::Untrusted {
+                            path: rel,
+                            why: why.to_string(),
+                        });
+                    }
                     Ok::<_, WorkspaceError>(Some(manifest::decode::<LayerBody>(&bytes, &rel)?))
                 }
                 None => Ok(None),

@@ -28,7 +28,12 @@ pub async fn list(
     project: &str,
     workflow: &str,
 ) -> Result<Vec<LayerSummary>, WorkspaceError> {
-    let layers = crate::read_layers(store, &Layout::new(project, workflow)).await?;
+    let layers = crate::read_layers(
+        store,
+        &Layout::new(project, workflow),
+        &ferry_core::trust::sign::Trust::default(),
+    )
+    .await?;
     Ok(layers
         .into_iter()
         .map(|m| LayerSummary {

@@ -9,6 +9,7 @@ use ferry_core::env_vars::Environment;
 use ferry_core::manifest::{self, Envelope, Kind};
 use ferry_core::paths::PathContext;
 use ferry_core::store::{Published, Store};
+use ferry_core::trust::sign::Trust;
 use ferry_core::{glob, transfer};
 use serde::Serialize;
 
@@ -27,6 +28,8 @@ pub struct PersistRequest {
     pub ttl: Duration,
     /// Folder of the per-job state files.
     pub state_dir: PathBuf,
+    /// Signs the manifest when this job holds a key.
+    pub trust: Trust,
 }
 
 /// What a persist did.
@@ -117,6 +120,7 @@ pub async fn persist(store: &Store, req: PersistRequest) -> Result<PersistOutcom
         created: now,
         expires: Some(expires),
         data: data.clone(),
+        signature: None,
         body: LayerBody {
             id: id.clone(),
             workflow: req.workflow.clone(),
@@ -132,7 +136,10 @@ pub async fn persist(store: &Store, req: PersistRequest) -> Result<PersistOutcom
         },
     };
     if store
-        .create(&layout.manifest(&id), manifest::encode(&manifest))
+        .create(
+            &layout.manifest(&id),
+            req.trust.seal(manifest::encode(&manifest)),
+        )
         .await?
         == Published::Exists
     {

@@ -40,6 +40,7 @@ async fn upload(globals: &Globals, s: UploadSettings) -> Result<(), CliError> {
         destination: s.destination,
         ttl: s.ttl,
         overwrite: s.overwrite,
+        trust: globals.trust.clone(),
         at: globals.path_context(),
     };
     let uploading = format!("uploading artifacts of {}", keyspace(&s.target));
@@ -113,6 +114,7 @@ async fn download(globals: &Globals, s: DownloadSettings) -> Result<(), CliError
         target: s.target.clone(),
         pattern: s.pattern,
         to: s.to,
+        trust: globals.trust.clone(),
     };
     let downloading = format!("downloading artifacts of {}", keyspace(&s.target));
     let result = out

@@ -11,9 +11,12 @@ use crate::settings::{Globals, RestoreSettings, SaveSettings};
 pub async fn run(globals: &Globals, command: CacheCommand) -> Result<(), CliError> {
     match command {
         CacheCommand::Save(args) => save(globals, SaveSettings::settle(&args)?).await,
-        CacheCommand::Restore(args) => restore(globals, RestoreSettings::settle(&args)).await,
+        CacheCommand::Restore(args) => restore(globals, RestoreSettings::settle(&args)?).await,
         CacheCommand::Ls(args) => ls(globals, args.prefix.as_deref()).await,
-        CacheCommand::Rm(args) => rm(globals, &args.keys).await,
+        CacheCommand::Rm(args) => {
+            let scope = crate::settings::settle_scope(args.scope.scope.as_deref());
+            rm(globals, scope.as_deref(), &args.keys).await
+        }
     }
 }
 
@@ -33,6 +36,8 @@ async fn save(globals: &Globals, s: SaveSettings) -> Result<(), CliError> {
             level: s.level,
             ttl: s.ttl,
             force: s.force,
+            scope: s.scope,
+            trust: globals.trust.clone(),
             at: globals.path_context(),
         },
     )
@@ -80,6 +85,11 @@ async fn restore(globals: &Globals, s: RestoreSettings) -> Result<(), CliError> 
             exact: s.exact,
             lookup_only: s.lookup_only,
             keep_root_links: s.keep_root_links,
+            scope: s.scope,
+            fallback_scopes: s.fallback_scopes,
+            expected_paths: s.expected_paths,
+            max_age: s.max_age,
+            trust: globals.trust.clone(),
             at: globals.path_context(),
         },
     )
@@ -88,6 +98,9 @@ async fn restore(globals: &Globals, s: RestoreSettings) -> Result<(), CliError> 
         pb.finish_and_clear();
     }
     let outcome = result?;
+    for w in &outcome.warnings {
+        out.warn(w);
+    }
     let matched = outcome.matched_key.clone().unwrap_or_default();
     out.github_outputs(&[
         (
@@ -129,6 +142,12 @@ async fn restore(globals: &Globals, s: RestoreSettings) -> Result<(), CliError> 
     }
     if outcome.hit == Hit::Miss && s.fail_on_miss {
         // The error object printed by main is the one JSON result; it carries the miss.
+        if outcome.untrusted > 0 {
+            return Err(CliError::UntrustedMiss {
+                key,
+                skipped: outcome.untrusted,
+            });
+        }
         return Err(CliError::CacheMiss { key, restore_keys });
     }
     out.result(&outcome);
@@ -137,21 +156,31 @@ async fn restore(globals: &Globals, s: RestoreSettings) -> Result<(), CliError> 
 
 async fn ls(globals: &Globals, prefix: Option<&str>) -> Result<(), CliError> {
     let store = globals.open_store()?;
-    let entries = ferry_caches::list(&store, &globals.project, prefix)
+    let listing = ferry_caches::list(&store, &globals.project, prefix, &globals.trust)
         .await
         .map_err(CliError::from)?;
+    for w in &listing.warnings {
+        globals.output.warn(w);
+    }
+    let entries = &listing.caches;
     if globals.output.json {
-        globals
-            .output
-            .result(&json!({ "project": globals.project, "caches": entries }));
+        globals.output.result(&json!({
+            "project": globals.project,
+            "caches": entries,
+            "warnings": listing.warnings,
+        }));
     } else if entries.is_empty() {
         globals
             .output
             .info(format!("no caches in project {}", globals.project));
     } else {
-        for e in &entries {
+        for e in entries {
             eprintln!(
-                "{}\t{}\t{} files\tcreated {}\tlast used {}\texpires {}",
+                "{}{}\t{}\t{} files\tcreated {}\tlast used {}\texpires {}",
+                e.scope
+                    .as_ref()
+                    .map(|s| format!("[{s}] "))
+                    .unwrap_or_default(),
                 e.key,
                 format_size(e.bytes),
                 e.files,
@@ -168,9 +197,9 @@ async fn ls(globals: &Globals, prefix: Option<&str>) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn rm(globals: &Globals, keys: &[String]) -> Result<(), CliError> {
+async fn rm(globals: &Globals, scope: Option<&str>, keys: &[String]) -> Result<(), CliError> {
     let store = globals.open_store()?;
-    let removed = ferry_caches::remove(&store, &globals.project, keys).await?;
+    let removed = ferry_caches::remove(&store, &globals.project, scope, keys).await?;
     for k in &removed {
         globals.output.info(format!("removed cache {k}"));
     }

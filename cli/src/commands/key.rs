@@ -1,4 +1,4 @@
-//! `ferry key`: print what a template renders to here, alone on stdout.
+//! `ferry key`: print what a template renders to here, alone on stdout; `ferry keygen`.
 
 use serde_json::json;
 
@@ -22,6 +22,23 @@ pub fn run(globals: &Globals, args: &KeyArgs) -> Result<(), CliError> {
             globals.ci.branch.as_deref().unwrap_or("-"),
             globals.ci.revision.as_deref().unwrap_or("-"),
         ));
+    }
+    Ok(())
+}
+
+/// `ferry keygen`: a new ed25519 key pair, as the two variables that use it.
+pub fn keygen(globals: &Globals) -> Result<(), CliError> {
+    let (secret, public) = ferry_core::trust::sign::Signer::generate()?;
+    if globals.output.json {
+        globals
+            .output
+            .result(&json!({ "signing_key": secret, "trusted_key": public }));
+    } else {
+        println!("FERRY_SIGNING_KEY={secret}");
+        println!("FERRY_TRUSTED_KEYS={public}");
+        globals.output.info(
+            "keep FERRY_SIGNING_KEY secret (trusted branches only); give FERRY_TRUSTED_KEYS to every job that restores",
+        );
     }
     Ok(())
 }

@@ -17,5 +17,6 @@ pub async fn run(globals: &Globals, command: Command) -> Result<(), CliError> {
         Command::Workspace(c) => workspace::run(globals, c).await,
         Command::Artifacts(c) => artifacts::run(globals, c).await,
         Command::Prune(args) => prune::run(globals, &args).await,
+        Command::Keygen => key::keygen(globals),
     }
 }

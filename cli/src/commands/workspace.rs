@@ -37,6 +37,7 @@ async fn persist(globals: &Globals, s: PersistSettings) -> Result<(), CliError> 
         paths: s.paths,
         ttl: s.ttl,
         state_dir: s.state_dir,
+        trust: globals.trust.clone(),
     };
     let result = out
         .spin(persisting, ferry_workspace_layers::persist(&store, request))
@@ -81,6 +82,7 @@ async fn attach(globals: &Globals, s: AttachSettings) -> Result<(), CliError> {
         from: s.from,
         state_dir: s.state_dir,
         keep_root_links: s.keep_root_links,
+        trust: globals.trust.clone(),
     };
     let result = out
         .spin(attaching, ferry_workspace_layers::attach(&store, request))

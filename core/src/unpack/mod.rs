@@ -434,6 +434,7 @@ impl Lander {
             }
         };
         let tmp = self.temp_name(&parent);
+        self.plan.touch(&parent);
         make_dir(&tmp)?;
         self.plan.folders.push(Folder {
             tmp: tmp.clone(),
@@ -491,6 +492,7 @@ impl Lander {
             a
         } else {
             let tmp = self.temp_name(&parent_actual);
+            self.plan.touch(&parent_actual);
             make_dir(&tmp)?;
             self.plan.folders.push(Folder {
                 tmp: tmp.clone(),
@@ -545,6 +547,7 @@ impl Lander {
             });
         }
         let tmp = self.temp_name(&dir);
+        self.plan.touch(&dir);
         self.plan.renames.push(Rename {
             tmp: tmp.clone(),
             dest,
@@ -835,4 +838,67 @@ pub fn make_folders<'a>(
 /// A file mode as a restore sets it: permission bits and sticky, without setuid and setgid.
 pub fn restored_mode(mode: u32) -> u32 {
     mode & 0o7777 & !SET_ID_BITS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn source(root: &Path, roots: &[&str]) -> Source {
+        let base = root.to_path_buf();
+        Source {
+            roots: roots.iter().map(|r| r.to_string()).collect(),
+            links_out: HashSet::new(),
+            resolve: Box::new(move |n: &str| base.join(n)),
+            max_bytes: None,
+            max_entries: None,
+        }
+    }
+
+    fn corrupt(e: std::io::Error) -> ArchiveError {
+        ArchiveError::Corrupt {
+            detail: e.to_string(),
+        }
+    }
+
+    /// Mode, mtime and kind of everything below `root`.
+    fn state(root: &Path) -> Vec<(PathBuf, u32, i64, bool)> {
+        let mut v: Vec<_> = walkdir::WalkDir::new(root)
+            .into_iter()
+            .filter_map(Result::ok)
+            .map(|e| {
+                let m = fs::symlink_metadata(e.path()).expect("meta");
+                (e.path().to_path_buf(), m.mode(), m.mtime(), m.is_dir())
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_refused_restore_leaves_names_modes_and_folder_times_as_they_were() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        fs::create_dir_all(root.join("a")).expect("mkdir");
+        fs::write(root.join("a/existing"), "e").expect("write");
+        let old = FileTime::from_unix_time(1_500_000_000, 0);
+        filetime::set_file_times(root.join("a"), old, old).expect("times");
+        let before = state(root);
+        let mut lander = Lander::default();
+        lander.begin(source(root, &["a"]));
+        lander
+            .file(b"a/f1", 0o644, 0, 1, &mut &b"1"[..], &corrupt)
+            .expect("a file");
+        lander.dir(b"a/x", 0o755, 0).expect("a folder");
+        lander
+            .file(b"a/x/y", 0o644, 0, 1, &mut &b"y"[..], &corrupt)
+            .expect("a file in it");
+        let err = lander
+            .file(b"a/x", 0o644, 0, 1, &mut &b"x"[..], &corrupt)
+            .expect_err("a name that is a folder and a file");
+        assert!(err.is_integrity(), "{err}");
+        drop(lander);
+        assert_eq!(state(root), before);
+    }
 }

@@ -45,15 +45,35 @@ pub(crate) struct Plan {
     pub folders: Vec<Folder>,
     /// Mode and mtime of every folder entry, by destination, applied last (deepest first).
     pub dir_meta: HashMap<PathBuf, (u32, i64)>,
+    /// Folders that were there before and now hold staged names, with their times then: a
+    /// rollback puts the times back, so a refused restore leaves even those as they were.
+    pub touched: HashMap<PathBuf, (FileTime, FileTime)>,
 }
 
 impl Plan {
+    /// Notes the times of `dir`, an existing folder about to receive a staged name.
+    pub fn touch(&mut self, dir: &Path) {
+        if self.touched.contains_key(dir) {
+            return;
+        }
+        if let Ok(m) = fs::symlink_metadata(dir) {
+            self.touched.insert(
+                dir.to_path_buf(),
+                (
+                    FileTime::from_last_access_time(&m),
+                    FileTime::from_last_modification_time(&m),
+                ),
+            );
+        }
+    }
+
     /// Moves everything into place and sets folder modes and times.
     ///
     /// Every check of the entries happened before; what can still fail here is the file
     /// system changing underneath (a folder made meanwhile where a new one goes, a full
     /// disk for metadata). Then the error names the path and the rest is removed.
     pub fn commit(&mut self) -> Result<(), ArchiveError> {
+        self.touched.clear();
         let renames: Vec<(PathBuf, PathBuf)> = self
             .renames
             .drain(..)
@@ -95,6 +115,11 @@ impl Plan {
             let _ = fs::remove_dir_all(&f.tmp);
         }
         self.dir_meta.clear();
+        for (dir, (atime, mtime)) in self.touched.drain() {
+            if let Ok(handle) = open_folder(&dir) {
+                let _ = filetime::set_file_handle_times(&handle, Some(atime), Some(mtime));
+            }
+        }
     }
 }
 
@@ -140,16 +165,20 @@ fn set_folder_meta(dir: &Path, mode: u32, mtime: i64) -> Result<(), ArchiveError
             source,
         }
     };
-    let handle = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
-        .open(dir)
-        .map_err(io("open the folder"))?;
+    let handle = open_folder(dir).map_err(io("open the folder"))?;
     handle
         .set_permissions(fs::Permissions::from_mode(mode))
         .map_err(io("set the mode of"))?;
     filetime::set_file_handle_times(&handle, None, Some(FileTime::from_unix_time(mtime, 0)))
         .map_err(io("set the time of"))
+}
+
+/// Opens a folder itself, failing on a symlink rather than following it.
+fn open_folder(dir: &Path) -> std::io::Result<fs::File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
+        .open(dir)
 }
 
 /// Renames staged files into place on a few threads; where one destination appears more than
