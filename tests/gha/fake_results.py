@@ -365,6 +365,16 @@ class Fake:
         sig = hmac.new(self.secret, f"{header}.{payload}".encode(), hashlib.sha256).digest()
         return f"{header}.{payload}.{b64url(sig)}"
 
+    def claimed_run_id(self, authorization):
+        """The run a token names, unverified: only for the request log, so that a refused
+        call still shows under its run."""
+        try:
+            claims = json.loads(b64url_decode((authorization or "").split(" ")[-1].split(".")[1]))
+            run = next(p.split(":")[1] for p in claims["scp"].split(" ") if p.startswith("Actions.Results:"))
+            return self.runs[run]["run_id"]
+        except (ValueError, IndexError, KeyError, StopIteration, TypeError):
+            return None
+
     def verify(self, authorization):
         """The job a runtime token names; 401 for a missing, forged or expired token."""
         if not authorization or not authorization.startswith("Bearer "):
@@ -786,6 +796,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if ctype != "application/json":
                 raise TwirpError("bad_route", f"unexpected Content-Type {ctype!r}: this fake speaks Twirp JSON only")
             with self.fake.lock:
+                run_id = self.fake.claimed_run_id(self.headers.get("Authorization"))
                 auth = self.fake.verify(self.headers.get("Authorization"))
                 run_id = auth["run"]["run_id"]
                 self._inject(method, run_id)
