@@ -73,6 +73,9 @@ DEFAULT_CONFIG = {
     "artifact_retention_days": 90,
     "artifacts_per_job": 500,
     "runtime_token_ttl_seconds": 6 * 3600,
+    # Signed URLs name https-less <account>.blob.core.windows.net, reachable only through this
+    # fake as an HTTP proxy (HTTP_PROXY), so clients take their Azure-only code paths.
+    "azure_blob_host": False,
 }
 
 
@@ -178,9 +181,23 @@ class Azure:
         parsed = urllib.parse.urlsplit(self.endpoint)
         self.host, self.port = parsed.hostname, parsed.port or 80
         self.base_path = parsed.path  # /devstoreaccount1 on Azurite (path-style)
+        self.azure_host = f"{account}.blob.core.windows.net"
+        self.azure_style = False
 
     def blob_url(self, name):
+        if self.azure_style:
+            return f"http://{self.azure_host}/{self.container}/{urllib.parse.quote(name)}"
         return f"{self.endpoint}/{self.container}/{urllib.parse.quote(name)}"
+
+    def forward(self, method, path_and_query, headers, body):
+        """Passes a request for <account>.blob.core.windows.net on to Azurite, path-style."""
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=120)
+        try:
+            conn.request(method, self.base_path + path_and_query, body=body, headers=headers)
+            resp = conn.getresponse()
+            return resp.status, resp.getheaders(), resp.read()
+        finally:
+            conn.close()
 
     def sas_url(self, name, permissions, expiry, content_disposition=None, content_type=None):
         """A service SAS for one blob (sr=b), signed as Azure documents for sv >= 2020-12-06."""
@@ -266,6 +283,7 @@ class Fake:
     def reset(self):
         with self.lock:
             self.config = dict(DEFAULT_CONFIG)
+            self.azure.azure_style = False
             self.clock_offset = 0.0
             self.caches = []
             self.artifacts = []
@@ -732,6 +750,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
     # --- plumbing ---
 
     def _body(self):
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            data = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return data
+                data += self.rfile.read(size)
+                self.rfile.readline()
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n) if n else b""
 
@@ -749,10 +777,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _json(self, status, obj, headers=None):
         self._send(status, json.dumps(obj).encode(), headers)
 
-    def _record(self, kind, name, status, run_id=None):
+    def _record(self, kind, name, status, run_id=None, detail=None):
         with self.fake.lock:
             self.fake.requests.append({"at": rfc3339(time.time()), "kind": kind, "method": name,
-                                       "status": status, "run_id": run_id})
+                                       "status": status, "run_id": run_id, "detail": detail})
             del self.fake.requests[:-2000]
 
     def do_GET(self):
@@ -767,7 +795,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_PUT(self):
         self._route()
 
+    def do_HEAD(self):
+        self._route()
+
     def _route(self):
+        target = urllib.parse.urlsplit(self.path)
+        if target.scheme == "http":
+            # Asked as an HTTP proxy (absolute-form request line).
+            if target.hostname == self.fake.azure.azure_host:
+                return self._proxy_blob(target)
+            own = urllib.parse.urlsplit(self.fake.base_url)
+            if (target.hostname, target.port) != (own.hostname, own.port):
+                self._body()
+                return self._json(502, {"message": f"this fake proxies only {self.fake.azure.azure_host}"})
+            self.path = target.path + (f"?{target.query}" if target.query else "")
         path = urllib.parse.urlsplit(self.path).path
         try:
             if path.startswith("/twirp/"):
@@ -780,6 +821,28 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self._json(404, {"message": "Not Found", "documentation_url": DOCS})
         except BrokenPipeError:
             pass
+
+    # --- blob proxy ---
+
+    def _proxy_blob(self, target):
+        body = self._body()
+        hop = {"host", "connection", "proxy-connection", "keep-alive", "proxy-authorization",
+               "transfer-encoding", "te", "trailer", "upgrade"}
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in hop}
+        headers["Content-Length"] = str(len(body))
+        status, resp_headers, data = self.fake.azure.forward(
+            self.command, target.path + (f"?{target.query}" if target.query else ""), headers, body)
+        self._record("blob", self.command, status, detail=self.headers.get("x-ms-range") or self.headers.get("Range"))
+        self.send_response(status)
+        for k, v in resp_headers:
+            # A HEAD's Content-Length is the blob's size: pass it on as it is.
+            if k.lower() not in hop and (k.lower() != "content-length" or self.command == "HEAD"):
+                self.send_header(k, v)
+        if self.command != "HEAD":
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
     # --- Twirp ---
 
@@ -1042,7 +1105,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                         unknown = set(spec) - set(DEFAULT_CONFIG)
                         if unknown:
                             return self._json(400, {"error": f"unknown settings {sorted(unknown)}"})
-                        fake.config.update({k: type(DEFAULT_CONFIG[k])(v) for k, v in spec.items()})
+                        for k, v in spec.items():
+                            if isinstance(DEFAULT_CONFIG[k], bool) and not isinstance(v, bool):
+                                return self._json(400, {"error": f"{k} must be true or false"})
+                            fake.config[k] = type(DEFAULT_CONFIG[k])(v)
+                        fake.azure.azure_style = fake.config["azure_blob_host"]
                         fake.enforce_cache_limit()
                     return self._json(200, fake.config)
                 if path == "/_fake/state" and verb == "GET":

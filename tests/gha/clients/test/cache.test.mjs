@@ -3,10 +3,11 @@
 // concurrent save, and branch scoping.
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import {
   cacheClients, loadClient, newJob, use, unique, makeTree, readTree, captured, state, reset,
-  cacheVersion, twirp, CACHE_SERVICE
+  cacheVersion, twirp, CACHE_SERVICE, admin, configure
 } from './helpers.mjs';
 
 before(reset);
@@ -58,6 +59,37 @@ for (const client of cacheClients) {
         `version ${entry.version} is sha256 of paths|compression|1.0`
       );
       assert.equal(entry.size_in_bytes > 0, true);
+    });
+
+    it('restores with the Azure SDK, in ranges, when the URLs name an Azure host', async () => {
+      // Off *.blob.core.windows.net the client falls back to one plain GET; this is the path
+      // it takes on GitHub: Get Blob Properties, then ranged reads.
+      await configure({ azure_blob_host: true });
+      const proxy = new URL(process.env.ACTIONS_RESULTS_URL).origin;
+      const saved = { ...process.env };
+      Object.assign(process.env, { HTTP_PROXY: proxy, http_proxy: proxy, NO_PROXY: '127.0.0.1,localhost', no_proxy: '127.0.0.1,localhost' });
+      try {
+        use(await newJob());
+        const key = unique('azure');
+        const big = randomBytes(6 * 1024 * 1024).toString('base64');
+        const s = await save(key, { 'big.txt': big });
+        assert.ok(s.result > 0, s.out);
+        await admin('DELETE', '/requests');
+        const r = await restore(key);
+        assert.equal(r.result, key, r.out);
+        assert.equal(r.files['data/big.txt'], big);
+        const blob = (await admin('GET', '/requests')).filter(q => q.kind === 'blob');
+        assert.equal(blob[0].method, 'HEAD', 'properties first');
+        const ranged = blob.filter(q => q.method === 'GET' && /^bytes=/.test(q.detail || ''));
+        assert.ok(ranged.length >= 2, `ranged reads: ${JSON.stringify(blob)}`);
+        assert.ok(ranged.every(q => q.status === 206), JSON.stringify(ranged));
+      } finally {
+        for (const k of ['HTTP_PROXY', 'http_proxy', 'NO_PROXY', 'no_proxy']) {
+          if (k in saved) process.env[k] = saved[k];
+          else delete process.env[k];
+        }
+        await configure({ azure_blob_host: false });
+      }
     });
 
     it('misses a key nobody saved, and an entry saved with other paths (another version)', async () => {
