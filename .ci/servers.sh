@@ -7,10 +7,15 @@
 #                            bucket/container `ferry-test`, write .ci/cache/store-*.env
 #   .ci/servers.sh stop      stop exactly the processes `start` started (recorded PIDs)
 #   .ci/servers.sh status    print what is running
+#   .ci/servers.sh start-gha / stop-gha
+#                            only the GitHub results-service fake (tests/gha/fake_results.py)
+#                            with an Azurite of its own; `start` and `stop` include it
 #
 # Each env file (store-s3s.env, store-moto.env, store-azurite.env, store-gcs.env) holds
 # `export NAME='value'` lines: FERRY_STORE plus that cloud's own variables, so a shell can
 # `source` one, and the Rust tests read them (core/tests/conformance.rs, tests/).
+# store-gha.env holds what a GitHub Actions job sees (ACTIONS_RESULTS_URL, ACTIONS_RUNTIME_TOKEN,
+# GITHUB_*), pointing at the fake; see tests/gha/PROTOCOL.md.
 # Runs on a fresh machine with CI=true and no stdin; safe to run twice.
 set -euo pipefail
 
@@ -223,10 +228,96 @@ status() {
   done
 }
 
+# --- GitHub results-service fake -------------------------------------------------------
+# Kept apart from the servers above (own state file, own Azurite on its own port) so that
+# it starts, stops and merges on its own: its fault injection deletes blobs, and its
+# lifetime does not depend on the S3/GCS servers'.
+gha_state="$cache/gha.state"
+GHA_CONTAINER=actions-results
+
+gha_alive() {
+  [[ -f "$gha_state" ]] || return 1
+  # shellcheck disable=SC1090
+  source "$gha_state"
+  alive "${GHA_FAKE_PID:-}" && alive "${GHA_AZURITE_PID:-}"
+}
+
+start_gha() {
+  mkdir -p "$cache"
+  if gha_alive; then
+    log "gha fake already running (see $gha_state)"
+    return 0
+  fi
+  [[ -f "$gha_state" ]] && stop_gha
+  [[ -x "$cache/npm/node_modules/.bin/azurite-blob" ]] || die "azurite is not installed; run: $0 install"
+  local dir; dir="$(mktemp -d "${TMPDIR:-/tmp}/ferry-gha.XXXXXX")"
+  local ports; read -r -a ports <<<"$("$python" "$helper" free-ports 2)"
+  local azurite_port=${ports[0]} fake_port=${ports[1]}
+  mkdir -p "$dir/azurite"
+  {
+    echo "GHA_DIR='$dir'"
+    echo "GHA_AZURITE_PID=$(spawn "$dir/azurite.log" azurite-blob --silent --location "$dir/azurite" \
+      --blobHost 127.0.0.1 --blobPort "$azurite_port" --skipApiVersionCheck --disableTelemetry)"
+  } >"$gha_state"
+  # shellcheck disable=SC1090
+  source "$gha_state"
+  if ! "$python" "$helper" wait-http "http://127.0.0.1:$azurite_port/" 60; then
+    tail -n 20 "$dir/azurite.log" >&2 || true
+    stop_gha
+    die "azurite for the gha fake did not start"
+  fi
+  rm -f "$cache/store-gha.env"
+  echo "GHA_FAKE_PID=$(spawn "$dir/fake.log" "$python" "$here/../tests/gha/fake_results.py" \
+    --port "$fake_port" --blob-endpoint "http://127.0.0.1:$azurite_port/$AZURITE_ACCOUNT" \
+    --account "$AZURITE_ACCOUNT" --account-key "$AZURITE_KEY" --container "$GHA_CONTAINER" \
+    --env-file "$cache/store-gha.env")" >>"$gha_state"
+  # shellcheck disable=SC1090
+  source "$gha_state"
+  local _
+  for _ in $(seq 100); do
+    [[ -f "$cache/store-gha.env" ]] && break
+    alive "$GHA_FAKE_PID" || break
+    sleep 0.1
+  done
+  if [[ ! -f "$cache/store-gha.env" ]] || ! "$python" "$helper" wait-http "http://127.0.0.1:$fake_port/_fake/health" 30; then
+    tail -n 20 "$dir/fake.log" >&2 || true
+    stop_gha
+    die "the gha fake did not start"
+  fi
+  log "started: gha fake :$fake_port (Azurite :$azurite_port); env in $cache/store-gha.env"
+}
+
+stop_gha() {
+  [[ -f "$gha_state" ]] || return 0
+  # shellcheck disable=SC1090
+  source "$gha_state"
+  local name pid _
+  for name in GHA_FAKE_PID GHA_AZURITE_PID; do
+    pid="${!name:-}"
+    alive "$pid" && { kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true; }
+  done
+  for _ in $(seq 50); do
+    alive "${GHA_FAKE_PID:-}" || alive "${GHA_AZURITE_PID:-}" || break
+    sleep 0.1
+  done
+  for name in GHA_FAKE_PID GHA_AZURITE_PID; do
+    pid="${!name:-}"
+    alive "$pid" && { kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true; }
+  done
+  if [[ -n "${GHA_DIR:-}" && "$GHA_DIR" == */ferry-gha.* ]]; then
+    rm -rf "$GHA_DIR"
+  fi
+  rm -f "$gha_state" "$cache/store-gha.env"
+  unset GHA_FAKE_PID GHA_AZURITE_PID GHA_DIR
+  log "stopped the gha fake"
+}
+
 case "${1:-}" in
   install) install ;;
-  start) start ;;
-  stop) stop ;;
+  start) start; start_gha ;;
+  stop) stop_gha; stop ;;
+  start-gha) start_gha ;;
+  stop-gha) stop_gha ;;
   status) status ;;
-  *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
+  *) echo "usage: $0 install|start|stop|status|start-gha|stop-gha" >&2; exit 2 ;;
 esac
