@@ -43,6 +43,9 @@ function requiredList(name, command) {
 function cacheRestoreArgs(command) {
   const args = ['cache', 'restore', '--key', required('key', command)];
   args.push(...repeat('--restore-key', getMultilineInput('restore-keys')));
+  // The paths the entry must hold: a planted entry under a guessable key cannot restore
+  // anywhere else (docs/security.md).
+  args.push(...repeat('--path', getMultilineInput('path')));
   if (getBooleanInput('lookup-only')) args.push('--lookup-only');
   if (getBooleanInput('fail-on-cache-miss')) args.push('--fail-on-miss');
   return args;
