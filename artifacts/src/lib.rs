@@ -8,11 +8,11 @@
 
 mod download;
 mod ls;
+mod retention;
 mod upload;
 
 use ferry_core::manifest::{self, Envelope, ManifestError};
 use ferry_core::paths;
-use ferry_core::retention::DATA_DIR;
 use ferry_core::store::{Store, StoreError};
 use ferry_core::transfer::TransferError;
 use ferry_core::trust::sign::Trust;
@@ -21,7 +21,13 @@ use serde::{Deserialize, Serialize};
 
 pub use download::{DownloadOutcome, DownloadRequest, download};
 pub use ls::{ArtifactEntry, link, list};
+pub use retention::Artifacts;
 pub use upload::{UploadOutcome, UploadRequest, Uploaded, upload};
+
+/// The folder of a project's artifacts.
+pub(crate) const ARTIFACTS_DIR: &str = "artifacts";
+/// The folder of the stored files, one folder each.
+pub(crate) const DATA_DIR: &str = "data";
 
 /// Files moved at once by uploads and downloads.
 const CONCURRENCY: usize = 16;
@@ -133,6 +139,8 @@ pub enum ArtifactError {
         "refused artifact manifest {manifest}: its stored path {path:?} is not a plain relative path; nothing was written for it"
     )]
     UnsafePath { manifest: String, path: String },
+    #[error("ferry failed internally: {0}; please report this")]
+    Internal(&'static str),
 }
 
 impl From<TransferError<ArtifactError>> for ArtifactError {
@@ -140,6 +148,7 @@ impl From<TransferError<ArtifactError>> for ArtifactError {
         match e {
             TransferError::Store(s) => ArtifactError::Store(s),
             TransferError::Local(a) => a,
+            TransferError::Internal(what) => ArtifactError::Internal(what),
         }
     }
 }
@@ -152,7 +161,7 @@ pub(crate) struct Layout {
 impl Layout {
     pub(crate) fn new(project: &str) -> Self {
         Self {
-            dir: format!("{}/artifacts", manifest::project_dir(project)),
+            dir: format!("{}/{ARTIFACTS_DIR}", manifest::project_dir(project)),
         }
     }
 
@@ -213,9 +222,9 @@ pub(crate) async fn read_all(
 ) -> Result<Vec<ArtifactManifest>, ArtifactError> {
     let metas = store.list(&layout.target_dir(target)).await?;
     let mut all: Vec<ArtifactManifest> = futures::stream::iter(metas)
-        .filter(|m| std::future::ready(m.location.as_ref().ends_with(".json")))
+        .filter(|m| std::future::ready(m.path.ends_with(".json")))
         .map(|meta| async move {
-            let rel = meta.location.to_string();
+            let rel = meta.path;
             let Some(bytes) = store.read(&rel).await? else {
                 return Ok(None);
             };

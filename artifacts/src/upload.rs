@@ -95,7 +95,7 @@ pub async fn upload(store: &Store, req: UploadRequest) -> Result<UploadOutcome, 
         .list(&layout.target_dir(&req.target))
         .await?
         .into_iter()
-        .filter_map(|m| m.location.filename().map(str::to_string))
+        .map(|m| m.name().to_string())
         .collect();
     let existing: HashSet<String> = sources
         .iter()
@@ -229,6 +229,7 @@ impl Publish<'_> {
             created: self.created,
             expires: self.expires,
             data: data.clone(),
+            encoding: None,
             signature: None,
             body: ArtifactBody {
                 run: self.target.run.clone(),

@@ -10,19 +10,20 @@
 
 mod manage;
 mod restore;
+mod retention;
 mod save;
 
 use chrono::{DateTime, Utc};
-use ferry_core::archive::{ArchiveError, Format};
+use ferry_core::archive::ArchiveError;
+use ferry_core::entry::{EntryError, TreeRecord};
 use ferry_core::manifest::{self, Envelope, ManifestError};
-use ferry_core::retention::{CACHE_KEYS_DIR, CACHE_USED_DIR, CACHES_DIR, DATA_DIR};
-use ferry_core::store::StoreError;
-use ferry_core::transfer::TransferError;
+use ferry_core::store::{ObjectInfo, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
 pub use ferry_core::paths::PathContext;
 pub use manage::{CacheEntry, Listing, list, remove};
 pub use restore::{Hit, RestoreOutcome, RestoreRequest, restore};
+pub use retention::Caches;
 pub use save::{SaveOutcome, SaveRequest, save};
 
 /// The fields a cache manifest adds to the common envelope.
@@ -30,18 +31,9 @@ pub use save::{SaveOutcome, SaveRequest, save};
 pub struct CacheBody {
     /// The rendered key, exactly.
     pub key: String,
-    pub compression: Format,
-    /// The saved paths as entry-name roots: every archive entry lies within one of them.
-    pub paths: Vec<String>,
-    /// Symlinks that point out of the saved paths, as `[entry, target]`.
-    #[serde(default)]
-    pub links_out: Vec<(String, String)>,
-    pub files: u64,
-    /// Bytes of file content before compression.
-    pub unpacked_bytes: u64,
-    /// Files, folders and symlinks in the archive; a restore refuses more.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub entry_count: Option<u64>,
+    /// The tree the data holds.
+    #[serde(flatten)]
+    pub tree: TreeRecord,
     pub ttl_seconds: u64,
 }
 
@@ -90,11 +82,11 @@ pub enum CacheError {
     },
 }
 
-impl From<TransferError<ArchiveError>> for CacheError {
-    fn from(e: TransferError<ArchiveError>) -> Self {
+impl From<EntryError> for CacheError {
+    fn from(e: EntryError) -> Self {
         match e {
-            TransferError::Store(s) => CacheError::Store(s),
-            TransferError::Local(a) => CacheError::Archive(a),
+            EntryError::Store(s) => CacheError::Store(s),
+            EntryError::Archive(a) => CacheError::Archive(a),
         }
     }
 }
@@ -136,18 +128,22 @@ impl Layout {
             manifest::object_name(key)
         )
     }
-    pub(crate) fn data(&self, format: Format) -> String {
-        format!(
-            "{}/{DATA_DIR}/{}.{}",
-            self.dir,
-            manifest::new_id(),
-            format.extension()
-        )
+    pub(crate) fn data(&self, extension: &str) -> String {
+        format!("{}/{DATA_DIR}/{}.{extension}", self.dir, manifest::new_id())
     }
 }
 
 /// The folder of named scopes inside a project.
 pub const SCOPES_DIR: &str = "scopes";
+/// The folder of a scope's caches.
+const CACHES_DIR: &str = "caches";
+/// Manifests, one `<name>.json` per key.
+const CACHE_KEYS_DIR: &str = "keys";
+/// Archives.
+const DATA_DIR: &str = "data";
+/// Used markers: `<name>.json` beside the key's manifest of the same name, rewritten on each
+/// restore hit.
+const CACHE_USED_DIR: &str = "used";
 
 pub(crate) async fn read_manifest(
     store: &ferry_core::store::Store,
@@ -163,6 +159,60 @@ pub(crate) async fn read_manifest(
 pub(crate) struct Read {
     pub manifest: CacheManifest,
     pub bytes: bytes::Bytes,
+}
+
+/// Everything in a project's caches, every scope, sorted by its place.
+#[derive(Default)]
+pub(crate) struct Objects {
+    /// Manifests, with their scope (`None`: project-wide).
+    pub manifests: Vec<(Option<String>, ObjectInfo)>,
+    pub data: Vec<ObjectInfo>,
+    pub used: Vec<ObjectInfo>,
+}
+
+/// Lists the project's caches in every scope.
+pub(crate) async fn objects(store: &Store, project: &str) -> Result<Objects, StoreError> {
+    let project_dir = manifest::project_dir(project);
+    let mut out = Objects::default();
+    let mut file = |scope: Option<String>, rest: &str, info: ObjectInfo| {
+        let Some((folder, name)) = rest.split_once('/') else {
+            return;
+        };
+        match folder {
+            CACHE_KEYS_DIR if name.ends_with(".json") && !name.contains('/') => {
+                out.manifests.push((scope, info))
+            }
+            DATA_DIR => out.data.push(info),
+            CACHE_USED_DIR => out.used.push(info),
+            _ => {}
+        }
+    };
+    let base = format!("{project_dir}/{CACHES_DIR}/");
+    for info in store.list(&base).await? {
+        if let Some(rest) = info.path.strip_prefix(&base).map(str::to_string) {
+            file(None, &rest, info);
+        }
+    }
+    let scopes = format!("{project_dir}/{SCOPES_DIR}/");
+    for info in store.list(&scopes).await? {
+        let Some((scope, rest)) = info
+            .path
+            .strip_prefix(&scopes)
+            .and_then(|r| r.split_once('/'))
+            .map(|(s, r)| (s.to_string(), r.to_string()))
+        else {
+            continue;
+        };
+        let Some(rest) = rest
+            .strip_prefix(&format!("{CACHES_DIR}/"))
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let name = ferry_core::paths::decode_part(&scope).unwrap_or(scope);
+        file(Some(name), &rest, info);
+    }
+    Ok(out)
 }
 
 /// What a lookup found at a manifest's place.

@@ -7,7 +7,7 @@ use ferry_core::trust::sign::Trust;
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::{CacheError, Layout, Lookup, SCOPES_DIR, Used};
+use crate::{CacheError, Layout, Lookup, Used};
 
 /// One cache as `ls` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -37,34 +37,6 @@ pub struct Listing {
     pub warnings: Vec<String>,
 }
 
-/// The manifests of every scope of a project: `(scope, manifest path)`.
-async fn manifests(
-    store: &Store,
-    project: &str,
-) -> Result<Vec<(Option<String>, String)>, CacheError> {
-    let mut out: Vec<(Option<String>, String)> = store
-        .list(&Layout::new(project, None).keys_dir())
-        .await?
-        .into_iter()
-        .map(|m| (None, m.location.to_string()))
-        .collect();
-    let scopes_dir = format!("{}/{SCOPES_DIR}/", manifest::project_dir(project));
-    for m in store.list(&scopes_dir).await? {
-        let rel = m.location.to_string();
-        let Some((scope, rest)) = rel
-            .strip_prefix(&scopes_dir)
-            .and_then(|r| r.split_once('/'))
-        else {
-            continue;
-        };
-        if rest.starts_with("caches/keys/") {
-            let name = ferry_core::paths::decode_part(scope).unwrap_or_else(|| scope.to_string());
-            out.push((Some(name), rel));
-        }
-    }
-    Ok(out)
-}
-
 /// Every cache of the project, in every scope, whose key starts with `prefix`, newest first.
 /// A manifest that cannot be read is passed over with a warning naming it.
 pub async fn list(
@@ -74,14 +46,12 @@ pub async fn list(
     trust: &Trust,
 ) -> Result<Listing, CacheError> {
     let prefix = prefix.unwrap_or("");
-    let wanted: Vec<(Option<String>, String)> = manifests(store, project)
+    let wanted: Vec<(Option<String>, String)> = crate::objects(store, project)
         .await?
+        .manifests
         .into_iter()
-        .filter(|(_, rel)| {
-            rel.rsplit('/')
-                .next()
-                .is_some_and(|n| manifest::name_may_start_with(n, prefix))
-        })
+        .filter(|(_, info)| manifest::name_may_start_with(info.name(), prefix))
+        .map(|(scope, info)| (scope, info.path))
         .collect();
     let results: Vec<Result<Result<Option<CacheEntry>, String>, CacheError>> =
         futures::stream::iter(wanted)
@@ -107,12 +77,12 @@ pub async fn list(
                     key: m.body.key,
                     scope,
                     bytes: m.data.size,
-                    files: m.body.files,
-                    unpacked_bytes: m.body.unpacked_bytes,
+                    files: m.body.tree.files,
+                    unpacked_bytes: m.body.tree.unpacked_bytes,
                     created: m.created,
                     last_used: used.map(|u| u.last_used),
                     expires,
-                    compression: m.body.compression,
+                    compression: m.body.tree.compression,
                     signed_by: m.signature.map(|s| s.key),
                     trusted: trust.trusted.as_ref().map(|k| k.verify(&r.bytes).is_ok()),
                 })))

@@ -4,13 +4,12 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use ferry_core::archive;
+use ferry_core::entry::{self, Land};
 use ferry_core::manifest;
 use ferry_core::paths::{self, PathContext};
 use ferry_core::store::Store;
-use ferry_core::transfer;
 use ferry_core::trust::sign::Trust;
-use ferry_core::unpack::{LandOptions, Lander, Source};
+use ferry_core::unpack::{LandOptions, Lander};
 use futures::StreamExt;
 use serde::Serialize;
 
@@ -114,39 +113,36 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
             matched_key: Some(found.body.key),
             scope,
             bytes: 0,
-            files: found.body.files,
+            files: found.body.tree.files,
             seconds: started.elapsed().as_secs_f64(),
             lookup_only: true,
             warnings,
             untrusted,
         });
     }
-    for p in &found.body.paths {
+    for p in &found.body.tree.paths {
         req.at.check(p).map_err(|reason| CacheError::InvalidPath {
             path: p.clone(),
             reason,
         })?;
     }
     let at = req.at.clone();
-    let source = Source {
-        roots: found.body.paths.clone(),
-        links_out: found.body.links_out.iter().cloned().collect::<HashSet<_>>(),
-        resolve: Box::new(move |name: &str| at.resolve(name)),
-        max_bytes: Some(found.body.unpacked_bytes),
-        max_entries: found.body.entry_count,
-    };
-    let options = LandOptions {
+    let lander = Lander::new(LandOptions {
         keep_root_links: req.keep_root_links,
-    };
-    let format = found.body.compression;
-    let expected = found.data.clone();
-    let stats = transfer::download(store, &found.data.path, found.data.size, move |reader| {
-        let mut lander = Lander::new(options);
-        lander.begin(source);
-        archive::unpack_checked(&mut lander, format, reader, &expected)?;
-        lander.finish()?.commit()
-    })
+    });
+    let lander = entry::land(
+        store,
+        lander,
+        Land {
+            data: found.data.clone(),
+            encoding: found.encoding.unwrap_or_default(),
+            tree: found.body.tree.clone(),
+            resolve: Box::new(move |name: &str| at.resolve(name)),
+            max_entries: None,
+        },
+    )
     .await?;
+    let stats = lander.finish_async().await?.commit_async().await?;
     touch(store, &Layout::new(&req.project, scope.as_deref()), &found).await;
     Ok(RestoreOutcome {
         hit,
@@ -176,6 +172,7 @@ fn check_expected(found: &CacheManifest, expected: &[String]) -> Result<(), Cach
     }
     let outside: Vec<String> = found
         .body
+        .tree
         .paths
         .iter()
         .filter(|root| !bases.iter().any(|b| paths::is_within(root, b)))
@@ -250,7 +247,7 @@ async fn find(
             }
             if listing.is_none() {
                 let metas = store.list(&layout.keys_dir()).await?;
-                listing = Some(metas.into_iter().map(|m| m.location.to_string()).collect());
+                listing = Some(metas.into_iter().map(|m| m.path).collect());
             }
             let names: Vec<String> = listing
                 .iter()

@@ -3,11 +3,11 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use ferry_core::archive::{self, ArchiveError, Format, PackSpec, PackStats, PlanError};
+use ferry_core::archive::{self, Format, PlanError};
+use ferry_core::entry::{self, Encoding, PackRequest};
 use ferry_core::manifest::{self, Envelope, Kind};
 use ferry_core::store::{Published, Store};
 use ferry_core::trust::sign::Trust;
-use ferry_core::{glob, transfer};
 use serde::Serialize;
 
 use ferry_core::paths::PathContext;
@@ -79,38 +79,30 @@ pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheE
         return Ok(skipped(Vec::new()));
     }
 
-    let archive::PackPlan {
-        roots,
-        manifest_roots,
-        excludes,
-        warnings,
-    } = archive::plan(&req.paths, &req.excludes, &req.at).map_err(|e| match e {
+    let plan = archive::plan(&req.paths, &req.excludes, &req.at).map_err(|e| match e {
         PlanError::InvalidPath { path, reason } => CacheError::InvalidPath { path, reason },
         PlanError::Glob(g) => CacheError::Glob(g),
     })?;
-    if roots.is_empty() {
+    if plan.roots.is_empty() {
         return Err(CacheError::NothingToSave {
             key: req.key.clone(),
             paths: req.paths.join(", "),
             cwd: req.at.cwd.display().to_string(),
         });
     }
-    let spec = PackSpec {
-        roots,
-        paths: manifest_roots.clone(),
-        excludes: glob::set(&excludes)?,
-    };
-    let data_rel = layout.data(req.format);
-    let format = req.format;
-    let level = req.level.unwrap_or_else(|| format.default_level());
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-    let (stats, data): (PackStats, _) = transfer::upload(store, &data_rel, move |out| {
-        let mut w =
-            archive::compressor(format, level, threads, out).map_err(ArchiveError::Write)?;
-        let stats = archive::pack(&spec, &mut w)?;
-        w.finish_write().map_err(ArchiveError::Write)?;
-        Ok::<_, ArchiveError>(stats)
-    })
+    let warnings = plan.warnings.clone();
+    let encoding = Encoding::Tar;
+    let data_rel = layout.data(entry::data_extension(encoding, req.format));
+    let packed = entry::pack(
+        store,
+        &data_rel,
+        PackRequest {
+            plan,
+            encoding,
+            compression: req.format,
+            level: req.level,
+        },
+    )
     .await?;
 
     let now = Utc::now();
@@ -120,16 +112,12 @@ pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheE
         kind: Kind::Cache,
         created: now,
         expires: Some(expires),
-        data: data.clone(),
+        data: packed.data.clone(),
+        encoding: Some(encoding),
         signature: None,
         body: CacheBody {
             key: req.key.clone(),
-            compression: format,
-            paths: manifest_roots,
-            links_out: stats.links_out.clone(),
-            files: stats.files,
-            unpacked_bytes: stats.bytes,
-            entry_count: Some(stats.entries),
+            tree: packed.tree.clone(),
             ttl_seconds: req.ttl.as_secs(),
         },
     };
@@ -152,10 +140,10 @@ pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheE
         saved: true,
         reason: None,
         key: req.key,
-        bytes: data.size,
-        files: stats.files,
-        unpacked_bytes: stats.bytes,
-        format,
+        bytes: packed.data.size,
+        files: packed.tree.files,
+        unpacked_bytes: packed.tree.unpacked_bytes,
+        format: req.format,
         seconds: started.elapsed().as_secs_f64(),
         expires: Some(expires),
         warnings,

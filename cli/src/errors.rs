@@ -131,7 +131,8 @@ impl CliError {
                 | ArtifactError::AlreadyStored { .. }
                 | ArtifactError::NoMatch { .. }
                 | ArtifactError::NotFound { .. }
-                | ArtifactError::DataMissing { .. } => ExitCode::Error,
+                | ArtifactError::DataMissing { .. }
+                | ArtifactError::Internal(_) => ExitCode::Error,
             },
             CliError::Retention(e) => match e {
                 RetentionError::Store {

@@ -5,6 +5,7 @@
 
 pub mod archive;
 pub mod ci;
+pub mod entry;
 pub mod env_vars;
 pub mod glob;
 pub mod manifest;

@@ -47,6 +47,10 @@ pub struct Envelope<T> {
     /// When the entry may be pruned; `None` keeps it until removed.
     pub expires: Option<DateTime<Utc>>,
     pub data: DataRef,
+    /// How the data of a tree entry (a cache, a layer) is encoded; absent in artifacts, whose
+    /// data is the file itself, and in manifests written before ferry recorded it (tar).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<crate::entry::Encoding>,
     /// Present when the publishing job held a signing key (`trust::sign`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<crate::trust::sign::Signature>,

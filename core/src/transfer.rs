@@ -1,34 +1,26 @@
 //! Streaming between blocking producers and consumers (tar, compression, hashing) and the
 //! store, through bounded channels: no archive is held whole in memory or in a temporary file.
 //!
-//! On a local store the blocking side reads and writes the file itself (written under a
-//! temporary name and renamed, as the object store would), which saves a thread hop per
-//! chunk; every other store goes through `object_store`.
+//! On a store that hands out local files the blocking side reads and writes the file itself
+//! (written under a temporary name and renamed, as the store would), which saves a thread hop
+//! per chunk; every other store goes through its streamed writer and ranged reads.
 
 use std::fs::File;
 use std::io::{BufWriter as StdBufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
-use object_store::ObjectStoreExt;
-use object_store::buffered::BufWriter;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::manifest::DataRef;
-use crate::store::{Store, StoreError};
+use crate::store::{BackendError, Store, StoreError};
 
 /// Size of the chunks handed between threads, and of local file buffers.
 const CHUNK: usize = 1024 * 1024;
 /// Chunks in flight between the threads.
 const CHANNEL_DEPTH: usize = 8;
-/// Part size of multipart uploads; objects smaller than this are one PUT.
-const PART_SIZE: usize = 16 * 1024 * 1024;
-/// Parts uploaded at once.
-const UPLOAD_CONCURRENCY: usize = 4;
 /// Range size and parallelism of downloads from remote stores.
 const RANGE_SIZE: u64 = 16 * 1024 * 1024;
 const DOWNLOAD_CONCURRENCY: usize = 4;
@@ -40,6 +32,9 @@ pub enum TransferError<E: std::error::Error + 'static> {
     Store(#[from] StoreError),
     #[error(transparent)]
     Local(E),
+    /// The thread packing or unpacking stopped without an answer (it panicked): a bug.
+    #[error("ferry failed internally: {0}; please report this")]
+    Internal(&'static str),
 }
 
 /// Counts and hashes everything written through it.
@@ -113,36 +108,49 @@ where
         });
         Ok::<_, E>((out, finished))
     });
-    let path = store.path(rel);
-    let mut writer = BufWriter::with_capacity(Arc::clone(store.objects()), path, PART_SIZE)
-        .with_max_concurrency(UPLOAD_CONCURRENCY);
+    let mut writer = match store.writer(rel).await {
+        Ok(w) => w,
+        Err(e) => {
+            // The producer stops at its next write.
+            drop(rx);
+            let _ = producer.await;
+            return Err(e.into());
+        }
+    };
     let mut upload_err = None;
     while let Some(chunk) = rx.recv().await {
-        if let Err(e) = writer.put(chunk).await {
+        if let Err(e) = writer.write(chunk).await {
             upload_err = Some(e);
             break;
         }
     }
     // Dropping the receiver makes a still-running producer fail fast on its next write.
     drop(rx);
-    let produced = producer.await.expect("the producer thread does not panic");
+    let Ok(produced) = producer.await else {
+        writer.abort().await;
+        return Err(TransferError::Internal(
+            "the thread packing the data stopped",
+        ));
+    };
     if let Some(e) = upload_err {
-        let _ = writer.abort().await;
+        writer.abort().await;
         return Err(store.request_error("upload", rel, e).into());
     }
     let (out, size, sha256) = match produced {
         Ok((out, Ok((_, size, sha256)))) => (out, size, sha256),
         Ok((_, Err(e))) => {
-            let _ = writer.abort().await;
-            return Err(store.request_error("upload", rel, io_to_store(e)).into());
+            writer.abort().await;
+            return Err(store
+                .request_error("upload", rel, BackendError::other(e))
+                .into());
         }
         Err(e) => {
-            let _ = writer.abort().await;
+            writer.abort().await;
             return Err(TransferError::Local(e));
         }
     };
-    if let Err(e) = writer.shutdown().await {
-        return Err(store.request_error("upload", rel, io_to_store(e)).into());
+    if let Err(e) = writer.finish().await {
+        return Err(store.request_error("upload", rel, e).into());
     }
     Ok((
         out,
@@ -152,13 +160,6 @@ where
             sha256,
         },
     ))
-}
-
-fn io_to_store(e: std::io::Error) -> object_store::Error {
-    object_store::Error::Generic {
-        store: "upload",
-        source: Box::new(e),
-    }
 }
 
 async fn upload_local<T, E, F>(
@@ -180,13 +181,7 @@ where
         crate::manifest::new_id()
     ));
     let result = tokio::task::spawn_blocking(move || {
-        let io = |e| {
-            Err(TransferError::<E>::Store(StoreError::Open {
-                url: String::new(),
-                reason: format!("cannot write {}: {e}", path.display()),
-                hint: "check that the store folder is writable and has space",
-            }))
-        };
+        let io = |e: std::io::Error| Err(TransferError::<E>::Store(local_write_error(&path, e)));
         if let Some(parent) = path.parent() {
             if let Err(e) = std::fs::create_dir_all(parent) {
                 return io(e);
@@ -217,15 +212,19 @@ where
             }
         }
     })
-    .await
-    .expect("the producer thread does not panic");
+    .await;
+    let result = match result {
+        Ok(r) => r,
+        Err(_) => {
+            return Err(TransferError::Internal(
+                "the thread packing the data stopped",
+            ));
+        }
+    };
+    // The blocking side could not name the store; put its URL into the error.
     let (out, size, sha256) = result.map_err(|e| match e {
-        TransferError::Store(StoreError::Open { reason, hint, .. }) => {
-            TransferError::Store(StoreError::Open {
-                url: store.url().to_string(),
-                reason,
-                hint,
-            })
+        TransferError::Store(StoreError::Request { source, .. }) => {
+            TransferError::Store(store.request_error("write", rel, *source))
         }
         other => other,
     })?;
@@ -237,6 +236,17 @@ where
             sha256,
         },
     ))
+}
+
+/// A failed write of a local store's file, before the store's URL is known.
+fn local_write_error(path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Request {
+        op: "write",
+        path: path.display().to_string(),
+        url: String::new(),
+        hint: "check that the store folder is writable and has space",
+        source: Box::new(BackendError::other(e)),
+    }
 }
 
 /// Reads until `buf` is full or the input ends; the bytes read (fewer than `buf.len()` only
@@ -496,38 +506,37 @@ where
 {
     if let Some(path) = store.local_path(rel) {
         let file = open_local(store, rel, &path)?;
-        return tokio::task::spawn_blocking(move || consume(DownloadReader::local(file, size)))
+        return match tokio::task::spawn_blocking(move || consume(DownloadReader::local(file, size)))
             .await
-            .expect("the consumer thread does not panic")
-            .map_err(TransferError::Local);
+        {
+            Ok(r) => r.map_err(TransferError::Local),
+            Err(_) => Err(TransferError::Internal(
+                "the thread reading the data stopped",
+            )),
+        };
     }
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
     let consumer = tokio::task::spawn_blocking(move || consume(DownloadReader::remote(rx, size)));
-    let path = store.path(rel);
-    let objects = Arc::clone(store.objects());
-    let mut store_err = None;
-    let ranged = store.is_remote() && size > 2 * RANGE_SIZE;
-    let mut stream = if ranged {
+    let caps = store.capabilities();
+    let ranged = caps.ranged_get && caps.remote && size > 2 * RANGE_SIZE;
+    let mut stream: futures::stream::BoxStream<'_, Result<Bytes, StoreError>> = if ranged {
         let ranges: Vec<_> = (0..size)
             .step_by(RANGE_SIZE as usize)
             .map(|start| start..(start + RANGE_SIZE).min(size))
             .collect();
-        let objects = Arc::clone(&objects);
-        let path = path.clone();
         futures::stream::iter(ranges)
-            .map(move |r| {
-                let objects = Arc::clone(&objects);
-                let path = path.clone();
-                async move { objects.get_range(&path, r).await }
-            })
+            .map(move |r| store.get_range(rel, r))
             .buffered(DOWNLOAD_CONCURRENCY)
             .boxed()
     } else {
-        match objects.get(&path).await {
-            Ok(r) => r.into_stream().boxed(),
+        match store.get_stream(rel).await {
+            Ok(s) => s
+                .map_err(move |e| store.request_error("download", rel, e))
+                .boxed(),
             Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
         }
     };
+    let mut store_err = None;
     'pieces: loop {
         match stream.try_next().await {
             Ok(Some(mut chunk)) => {
@@ -552,10 +561,18 @@ where
             }
         }
     }
+    drop(stream);
     drop(tx);
-    let out = consumer.await.expect("the consumer thread does not panic");
+    let out = match consumer.await {
+        Ok(out) => out,
+        Err(_) => {
+            return Err(TransferError::Internal(
+                "the thread reading the data stopped",
+            ));
+        }
+    };
     if let Some(e) = store_err {
-        return Err(store.request_error("download", rel, e).into());
+        return Err(e.into());
     }
     out.map_err(TransferError::Local)
 }
@@ -567,15 +584,9 @@ fn open_local<E: std::error::Error + 'static>(
 ) -> Result<File, TransferError<E>> {
     File::open(path).map_err(|e| {
         let source = if e.kind() == std::io::ErrorKind::NotFound {
-            object_store::Error::NotFound {
-                path: rel.to_string(),
-                source: Box::new(e),
-            }
+            BackendError::NotFound
         } else {
-            object_store::Error::Generic {
-                store: "local",
-                source: Box::new(e),
-            }
+            BackendError::other(e)
         };
         TransferError::Store(store.request_error("download", rel, source))
     })

@@ -18,8 +18,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferry_core::env_vars::Environment;
 use ferry_core::store::{Published, Store, StoreError};
-use object_store::{GetOptions, GetRange, ObjectStoreExt, PutPayload};
+use futures::StreamExt;
 use sha2::{Digest, Sha256};
+
+#[path = "support/reduced.rs"]
+mod reduced_store;
 
 /// What differs between stores, so one suite serves them all.
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +58,11 @@ const SERVER: Traits = Traits {
 const S3S: Traits = Traits {
     atomic_create: false,
     ..SERVER
+};
+/// The reduced store of `support/reduced.rs`: a key-value service in this process.
+const REDUCED: Traits = Traits {
+    file_links: false,
+    ..LOCAL
 };
 /// moto and fake-gcs-server accept any credentials.
 const LENIENT_SERVER: Traits = Traits {
@@ -132,6 +140,11 @@ fn open(kind: &str, test: &str) -> Option<Opened> {
                 _dir: Some(dir),
             })
         }
+        "reduced" => Some(Opened {
+            store: reduced_store::store(),
+            pairs: Vec::new(),
+            _dir: None,
+        }),
         "memory" => {
             let env = Environment::default();
             let store = Store::open("memory://", &env).expect("open memory store");
@@ -237,24 +250,29 @@ async fn concurrent_creates_publish_once(s: &Store, t: Traits) {
 }
 
 /// Overwrite replaces; read and head see the latest; missing objects are `None`, not errors.
+/// A store of immutable objects refuses the overwrite, saying so.
 async fn overwrite_read_head(s: &Store) {
-    s.overwrite("o/value", Bytes::from_static(b"one"))
+    s.create("o/value", Bytes::from_static(b"one"))
         .await
         .expect("write");
-    s.overwrite("o/value", Bytes::from_static(b"three"))
-        .await
-        .expect("overwrite");
+    let replaced = s.overwrite("o/value", Bytes::from_static(b"three")).await;
+    if !s.capabilities().overwrite {
+        let err = replaced.expect_err("an immutable store refuses to replace");
+        assert!(err.to_string().contains("cannot replace"), "{err}");
+        return;
+    }
+    replaced.expect("overwrite");
     assert_eq!(
         s.read("o/value").await.expect("read").as_deref(),
         Some(&b"three"[..])
     );
     let meta = s.head("o/value").await.expect("head").expect("exists");
     assert_eq!(meta.size, 5);
-    assert_eq!(s.relative(&meta.location), "o/value");
+    assert_eq!(meta.path, "o/value");
     assert!(s.read("o/missing").await.expect("read missing").is_none());
     assert!(s.head("o/missing").await.expect("head missing").is_none());
     // An empty object is an object.
-    s.overwrite("o/empty", Bytes::new())
+    s.create("o/empty", Bytes::new())
         .await
         .expect("write empty");
     assert_eq!(
@@ -266,16 +284,29 @@ async fn overwrite_read_head(s: &Store) {
 /// Listing is by folder (not by string prefix), recursive, with paths relative to the store.
 async fn list_and_delete(s: &Store) {
     for rel in ["l/a/1", "l/a/2", "l/a/sub/3", "l/ab/4", "l/b/5"] {
-        s.overwrite(rel, Bytes::from(rel.to_string()))
+        s.create(rel, Bytes::from(rel.to_string()))
             .await
             .expect("write");
+    }
+    if !s.capabilities().list {
+        let err = s
+            .list("l/a")
+            .await
+            .expect_err("a store without listing says so");
+        assert!(err.to_string().contains("cannot list"), "{err}");
+        s.delete("l/a/1").await.expect("delete");
+        s.delete("l/a/1")
+            .await
+            .expect("deleting what is gone is not an error");
+        assert!(s.read("l/a/1").await.expect("read deleted").is_none());
+        return;
     }
     let mut names: Vec<_> = s
         .list("l/a")
         .await
         .expect("list")
         .into_iter()
-        .map(|m| m.location.to_string())
+        .map(|m| m.path)
         .collect();
     names.sort();
     assert_eq!(names, ["l/a/1", "l/a/2", "l/a/sub/3"]);
@@ -304,12 +335,15 @@ async fn encoded_names(s: &Store) {
         s.read(&rel).await.expect("read").as_deref(),
         Some(&b"x"[..])
     );
+    if !s.capabilities().list {
+        return;
+    }
     let listed: Vec<_> = s
         .list("u")
         .await
         .expect("list")
         .into_iter()
-        .map(|m| m.location.to_string())
+        .map(|m| m.path)
         .collect();
     assert_eq!(listed, std::slice::from_ref(&rel));
     let prefix = ferry_core::paths::encode_part("key with");
@@ -323,98 +357,126 @@ async fn encoded_names(s: &Store) {
     );
 }
 
-/// Byte ranges through the raw object store, as restores fetch them.
+/// Byte ranges, as restores fetch them.
 async fn ranged_get(s: &Store) {
     let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-    let path = s.path("r/blob");
-    s.objects()
-        .put(&path, PutPayload::from(data.clone()))
+    s.create("r/blob", Bytes::from(data.clone()))
         .await
         .expect("put");
-    let got = s
-        .objects()
-        .get_range(&path, 1000..5000)
-        .await
-        .expect("range");
+    if !s.capabilities().ranged_get {
+        let err = s.get_range("r/blob", 0..10).await.expect_err("no ranges");
+        assert!(err.to_string().contains("cannot read byte ranges"), "{err}");
+        return;
+    }
+    let got = s.get_range("r/blob", 1000..5000).await.expect("range");
     assert_eq!(&got[..], &data[1000..5000]);
     let last = s
-        .objects()
-        .get_opts(
-            &path,
-            GetOptions {
-                range: Some(GetRange::Offset(99_990)),
-                ..Default::default()
-            },
-        )
+        .get_range("r/blob", 99_990..100_000)
         .await
-        .expect("offset range")
-        .bytes()
-        .await
-        .expect("body");
+        .expect("last bytes");
     assert_eq!(&last[..], &data[99_990..]);
-    let ranges = s
-        .objects()
-        .get_ranges(&path, &[0..10, 50_000..50_010])
-        .await
-        .expect("ranges");
-    assert_eq!(&ranges[1][..], &data[50_000..50_010]);
+    let first = s.get_range("r/blob", 0..1).await.expect("first byte");
+    assert_eq!(&first[..], &data[..1]);
 }
 
-/// A multipart upload larger than 10 MiB in 5 MiB parts (S3's minimum), read back whole.
-async fn multipart_upload(s: &Store) {
-    const PART: usize = 5 * 1024 * 1024;
-    let total = 2 * PART + 1024 * 1024 + 17;
+/// A streamed write larger than 16 MiB (multipart on cloud stores), read back whole as a
+/// stream; an aborted write leaves nothing behind.
+async fn streamed_write(s: &Store) {
+    const PIECE: usize = 1024 * 1024;
+    let total = 17 * PIECE + 17;
     let data: Vec<u8> = (0..total)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
-    let path = s.path("m/big.bin");
-    let mut upload = s
-        .objects()
-        .put_multipart(&path)
-        .await
-        .expect("start multipart");
-    for chunk in data.chunks(PART) {
-        upload
-            .put_part(PutPayload::from(chunk.to_vec()))
-            .await
-            .expect("part");
+    let mut w = s.writer("m/big.bin").await.expect("start a write");
+    for chunk in data.chunks(PIECE) {
+        w.write(Bytes::from(chunk.to_vec())).await.expect("write");
     }
-    upload.complete().await.expect("complete multipart");
-
+    assert!(
+        s.head("m/big.bin").await.expect("head").is_none(),
+        "nothing is there before the write finishes"
+    );
+    w.finish().await.expect("finish");
     let meta = s.head("m/big.bin").await.expect("head").expect("exists");
     assert_eq!(meta.size, total as u64);
-    let back = s
-        .objects()
-        .get(&path)
-        .await
-        .expect("get")
-        .bytes()
-        .await
-        .expect("body");
+    let mut stream = s.get_stream("m/big.bin").await.expect("get");
+    let mut back = Vec::with_capacity(total);
+    while let Some(piece) = stream.next().await {
+        back.extend_from_slice(&piece.expect("a piece"));
+    }
     assert_eq!(
         Sha256::digest(&back),
         Sha256::digest(&data),
         "content round-trips"
     );
 
-    // An aborted upload leaves nothing behind.
-    let aborted = s.path("m/aborted.bin");
-    let mut upload = s
-        .objects()
-        .put_multipart(&aborted)
-        .await
-        .expect("start multipart");
-    upload
-        .put_part(PutPayload::from(vec![7u8; PART]))
-        .await
-        .expect("part");
-    upload.abort().await.expect("abort");
+    let mut w = s.writer("m/aborted.bin").await.expect("start a write");
+    for _ in 0..17 {
+        w.write(Bytes::from(vec![7u8; PIECE])).await.expect("write");
+    }
+    w.abort().await;
     assert!(s.head("m/aborted.bin").await.expect("head").is_none());
+}
+
+/// "The newest objects whose names start with P" finds matches of one folder, newest first by
+/// the store's clock, and nothing outside the folder or the prefix. A store that answers the
+/// lookup itself may give only the newest.
+async fn newest_by_name_prefix(s: &Store) {
+    for name in ["v1-b", "v1-a", "v2-a"] {
+        s.create(&format!("n/{name}.json"), Bytes::from(name.to_string()))
+            .await
+            .expect("write");
+    }
+    s.create("n/sub/v1-c.json", Bytes::from_static(b"below"))
+        .await
+        .expect("write");
+    let found = s.newest("n", "v1-").await.expect("newest");
+    let paths: std::collections::BTreeSet<&str> = found.iter().map(|o| o.path.as_str()).collect();
+    if s.capabilities().list {
+        assert_eq!(
+            paths,
+            ["n/v1-a.json", "n/v1-b.json"].into(),
+            "every match of the folder and prefix"
+        );
+    } else {
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            paths.is_subset(&["n/v1-a.json", "n/v1-b.json"].into()),
+            "{found:?}"
+        );
+    }
+    assert!(
+        found.windows(2).all(|w| w[0].modified >= w[1].modified),
+        "newest first: {found:?}"
+    );
+    assert!(s.newest("n", "v3-").await.expect("newest").is_empty());
+}
+
+/// A bounded read refuses an object longer than expected without reading it all.
+async fn bounded_read(s: &Store) {
+    s.create("b/data", Bytes::from(vec![1u8; 64 * 1024]))
+        .await
+        .expect("write");
+    let whole = s.read_exactly("b/data", 64 * 1024).await.expect("read");
+    assert_eq!(whole.map(|b| b.len()), Some(64 * 1024));
+    let err = s
+        .read_exactly("b/data", 1024)
+        .await
+        .expect_err("longer than recorded");
+    assert!(
+        err.to_string().contains("more than the 1024 bytes"),
+        "{err}"
+    );
+    assert!(
+        s.read_exactly("b/missing", 1)
+            .await
+            .expect("read")
+            .is_none()
+    );
 }
 
 /// `link` works without ferry: pre-signed URLs serve the object; local stores give `file://`.
 async fn link(s: &Store, t: Traits) {
-    s.overwrite("k/report.txt", Bytes::from_static(b"hello link"))
+    s.create("k/report.txt", Bytes::from_static(b"hello link"))
         .await
         .expect("write");
     let result = s.link("k/report.txt", Duration::from_secs(600)).await;
@@ -533,11 +595,23 @@ macro_rules! conformance {
             }
 
             #[tokio::test]
-            async fn multipart_upload() {
-                let Some(o) = open_for("multipart") else {
+            async fn streamed_write() {
+                let Some(o) = open_for("streamed") else {
                     return;
                 };
-                super::multipart_upload(&o.store).await;
+                super::streamed_write(&o.store).await;
+            }
+
+            #[tokio::test]
+            async fn newest_by_name_prefix() {
+                let Some(o) = open_for("newest") else { return };
+                super::newest_by_name_prefix(&o.store).await;
+            }
+
+            #[tokio::test]
+            async fn bounded_read() {
+                let Some(o) = open_for("bounded") else { return };
+                super::bounded_read(&o.store).await;
             }
 
             #[tokio::test]
@@ -563,11 +637,12 @@ conformance!(s3s, S3S);
 conformance!(moto, LENIENT_SERVER);
 conformance!(azurite, SERVER);
 conformance!(gcs, LENIENT_SERVER);
+conformance!(reduced, REDUCED);
 
 // --- store-specific checks ---------------------------------------------------------------
 
 /// Pins what fake-gcs-server lacks (docs/stores.md): reached directly rather than through
-/// the `.ci/servers_helper.py` proxy, every XML-API write `object_store` sends is refused
+/// the `.ci/servers_helper.py` proxy, every XML-API write the GCS client sends is refused
 /// with `400 invalid uploadType`, while reads work. If this starts failing, the emulator
 /// has learnt the XML writes and the proxy can go.
 #[tokio::test]
@@ -598,16 +673,17 @@ async fn gcs_emulator_lacks_xml_writes() {
         create.to_string().contains("invalid uploadType"),
         "{create}"
     );
-    let multipart = direct_store
-        .objects()
-        .put_multipart(&direct_store.path("mp"))
-        .await;
+    let mut multipart = direct_store.writer("mp").await.expect("a writer");
+    multipart
+        .write(Bytes::from(vec![0u8; 17 * 1024 * 1024]))
+        .await
+        .expect("buffered");
+    let finished = multipart.finish().await;
     assert!(
-        multipart
+        finished
             .as_ref()
             .is_err_and(|e| e.to_string().contains("invalid uploadType")),
-        "multipart initiation: {:?}",
-        multipart.map(|_| ())
+        "multipart initiation: {finished:?}"
     );
 
     // Reads, listing and deletes of what the proxy wrote work directly.

@@ -253,7 +253,7 @@ impl Direct {
             .block_on(self.store.list(prefix))
             .unwrap_or_else(|e| panic!("list {prefix}: {e}"))
             .into_iter()
-            .map(|m| m.location.to_string())
+            .map(|m| m.path)
             .collect();
         v.sort();
         v

@@ -1,14 +1,12 @@
 //! `ferry workspace attach`: lay a run's layers down under a folder, parents first, after
 //! checking from their manifests that none clash.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use ferry_core::archive::{self, ArchiveError};
+use ferry_core::entry::{self, Land};
 use ferry_core::store::Store;
-use ferry_core::transfer;
-use ferry_core::unpack::{LandOptions, Lander, Source};
+use ferry_core::unpack::{LandOptions, Lander};
 use serde::Serialize;
 
 use crate::graph::{self, LayerRef};
@@ -135,36 +133,27 @@ pub async fn attach(store: &Store, req: AttachRequest) -> Result<AttachOutcome, 
     })
 }
 
-/// Streams one layer's archive into the lander as its next source, checking its digest.
+/// Streams one layer's data into the lander as its next source, checking its digest.
 async fn stage(
     store: &Store,
-    mut lander: Lander,
+    lander: Lander,
     layer: &LayerManifest,
     at: &std::path::Path,
 ) -> Result<Lander, WorkspaceError> {
     let at = at.to_path_buf();
-    let entries = layer.body.entries.iter().count() as u64;
-    let source = Source {
-        roots: layer.body.paths.clone(),
-        links_out: layer.body.links_out.iter().cloned().collect::<HashSet<_>>(),
+    let land = Land {
+        data: layer.data.clone(),
+        encoding: layer.encoding.unwrap_or_default(),
+        tree: layer.body.tree.clone(),
         resolve: Box::new(move |name: &str| at.join(name)),
-        max_bytes: Some(layer.body.unpacked_bytes),
-        max_entries: Some(entries),
+        max_entries: Some(layer.body.entries.iter().count() as u64),
     };
-    let format = layer.body.compression;
-    let expected = layer.data.clone();
-    let lander = transfer::download(store, &layer.data.path, layer.data.size, move |reader| {
-        lander.begin(source);
-        archive::unpack_checked(&mut lander, format, reader, &expected)?;
-        Ok::<_, ArchiveError>(lander)
-    })
-    .await?;
-    Ok(lander)
+    Ok(entry::land(store, lander, land).await?)
 }
 
 /// Refuses a manifest whose roots would put entries outside the attach folder.
 fn check_manifest(layer: &LayerManifest, layout: &Layout) -> Result<(), WorkspaceError> {
-    for root in &layer.body.paths {
+    for root in &layer.body.tree.paths {
         crate::check_relative(root).map_err(|reason| WorkspaceError::UnsafeManifest {
             path: layout.manifest(&layer.body.id),
             reason: format!("path {root:?}: {reason}"),

@@ -256,6 +256,7 @@ mod tests {
     use crate::LayerBody;
     use chrono::Utc;
     use ferry_core::archive::Format;
+    use ferry_core::entry::TreeRecord;
     use ferry_core::manifest::{DataRef, Envelope, Kind};
 
     fn layer(
@@ -267,6 +268,7 @@ mod tests {
     ) -> LayerManifest {
         Envelope {
             signature: None,
+            encoding: None,
             format: 1,
             kind: Kind::Layer,
             created: Utc::now(),
@@ -281,16 +283,19 @@ mod tests {
                 workflow: "w".into(),
                 job: job.into(),
                 parents: parents.iter().map(|p| p.to_string()).collect(),
-                compression: Format::Zstd,
-                paths: vec![".".into()],
-                links_out: Vec::new(),
+                tree: TreeRecord {
+                    compression: Format::Zstd,
+                    paths: vec![".".into()],
+                    links_out: Vec::new(),
+                    files: files.len() as u64,
+                    unpacked_bytes: 0,
+                    entry_count: None,
+                },
                 entries: Listing {
                     files: files.iter().map(|p| p.to_string()).collect(),
                     dirs: dirs.iter().map(|p| p.to_string()).collect(),
                     symlinks: Vec::new(),
                 },
-                files: files.len() as u64,
-                unpacked_bytes: 0,
                 ttl_seconds: 0,
             },
         }

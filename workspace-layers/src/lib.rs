@@ -13,16 +13,17 @@ mod attach;
 mod graph;
 mod list;
 mod persist;
+mod retention;
 mod state;
 
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use ferry_core::archive::{ArchiveError, EntryKind, Format, PlanError};
+use ferry_core::archive::{ArchiveError, EntryKind, PlanError};
+use ferry_core::entry::{EntryError, TreeRecord};
 use ferry_core::manifest::{self, Envelope, ManifestError};
 use ferry_core::paths;
 use ferry_core::store::{Store, StoreError};
-use ferry_core::transfer::TransferError;
 use ferry_core::trust::sign::Trust;
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +31,10 @@ pub use attach::{AttachOutcome, AttachRequest, attach};
 pub use graph::{Clash, Conflict, LayerRef};
 pub use list::{LayerSummary, list};
 pub use persist::{PersistOutcome, PersistRequest, persist};
+pub use retention::Workspaces;
+
+/// The folder of a project's workspaces.
+pub(crate) const WORKSPACES_DIR: &str = "workspaces";
 
 /// The fields a layer manifest adds to the common envelope.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,19 +45,11 @@ pub struct LayerBody {
     pub job: String,
     /// Layers the job had attached (and its own earlier layers) when it persisted this one.
     pub parents: Vec<String>,
-    pub compression: Format,
-    /// The persisted paths as entry-name roots, relative to the layer root: every entry lies
-    /// within one of them.
-    pub paths: Vec<String>,
-    /// Symlinks that point out of the persisted paths, as `[entry, target]`.
-    #[serde(default)]
-    pub links_out: Vec<(String, String)>,
+    /// The tree the data holds; its paths are relative to the layer root.
+    #[serde(flatten)]
+    pub tree: TreeRecord,
     /// Every entry of the archive by kind, so conflicts are found without downloading.
     pub entries: Listing,
-    /// Number of regular files.
-    pub files: u64,
-    /// Bytes of file content before compression.
-    pub unpacked_bytes: u64,
     pub ttl_seconds: u64,
 }
 
@@ -146,11 +143,11 @@ pub enum WorkspaceError {
     },
 }
 
-impl From<TransferError<ArchiveError>> for WorkspaceError {
-    fn from(e: TransferError<ArchiveError>) -> Self {
+impl From<EntryError> for WorkspaceError {
+    fn from(e: EntryError) -> Self {
         match e {
-            TransferError::Store(s) => WorkspaceError::Store(s),
-            TransferError::Local(a) => WorkspaceError::Archive(a),
+            EntryError::Store(s) => WorkspaceError::Store(s),
+            EntryError::Archive(a) => WorkspaceError::Archive(a),
         }
     }
 }
@@ -173,7 +170,7 @@ impl Layout {
     pub(crate) fn new(project: &str, workflow: &str) -> Self {
         Self {
             dir: format!(
-                "{}/workspaces/{}",
+                "{}/{WORKSPACES_DIR}/{}",
                 manifest::project_dir(project),
                 paths::encode_part(workflow)
             ),
@@ -185,8 +182,8 @@ impl Layout {
     pub(crate) fn manifest(&self, id: &str) -> String {
         format!("{}/layers/{id}.json", self.dir)
     }
-    pub(crate) fn data(&self, id: &str, format: Format) -> String {
-        format!("{}/data/{id}.{}", self.dir, format.extension())
+    pub(crate) fn data(&self, id: &str, extension: &str) -> String {
+        format!("{}/data/{id}.{extension}", self.dir)
     }
 }
 
@@ -208,7 +205,7 @@ pub(crate) async fn read_layers(
     let metas = store.list(&layout.layers_dir()).await?;
     let rels: Vec<String> = metas
         .into_iter()
-        .map(|m| m.location.to_string())
+        .map(|m| m.path)
         .filter(|rel| rel.ends_with(".json"))
         .collect();
     let mut layers: Vec<LayerManifest> = futures::stream::iter(rels)

@@ -39,9 +39,9 @@ pub async fn list(
         .map(|m| LayerSummary {
             id: m.body.id,
             job: m.body.job,
-            files: m.body.files,
+            files: m.body.tree.files,
             bytes: m.data.size,
-            unpacked_bytes: m.body.unpacked_bytes,
+            unpacked_bytes: m.body.tree.unpacked_bytes,
             parents: m.body.parents,
             created: m.created,
             expires: m.expires,

@@ -4,13 +4,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use ferry_core::archive::{self, ArchiveError, Format, PackSpec};
+use ferry_core::archive::{self, Format};
+use ferry_core::entry::{self, Encoding, PackRequest};
 use ferry_core::env_vars::Environment;
 use ferry_core::manifest::{self, Envelope, Kind};
 use ferry_core::paths::PathContext;
 use ferry_core::store::{Published, Store};
 use ferry_core::trust::sign::Trust;
-use ferry_core::{glob, transfer};
 use serde::Serialize;
 
 use crate::{LayerBody, Layout, Listing, WorkspaceError, state};
@@ -93,24 +93,25 @@ pub async fn persist(store: &Store, req: PersistRequest) -> Result<PersistOutcom
     let layout = Layout::new(&req.project, &req.workflow);
     let now = Utc::now();
     let id = crate::new_layer_id(now);
-    let format = Format::Zstd;
-    let data_rel = layout.data(&id, format);
-    let spec = PackSpec {
-        roots: plan.roots,
-        paths: plan.manifest_roots.clone(),
-        excludes: glob::set(&plan.excludes)?,
-    };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-    let ((stats, mut listing), data) = transfer::upload(store, &data_rel, move |out| {
-        let mut listing = Listing::default();
-        let mut w = archive::compressor(format, format.default_level(), threads, out)
-            .map_err(ArchiveError::Write)?;
-        let stats =
-            archive::pack_listing(&spec, &mut w, &mut |name, kind| listing.push(name, kind))?;
-        w.finish_write().map_err(ArchiveError::Write)?;
-        Ok::<_, ArchiveError>((stats, listing))
-    })
+    let encoding = Encoding::Tar;
+    let compression = Format::Zstd;
+    let data_rel = layout.data(&id, entry::data_extension(encoding, compression));
+    let warnings = plan.warnings.clone();
+    let packed = entry::pack(
+        store,
+        &data_rel,
+        PackRequest {
+            plan,
+            encoding,
+            compression,
+            level: None,
+        },
+    )
     .await?;
+    let mut listing = Listing::default();
+    for (name, kind) in &packed.listing {
+        listing.push(name, *kind);
+    }
     listing.sort();
 
     let expires = now + chrono::Duration::seconds(req.ttl.as_secs() as i64);
@@ -119,19 +120,16 @@ pub async fn persist(store: &Store, req: PersistRequest) -> Result<PersistOutcom
         kind: Kind::Layer,
         created: now,
         expires: Some(expires),
-        data: data.clone(),
+        data: packed.data.clone(),
+        encoding: Some(encoding),
         signature: None,
         body: LayerBody {
             id: id.clone(),
             workflow: req.workflow.clone(),
             job: req.job.clone(),
             parents: parents.clone(),
-            compression: format,
-            paths: plan.manifest_roots,
-            links_out: stats.links_out.clone(),
+            tree: packed.tree.clone(),
             entries: listing,
-            files: stats.files,
-            unpacked_bytes: stats.bytes,
             ttl_seconds: req.ttl.as_secs(),
         },
     };
@@ -147,7 +145,7 @@ pub async fn persist(store: &Store, req: PersistRequest) -> Result<PersistOutcom
         return Err(WorkspaceError::Exists { id });
     }
 
-    let mut warnings = plan.warnings;
+    let mut warnings = warnings;
     job_state.persisted.push(id.clone());
     if let Err(e) = state::save(&state_file, &job_state) {
         warnings.push(format!(
@@ -159,9 +157,9 @@ pub async fn persist(store: &Store, req: PersistRequest) -> Result<PersistOutcom
         job: req.job,
         id,
         parents,
-        bytes: data.size,
-        files: stats.files,
-        unpacked_bytes: stats.bytes,
+        bytes: packed.data.size,
+        files: packed.tree.files,
+        unpacked_bytes: packed.tree.unpacked_bytes,
         created: now,
         expires,
         seconds: started.elapsed().as_secs_f64(),

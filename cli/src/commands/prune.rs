@@ -19,7 +19,15 @@ pub async fn run(globals: &Globals, args: &PruneArgs) -> Result<(), CliError> {
         grace: s.grace,
     };
     let pruning = format!("pruning project {}", globals.project);
-    let result = out.spin(pruning, retention::prune(&store, &request)).await;
+    // Each mode says what its entries are; core decides what goes.
+    let modes: [&dyn retention::Retained; 3] = [
+        &ferry_caches::Caches,
+        &ferry_workspace_layers::Workspaces,
+        &ferry_artifacts::Artifacts,
+    ];
+    let result = out
+        .spin(pruning, retention::prune(&store, &modes, &request))
+        .await;
     let outcome = result?;
     for w in &outcome.warnings {
         out.warn(w);

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use object_store::azure::MicrosoftAzureBuilder;
 
+use super::StoreError;
 use super::cloud;
-use super::{Backend, StoreError};
+use super::object::Parts;
 use crate::env_vars::{
     AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_CONNECTION_STRING,
     AZURE_STORAGE_USE_EMULATOR, AZURITE_BLOB_STORAGE_URL, Environment,
@@ -45,7 +46,7 @@ struct Account {
 /// Azurite is reached as an ordinary account whose endpoint includes the account name,
 /// rather than through `object_store`'s emulator switch, which reads its URL from the
 /// process environment instead of ferry's snapshot.
-pub(crate) fn build(raw: &str, url: &url::Url, env: &Environment) -> Result<Backend, StoreError> {
+pub(crate) fn build(raw: &str, url: &url::Url, env: &Environment) -> Result<Parts, StoreError> {
     let (container, prefix) = cloud::bucket_and_prefix(raw, url, "az://my-container/some/prefix")?;
     let account = account(env).map_err(|reason| StoreError::Open {
         url: raw.to_string(),
@@ -92,7 +93,7 @@ pub(crate) fn build(raw: &str, url: &url::Url, env: &Environment) -> Result<Back
                 hint: HINT,
             })?,
     );
-    Ok(Backend {
+    Ok(Parts {
         objects: azure.clone(),
         signer: Some(azure),
         local_root: None,

@@ -11,8 +11,9 @@ use object_store::gcp::{
     GcpCredential, GcpSigningCredential, GoogleCloudStorageBuilder, ServiceAccountKey,
 };
 
+use super::StoreError;
 use super::cloud;
-use super::{Backend, StoreError};
+use super::object::Parts;
 use crate::env_vars::{Environment, GOOGLE_APPLICATION_CREDENTIALS, HOME, STORAGE_EMULATOR_HOST};
 
 const HINT: &str = "check GOOGLE_APPLICATION_CREDENTIALS (a service-account key or \
@@ -34,7 +35,7 @@ const GCLOUD_ADC: &str = ".config/gcloud/application_default_credentials.json";
 /// authorized user), gcloud's application-default file under `HOME`, else the GCE metadata
 /// server (runners on Google Cloud). The file path is passed explicitly so the choice
 /// follows ferry's environment snapshot rather than the process's.
-pub(crate) fn build(raw: &str, url: &url::Url, env: &Environment) -> Result<Backend, StoreError> {
+pub(crate) fn build(raw: &str, url: &url::Url, env: &Environment) -> Result<Parts, StoreError> {
     let (bucket, prefix) = cloud::bucket_and_prefix(raw, url, "gs://my-bucket/some/prefix")?;
     let mut builder = GoogleCloudStorageBuilder::new()
         .with_bucket_name(&bucket)
@@ -88,7 +89,7 @@ pub(crate) fn build(raw: &str, url: &url::Url, env: &Environment) -> Result<Back
                 hint,
             })?,
     );
-    Ok(Backend {
+    Ok(Parts {
         objects: gcs.clone(),
         signer: Some(gcs),
         local_root: None,

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use object_store::local::LocalFileSystem;
 use url::Url;
 
-use super::{Backend, StoreError};
+use super::StoreError;
+use super::object::Parts;
 use crate::env_vars::Environment;
 
 const HINT: &str = "check that the folder exists or can be created and is writable";
 
 /// A `file:///abs/path` URL.
-pub(crate) fn build_from_url(raw: &str, url: &Url) -> Result<Backend, StoreError> {
+pub(crate) fn build_from_url(raw: &str, url: &Url) -> Result<Parts, StoreError> {
     let path = url.to_file_path().map_err(|()| StoreError::InvalidUrl {
         url: raw.to_string(),
         reason: "a file:// store needs an absolute path, as in file:///var/cache/ferry".into(),
@@ -21,7 +22,7 @@ pub(crate) fn build_from_url(raw: &str, url: &Url) -> Result<Backend, StoreError
 }
 
 /// A bare path; relative paths are taken from the current folder, `~/` from the home folder.
-pub(crate) fn build_from_path(raw: &str, env: &Environment) -> Result<Backend, StoreError> {
+pub(crate) fn build_from_path(raw: &str, env: &Environment) -> Result<Parts, StoreError> {
     let path = crate::paths::expand_home(raw, env).map_err(|reason| StoreError::InvalidUrl {
         url: raw.to_string(),
         reason,
@@ -40,7 +41,7 @@ pub(crate) fn build_from_path(raw: &str, env: &Environment) -> Result<Backend, S
     build(raw, &path)
 }
 
-fn build(raw: &str, path: &FsPath) -> Result<Backend, StoreError> {
+fn build(raw: &str, path: &FsPath) -> Result<Parts, StoreError> {
     std::fs::create_dir_all(path).map_err(|e| StoreError::Open {
         url: raw.to_string(),
         reason: format!("cannot create {}: {e}", path.display()),
@@ -56,7 +57,7 @@ fn build(raw: &str, path: &FsPath) -> Result<Backend, StoreError> {
         reason: e.to_string(),
         hint: HINT,
     })?;
-    Ok(Backend {
+    Ok(Parts {
         objects: Arc::new(fs),
         signer: None,
         local_root: Some(root),

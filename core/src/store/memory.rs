@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use object_store::memory::InMemory;
 
-use super::Backend;
+use super::object::Parts;
 
-pub(crate) fn build() -> Backend {
-    Backend {
+pub(crate) fn build() -> Parts {
+    Parts {
         objects: Arc::new(InMemory::new()),
         signer: None,
         local_root: None,

@@ -1,40 +1,186 @@
-//! The store: where every entry's manifest and data live.
+//! The store: where every entry's manifest and data live, behind one interface that ferry
+//! owns.
 //!
-//! A `--store` URL becomes a [`Store`]: an `Arc<dyn ObjectStore>` from the `object_store`
-//! crate plus the prefix ferry owns inside it. Each backend file only builds the object store
-//! from a URL and the environment; everything else (publishing, listing, streaming) is shared.
+//! [`Backend`] is the set of operations ferry needs of a store: streamed put, conditional
+//! create, get and ranged get, head, list by prefix, delete, sign a URL, and "the newest
+//! objects whose names start with P", which an object store answers by listing and a
+//! key-value service answers itself. Each backend declares what it can do
+//! ([`Capabilities`]); the modes ask, and never test which backend they hold. [`Store`] is
+//! what the modes use: a backend plus the URL it was opened with, so every error names the
+//! store and what to check.
+//!
+//! Object stores (local folder, memory, S3, GCS, Azure) are one implementation over the
+//! `object_store` crate (`object.rs`); each backend file only turns a URL and the environment
+//! into one. Nothing outside this folder names `object_store`.
 
 mod azure;
 mod cloud;
 mod gcs;
 mod local;
 mod memory;
+mod object;
 mod s3;
 
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use object_store::path::Path;
-use object_store::signer::Signer;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use futures::stream::BoxStream;
 use url::Url;
 
 use crate::env_vars::Environment;
 
-/// What a backend file hands back: the object store and where ferry's objects start in it.
-pub(crate) struct Backend {
-    pub objects: Arc<dyn ObjectStore>,
-    /// Present where the backend can pre-sign URLs.
-    pub signer: Option<Arc<dyn Signer>>,
-    /// Folder of a local store, for `file://` links.
-    pub local_root: Option<PathBuf>,
-    /// Prefix inside the bucket or container (may be empty).
-    pub prefix: String,
-    /// Which variables to check when the store cannot be reached.
-    pub hint: &'static str,
+/// What a store can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Lists objects by prefix.
+    pub list: bool,
+    /// Creates an object only if absent, atomically under concurrency; without it a create
+    /// can only say "exists" when asked one writer at a time.
+    pub conditional_create: bool,
+    /// Replaces an existing object; without it objects are immutable once written.
+    pub overwrite: bool,
+    /// Reads byte ranges of an object.
+    pub ranged_get: bool,
+    /// Makes links to an object that work without ferry.
+    pub signed_urls: bool,
+    /// Answers "the newest objects whose names start with P" itself, without a listing.
+    pub prefix_lookup: bool,
+    /// Reached over the network: worth several requests in flight.
+    pub remote: bool,
+}
+
+/// Whether a put may replace what is there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutMode {
+    Overwrite,
+    /// Only if nothing is there (atomic where [`Capabilities::conditional_create`]).
+    Create,
+}
+
+/// The outcome of a conditional create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// This call created the object.
+    Created,
+    /// Another writer created it first; nothing was changed.
+    Exists,
+}
+
+/// One object as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Its path below ferry's prefix in the store.
+    pub path: String,
+    pub size: u64,
+    /// When the store last wrote it, by the store's clock (whole seconds on some stores).
+    pub modified: DateTime<Utc>,
+}
+
+impl ObjectInfo {
+    /// The last part of the path.
+    pub fn name(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or(&self.path)
+    }
+}
+
+/// A failed store operation, as a backend reports it.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("not found")]
+    NotFound,
+    #[error("already exists")]
+    Exists,
+    /// The store refused to write (a read-only token, a cache mode that forbids writes).
+    #[error("refused: {0}")]
+    Denied(String),
+    #[error("the store cannot {0}")]
+    Unsupported(&'static str),
+    #[error("{0}")]
+    Other(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl BackendError {
+    pub fn other(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Other(Box::new(e))
+    }
+}
+
+/// A streamed write of a new object: nothing is visible at its path until `finish`.
+#[async_trait::async_trait]
+pub trait ObjectWriter: Send {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), BackendError>;
+    async fn finish(self: Box<Self>) -> Result<(), BackendError>;
+    /// Gives up; nothing is left at the path (best effort).
+    async fn abort(self: Box<Self>);
+}
+
+/// The operations ferry needs of a store. Paths are below ferry's prefix in the store,
+/// `/`-separated.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    fn capabilities(&self) -> Capabilities;
+
+    /// A file on this machine holding `path`, for transfers that skip the async layer.
+    fn local_path(&self, _path: &str) -> Option<PathBuf> {
+        None
+    }
+
+    async fn put(&self, path: &str, bytes: Bytes, mode: PutMode)
+    -> Result<Published, BackendError>;
+
+    /// Starts a streamed write of a new object at `path`.
+    async fn writer(&self, path: &str) -> Result<Box<dyn ObjectWriter>, BackendError>;
+
+    /// The whole object; `None` when it does not exist.
+    async fn get(&self, path: &str) -> Result<Option<Bytes>, BackendError>;
+
+    /// The object's bytes as they arrive.
+    async fn get_stream(
+        &self,
+        path: &str,
+    ) -> Result<BoxStream<'static, Result<Bytes, BackendError>>, BackendError>;
+
+    /// Bytes `range` of the object.
+    async fn get_range(&self, path: &str, range: Range<u64>) -> Result<Bytes, BackendError>;
+
+    async fn head(&self, path: &str) -> Result<Option<ObjectInfo>, BackendError>;
+
+    /// Every object whose path starts with `prefix` (a folder ends with `/`).
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError>;
+
+    /// Deletes `path`; deleting what is not there is not an error.
+    async fn delete(&self, path: &str) -> Result<(), BackendError>;
+
+    /// A link to `path` that works without ferry for `expires`.
+    async fn sign(&self, path: &str, expires: Duration) -> Result<String, BackendError>;
+
+    /// The objects in folder `dir` whose names start with `name_prefix`, newest first by the
+    /// store's clock. An object store answers by listing the folder; a service with a lookup
+    /// of its own may answer with only the newest.
+    async fn newest(&self, dir: &str, name_prefix: &str) -> Result<Vec<ObjectInfo>, BackendError> {
+        let folder = format!("{}/", dir.trim_end_matches('/'));
+        let mut found: Vec<ObjectInfo> = self
+            .list(&format!("{folder}{name_prefix}"))
+            .await?
+            .into_iter()
+            .filter(|o| {
+                o.path
+                    .strip_prefix(&folder)
+                    .is_some_and(|n| !n.contains('/') && n.starts_with(name_prefix))
+            })
+            .collect();
+        found.sort_by(|a, b| {
+            b.modified
+                .cmp(&a.modified)
+                .then_with(|| b.path.cmp(&a.path))
+        });
+        Ok(found)
+    }
 }
 
 /// Errors of the store, each naming the store URL and what to check.
@@ -55,28 +201,26 @@ pub enum StoreError {
         url: String,
         hint: &'static str,
         #[source]
-        source: Box<object_store::Error>,
+        source: Box<BackendError>,
     },
     #[error("store {url} cannot make links that work without ferry: {reason}")]
     CannotSign { url: String, reason: String },
 }
 
-/// The outcome of a conditional create.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Published {
-    /// This call created the object.
-    Created,
-    /// Another writer created it first; nothing was changed.
-    Exists,
+impl StoreError {
+    /// True when the store refused a write it was allowed to refuse (a read-only token).
+    pub fn is_denied(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Request { source, .. } if matches!(**source, BackendError::Denied(_))
+        )
+    }
 }
 
-/// A store of entries: one object store and ferry's prefix in it.
+/// A store of entries: a backend and the URL it was opened with.
 #[derive(Clone)]
 pub struct Store {
-    objects: Arc<dyn ObjectStore>,
-    signer: Option<Arc<dyn Signer>>,
-    local_root: Option<PathBuf>,
-    prefix: String,
+    backend: Arc<dyn Backend>,
     url: String,
     hint: &'static str,
 }
@@ -102,14 +246,14 @@ impl Store {
     /// Nothing is contacted yet: a store that cannot be reached fails on first use, with an
     /// error that names the URL and the variables to check.
     pub fn open(url: &str, env: &Environment) -> Result<Self, StoreError> {
-        let backend = if url.starts_with("memory:") {
-            memory::build()
+        let (parts, remote) = if url.starts_with("memory:") {
+            (memory::build(), false)
         } else if let Some(parsed) = Url::parse(url).ok().filter(|u| u.scheme().len() > 1) {
             match parsed.scheme() {
-                "file" => local::build_from_url(url, &parsed)?,
-                "s3" => s3::build(url, &parsed, env)?,
-                "gs" => gcs::build(url, &parsed, env)?,
-                "az" => azure::build(url, &parsed, env)?,
+                "file" => (local::build_from_url(url, &parsed)?, false),
+                "s3" => (s3::build(url, &parsed, env)?, true),
+                "gs" => (gcs::build(url, &parsed, env)?, true),
+                "az" => (azure::build(url, &parsed, env)?, true),
                 other => {
                     return Err(StoreError::InvalidUrl {
                         url: url.to_string(),
@@ -120,16 +264,23 @@ impl Store {
                 }
             }
         } else {
-            local::build_from_path(url, env)?
+            (local::build_from_path(url, env)?, false)
         };
-        Ok(Self {
-            objects: backend.objects,
-            signer: backend.signer,
-            local_root: backend.local_root,
-            prefix: backend.prefix.trim_matches('/').to_string(),
+        let hint = parts.hint;
+        Ok(Self::with_backend(
+            url,
+            Arc::new(object::ObjectBackend::new(parts, remote)),
+            hint,
+        ))
+    }
+
+    /// A store over any backend (another kind of store, or a test's).
+    pub fn with_backend(url: &str, backend: Arc<dyn Backend>, hint: &'static str) -> Self {
+        Self {
+            backend,
             url: url.to_string(),
-            hint: backend.hint,
-        })
+            hint,
+        }
     }
 
     /// The URL the store was opened with, for messages.
@@ -137,52 +288,25 @@ impl Store {
         &self.url
     }
 
-    /// The object-store path of `rel` (a `/`-separated path below ferry's prefix).
-    pub fn path(&self, rel: &str) -> Path {
-        if self.prefix.is_empty() {
-            Path::from(rel)
-        } else {
-            Path::from(format!("{}/{rel}", self.prefix))
-        }
+    pub fn capabilities(&self) -> Capabilities {
+        self.backend.capabilities()
     }
 
-    /// `rel` of an object-store path, the inverse of [`Store::path`].
-    pub fn relative(&self, path: &Path) -> String {
-        let s = path.as_ref();
-        if self.prefix.is_empty() {
-            s.to_string()
-        } else {
-            s.strip_prefix(&self.prefix)
-                .map(|r| r.trim_start_matches('/').to_string())
-                .unwrap_or_else(|| s.to_string())
-        }
-    }
-
-    /// True for stores reached over the network (worth parallel ranged reads).
+    /// True for stores reached over the network (worth parallel requests).
     pub fn is_remote(&self) -> bool {
-        self.local_root.is_none() && !self.url.starts_with("memory:")
+        self.capabilities().remote
     }
 
     /// The file behind `rel` on a local store, for transfers that skip the async layer.
     pub fn local_path(&self, rel: &str) -> Option<PathBuf> {
-        let root = self.local_root.as_ref()?;
-        let mut p = root.clone();
-        for part in self.path(rel).parts() {
-            p.push(part.as_ref());
-        }
-        Some(p)
-    }
-
-    /// The object store itself, for streaming transfers.
-    pub fn objects(&self) -> &Arc<dyn ObjectStore> {
-        &self.objects
+        self.backend.local_path(rel)
     }
 
     pub(crate) fn request_error(
         &self,
         op: &'static str,
         rel: &str,
-        source: object_store::Error,
+        source: BackendError,
     ) -> StoreError {
         StoreError::Request {
             op,
@@ -195,26 +319,17 @@ impl Store {
 
     /// Writes `bytes` at `rel` only if nothing is there (atomic, first write wins).
     pub async fn create(&self, rel: &str, bytes: Bytes) -> Result<Published, StoreError> {
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        match self
-            .objects
-            .put_opts(&self.path(rel), PutPayload::from_bytes(bytes), opts)
-            .await
-        {
-            Ok(_) => Ok(Published::Created),
-            Err(object_store::Error::AlreadyExists { .. })
-            | Err(object_store::Error::Precondition { .. }) => Ok(Published::Exists),
+        match self.backend.put(rel, bytes, PutMode::Create).await {
+            Ok(p) => Ok(p),
+            Err(BackendError::Exists) => Ok(Published::Exists),
             Err(e) => Err(self.request_error("publish", rel, e)),
         }
     }
 
     /// Writes `bytes` at `rel`, replacing what is there (atomic).
     pub async fn overwrite(&self, rel: &str, bytes: Bytes) -> Result<(), StoreError> {
-        self.objects
-            .put(&self.path(rel), PutPayload::from_bytes(bytes))
+        self.backend
+            .put(rel, bytes, PutMode::Overwrite)
             .await
             .map(|_| ())
             .map_err(|e| self.request_error("write", rel, e))
@@ -222,76 +337,115 @@ impl Store {
 
     /// Reads a small object whole; `None` when it does not exist.
     pub async fn read(&self, rel: &str) -> Result<Option<Bytes>, StoreError> {
-        match self.objects.get(&self.path(rel)).await {
-            Ok(r) => match r.bytes().await {
-                Ok(b) => Ok(Some(b)),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(self.request_error("read", rel, e)),
-            },
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.request_error("read", rel, e)),
-        }
+        self.backend
+            .get(rel)
+            .await
+            .map_err(|e| self.request_error("read", rel, e))
     }
 
-    /// The metadata of `rel`; `None` when it does not exist.
-    pub async fn head(&self, rel: &str) -> Result<Option<ObjectMeta>, StoreError> {
-        match self.objects.head(&self.path(rel)).await {
-            Ok(m) => Ok(Some(m)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.request_error("look up", rel, e)),
-        }
-    }
-
-    /// Every object below the folder `rel`, with paths made relative again.
-    pub async fn list(&self, rel: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-        let prefix = self.path(rel);
-        let mut stream = self.objects.list(Some(&prefix));
-        let mut out = Vec::new();
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(mut meta) => {
-                    meta.location = Path::from(self.relative(&meta.location));
-                    out.push(meta);
-                }
-                Err(object_store::Error::NotFound { .. }) => break,
-                Err(e) => return Err(self.request_error("list", rel, e)),
+    /// Reads an object expected to hold `size` bytes, refusing (without reading on) one that
+    /// holds more: a data object replaced by a huge one is never read whole.
+    pub async fn read_exactly(&self, rel: &str, size: u64) -> Result<Option<Bytes>, StoreError> {
+        let mut stream = match self.backend.get_stream(rel).await {
+            Ok(s) => s,
+            Err(BackendError::NotFound) => return Ok(None),
+            Err(e) => return Err(self.request_error("read", rel, e)),
+        };
+        let mut out =
+            bytes::BytesMut::with_capacity(usize::try_from(size).unwrap_or(0).min(1 << 24));
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.request_error("read", rel, e))?;
+            if out.len() as u64 + chunk.len() as u64 > size {
+                return Err(self.request_error(
+                    "read",
+                    rel,
+                    BackendError::Other(
+                        format!("the object holds more than the {size} bytes its manifest records")
+                            .into(),
+                    ),
+                ));
             }
+            out.extend_from_slice(&chunk);
         }
-        Ok(out)
+        Ok(Some(out.freeze()))
+    }
+
+    /// The object's listing record; `None` when it does not exist.
+    pub async fn head(&self, rel: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        self.backend
+            .head(rel)
+            .await
+            .map_err(|e| self.request_error("look up", rel, e))
+    }
+
+    /// Every object below the folder `rel`.
+    pub async fn list(&self, rel: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let prefix = format!("{}/", rel.trim_end_matches('/'));
+        self.backend
+            .list(&prefix)
+            .await
+            .map_err(|e| self.request_error("list", rel, e))
+    }
+
+    /// The objects of folder `dir` whose names start with `name_prefix`, newest first.
+    pub async fn newest(
+        &self,
+        dir: &str,
+        name_prefix: &str,
+    ) -> Result<Vec<ObjectInfo>, StoreError> {
+        self.backend
+            .newest(dir, name_prefix)
+            .await
+            .map_err(|e| self.request_error("look up", dir, e))
     }
 
     /// Deletes `rel`; deleting what is not there is not an error.
     pub async fn delete(&self, rel: &str) -> Result<(), StoreError> {
-        match self.objects.delete(&self.path(rel)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        match self.backend.delete(rel).await {
+            Ok(()) | Err(BackendError::NotFound) => Ok(()),
             Err(e) => Err(self.request_error("delete", rel, e)),
         }
     }
 
     /// A link to `rel` that works without ferry: pre-signed on cloud stores, `file://` locally.
     pub async fn link(&self, rel: &str, expires: Duration) -> Result<String, StoreError> {
-        if let Some(root) = &self.local_root {
-            let mut p = root.clone();
-            for part in self.path(rel).parts() {
-                p.push(part.as_ref());
-            }
-            let url = Url::from_file_path(&p).map_err(|()| StoreError::CannotSign {
-                url: self.url.clone(),
-                reason: format!("{} is not an absolute path", p.display()),
-            })?;
-            return Ok(url.to_string());
-        }
-        match &self.signer {
-            Some(signer) => signer
-                .signed_url(object_store::signer::Method::GET, &self.path(rel), expires)
-                .await
-                .map(|u| u.to_string())
-                .map_err(|e| self.request_error("sign a link to", rel, e)),
-            None => Err(StoreError::CannotSign {
+        if !self.capabilities().signed_urls {
+            return Err(StoreError::CannotSign {
                 url: self.url.clone(),
                 reason: "this kind of store has no links; use a local, S3, GCS or Azure store"
                     .into(),
-            }),
+            });
         }
+        self.backend
+            .sign(rel, expires)
+            .await
+            .map_err(|e| self.request_error("sign a link to", rel, e))
+    }
+
+    /// Bytes `range` of the object at `rel`.
+    pub async fn get_range(&self, rel: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+        self.backend
+            .get_range(rel, range)
+            .await
+            .map_err(|e| self.request_error("download", rel, e))
+    }
+
+    /// The object's bytes as they arrive.
+    pub async fn get_stream(
+        &self,
+        rel: &str,
+    ) -> Result<BoxStream<'static, Result<Bytes, BackendError>>, StoreError> {
+        self.backend
+            .get_stream(rel)
+            .await
+            .map_err(|e| self.request_error("download", rel, e))
+    }
+
+    /// A streamed write of a new object at `rel`; nothing is there until it finishes.
+    pub async fn writer(&self, rel: &str) -> Result<Box<dyn ObjectWriter>, StoreError> {
+        self.backend
+            .writer(rel)
+            .await
+            .map_err(|e| self.request_error("upload", rel, e))
     }
 }

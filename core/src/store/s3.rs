@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
 
+use super::StoreError;
 use super::cloud;
-use super::{Backend, StoreError};
+use super::object::Parts;
 use crate::env_vars::{
     AWS_ACCESS_KEY_ID, AWS_DEFAULT_REGION, AWS_ENDPOINT_URL, AWS_REGION, AWS_SECRET_ACCESS_KEY,
     AWS_SESSION_TOKEN, Environment,
@@ -34,7 +35,7 @@ const HINT_NO_KEY: &str = "AWS_ACCESS_KEY_ID is not set, so credentials were ask
 /// S3-compatible server accepts; without it, AWS is addressed virtual-host style
 /// (`bucket.s3.region.amazonaws.com`), which AWS recommends, except for bucket names with
 /// dots, whose virtual hosts the AWS certificate does not cover.
-pub(crate) fn build(raw: &str, url: &url::Url, env: &Environment) -> Result<Backend, StoreError> {
+pub(crate) fn build(raw: &str, url: &url::Url, env: &Environment) -> Result<Parts, StoreError> {
     let (bucket, prefix) = cloud::bucket_and_prefix(raw, url, "s3://my-bucket/some/prefix")?;
     let hint = if env.get(AWS_ACCESS_KEY_ID).is_some() {
         HINT
@@ -85,7 +86,7 @@ pub(crate) fn build(raw: &str, url: &url::Url, env: &Environment) -> Result<Back
                 hint,
             })?,
     );
-    Ok(Backend {
+    Ok(Parts {
         objects: s3.clone(),
         signer: Some(s3),
         local_root: None,

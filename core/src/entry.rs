@@ -1,0 +1,174 @@
+//! One entry pipeline for the modes that store trees (caches, workspace layers): pack the
+//! roots of a plan into an entry's data, and lay an entry's data down through a
+//! [`Lander`]. The data's encoding is recorded in the manifest envelope, so each entry is
+//! read the way it was written and a new encoding is one more arm here.
+//!
+//! Format 1 ([`Encoding::Tar`]) is one standard tar archive, compressed with zstd, gzip or
+//! not at all (`archive/`).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::archive::{self, ArchiveError, EntryKind, Format, PackPlan, PackSpec};
+use crate::glob;
+use crate::manifest::DataRef;
+use crate::store::{Store, StoreError};
+use crate::transfer::{self, TransferError};
+use crate::unpack::{Lander, Source};
+
+/// How an entry's data is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// Store format 1: one tar archive.
+    #[default]
+    Tar,
+}
+
+/// What a manifest records about the tree its data holds; caches and layers both carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeRecord {
+    pub compression: Format,
+    /// The saved paths as entry-name roots: every entry lies within one of them.
+    pub paths: Vec<String>,
+    /// Symlinks that lead out of the saved paths, as `[entry, target]`.
+    #[serde(default)]
+    pub links_out: Vec<(String, String)>,
+    /// Number of regular files.
+    pub files: u64,
+    /// Bytes of file content before compression.
+    pub unpacked_bytes: u64,
+    /// Files, folders and symlinks; a restore refuses data holding more. Absent in manifests
+    /// written before ferry recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry_count: Option<u64>,
+}
+
+/// Errors of the pipeline: the store's, or the packing's and unpacking's.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+}
+
+impl From<TransferError<ArchiveError>> for EntryError {
+    fn from(e: TransferError<ArchiveError>) -> Self {
+        match e {
+            TransferError::Store(s) => EntryError::Store(s),
+            TransferError::Local(a) => EntryError::Archive(a),
+            TransferError::Internal(what) => EntryError::Archive(ArchiveError::Internal {
+                what: what.to_string(),
+            }),
+        }
+    }
+}
+
+/// What to pack.
+pub struct PackRequest {
+    pub plan: PackPlan,
+    pub encoding: Encoding,
+    pub compression: Format,
+    /// Compression level; the format's default when `None`.
+    pub level: Option<i32>,
+}
+
+/// An entry's data, written.
+#[derive(Debug, Clone)]
+pub struct Packed {
+    pub data: DataRef,
+    pub tree: TreeRecord,
+    /// Every entry by name and kind, in the order written.
+    pub listing: Vec<(String, EntryKind)>,
+}
+
+/// The name ending of an entry's data object.
+pub fn data_extension(encoding: Encoding, compression: Format) -> &'static str {
+    match encoding {
+        Encoding::Tar => compression.extension(),
+    }
+}
+
+/// Packs the plan's roots into a new data object at `data_rel`. Nothing is left at
+/// `data_rel` on failure.
+pub async fn pack(store: &Store, data_rel: &str, req: PackRequest) -> Result<Packed, EntryError> {
+    match req.encoding {
+        Encoding::Tar => pack_tar(store, data_rel, req).await,
+    }
+}
+
+async fn pack_tar(store: &Store, data_rel: &str, req: PackRequest) -> Result<Packed, EntryError> {
+    let spec = PackSpec {
+        roots: req.plan.roots,
+        paths: req.plan.manifest_roots.clone(),
+        excludes: glob::set(&req.plan.excludes).map_err(ArchiveError::from)?,
+    };
+    let format = req.compression;
+    let level = req.level.unwrap_or_else(|| format.default_level());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let ((stats, listing), data) = transfer::upload(store, data_rel, move |out| {
+        let mut listing = Vec::new();
+        let mut w =
+            archive::compressor(format, level, threads, out).map_err(ArchiveError::Write)?;
+        let stats = archive::pack_listing(&spec, &mut w, &mut |name, kind| {
+            listing.push((name.to_string(), kind));
+        })?;
+        w.finish_write().map_err(ArchiveError::Write)?;
+        Ok::<_, ArchiveError>((stats, listing))
+    })
+    .await?;
+    Ok(Packed {
+        data,
+        tree: TreeRecord {
+            compression: format,
+            paths: req.plan.manifest_roots,
+            links_out: stats.links_out,
+            files: stats.files,
+            unpacked_bytes: stats.bytes,
+            entry_count: Some(stats.entries),
+        },
+        listing,
+    })
+}
+
+/// An entry to lay down.
+pub struct Land {
+    pub data: DataRef,
+    pub encoding: Encoding,
+    pub tree: TreeRecord,
+    /// Maps an entry name to where it goes on disk.
+    pub resolve: Box<dyn Fn(&str) -> PathBuf + Send + Sync>,
+    /// The most entries the data may hold, when the manifest says more precisely than
+    /// `tree.entry_count` (a layer's listing).
+    pub max_entries: Option<u64>,
+}
+
+/// Lays an entry's data down through `lander` as its next source, checking the data against
+/// its manifest; nothing is in place until the lander's commit. On an error the lander is
+/// dropped, which removes everything it staged.
+pub async fn land(store: &Store, mut lander: Lander, land: Land) -> Result<Lander, EntryError> {
+    let source = Source {
+        roots: land.tree.paths.clone(),
+        links_out: land.tree.links_out.iter().cloned().collect::<HashSet<_>>(),
+        resolve: land.resolve,
+        max_bytes: Some(land.tree.unpacked_bytes),
+        max_entries: land.max_entries.or(land.tree.entry_count),
+    };
+    match land.encoding {
+        Encoding::Tar => {
+            let format = land.tree.compression;
+            let expected = land.data.clone();
+            let lander =
+                transfer::download(store, &land.data.path, land.data.size, move |reader| {
+                    lander.begin(source);
+                    archive::unpack_checked(&mut lander, format, reader, &expected)?;
+                    Ok::<_, ArchiveError>(lander)
+                })
+                .await?;
+            Ok(lander)
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Object stores (a local folder, memory, S3, GCS, Azure Blob) behind ferry's [`Backend`],
+//! over the `object_store` crate: the one place that crate is used. Publishing uses its
+//! `PutMode::Create` (If-None-Match on S3/GCS, 409 on Azure, an exclusive create locally);
+//! streamed writes are multipart above 16 MiB; a local folder also hands out its files, so
+//! transfers there skip the async layer.
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use object_store::signer::Signer;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
+use url::Url;
+
+use super::{Backend, BackendError, Capabilities, ObjectInfo, ObjectWriter, Published, PutMode};
+
+/// Part size of multipart uploads; objects smaller than this are one PUT.
+const PART_SIZE: usize = 16 * 1024 * 1024;
+/// Parts uploaded at once.
+const UPLOAD_CONCURRENCY: usize = 4;
+
+/// What a backend file builds from a URL and the environment.
+pub(crate) struct Parts {
+    pub objects: Arc<dyn ObjectStore>,
+    /// Present where the backend can pre-sign URLs.
+    pub signer: Option<Arc<dyn Signer>>,
+    /// Folder of a local store: for `file://` links and direct file transfers.
+    pub local_root: Option<PathBuf>,
+    /// Prefix inside the bucket or container (may be empty).
+    pub prefix: String,
+    /// Which variables to check when the store cannot be reached.
+    pub hint: &'static str,
+}
+
+/// An object store as a ferry [`Backend`].
+pub(crate) struct ObjectBackend {
+    objects: Arc<dyn ObjectStore>,
+    signer: Option<Arc<dyn Signer>>,
+    local_root: Option<PathBuf>,
+    prefix: String,
+    remote: bool,
+}
+
+fn convert(e: object_store::Error) -> BackendError {
+    match e {
+        object_store::Error::NotFound { .. } => BackendError::NotFound,
+        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
+            BackendError::Exists
+        }
+        other => BackendError::other(other),
+    }
+}
+
+impl ObjectBackend {
+    pub fn new(parts: Parts, remote: bool) -> Self {
+        Self {
+            objects: parts.objects,
+            signer: parts.signer,
+            local_root: parts.local_root,
+            prefix: parts.prefix.trim_matches('/').to_string(),
+            remote,
+        }
+    }
+
+    /// The object-store path of `rel`.
+    fn path(&self, rel: &str) -> Path {
+        let rel = rel.trim_end_matches('/');
+        if self.prefix.is_empty() {
+            Path::from(rel)
+        } else {
+            Path::from(format!("{}/{rel}", self.prefix))
+        }
+    }
+
+    /// `rel` of an object-store path, the inverse of [`ObjectBackend::path`].
+    fn relative(&self, path: &Path) -> String {
+        let s = path.as_ref();
+        if self.prefix.is_empty() {
+            s.to_string()
+        } else {
+            s.strip_prefix(&self.prefix)
+                .map(|r| r.trim_start_matches('/').to_string())
+                .unwrap_or_else(|| s.to_string())
+        }
+    }
+
+    fn info(&self, meta: ObjectMeta) -> ObjectInfo {
+        ObjectInfo {
+            path: self.relative(&meta.location),
+            size: meta.size,
+            modified: meta.last_modified,
+        }
+    }
+}
+
+struct Writer {
+    inner: BufWriter,
+}
+
+#[async_trait::async_trait]
+impl ObjectWriter for Writer {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), BackendError> {
+        self.inner.put(chunk).await.map_err(convert)
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<(), BackendError> {
+        use tokio::io::AsyncWriteExt;
+        self.inner.shutdown().await.map_err(BackendError::other)
+    }
+
+    async fn abort(mut self: Box<Self>) {
+        let _ = self.inner.abort().await;
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for ObjectBackend {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            list: true,
+            conditional_create: true,
+            overwrite: true,
+            ranged_get: true,
+            signed_urls: self.signer.is_some() || self.local_root.is_some(),
+            prefix_lookup: false,
+            remote: self.remote,
+        }
+    }
+
+    fn local_path(&self, rel: &str) -> Option<PathBuf> {
+        let root = self.local_root.as_ref()?;
+        let mut p = root.clone();
+        for part in self.path(rel).parts() {
+            p.push(part.as_ref());
+        }
+        Some(p)
+    }
+
+    async fn put(&self, rel: &str, bytes: Bytes, mode: PutMode) -> Result<Published, BackendError> {
+        let opts = PutOptions {
+            mode: match mode {
+                PutMode::Overwrite => object_store::PutMode::Overwrite,
+                PutMode::Create => object_store::PutMode::Create,
+            },
+            ..Default::default()
+        };
+        match self
+            .objects
+            .put_opts(&self.path(rel), PutPayload::from_bytes(bytes), opts)
+            .await
+        {
+            Ok(_) => Ok(Published::Created),
+            Err(e) => match convert(e) {
+                BackendError::Exists if mode == PutMode::Create => Ok(Published::Exists),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn writer(&self, rel: &str) -> Result<Box<dyn ObjectWriter>, BackendError> {
+        let inner = BufWriter::with_capacity(Arc::clone(&self.objects), self.path(rel), PART_SIZE)
+            .with_max_concurrency(UPLOAD_CONCURRENCY);
+        Ok(Box::new(Writer { inner }))
+    }
+
+    async fn get(&self, rel: &str) -> Result<Option<Bytes>, BackendError> {
+        match self.objects.get(&self.path(rel)).await {
+            Ok(r) => match r.bytes().await {
+                Ok(b) => Ok(Some(b)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(convert(e)),
+            },
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(convert(e)),
+        }
+    }
+
+    async fn get_stream(
+        &self,
+        rel: &str,
+    ) -> Result<BoxStream<'static, Result<Bytes, BackendError>>, BackendError> {
+        let r = self.objects.get(&self.path(rel)).await.map_err(convert)?;
+        Ok(r.into_stream().map_err(convert).boxed())
+    }
+
+    async fn get_range(&self, rel: &str, range: Range<u64>) -> Result<Bytes, BackendError> {
+        self.objects
+            .get_range(&self.path(rel), range)
+            .await
+            .map_err(convert)
+    }
+
+    async fn head(&self, rel: &str) -> Result<Option<ObjectInfo>, BackendError> {
+        match self.objects.head(&self.path(rel)).await {
+            Ok(m) => Ok(Some(self.info(m))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(convert(e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError> {
+        // object_store lists by folder; a name prefix lists its folder and filters.
+        let folder = prefix.rsplit_once('/').map_or("", |(f, _)| f);
+        let folder_path = if folder.is_empty() && self.prefix.is_empty() {
+            None
+        } else {
+            Some(self.path(folder))
+        };
+        let mut stream = self.objects.list(folder_path.as_ref());
+        let mut out = Vec::new();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(meta) => {
+                    let info = self.info(meta);
+                    if info.path.starts_with(prefix) {
+                        out.push(info);
+                    }
+                }
+                Err(object_store::Error::NotFound { .. }) => break,
+                Err(e) => return Err(convert(e)),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete(&self, rel: &str) -> Result<(), BackendError> {
+        match self.objects.delete(&self.path(rel)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(convert(e)),
+        }
+    }
+
+    async fn sign(&self, rel: &str, expires: Duration) -> Result<String, BackendError> {
+        if let Some(p) = self.local_path(rel) {
+            return Url::from_file_path(&p)
+                .map(|u| u.to_string())
+                .map_err(|()| {
+                    BackendError::Other(format!("{} is not an absolute path", p.display()).into())
+                });
+        }
+        match &self.signer {
+            Some(signer) => signer
+                .signed_url(object_store::signer::Method::GET, &self.path(rel), expires)
+                .await
+                .map(|u| u.to_string())
+                .map_err(convert),
+            None => Err(BackendError::Unsupported("sign links")),
+        }
+    }
+}
