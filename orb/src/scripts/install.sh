@@ -43,7 +43,7 @@ fi
 
 case "$(uname -s)" in
   MINGW* | MSYS* | CYGWIN* | Windows_NT)
-    echo "ferry is built for Linux and macOS only: it relies on Unix file modes and symlinks, and no Windows build is published. Run this job on a Linux or macOS executor (docker, machine: image: ubuntu-..., or macos)." >&2
+    echo "ferry is built for Linux and macOS only: it relies on Unix file modes and symlinks, and no Windows build is published. Run this job on a Linux (docker or machine) or macOS executor." >&2
     exit 1
     ;;
 esac
