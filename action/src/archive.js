@@ -1,6 +1,6 @@
 'use strict';
-// Reads one file out of a release archive (.tar.gz or .zip) in memory, so the
-// action needs no `tar` or `unzip` on the runner and works the same on all three OSes.
+// Reads one file out of a release archive (.tar.gz) in memory, so the action
+// needs no `tar` on the runner and works the same on Linux and macOS.
 
 const zlib = require('node:zlib');
 
@@ -73,45 +73,4 @@ function fileFromTarGz(archive, wanted) {
   return null;
 }
 
-/**
- * The contents of the first file in the zip `archive` whose entry name satisfies
- * `wanted`, or null if none does. Stored and deflated entries; no zip64.
- */
-function fileFromZip(archive, wanted) {
-  const minEnd = Math.max(0, archive.length - 22 - 0xffff);
-  let end = -1;
-  for (let i = archive.length - 22; i >= minEnd; i--) {
-    if (archive.readUInt32LE(i) === 0x06054b50) {
-      end = i;
-      break;
-    }
-  }
-  if (end < 0) throw new Error('not a zip archive: no end-of-central-directory record');
-  const count = archive.readUInt16LE(end + 10);
-  let entry = archive.readUInt32LE(end + 16);
-  for (let n = 0; n < count; n++) {
-    if (archive.readUInt32LE(entry) !== 0x02014b50) {
-      throw new Error('corrupt zip archive: bad central directory entry');
-    }
-    const method = archive.readUInt16LE(entry + 10);
-    const compressedSize = archive.readUInt32LE(entry + 20);
-    const nameLength = archive.readUInt16LE(entry + 28);
-    const extraLength = archive.readUInt16LE(entry + 30);
-    const commentLength = archive.readUInt16LE(entry + 32);
-    const local = archive.readUInt32LE(entry + 42);
-    const name = archive.toString('utf8', entry + 46, entry + 46 + nameLength);
-    entry += 46 + nameLength + extraLength + commentLength;
-    if (name.endsWith('/') || !wanted(name)) continue;
-    if (archive.readUInt32LE(local) !== 0x04034b50) {
-      throw new Error(`corrupt zip archive: bad local header for ${name}`);
-    }
-    const start = local + 30 + archive.readUInt16LE(local + 26) + archive.readUInt16LE(local + 28);
-    const data = archive.subarray(start, start + compressedSize);
-    if (method === 0) return Buffer.from(data);
-    if (method === 8) return zlib.inflateRawSync(data);
-    throw new Error(`zip entry ${name} uses unsupported compression method ${method}`);
-  }
-  return null;
-}
-
-module.exports = { fileFromTarGz, fileFromZip };
+module.exports = { fileFromTarGz };

@@ -11,8 +11,8 @@ const os = require('node:os');
 const path = require('node:path');
 const { after, before, describe, it } = require('node:test');
 
-const { fileFromTarGz, fileFromZip } = require('../src/archive');
-const { ACTION_VERSION, assetName, findOnPath, normalizeVersion, releaseUrl } = require('../src/install');
+const { fileFromTarGz } = require('../src/archive');
+const { ACTION_VERSION, assetName, findOnPath, normalizeVersion, proxyFor, releaseUrl } = require('../src/install');
 const { ACTION_DIR, Job, REPO_DIR, newRunId, tempStore } = require('./harness');
 
 function ran(result) {
@@ -35,18 +35,26 @@ describe('release asset names', () => {
     assert.equal(assetName('Linux', 'ARM64'), 'ferry-aarch64-unknown-linux-musl.tar.gz');
     assert.equal(assetName('macOS', 'X64'), 'ferry-x86_64-apple-darwin.tar.gz');
     assert.equal(assetName('macOS', 'ARM64'), 'ferry-aarch64-apple-darwin.tar.gz');
-    assert.equal(assetName('Windows', 'X64'), 'ferry-x86_64-pc-windows-msvc.zip');
     assert.throws(() => assetName('Linux', 'ARM'), /no ferry release for runner OS Linux and architecture ARM/);
     const release = fs.readFileSync(path.join(REPO_DIR, '.github/workflows/release.yml'), 'utf8');
-    for (const target of [
-      'x86_64-unknown-linux-musl',
+    const built = [...release.matchAll(/^\s*- target: (\S+)$/gm)].map((m) => m[1]).sort();
+    assert.deepEqual(built, [
+      'aarch64-apple-darwin',
       'aarch64-unknown-linux-musl',
       'x86_64-apple-darwin',
-      'aarch64-apple-darwin',
-      'x86_64-pc-windows-msvc',
-    ]) {
-      assert.match(release, new RegExp(`target: ${target}\\b`), `release.yml builds ${target}`);
+      'x86_64-unknown-linux-musl',
+    ]);
+    for (const target of built) {
+      assert.ok(release.includes(`ferry-${target}.tar.gz`), `release.yml checks the ${target} asset`);
     }
+  });
+
+  it('offer nothing for Windows, which is not built', () => {
+    for (const arch of ['X64', 'ARM64']) {
+      assert.throws(() => assetName('Windows', arch), /Linux and macOS only.*Run this job on a Linux or macOS runner/);
+    }
+    const release = fs.readFileSync(path.join(REPO_DIR, '.github/workflows/release.yml'), 'utf8');
+    assert.doesNotMatch(release, /windows-\d|msvc|\.zip|\.exe/i);
   });
 
   it('are downloaded from the pinned tag, the action version by default', () => {
@@ -76,22 +84,6 @@ describe('archive readers', () => {
     const archive = fs.readFileSync(path.join(dir, 'a.tar.gz'));
     assert.equal(fileFromTarGz(archive, (name) => name.endsWith('/ferry')).toString(), 'binary bytes');
     assert.equal(fileFromTarGz(archive, (name) => name.endsWith('/nope')), null);
-  });
-
-  it('find the binary in a deflated zip', () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-action-zip-'));
-    const zip = path.join(dir, 'a.zip');
-    execFileSync('python3', [
-      '-c',
-      'import sys, zipfile\n' +
-        'with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as z:\n' +
-        '    z.writestr("README.md", "readme")\n' +
-        '    z.writestr("ferry.exe", b"MZ" + b"\\x00" * 4096)\n',
-      zip,
-    ]);
-    const contents = fileFromZip(fs.readFileSync(zip), (name) => name === 'ferry.exe');
-    assert.equal(contents.length, 4098);
-    assert.equal(contents.subarray(0, 2).toString(), 'MZ');
   });
 });
 
@@ -213,6 +205,167 @@ describe('download when ferry is not on PATH', () => {
     });
     assert.equal(main.code, 1, ran(main));
     assert.match(main.stdout, /::error::failed to download http:.*\/download\/v0\.0\.0-nope\/ferry-.*: HTTP 404/);
+  });
+});
+
+describe('a Windows runner', () => {
+  it('fails the step saying ferry runs on Linux and macOS, even with a ferry on PATH', () => {
+    const job = new Job({ name: 'build', runId: newRunId(), env: { RUNNER_OS: 'Windows' } });
+    const main = job.uses({ command: 'cache-restore', key: 'k', store: tempStore() });
+    assert.equal(main.code, 1, ran(main));
+    assert.match(main.stdout, /::error::ferry is built for Linux and macOS only/);
+    assert.match(main.stdout, /runs-on: ubuntu-latest or macos-latest/);
+  });
+});
+
+describe('proxy selection, as @actions/http-client makes it', () => {
+  const url = 'https://github.com/ferry-ci/ferry/releases/download/v1/a.tar.gz';
+  const pick = (target, env) => {
+    const proxy = proxyFor(target, env);
+    return proxy ? proxy.href : null;
+  };
+
+  it('uses https_proxy (before HTTPS_PROXY) for https and http_proxy for http', () => {
+    assert.equal(pick(url, { HTTPS_PROXY: 'http://upper:3128' }), 'http://upper:3128/');
+    assert.equal(pick(url, { https_proxy: 'http://lower:3128', HTTPS_PROXY: 'http://upper:3128' }), 'http://lower:3128/');
+    assert.equal(pick(url, { HTTP_PROXY: 'http://plain:3128' }), null);
+    assert.equal(pick('http://example.com/a', { HTTP_PROXY: 'http://plain:3128' }), 'http://plain:3128/');
+    assert.equal(pick(url, {}), null);
+    assert.equal(pick(url, { HTTPS_PROXY: 'proxy.corp:3128' }), 'http://proxy.corp:3128/');
+  });
+
+  it('skips the proxy for NO_PROXY hosts, domains, host:port, * and loopback', () => {
+    const env = (noProxy) => ({ HTTPS_PROXY: 'http://proxy:3128', NO_PROXY: noProxy });
+    assert.equal(pick(url, env('github.com')), null);
+    assert.equal(pick('https://api.github.com/x', env('github.com')), null);
+    assert.equal(pick('https://api.github.com/x', env('.github.com')), null);
+    assert.equal(pick(url, env('GITHUB.COM:443')), null);
+    assert.equal(pick(url, env('github.com:8443')), 'http://proxy:3128/');
+    assert.equal(pick(url, env('other.org, *')), null);
+    assert.equal(pick('https://notgithub.com/x', env('github.com')), 'http://proxy:3128/');
+    assert.equal(pick(url, { HTTPS_PROXY: 'http://proxy:3128', no_proxy: 'github.com', NO_PROXY: 'x.org' }), null);
+    for (const host of ['localhost', '127.0.0.1', '[::1]']) {
+      assert.equal(pick(`https://${host}:8080/x`, { HTTPS_PROXY: 'http://proxy:3128' }), null, host);
+    }
+  });
+});
+
+describe('download through a proxy (self-hosted runners)', () => {
+  const HOST = 'releases.example.test';
+  let work;
+  let servers = [];
+  let tlsPort;
+  let plainPort;
+  let certificate;
+
+  function start(script, args, env = {}) {
+    const child = spawn(process.execPath, [path.join(__dirname, 'fixtures', script), ...args], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, ...env },
+    });
+    servers.push(child);
+    return new Promise((resolve, reject) => {
+      child.stdout.once('data', (data) => resolve(Number(String(data).trim())));
+      child.once('exit', (code) => reject(new Error(`${script} exited with ${code}`)));
+    });
+  }
+
+  async function proxy(env = {}) {
+    const log = path.join(work, `proxy-${servers.length}.log`);
+    fs.writeFileSync(log, '');
+    const port = await start('connect-proxy.js', [log], env);
+    const seen = () => fs.readFileSync(log, 'utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line));
+    return { port, seen };
+  }
+
+  before(async () => {
+    assert.ok(realFerry, 'a ferry binary on PATH to publish');
+    work = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-action-proxy-'));
+    const releases = path.join(work, 'releases');
+    const staging = path.join(work, 'staging');
+    fs.mkdirSync(path.join(releases, `v${ACTION_VERSION}`), { recursive: true });
+    fs.mkdirSync(staging);
+    fs.copyFileSync(realFerry, path.join(staging, 'ferry'));
+    fs.chmodSync(path.join(staging, 'ferry'), 0o755);
+    const archive = path.join(releases, `v${ACTION_VERSION}`, asset);
+    execFileSync('tar', ['-czf', archive, '-C', staging, 'ferry']);
+    const digest = crypto.createHash('sha256').update(fs.readFileSync(archive)).digest('hex');
+    fs.writeFileSync(`${archive}.sha256`, `${digest}  ${asset}\n`);
+    // A certificate for the release host, trusted by the action through NODE_EXTRA_CA_CERTS.
+    certificate = path.join(work, 'cert.pem');
+    const key = path.join(work, 'key.pem');
+    execFileSync('openssl', [
+      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+      '-keyout', key, '-out', certificate, '-days', '1',
+      '-subj', `/CN=${HOST}`, '-addext', `subjectAltName=DNS:${HOST}`,
+    ], { stdio: 'ignore' });
+    fs.writeFileSync(path.join(work, 'requests.log'), '');
+    tlsPort = await start('release-server.js', [releases, path.join(work, 'requests.log'), certificate, key]);
+    plainPort = await start('release-server.js', [releases, path.join(work, 'requests.log')]);
+  });
+
+  after(() => {
+    for (const server of servers) server.kill('SIGTERM');
+  });
+
+  function install(env, releasesUrl, { trust = true } = {}) {
+    const extra = trust ? { NODE_EXTRA_CA_CERTS: certificate } : {};
+    const job = new Job({ name: 'build', runId: newRunId(), path: bareEnvPath, env: { ...extra, ...env } });
+    return job.uses({ command: 'cache-restore', key: 'k', store: tempStore(), 'releases-url': releasesUrl });
+  }
+
+  it('tunnels HTTPS downloads through HTTPS_PROXY with CONNECT and checks the server certificate', async () => {
+    const { port, seen } = await proxy();
+    const main = install({ HTTPS_PROXY: `http://127.0.0.1:${port}` }, `https://${HOST}:${tlsPort}/releases`);
+    assert.equal(main.code, 0, ran(main));
+    assert.match(main.stdout, new RegExp(`through proxy http://127\\.0\\.0\\.1:${port}`));
+    const requests = seen();
+    assert.ok(requests.length >= 2, JSON.stringify(requests));
+    for (const request of requests) assert.deepEqual(request, { method: 'CONNECT', target: `${HOST}:${tlsPort}`, auth: null });
+
+    // The tunnel carries TLS to the release host itself: a certificate nobody vouches for fails.
+    const untrusted = install({ HTTPS_PROXY: `http://127.0.0.1:${port}` }, `https://${HOST}:${tlsPort}/releases`, { trust: false });
+    assert.equal(untrusted.code, 1, ran(untrusted));
+    assert.match(untrusted.stdout, /::error::.*(self[- ]signed|certificate)/i);
+  });
+
+  it('sends the proxy URL\'s credentials, and a refusal names the proxy but not them', async () => {
+    const { port, seen } = await proxy({ PROXY_USER: 'ci:s3cret pass' });
+    const good = install({ https_proxy: `http://ci:s3cret%20pass@127.0.0.1:${port}` }, `https://${HOST}:${tlsPort}/releases`);
+    assert.equal(good.code, 0, ran(good));
+    assert.equal(seen()[0].auth, `Basic ${Buffer.from('ci:s3cret pass').toString('base64')}`);
+
+    const bad = install({ https_proxy: `http://ci:wrong@127.0.0.1:${port}` }, `https://${HOST}:${tlsPort}/releases`);
+    assert.equal(bad.code, 1, ran(bad));
+    assert.match(bad.stdout, new RegExp(`::error::proxy http://127\\.0\\.0\\.1:${port} refused to connect to ${HOST}:${tlsPort}: HTTP 407`));
+    assert.doesNotMatch(bad.stdout + bad.stderr, /wrong/);
+  });
+
+  it('tunnels plain HTTP downloads through HTTP_PROXY', async () => {
+    const { port, seen } = await proxy();
+    const main = install({ HTTP_PROXY: `http://127.0.0.1:${port}`, HTTPS_PROXY: 'http://127.0.0.1:9' }, `http://${HOST}:${plainPort}/releases`);
+    assert.equal(main.code, 0, ran(main));
+    assert.ok(seen().length >= 2);
+    assert.ok(seen().every((r) => r.method === 'CONNECT' && r.target === `${HOST}:${plainPort}`), JSON.stringify(seen()));
+  });
+
+  it('goes direct for NO_PROXY hosts and loopback', async () => {
+    // 0.0.0.0 reaches this machine without being loopback by name, so only NO_PROXY exempts it.
+    const { port, seen } = await proxy();
+    const url = `http://0.0.0.0:${plainPort}/releases`;
+    const proxied = install({ HTTP_PROXY: `http://127.0.0.1:${port}` }, url);
+    assert.equal(proxied.code, 0, ran(proxied));
+    assert.ok(seen().length >= 2, JSON.stringify(seen()));
+    const before = seen().length;
+
+    for (const noProxy of ['0.0.0.0', `example.com, 0.0.0.0:${plainPort}`, '*']) {
+      const direct = install({ HTTP_PROXY: `http://127.0.0.1:${port}`, NO_PROXY: noProxy }, url);
+      assert.equal(direct.code, 0, ran(direct));
+      assert.doesNotMatch(direct.stdout, /through proxy/);
+    }
+    const loopback = install({ HTTP_PROXY: `http://127.0.0.1:${port}` }, `http://127.0.0.1:${plainPort}/releases`);
+    assert.equal(loopback.code, 0, ran(loopback));
+    assert.equal(seen().length, before, JSON.stringify(seen()));
   });
 });
 

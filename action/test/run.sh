@@ -10,7 +10,7 @@ if ! ferry="$(command -v ferry)"; then
   echo "action/test/run.sh: no ferry on PATH; build it (cargo build -p ferry) and add target/debug to PATH" >&2
   exit 1
 fi
-for tool in node python3 check-jsonschema actionlint; do
+for tool in node python3 check-jsonschema actionlint openssl; do
   command -v "$tool" >/dev/null || { echo "action/test/run.sh: $tool is missing; run .ci/install-tools.sh" >&2; exit 1; }
 done
 echo "action tests: ferry at ${ferry}, node $(node --version)"

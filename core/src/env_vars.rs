@@ -73,7 +73,7 @@ env_vars! {
     GITHUB_RUN_ATTEMPT = "GITHUB_RUN_ATTEMPT";
     /// Job id on GitHub Actions: `{{ .Job }}` and the job of layers and artifacts.
     GITHUB_JOB = "GITHUB_JOB";
-    /// Workflow name on GitHub Actions: `{{ .Workflow }}`.
+    /// Workflow name on GitHub Actions (informational: `{{ .Workflow }}` is the run, `GITHUB_RUN_ID`).
     GITHUB_WORKFLOW = "GITHUB_WORKFLOW";
     /// Commit on GitHub Actions: `{{ .Revision }}`.
     GITHUB_SHA = "GITHUB_SHA";
@@ -81,6 +81,18 @@ env_vars! {
     GITHUB_REF_NAME = "GITHUB_REF_NAME";
     /// Source branch of a pull request on GitHub Actions, preferred for `{{ .Branch }}`.
     GITHUB_HEAD_REF = "GITHUB_HEAD_REF";
+    /// Full git ref on GitHub Actions (`refs/heads/main`): `{{ .Commit.Ref }}`.
+    GITHUB_REF = "GITHUB_REF";
+    /// Owner of the repository on GitHub Actions: `{{ .Repo.Namespace }}` and `{{ .Repo.Owner }}`.
+    GITHUB_REPOSITORY_OWNER = "GITHUB_REPOSITORY_OWNER";
+    /// Web address of the GitHub server (`https://github.com`), for `{{ .Repo.Link }}`,
+    /// `{{ .Commit.Link }}`, `{{ .Commit.Remote }}` and `{{ .Build.Link }}`.
+    GITHUB_SERVER_URL = "GITHUB_SERVER_URL";
+    /// Event that started the run on GitHub Actions (`push`, `pull_request`): `{{ .Build.Event }}`.
+    GITHUB_EVENT_NAME = "GITHUB_EVENT_NAME";
+    /// File holding the event payload on GitHub Actions: the repository's default branch
+    /// (`{{ .Repo.Branch }}`) and visibility (`{{ .Repo.Private }}`).
+    GITHUB_EVENT_PATH = "GITHUB_EVENT_PATH";
     /// File that step outputs (`cache-hit`, …) are appended to on GitHub Actions.
     GITHUB_OUTPUT = "GITHUB_OUTPUT";
     /// Per-job temporary folder on GitHub Actions, emptied between jobs: where the workspace
@@ -102,6 +114,70 @@ env_vars! {
     CIRCLE_SHA1 = "CIRCLE_SHA1";
     /// Build number on CircleCI.
     CIRCLE_BUILD_NUM = "CIRCLE_BUILD_NUM";
+    /// Link to the job on CircleCI: `{{ .Build.Link }}`.
+    CIRCLE_BUILD_URL = "CIRCLE_BUILD_URL";
+    /// Git URL of the repository on CircleCI: `{{ .Commit.Remote }}`.
+    CIRCLE_REPOSITORY_URL = "CIRCLE_REPOSITORY_URL";
+    /// `true` on drone and on Harness CI, which sets drone's `DRONE_*` variables too.
+    DRONE = "DRONE";
+    /// `owner/name` of the repository on drone and Harness: the default project.
+    DRONE_REPO = "DRONE_REPO";
+    /// Repository name on drone and Harness: `{{ .Repo.Name }}`.
+    DRONE_REPO_NAME = "DRONE_REPO_NAME";
+    /// Repository namespace on drone and Harness: `{{ .Repo.Namespace }}`.
+    DRONE_REPO_NAMESPACE = "DRONE_REPO_NAMESPACE";
+    /// Repository owner on drone and Harness: `{{ .Repo.Owner }}`.
+    DRONE_REPO_OWNER = "DRONE_REPO_OWNER";
+    /// Default branch of the repository on drone and Harness: `{{ .Repo.Branch }}`.
+    DRONE_REPO_BRANCH = "DRONE_REPO_BRANCH";
+    /// Web address of the repository on drone and Harness: `{{ .Repo.Link }}`.
+    DRONE_REPO_LINK = "DRONE_REPO_LINK";
+    /// Repository avatar on drone: `{{ .Repo.Avatar }}`.
+    DRONE_REPO_AVATAR = "DRONE_REPO_AVATAR";
+    /// `true` for a private repository on drone and Harness: `{{ .Repo.Private }}`.
+    DRONE_REPO_PRIVATE = "DRONE_REPO_PRIVATE";
+    /// `true` for a trusted repository on drone: `{{ .Repo.Trusted }}`.
+    DRONE_REPO_TRUSTED = "DRONE_REPO_TRUSTED";
+    /// Build number on drone and Harness: `{{ .BuildNum }}`, `{{ .Build.Number }}`, and the
+    /// workspace and artifact keyspace on drone.
+    DRONE_BUILD_NUMBER = "DRONE_BUILD_NUMBER";
+    /// Event that started the build on drone and Harness (`push`, `pull_request`, `tag`): `{{ .Build.Event }}`.
+    DRONE_BUILD_EVENT = "DRONE_BUILD_EVENT";
+    /// Link to the build on drone and Harness: `{{ .Build.Link }}`.
+    DRONE_BUILD_LINK = "DRONE_BUILD_LINK";
+    /// Unix time the build was created on drone and Harness: `{{ .Build.Created }}`.
+    DRONE_BUILD_CREATED = "DRONE_BUILD_CREATED";
+    /// Unix time the build started on drone and Harness: `{{ .Build.Started }}`.
+    DRONE_BUILD_STARTED = "DRONE_BUILD_STARTED";
+    /// Unix time the build finished on drone and Harness: `{{ .Build.Finished }}`.
+    DRONE_BUILD_FINISHED = "DRONE_BUILD_FINISHED";
+    /// Build status so far on drone and Harness (`success`, `failure`): `{{ .Build.Status }}`.
+    DRONE_BUILD_STATUS = "DRONE_BUILD_STATUS";
+    /// Deployment target on drone: `{{ .Build.Deploy }}`.
+    DRONE_DEPLOY_TO = "DRONE_DEPLOY_TO";
+    /// Pipeline (stage) name on drone and Harness: `{{ .Job }}` and the job of layers and artifacts.
+    DRONE_STAGE_NAME = "DRONE_STAGE_NAME";
+    /// Branch on drone and Harness: `{{ .Branch }}`, `{{ .Commit.Branch }}`.
+    DRONE_COMMIT_BRANCH = "DRONE_COMMIT_BRANCH";
+    /// Commit on drone and Harness: `{{ .Revision }}`, `{{ .Commit.Sha }}`.
+    DRONE_COMMIT_SHA = "DRONE_COMMIT_SHA";
+    /// Full git ref on drone and Harness (`refs/heads/main`): `{{ .Commit.Ref }}`.
+    DRONE_COMMIT_REF = "DRONE_COMMIT_REF";
+    /// Link to the commit on drone and Harness: `{{ .Commit.Link }}`.
+    DRONE_COMMIT_LINK = "DRONE_COMMIT_LINK";
+    /// Commit message on drone and Harness: `{{ .Commit.Message }}`.
+    DRONE_COMMIT_MESSAGE = "DRONE_COMMIT_MESSAGE";
+    /// Clone URL of the repository on drone and Harness: `{{ .Commit.Remote }}`.
+    DRONE_REMOTE_URL = "DRONE_REMOTE_URL";
+    /// Commit author's user name on drone and Harness: `{{ .Commit.Author.Name }}`.
+    DRONE_COMMIT_AUTHOR = "DRONE_COMMIT_AUTHOR";
+    /// Commit author's email on drone and Harness: `{{ .Commit.Author.Email }}`.
+    DRONE_COMMIT_AUTHOR_EMAIL = "DRONE_COMMIT_AUTHOR_EMAIL";
+    /// Commit author's avatar on drone and Harness: `{{ .Commit.Author.Avatar }}`.
+    DRONE_COMMIT_AUTHOR_AVATAR = "DRONE_COMMIT_AUTHOR_AVATAR";
+    /// The pipeline execution on Harness CI, one id for all its stages: `{{ .Workflow }}` and
+    /// the workspace and artifact keyspace there (its build numbers count per pipeline, not per repository).
+    HARNESS_EXECUTION_ID = "HARNESS_EXECUTION_ID";
     /// S3 access key id.
     AWS_ACCESS_KEY_ID = "AWS_ACCESS_KEY_ID";
     /// S3 secret access key.

@@ -1,4 +1,5 @@
-//! Key templates: CircleCI's `{{ .Branch }}` syntax with drone-cache's functions.
+//! Key templates: CircleCI's `{{ .Branch }}` syntax with drone-cache's functions and
+//! variables (`{{ .Commit.Branch }}`), so keys copied from either work unchanged.
 //!
 //! Every part must have a value: a missing file, a glob that matches nothing, an unknown
 //! variable or function, or an unset environment variable is an error that names it.
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::ci::CiContext;
+use crate::ci::{self, CiContext, Provider};
 use crate::env_vars::Environment;
 
 /// Keys are at most this many characters after rendering.
@@ -20,7 +21,8 @@ pub enum TemplateError {
     #[error("invalid key template {template:?}: {reason}")]
     Syntax { template: String, reason: String },
     #[error(
-        "unknown template variable {name} in {template:?}; known: .Branch .Revision .BuildNum .Workflow .Job .Project .Environment.NAME"
+        "unknown template variable {name} in {template:?}; known: {}",
+        known_variables()
     )]
     UnknownVariable { name: String, template: String },
     #[error(
@@ -29,9 +31,9 @@ pub enum TemplateError {
     UnknownFunction { name: String, template: String },
     #[error("template variable {name} has no value here ({why}); {hint}")]
     NoValue {
-        name: &'static str,
-        why: &'static str,
-        hint: &'static str,
+        name: String,
+        why: String,
+        hint: String,
     },
     #[error(
         "environment variable {name} used by {{{{ .Environment.{name} }}}} is not set; set it or remove it from the key"
@@ -166,59 +168,95 @@ fn expand(expr: &str, template: &str, cx: &TemplateContext<'_>) -> Result<String
     }
 }
 
+/// Every variable name a template accepts, for the unknown-variable error.
+fn known_variables() -> String {
+    let mut names: Vec<String> = ci::VARIABLES
+        .iter()
+        .flat_map(|v| v.names.iter().map(|n| format!(".{n}")))
+        .collect();
+    names.push(".Environment.NAME".into());
+    names.join(" ")
+}
+
 fn variable(var: &str, template: &str, cx: &TemplateContext<'_>) -> Result<String, TemplateError> {
-    const LOCAL_HINT: &str =
-        "it is set by GitHub Actions and CircleCI; in a local run leave it out of the key";
-    let value = |v: &Option<String>, name: &'static str, why: &'static str, hint: &'static str| {
-        v.clone().ok_or(TemplateError::NoValue { name, why, hint })
-    };
-    match var {
-        "Branch" => value(
-            &cx.ci.branch,
-            ".Branch",
-            "no CI branch variable, and git has no current branch",
-            "run inside a git checkout on a branch, or in CI",
-        ),
-        "Revision" => value(
-            &cx.ci.revision,
-            ".Revision",
-            "no CI commit variable, and git has no HEAD",
-            "run inside a git checkout with a commit, or in CI",
-        ),
-        "BuildNum" => value(
-            &cx.ci.build_num,
-            ".BuildNum",
-            "no build number outside CI",
-            LOCAL_HINT,
-        ),
-        "Workflow" => value(
-            &cx.ci.workflow,
-            ".Workflow",
-            "no workflow run id",
-            "pass --workflow or set FERRY_WORKFLOW",
-        ),
-        "Job" => value(
-            &cx.ci.job,
-            ".Job",
-            "no job name",
-            "pass --job or set FERRY_JOB",
-        ),
-        "Project" => Ok(cx.project.to_string()),
-        other => match other.strip_prefix("Environment.") {
-            Some(name) if !name.is_empty() => {
-                cx.env
-                    .get(name)
-                    .map(str::to_string)
-                    .ok_or_else(|| TemplateError::UnsetEnv {
-                        name: name.to_string(),
-                    })
-            }
-            _ => Err(TemplateError::UnknownVariable {
-                name: format!(".{other}"),
-                template: template.to_string(),
-            }),
-        },
+    if let Some(name) = var.strip_prefix("Environment.").filter(|n| !n.is_empty()) {
+        return cx
+            .env
+            .get(name)
+            .map(str::to_string)
+            .ok_or_else(|| TemplateError::UnsetEnv {
+                name: name.to_string(),
+            });
     }
+    let Some(known) = ci::variable(var) else {
+        return Err(TemplateError::UnknownVariable {
+            name: format!(".{var}"),
+            template: template.to_string(),
+        });
+    };
+    if known.name() == ci::PROJECT {
+        return Ok(cx.project.to_string());
+    }
+    if let Some(value) = cx.ci.value(known) {
+        return Ok(value.to_string());
+    }
+    let provider = cx.ci.provider;
+    let (why, hint) = match (known.name(), provider) {
+        ("Branch", _) => (
+            "no CI branch variable, and git has no current branch".to_string(),
+            "run inside a git checkout on a branch, or in CI".to_string(),
+        ),
+        ("Revision", _) => (
+            "no CI commit variable, and git has no HEAD".to_string(),
+            "run inside a git checkout with a commit, or in CI".to_string(),
+        ),
+        ("BuildNum", Provider::Local) => (
+            "no build number outside CI".to_string(),
+            "it is set by GitHub Actions, CircleCI and drone; in a local run leave it out of the key"
+                .to_string(),
+        ),
+        ("Workflow" | "Job", Provider::Local) => (
+            format!("no {} outside CI", if known.name() == "Job" { "job name" } else { "workflow run id" }),
+            "in a local run leave it out of the key".to_string(),
+        ),
+        _ => (
+            match known.source(provider) {
+                ci::Source::Absent => format!("{} does not provide it", provider.label()),
+                ci::Source::Env(name) => format!("{name} is not set"),
+                ci::Source::Derived(how) => format!("{} gives nothing", how.replace('`', "")),
+            },
+            format!(
+                "it comes from {}; leave it out of the key, or use {{{{ .Environment.NAME }}}} with a variable this CI sets",
+                sources(known)
+            ),
+        ),
+    };
+    Err(TemplateError::NoValue {
+        name: format!(".{var}"),
+        why,
+        hint,
+    })
+}
+
+/// Where each CI provides `v`, for error messages.
+fn sources(v: &ci::Variable) -> String {
+    [
+        Provider::GithubActions,
+        Provider::Circleci,
+        Provider::Drone,
+        Provider::Local,
+    ]
+    .into_iter()
+    .filter_map(|p| {
+        let how = match v.source(p) {
+            ci::Source::Env(name) => name.to_string(),
+            ci::Source::Derived(how) => how.replace('`', ""),
+            ci::Source::Absent => return None,
+        };
+        Some(format!("{how} on {}", p.label()))
+    })
+    .collect::<Vec<_>>()
+    .join(", ")
 }
 
 /// Splits `"a" "b", 'c'` into its quoted strings.
@@ -365,7 +403,112 @@ mod tests {
             workflow: None,
             run: None,
             job: None,
+            metadata: Default::default(),
         }
+    }
+
+    fn render_in(
+        template: &str,
+        env: &[(&str, &str)],
+        cwd: &Path,
+    ) -> Result<String, TemplateError> {
+        let env = Environment::from_pairs(env.iter().copied());
+        let ci = CiContext::detect(&env, cwd);
+        let cx = TemplateContext {
+            ci: &ci,
+            env: &env,
+            project: "acme/app",
+            cwd,
+            epoch: 0,
+        };
+        render(template, &cx)
+    }
+
+    /// The keys of the Harness and drone-cache pipelines users copy, on drone's variables.
+    #[test]
+    fn drone_cache_keys_render_on_drone() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("build.gradle"), "apply plugin: 'java'\n")?;
+        std::fs::write(dir.path().join("go.sum"), "example.com/m v1.0.0 h1:x\n")?;
+        let env = [
+            ("DRONE", "true"),
+            ("DRONE_COMMIT_BRANCH", "main"),
+            ("DRONE_COMMIT_SHA", "0123abc"),
+            ("DRONE_COMMIT_REF", "refs/heads/main"),
+            ("DRONE_REPO_NAME", "app"),
+            ("DRONE_REPO_NAMESPACE", "acme"),
+            ("DRONE_REPO_OWNER", "acme"),
+            ("DRONE_REPO_BRANCH", "trunk"),
+            ("DRONE_BUILD_NUMBER", "41"),
+            ("DRONE_BUILD_EVENT", "push"),
+        ];
+        let gradle = format!(
+            "{:x}",
+            Sha256::digest(std::fs::read(dir.path().join("build.gradle"))?)
+        );
+        assert_eq!(
+            render_in(
+                "{{ .Commit.Branch }}-{{ checksum \"build.gradle\" }}",
+                &env,
+                dir.path()
+            )?,
+            format!("main-{gradle}")
+        );
+        let go = format!(
+            "{:x}",
+            Sha256::digest(std::fs::read(dir.path().join("go.sum"))?)
+        );
+        assert_eq!(
+            render_in("cache-{{ checksum \"go.sum\" }}", &env, dir.path())?,
+            format!("cache-{go}")
+        );
+        assert_eq!(
+            render_in(
+                "{{.Repo.Namespace}}/{{ .Repo.Owner }}/{{ .Repo.Name }}@{{ .Repo.Branch }}:{{ .Commit.Ref }}:{{ .Commit.Sha }}:{{ .Build.Number }}:{{ .Build.Event }}:{{ .BuildNum }}:{{ .Branch }}",
+                &env,
+                dir.path()
+            )?,
+            "acme/acme/app@trunk:refs/heads/main:0123abc:41:push:41:main"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_variables_fail_naming_every_known_one() {
+        let dir = std::env::temp_dir();
+        let e = render_in("{{ .Commit.Branchh }}", &[], &dir)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains(".Commit.Branchh"), "{e}");
+        for v in ci::VARIABLES {
+            for n in v.names {
+                assert!(e.contains(&format!(" .{n}")), "{n} missing from: {e}");
+            }
+        }
+        assert!(e.contains(".Environment.NAME"), "{e}");
+    }
+
+    #[test]
+    fn a_variable_this_ci_lacks_names_itself_and_where_it_comes_from() {
+        let dir = std::env::temp_dir();
+        let e = render_in(
+            "{{ .Commit.Ref }}",
+            &[("CIRCLECI", "true"), ("CIRCLE_BRANCH", "main")],
+            &dir,
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(e.contains(".Commit.Ref"), "{e}");
+        assert!(e.contains("CircleCI does not provide it"), "{e}");
+        assert!(e.contains("DRONE_COMMIT_REF on drone / Harness"), "{e}");
+        assert!(e.contains("GITHUB_REF on GitHub Actions"), "{e}");
+        let e = render_in("{{ .Build.Event }}", &[("DRONE", "true")], &dir)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("DRONE_BUILD_EVENT is not set"), "{e}");
     }
 
     #[test]

@@ -151,6 +151,41 @@ PY
   [ "$(cat deps/nested/more.txt)" = more ]
 }
 
+@test "parameters expand environment variables through circleci env subst when the CLI is there" {
+  export PATH="$ORB_TEST_DIR/fixtures/circleci-cli:$PATH"
+  export CIRCLECI_CLI_LOG="$BATS_TEST_TMPDIR/circleci-cli.log"
+  export DEPS_DIR=deps LOCK_VERSION=v7
+  start_job build
+  mkdir deps
+  echo lib >deps/lib.txt
+  run orb_command save_cache key='deps-${LOCK_VERSION}-{{ .Branch }}' paths='$DEPS_DIR'
+  echo "$output"
+  [ "$status" -eq 0 ]
+  grep -q '^env subst deps-${LOCK_VERSION}-{{ .Branch }}$' "$CIRCLECI_CLI_LOG"
+
+  start_job build
+  run orb_command restore_cache keys='deps-${LOCK_VERSION}-{{ .Branch }}'
+  echo "$output"
+  [ "$status" -eq 0 ]
+  [ "$(cat deps/lib.txt)" = lib ]
+  run ferry --json cache ls
+  [[ "$output" == *'"key":"deps-v7-main"'* ]]
+}
+
+@test "without the CircleCI CLI parameters are passed to ferry as given" {
+  run command -v circleci
+  [ "$status" -ne 0 ]
+  export LOCK_VERSION=v7
+  start_job build
+  mkdir deps
+  echo lib >deps/lib.txt
+  run orb_command save_cache key='deps-${LOCK_VERSION}' paths=deps
+  echo "$output"
+  [ "$status" -eq 0 ]
+  run ferry --json cache ls
+  [[ "$output" == *'"key":"deps-${LOCK_VERSION}"'* ]]
+}
+
 @test "restore_cache tries keys in order and falls back to a prefix match" {
   start_job build
   echo v1 >deps.lock
@@ -370,8 +405,28 @@ Linux x86_64 x86_64-unknown-linux-musl tar.gz
 Linux aarch64 aarch64-unknown-linux-musl tar.gz
 Darwin x86_64 x86_64-apple-darwin tar.gz
 Darwin arm64 aarch64-apple-darwin tar.gz
-MINGW64_NT-10.0 x86_64 x86_64-pc-windows-msvc zip
 TABLE
+}
+
+@test "install on Windows fails saying ferry runs on Linux and macOS, and downloads nothing" {
+  stubs="$BATS_TEST_TMPDIR/stubs"
+  mkdir -p "$stubs"
+  printf '#!/bin/sh\ncase "$1" in -s) echo "$STUB_OS" ;; -m) echo x86_64 ;; esac\n' >"$stubs/uname"
+  printf '#!/bin/sh\necho "$*" >>"$CURL_LOG"\nexit 22\n' >"$stubs/curl"
+  chmod +x "$stubs/uname" "$stubs/curl"
+  export CURL_LOG="$BATS_TEST_TMPDIR/curl.log"
+  : >"$CURL_LOG"
+  start_job build
+  PATH="$stubs:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
+  for os in MINGW64_NT-10.0-20348 MSYS_NT-10.0 CYGWIN_NT-10.0 Windows_NT; do
+    STUB_OS="$os" run orb_command install
+    echo "$output"
+    [ "$status" -eq 1 ]
+    [[ "$output" == *"ferry is built for Linux and macOS only"* ]]
+  done
+  [ ! -s "$CURL_LOG" ]
+  run grep -Eq "target: .*(windows|msvc)" "$REPO_DIR/.github/workflows/release.yml"
+  [ "$status" -eq 1 ]
 }
 
 @test "install refuses an archive whose checksum does not match" {

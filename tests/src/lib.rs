@@ -158,7 +158,13 @@ impl TestContext {
 
     /// A `ferry` command in `dir` with a clean environment.
     pub fn ferry_in(&self, dir: &Path) -> Command {
-        let mut cmd = Command::new(ferry_bin());
+        self.command_in(ferry_bin(), dir)
+    }
+
+    /// Any program in `dir` with the clean environment `ferry` gets (the store's variables
+    /// included), for scripts that call ferry the way a CI job does.
+    pub fn command_in(&self, program: impl AsRef<std::ffi::OsStr>, dir: &Path) -> Command {
+        let mut cmd = Command::new(program);
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", &self.home)

@@ -5,6 +5,20 @@
 # bash sources at the start of every step.
 set -euo pipefail
 
+# Parameters may name environment variables ($VAR, ${VAR}): with the CircleCI CLI
+# on the machine they are expanded by `circleci env subst`, as CircleCI's orb
+# template does; without it they are used as given.
+subst() {
+  if command -v circleci >/dev/null 2>&1; then
+    circleci env subst "$1"
+  else
+    printf '%s' "$1"
+  fi
+}
+PARAM_VERSION="$(subst "${PARAM_VERSION:-}")"
+PARAM_INSTALL_DIR="$(subst "${PARAM_INSTALL_DIR:-}")"
+PARAM_RELEASES_URL="$(subst "${PARAM_RELEASES_URL:-}")"
+
 install_dir="${PARAM_INSTALL_DIR:-}"
 [[ -n "$install_dir" ]] || install_dir="${HOME}/.local/bin"
 install_dir="${install_dir/#\~/$HOME}"
@@ -27,6 +41,12 @@ if [[ -x "${install_dir}/ferry" ]]; then
   exit 0
 fi
 
+case "$(uname -s)" in
+  MINGW* | MSYS* | CYGWIN* | Windows_NT)
+    echo "ferry is built for Linux and macOS only: it relies on Unix file modes and symlinks, and no Windows build is published. Run this job on a Linux (docker or machine) or macOS executor." >&2
+    exit 1
+    ;;
+esac
 case "$(uname -m)" in
   x86_64 | amd64) arch=x86_64 ;;
   aarch64 | arm64) arch=aarch64 ;;
@@ -38,7 +58,6 @@ esac
 case "$(uname -s)" in
   Linux) asset="ferry-${arch}-unknown-linux-musl.tar.gz" ;;
   Darwin) asset="ferry-${arch}-apple-darwin.tar.gz" ;;
-  MINGW* | MSYS* | CYGWIN*) asset="ferry-x86_64-pc-windows-msvc.zip" ;;
   *)
     echo "ferry has no release for OS $(uname -s): put a ferry binary on PATH first" >&2
     exit 1
@@ -86,13 +105,7 @@ if [[ "$expected" != "$actual" ]]; then
 fi
 
 mkdir -p "${work}/unpacked" "$install_dir"
-if [[ "$asset" == *.zip ]]; then
-  unzip -q -o "${work}/${asset}" -d "${work}/unpacked"
-  binary=ferry.exe
-else
-  tar -xzf "${work}/${asset}" -C "${work}/unpacked"
-  binary=ferry
-fi
-install -m 0755 "${work}/unpacked/${binary}" "${install_dir}/${binary}"
+tar -xzf "${work}/${asset}" -C "${work}/unpacked"
+install -m 0755 "${work}/unpacked/ferry" "${install_dir}/ferry"
 add_to_path "$install_dir"
-echo "Installed $("${install_dir}/${binary}" --version) to ${install_dir}/${binary}"
+echo "Installed $("${install_dir}/ferry" --version) to ${install_dir}/ferry"

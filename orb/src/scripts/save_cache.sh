@@ -2,6 +2,20 @@
 # ferry cache save for the save_cache command: PARAM_KEY, PARAM_PATHS (one a line), PARAM_STORE.
 set -euo pipefail
 
+# Parameters may name environment variables ($VAR, ${VAR}): with the CircleCI CLI
+# on the machine they are expanded by `circleci env subst`, as CircleCI's orb
+# template does; without it they are used as given.
+subst() {
+  if command -v circleci >/dev/null 2>&1; then
+    circleci env subst "$1"
+  else
+    printf '%s' "$1"
+  fi
+}
+PARAM_KEY="$(subst "${PARAM_KEY:-}")"
+PARAM_PATHS="$(subst "${PARAM_PATHS:-}")"
+PARAM_STORE="$(subst "${PARAM_STORE:-}")"
+
 args=()
 [[ -z "${PARAM_STORE:-}" ]] || args+=(--store "$PARAM_STORE")
 args+=(cache save --key "$PARAM_KEY")
