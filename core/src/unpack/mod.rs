@@ -159,10 +159,12 @@ fn unsafe_entry(raw: &[u8], reason: impl Into<String>) -> ArchiveError {
 
 /// The name's parent as a name (`"."` for a top-level relative name).
 fn parent_name(name: &str) -> Option<&str> {
+    if name == "." || name == "/" || name == "~" {
+        return None;
+    }
     match name.rsplit_once('/') {
         Some(("", _)) => Some("/"),
         Some((p, _)) => Some(p),
-        None if name == "." || name == "/" || name == "~" => None,
         None => Some("."),
     }
 }
@@ -874,6 +876,23 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn parents_of_every_kind_of_name_end() {
+        let chain = |mut n: &str| {
+            let mut out = vec![n.to_string()];
+            while let Some(p) = parent_name(n) {
+                out.push(p.to_string());
+                n = p;
+                assert!(out.len() < 16, "no end: {out:?}");
+            }
+            out
+        };
+        assert_eq!(chain("/go/pkg/mod"), ["/go/pkg/mod", "/go/pkg", "/go", "/"]);
+        assert_eq!(chain("~/.cargo/x"), ["~/.cargo/x", "~/.cargo", "~"]);
+        assert_eq!(chain("a/b"), ["a/b", "a", "."]);
+        assert_eq!(chain("../x"), ["../x", "..", "."]);
     }
 
     #[test]
