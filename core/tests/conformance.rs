@@ -245,7 +245,11 @@ async fn concurrent_creates_publish_once(s: &Store, t: Traits) {
     eprintln!(
         "note: {ROUNDS} rounds of {WRITERS} racing writers{}; writers told they created, per round: \
          {winners_per_round:?}",
-        if t.atomic_create { "" } else { " (conditional create not atomic here)" }
+        if t.atomic_create {
+            ""
+        } else {
+            " (conditional create not atomic here)"
+        }
     );
 }
 
