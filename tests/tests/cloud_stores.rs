@@ -433,7 +433,7 @@ fn wrong_credentials_name_the_store_and_the_variables() {
 
 /// Ten jobs save one key at once on a real server, each with several MiB of its own:
 /// exactly one publishes, the other nine report `exists`, and a restore gives one job's
-/// tree, whole. Several rounds, each on a new key (`FERRY_TEST_RACE_ROUNDS`, default 5).
+/// tree, whole. Twenty rounds, each on a new key (`FERRY_TEST_RACE_ROUNDS` changes that).
 ///
 /// Runs on the servers whose conditional create is atomic under concurrency (SeaweedFS,
 /// MiniStack, Azurite); moto's is not, so it is no evidence here (docs/stores.md).
@@ -448,7 +448,7 @@ fn ten_concurrent_saves_of_one_key_publish_once() {
     let rounds: usize = std::env::var("FERRY_TEST_RACE_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+        .unwrap_or(20);
     let ctx = TestContext::new();
     let started = Instant::now();
     for round in 0..rounds {
