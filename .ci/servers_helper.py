@@ -1,8 +1,14 @@
 #!/usr/bin/env python3
 """Small helpers for .ci/servers.sh, standard library only.
 
-  free-ports N                       print N free loopback TCP ports
+  free-ports N [OFFSET]              print N free loopback TCP ports; with OFFSET, each
+                                     port P is one where P+OFFSET is free too
   wait-http URL SECONDS              wait until URL answers any HTTP status
+  wait-ok URL SECONDS                wait until URL answers 2xx
+  s3-ready ENDPOINT KEY SECRET BUCKET SECONDS
+                                     wait until a SigV4-signed ListObjectsV2 of BUCKET
+                                     answers 200 (the server is up, knows the key and
+                                     has the bucket)
   http METHOD URL [BODY]             one request; 2xx and 409 (already there) succeed
   azure-container ENDPOINT ACCOUNT KEY CONTAINER
                                      create a blob container with Shared Key auth
@@ -45,14 +51,45 @@ from email.utils import formatdate
 PART_PREFIX = ".gcs-xml-proxy"
 
 
-def free_ports(n):
-    socks = []
+def _bind(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
+        s.bind(("127.0.0.1", port))
+        return s
+    except OSError:
+        s.close()
+        return None
+
+
+def free_ports(n, offset=0):
+    """N free ports, all held until all are found so none is given twice.
+
+    With an offset, P+OFFSET must be free as well: SeaweedFS serves gRPC on each HTTP port
+    plus 10000, and its admin worker dials admin port + 10000 whatever -admin.port.grpc says.
+    """
+    socks, ports = [], []
+    try:
+        for _ in range(1000):
+            if len(ports) == n:
+                break
+            s = _bind(0)
+            if s is None:
+                continue
             socks.append(s)
-        print(" ".join(str(s.getsockname()[1]) for s in socks))
+            port = s.getsockname()[1]
+            if offset:
+                if port + offset > 65535:
+                    continue
+                pair = _bind(port + offset)
+                if pair is None:
+                    continue
+                socks.append(pair)
+            ports.append(port)
+        if len(ports) < n:
+            print(f"servers: found only {len(ports)} of {n} free ports", file=sys.stderr)
+            return 1
+        print(" ".join(str(p) for p in ports))
+        return 0
     finally:
         for s in socks:
             s.close()
@@ -71,6 +108,71 @@ def wait_http(url, seconds):
             last = e
             time.sleep(0.2)
     print(f"servers: {url} did not answer within {seconds}s: {last}", file=sys.stderr)
+    return 1
+
+
+def wait_ok(url, seconds):
+    deadline = time.monotonic() + float(seconds)
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return 0
+        except Exception as e:  # refused while it starts, or not ready yet (4xx/5xx)
+            last = e
+            time.sleep(0.2)
+    print(f"servers: {url} did not answer 2xx within {seconds}s: {last}", file=sys.stderr)
+    return 1
+
+
+def _sigv4_get(endpoint, key, secret, path, query, region="us-east-1"):
+    """A GET signed with AWS Signature Version 4 (path-style, empty body)."""
+    parsed = urllib.parse.urlsplit(endpoint)
+    host = parsed.netloc
+    now = time.gmtime()
+    amz_date = time.strftime("%Y%m%dT%H%M%SZ", now)
+    day = amz_date[:8]
+    empty = hashlib.sha256(b"").hexdigest()
+    canonical_query = "&".join(
+        f"{urllib.parse.quote(k, safe='-_.~')}={urllib.parse.quote(v, safe='-_.~')}"
+        for k, v in sorted(query.items())
+    )
+    headers = {"host": host, "x-amz-content-sha256": empty, "x-amz-date": amz_date}
+    signed = ";".join(sorted(headers))
+    canonical = "\n".join([
+        "GET", urllib.parse.quote(path, safe="/-_.~"), canonical_query,
+        "".join(f"{k}:{headers[k]}\n" for k in sorted(headers)), signed, empty,
+    ])
+    scope = f"{day}/{region}/s3/aws4_request"
+    to_sign = "\n".join([
+        "AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest(),
+    ])
+    k = ("AWS4" + secret).encode()
+    for part in (day, region, "s3", "aws4_request"):
+        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+    signature = hmac.new(k, to_sign.encode(), hashlib.sha256).hexdigest()
+    req = urllib.request.Request(f"{endpoint.rstrip('/')}{path}?{canonical_query}", method="GET")
+    for name, value in headers.items():
+        if name != "host":
+            req.add_header(name, value)
+    req.add_header(
+        "Authorization",
+        f"AWS4-HMAC-SHA256 Credential={key}/{scope}, SignedHeaders={signed}, Signature={signature}",
+    )
+    urllib.request.urlopen(req, timeout=5).close()
+
+
+def s3_ready(endpoint, key, secret, bucket, seconds):
+    deadline = time.monotonic() + float(seconds)
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            _sigv4_get(endpoint, key, secret, f"/{bucket}", {"list-type": "2", "max-keys": "1"})
+            return 0
+        except Exception as e:  # refused while it starts; 403/404 until keys and bucket load
+            last = e
+            time.sleep(0.2)
+    print(f"servers: {endpoint}/{bucket} did not list within {seconds}s: {last}", file=sys.stderr)
     return 1
 
 
@@ -323,10 +425,13 @@ def main(argv):
         return 2
     cmd, args = argv[0], argv[1:]
     if cmd == "free-ports":
-        free_ports(int(args[0]))
-        return 0
+        return free_ports(int(args[0]), int(args[1]) if len(args) > 1 else 0)
     if cmd == "wait-http":
         return wait_http(args[0], args[1])
+    if cmd == "wait-ok":
+        return wait_ok(args[0], args[1])
+    if cmd == "s3-ready":
+        return s3_ready(*args)
     if cmd == "http":
         return http_call(args[0], args[1], args[2] if len(args) > 2 else None)
     if cmd == "azure-container":

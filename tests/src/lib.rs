@@ -3,8 +3,9 @@
 //! the real `ferry` binary.
 //!
 //! The store comes from `FERRY_TEST_STORE`: `local` (the default), `memory`, or the name of a
-//! server started by `.ci/servers.sh` (`s3s`, `moto`, `azurite`, `gcs`), whose variables are
-//! read from `.ci/cache/store-<name>.env`. Cloud stores get a fresh prefix per test.
+//! server started by `.ci/servers.sh` (`seaweedfs`, `ministack`, `moto`, `azurite`, `gcs`),
+//! whose variables are read from `.ci/cache/store-<name>.env`. Cloud stores get a fresh
+//! prefix per test.
 
 pub mod hostile;
 

@@ -1,4 +1,5 @@
-//! `s3://bucket[/prefix]`: Amazon S3 and S3-compatible stores (MinIO, R2, Ceph, s3s, moto).
+//! `s3://bucket[/prefix]`: Amazon S3 and S3-compatible stores (MinIO, R2, Ceph, SeaweedFS,
+//! MiniStack, moto).
 //!
 //! Publishing relies on `If-None-Match: *` on PUT (conditional writes, which AWS, R2, MinIO
 //! and Ceph honour with 412), so `object_store`'s `ETagMatch` mode is set explicitly: with
