@@ -184,7 +184,7 @@ async fn fetch(
             })
         })
         .await
-        .expect("writing a file does not panic")?
+        .map_err(|_| ArtifactError::Internal("the thread writing a file stopped"))??
     } else {
         transfer::download(store, &m.data.path, m.data.size, move |mut reader| {
             landing.land(|file| {

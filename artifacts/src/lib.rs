@@ -99,7 +99,7 @@ pub enum ArtifactError {
     #[error(
         "{} already stored for run {run} job {job}: {}; nothing was uploaded; pass --overwrite to replace {}",
         if paths.len() == 1 { "an artifact is" } else { "artifacts are" },
-        paths.join(", "),
+        few(paths),
         if paths.len() == 1 { "it" } else { "them" }
     )]
     AlreadyStored {
@@ -151,6 +151,20 @@ impl From<TransferError<ArtifactError>> for ArtifactError {
             TransferError::Internal(what) => ArtifactError::Internal(what),
         }
     }
+}
+
+/// The first few of `items`, and how many more: an error about ten thousand paths stays one
+/// readable line (`--json` carries them all).
+pub fn few(items: &[String]) -> String {
+    const SHOWN: usize = 5;
+    if items.len() <= SHOWN {
+        return items.join(", ");
+    }
+    format!(
+        "{} and {} more",
+        items[..SHOWN].join(", "),
+        items.len() - SHOWN
+    )
 }
 
 /// Where the artifacts of a project live.

@@ -89,7 +89,7 @@ pub async fn upload(store: &Store, req: UploadRequest) -> Result<UploadOutcome, 
     let (sources, warnings) =
         tokio::task::spawn_blocking(move || plan(&paths_given, destination.as_deref(), &at))
             .await
-            .expect("planning an upload does not panic")?;
+            .map_err(|_| ArtifactError::Internal("the thread planning the upload stopped"))??;
 
     let stored_names: HashSet<String> = store
         .list(&layout.target_dir(&req.target))
@@ -206,7 +206,7 @@ impl Publish<'_> {
                 Ok::<_, ArtifactError>((bytes, sha256))
             })
             .await
-            .expect("reading a file does not panic")?;
+            .map_err(|_| ArtifactError::Internal("the thread reading a file stopped"))??;
             let size = bytes.len() as u64;
             self.store.overwrite(&data_rel, bytes.into()).await?;
             DataRef {

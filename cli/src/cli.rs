@@ -1,7 +1,8 @@
 //! The command line as clap parses it. Nothing here acts: `settings` turns it into plain
 //! structs and the commands act on those.
 
-use clap::{Args, Parser, Subcommand};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, Parser, Subcommand};
 use ferry_core::env_vars as ev;
 
 /// CircleCI-style caches, workspaces and artifacts for any CI.
@@ -33,7 +34,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = ev::FERRY_PROJECT, value_name = "NAME")]
     pub project: Option<String>,
     /// Print one JSON object describing the result on stdout (messages go to stderr)
-    #[arg(long, global = true, env = ev::FERRY_JSON)]
+    #[arg(long, global = true, env = ev::FERRY_JSON, value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     pub json: bool,
     /// Print only warnings and errors
     #[arg(short, long, global = true, conflicts_with = "verbose")]
@@ -42,7 +43,7 @@ pub struct GlobalArgs {
     #[arg(short, long, global = true)]
     pub verbose: bool,
     /// Never draw progress bars (they are drawn only when stderr is a terminal)
-    #[arg(long, global = true, env = ev::FERRY_NO_PROGRESS)]
+    #[arg(long, global = true, env = ev::FERRY_NO_PROGRESS, value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     pub no_progress: bool,
 }
 
@@ -156,7 +157,7 @@ pub struct RestoreArgs {
 pub struct RootLinkArgs {
     /// Follow a symlink found at a saved path (e.g. node_modules pointing at another disk)
     /// instead of replacing it with the saved folder
-    #[arg(long, env = ev::FERRY_KEEP_ROOT_LINKS, value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
+    #[arg(long, env = ev::FERRY_KEEP_ROOT_LINKS, value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     pub keep_root_links: bool,
 }
 

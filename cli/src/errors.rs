@@ -51,6 +51,8 @@ pub enum CliError {
         if *skipped == 1 { "it" } else { "them" }
     )]
     UntrustedMiss { key: String, skipped: u32 },
+    #[error("failed to start ferry's async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
     #[error("failed to write step outputs to $GITHUB_OUTPUT: {0}")]
     GithubOutput(#[source] std::io::Error),
 }
@@ -91,7 +93,6 @@ impl CliError {
             },
             CliError::Cache(e) => match e {
                 CacheError::Archive(a) => archive_code(a),
-                CacheError::Store(StoreError::InvalidUrl { .. }) => ExitCode::Usage,
                 CacheError::InvalidPath { .. } => ExitCode::Usage,
                 CacheError::Store(_)
                 | CacheError::Manifest(_)
@@ -106,8 +107,7 @@ impl CliError {
                 WorkspaceError::UnsafeManifest { .. } | WorkspaceError::Untrusted { .. } => {
                     ExitCode::Integrity
                 }
-                WorkspaceError::Store(StoreError::InvalidUrl { .. })
-                | WorkspaceError::InvalidPath { .. } => ExitCode::Usage,
+                WorkspaceError::InvalidPath { .. } => ExitCode::Usage,
                 WorkspaceError::Store(_)
                 | WorkspaceError::Manifest(_)
                 | WorkspaceError::Glob(_)
@@ -121,9 +121,7 @@ impl CliError {
                 | ArtifactError::UnsafePath { .. }
                 | ArtifactError::Untrusted { .. } => ExitCode::Integrity,
                 ArtifactError::Folder { source, .. } => archive_code(source),
-                ArtifactError::Store(StoreError::InvalidUrl { .. })
-                | ArtifactError::InvalidPath { .. }
-                | ArtifactError::Pattern(_) => ExitCode::Usage,
+                ArtifactError::InvalidPath { .. } | ArtifactError::Pattern(_) => ExitCode::Usage,
                 ArtifactError::Store(_)
                 | ArtifactError::Manifest(_)
                 | ArtifactError::Io { .. }
@@ -134,16 +132,10 @@ impl CliError {
                 | ArtifactError::DataMissing { .. }
                 | ArtifactError::Internal(_) => ExitCode::Error,
             },
-            CliError::Retention(e) => match e {
-                RetentionError::Store {
-                    source: StoreError::InvalidUrl { .. },
-                    ..
-                } => ExitCode::Usage,
-                RetentionError::Store { .. } => ExitCode::Error,
-            },
+            CliError::Retention(RetentionError::Store { .. }) => ExitCode::Error,
             CliError::CacheMiss { .. } => ExitCode::CacheMiss,
             CliError::UntrustedMiss { .. } => ExitCode::Integrity,
-            CliError::GithubOutput(_) => ExitCode::Error,
+            CliError::GithubOutput(_) | CliError::Runtime(_) => ExitCode::Error,
         }
     }
 }

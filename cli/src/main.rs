@@ -9,17 +9,16 @@ mod settings;
 use clap::Parser;
 
 use crate::errors::CliError;
-use crate::settings::Globals;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let json = cli.global.json;
-    let result = Globals::settle(&cli.global).and_then(|globals| {
+    let result = settings::settle(cli).and_then(|(globals, action)| {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
-            .map_err(|e| CliError::Usage(format!("failed to start the async runtime: {e}")))?;
-        runtime.block_on(commands::run(&globals, cli.command))
+            .map_err(CliError::Runtime)?;
+        runtime.block_on(commands::run(&globals, action))
     });
     match result {
         Ok(()) => std::process::ExitCode::from(errors::ExitCode::Success as u8),
@@ -31,6 +30,14 @@ fn main() -> std::process::ExitCode {
                     "error": errors::report(&err),
                     "exit_code": code as u8,
                 });
+                // Errors about many paths name a few in the message; JSON carries them all.
+                if let CliError::Artifacts(ferry_artifacts::ArtifactError::AlreadyStored {
+                    paths,
+                    ..
+                }) = &err
+                {
+                    obj["paths"] = paths.clone().into();
+                }
                 if let CliError::CacheMiss { key, .. } | CliError::UntrustedMiss { key, .. } = &err
                 {
                     obj["hit"] = "miss".into();

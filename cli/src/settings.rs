@@ -1,18 +1,24 @@
-//! Settings: flags, environment and CI context merged once into plain structs. Commands take
-//! these and never read clap types or `std::env`.
+//! Settling: flags, environment and CI context merged once into the request each mode crate
+//! takes ([`Action`]). Commands act on those and never read clap types or `std::env`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ferry_artifacts::{DownloadRequest, Target, UploadRequest};
+use ferry_caches::{RestoreRequest, SaveRequest};
 use ferry_core::archive::Format;
 use ferry_core::ci::CiContext;
 use ferry_core::env_vars::{self as ev, Environment};
+use ferry_core::retention::PruneRequest;
 use ferry_core::trust::sign::{Signer, Trust, TrustedKeys};
 use ferry_core::units::{self, Ttl};
+use ferry_workspace_layers::{AttachRequest, PersistRequest};
 use std::sync::Arc;
 
-use crate::cli::{self, GlobalArgs};
+use crate::cli::{
+    self, ArtifactsCommand, CacheCommand, Cli, Command, GlobalArgs, WorkspaceCommand,
+};
 use crate::errors::CliError;
 use crate::output::Output;
 
@@ -114,108 +120,229 @@ pub fn settle_scope(raw: Option<&str>) -> Option<String> {
         .map(str::to_string)
 }
 
-/// `cache save`, settled.
-pub struct SaveSettings {
-    pub key_template: String,
-    pub paths: Vec<String>,
-    pub excludes: Vec<String>,
-    pub format: Format,
-    pub level: Option<i32>,
-    pub ttl: Duration,
-    pub force: bool,
-    pub scope: Option<String>,
+/// One command, settled into what its mode crate takes.
+pub enum Action {
+    CacheSave(SaveRequest),
+    CacheRestore {
+        request: RestoreRequest,
+        /// Exit 3 (5 when only untrusted entries matched) on a miss.
+        fail_on_miss: bool,
+    },
+    CacheLs {
+        prefix: Option<String>,
+    },
+    CacheRm {
+        scope: Option<String>,
+        keys: Vec<String>,
+    },
+    WorkspacePersist(PersistRequest),
+    WorkspaceAttach(AttachRequest),
+    WorkspaceLs {
+        workflow: String,
+    },
+    ArtifactsUpload(UploadRequest),
+    ArtifactsLs(Target),
+    ArtifactsDownload(DownloadRequest),
+    ArtifactsUrl {
+        target: Target,
+        path: String,
+        expires: Duration,
+    },
+    Prune(PruneRequest),
+    /// The key, rendered.
+    Key(String),
+    Keygen,
 }
 
-impl SaveSettings {
-    pub fn settle(args: &cli::SaveArgs) -> Result<Self, CliError> {
-        let format = Format::parse(&args.format).ok_or_else(|| {
-            CliError::Usage(format!(
-                "unknown --format {:?}; use zstd, gzip or tar",
-                args.format
-            ))
-        })?;
-        if let Some(level) = args.level {
-            let ok = match format {
-                Format::Zstd => (1..=22).contains(&level),
-                Format::Gzip => (0..=9).contains(&level),
-                Format::Tar => true,
+/// Parses nothing and reads the environment once: the command line as clap gave it, the
+/// environment and the CI context become the globals and one [`Action`].
+pub fn settle(cli: Cli) -> Result<(Globals, Action), CliError> {
+    let globals = Globals::settle(&cli.global)?;
+    let action = match cli.command {
+        Command::Cache(c) => settle_cache(c, &globals)?,
+        Command::Workspace(c) => settle_workspace(c, &globals)?,
+        Command::Artifacts(c) => settle_artifacts(c, &globals)?,
+        Command::Prune(args) => Action::Prune(PruneRequest {
+            project: globals.project.clone(),
+            dry_run: args.dry_run,
+            max_cache_size: args
+                .max_cache_size
+                .as_deref()
+                .map(units::parse_size)
+                .transpose()?,
+            grace: match globals.env.get(ev::FERRY_PRUNE_GRACE) {
+                Some(g) => units::parse_duration(g)?,
+                None => ferry_core::retention::DEFAULT_GRACE,
+            },
+        }),
+        Command::Key(args) => Action::Key(globals.render(&args.template)?),
+        Command::Keygen => Action::Keygen,
+    };
+    Ok((globals, action))
+}
+
+/// Lines of a multi-line flag value, trimmed, blank ones dropped.
+fn lines(values: &[String]) -> Vec<String> {
+    values
+        .iter()
+        .flat_map(|v| v.lines())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn ttl_after(raw: &str) -> Result<Duration, CliError> {
+    match units::parse_ttl(raw, false)? {
+        Ttl::After(d) => Ok(d),
+        Ttl::Never => Err(CliError::Usage(format!("--ttl {raw} is not allowed here"))),
+    }
+}
+
+fn settle_cache(command: CacheCommand, globals: &Globals) -> Result<Action, CliError> {
+    Ok(match command {
+        CacheCommand::Save(args) => {
+            let format = Format::parse(&args.format).ok_or_else(|| {
+                CliError::Usage(format!(
+                    "unknown --format {:?}; use zstd, gzip or tar",
+                    args.format
+                ))
+            })?;
+            if let Some(level) = args.level {
+                let ok = match format {
+                    Format::Zstd => (1..=22).contains(&level),
+                    Format::Gzip => (0..=9).contains(&level),
+                    Format::Tar => true,
+                };
+                if !ok {
+                    return Err(CliError::Usage(format!(
+                        "--level {level} is out of range for {format} (zstd 1-22, gzip 0-9)"
+                    )));
+                }
+            }
+            Action::CacheSave(SaveRequest {
+                project: globals.project.clone(),
+                key: globals.render(&args.key)?,
+                paths: args.paths,
+                excludes: args.excludes,
+                format,
+                level: args.level,
+                ttl: ttl_after(&args.ttl)?,
+                force: args.force,
+                scope: settle_scope(args.scope.scope.as_deref()),
+                trust: globals.trust.clone(),
+                at: globals.path_context(),
+            })
+        }
+        CacheCommand::Restore(args) => {
+            let max_age = match &args.max_age {
+                Some(d) => Some(units::parse_duration(d)?),
+                None => None,
             };
-            if !ok {
-                return Err(CliError::Usage(format!(
-                    "--level {level} is out of range for {format} (zstd 1-22, gzip 0-9)"
-                )));
+            let restore_keys = lines(&args.restore_keys)
+                .iter()
+                .map(|t| globals.render(t))
+                .collect::<Result<Vec<_>, _>>()?;
+            Action::CacheRestore {
+                request: RestoreRequest {
+                    project: globals.project.clone(),
+                    key: globals.render(&args.key)?,
+                    restore_keys,
+                    exact: args.exact,
+                    lookup_only: args.lookup_only,
+                    keep_root_links: args.links.keep_root_links,
+                    scope: settle_scope(args.scope.scope.as_deref()),
+                    fallback_scopes: args
+                        .fallback_scopes
+                        .iter()
+                        .map(|s| s.trim())
+                        .filter(|s| !s.is_empty())
+                        .map(|s| settle_scope(Some(s)))
+                        .collect(),
+                    expected_paths: lines(&args.paths),
+                    max_age,
+                    trust: globals.trust.clone(),
+                    at: globals.path_context(),
+                },
+                fail_on_miss: args.fail_on_miss,
             }
         }
-        let ttl = match units::parse_ttl(&args.ttl, false)? {
-            Ttl::After(d) => d,
-            Ttl::Never => unreachable!("parse_ttl refuses never when not allowed"),
-        };
-        Ok(Self {
-            key_template: args.key.clone(),
-            paths: args.paths.clone(),
-            excludes: args.excludes.clone(),
-            format,
-            level: args.level,
-            ttl,
-            force: args.force,
+        CacheCommand::Ls(args) => Action::CacheLs {
+            prefix: args.prefix,
+        },
+        CacheCommand::Rm(args) => Action::CacheRm {
             scope: settle_scope(args.scope.scope.as_deref()),
-        })
-    }
+            keys: args.keys,
+        },
+    })
 }
 
-/// `cache restore`, settled.
-pub struct RestoreSettings {
-    pub key_template: String,
-    pub restore_key_templates: Vec<String>,
-    pub exact: bool,
-    pub lookup_only: bool,
-    pub fail_on_miss: bool,
-    pub keep_root_links: bool,
-    pub expected_paths: Vec<String>,
-    pub max_age: Option<Duration>,
-    pub scope: Option<String>,
-    pub fallback_scopes: Vec<Option<String>>,
-}
-
-impl RestoreSettings {
-    pub fn settle(args: &cli::RestoreArgs) -> Result<Self, CliError> {
-        let max_age = match &args.max_age {
-            Some(d) => Some(units::parse_duration(d)?),
-            None => None,
-        };
-        Ok(Self {
-            key_template: args.key.clone(),
-            restore_key_templates: args
-                .restore_keys
-                .iter()
-                .flat_map(|k| k.lines())
-                .map(str::trim)
-                .filter(|k| !k.is_empty())
-                .map(str::to_string)
-                .collect(),
-            exact: args.exact,
-            lookup_only: args.lookup_only,
-            fail_on_miss: args.fail_on_miss,
+fn settle_workspace(command: WorkspaceCommand, globals: &Globals) -> Result<Action, CliError> {
+    Ok(match command {
+        WorkspaceCommand::Persist(args) => Action::WorkspacePersist(PersistRequest {
+            project: globals.project.clone(),
+            workflow: workspace_workflow(&args.run.workflow, globals)?,
+            job: workspace_job(&args.job.job, globals)
+                .ok_or_else(|| CliError::Usage(no_job_message()))?,
+            root: folder("--root", &args.root, globals)?,
+            paths: args.paths,
+            ttl: ttl_after(&args.ttl)?,
+            state_dir: workspace_state_dir(&globals.env)?,
+            trust: globals.trust.clone(),
+        }),
+        WorkspaceCommand::Attach(args) => Action::WorkspaceAttach(AttachRequest {
+            project: globals.project.clone(),
+            workflow: workspace_workflow(&args.run.workflow, globals)?,
+            job: workspace_job(&args.job.job, globals),
+            at: folder("--at", &args.at, globals)?,
+            from: lines(&args.from),
+            state_dir: workspace_state_dir(&globals.env)?,
             keep_root_links: args.links.keep_root_links,
-            expected_paths: args
-                .paths
-                .iter()
-                .flat_map(|p| p.lines())
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(str::to_string)
-                .collect(),
-            max_age,
-            scope: settle_scope(args.scope.scope.as_deref()),
-            fallback_scopes: args
-                .fallback_scopes
-                .iter()
-                .map(|s| s.trim())
-                .filter(|s| !s.is_empty())
-                .map(|s| settle_scope(Some(s)))
-                .collect(),
-        })
-    }
+            trust: globals.trust.clone(),
+        }),
+        WorkspaceCommand::Ls(args) => Action::WorkspaceLs {
+            workflow: workspace_workflow(&args.run.workflow, globals)?,
+        },
+    })
+}
+
+fn settle_artifacts(command: ArtifactsCommand, globals: &Globals) -> Result<Action, CliError> {
+    Ok(match command {
+        ArtifactsCommand::Upload(args) => Action::ArtifactsUpload(UploadRequest {
+            project: globals.project.clone(),
+            target: artifact_target(&args.target, globals)?,
+            paths: args.paths,
+            destination: args.destination.filter(|d| !d.trim().is_empty()),
+            ttl: units::parse_ttl(&args.ttl, true)?,
+            overwrite: args.overwrite,
+            trust: globals.trust.clone(),
+            at: globals.path_context(),
+        }),
+        ArtifactsCommand::Ls(args) => Action::ArtifactsLs(artifact_target(&args.target, globals)?),
+        ArtifactsCommand::Download(args) => {
+            let to = args.to.trim();
+            if to.is_empty() {
+                return Err(CliError::Usage(
+                    "--to needs a folder to download into".into(),
+                ));
+            }
+            let cx = globals.path_context();
+            cx.check(to)
+                .map_err(|reason| CliError::Usage(format!("--to {to:?}: {reason}")))?;
+            Action::ArtifactsDownload(DownloadRequest {
+                project: globals.project.clone(),
+                target: artifact_target(&args.target, globals)?,
+                pattern: args.pattern.filter(|p| !p.trim().is_empty()),
+                to: cx.resolve(to),
+                trust: globals.trust.clone(),
+            })
+        }
+        ArtifactsCommand::Url(args) => Action::ArtifactsUrl {
+            target: artifact_target(&args.target, globals)?,
+            path: args.path,
+            expires: units::parse_duration(&args.expires)?,
+        },
+    })
 }
 
 /// Where the workspace commands keep each job's state (the layers it attached): the runner's
@@ -287,85 +414,10 @@ fn folder(flag: &str, value: &str, globals: &Globals) -> Result<PathBuf, CliErro
     Ok(cx.resolve(value))
 }
 
-/// `workspace persist`, settled.
-pub struct PersistSettings {
-    pub workflow: String,
-    pub job: String,
-    pub root: PathBuf,
-    pub paths: Vec<String>,
-    pub ttl: Duration,
-    pub state_dir: PathBuf,
-}
-
-impl PersistSettings {
-    pub fn settle(args: &cli::PersistArgs, globals: &Globals) -> Result<Self, CliError> {
-        let ttl = match units::parse_ttl(&args.ttl, false)? {
-            Ttl::After(d) => d,
-            Ttl::Never => unreachable!("parse_ttl refuses never when not allowed"),
-        };
-        Ok(Self {
-            workflow: workspace_workflow(&args.run.workflow, globals)?,
-            job: workspace_job(&args.job.job, globals)
-                .ok_or_else(|| CliError::Usage(no_job_message()))?,
-            root: folder("--root", &args.root, globals)?,
-            paths: args.paths.clone(),
-            ttl,
-            state_dir: workspace_state_dir(&globals.env)?,
-        })
-    }
-}
-
-/// `workspace attach`, settled.
-pub struct AttachSettings {
-    pub workflow: String,
-    /// The attaching job, when known: its state records what it attached.
-    pub job: Option<String>,
-    pub at: PathBuf,
-    pub from: Vec<String>,
-    pub state_dir: PathBuf,
-    pub keep_root_links: bool,
-}
-
-impl AttachSettings {
-    pub fn settle(args: &cli::AttachArgs, globals: &Globals) -> Result<Self, CliError> {
-        Ok(Self {
-            workflow: workspace_workflow(&args.run.workflow, globals)?,
-            job: workspace_job(&args.job.job, globals),
-            at: folder("--at", &args.at, globals)?,
-            from: args
-                .from
-                .iter()
-                .flat_map(|f| f.lines())
-                .map(str::trim)
-                .filter(|f| !f.is_empty())
-                .map(str::to_string)
-                .collect(),
-            state_dir: workspace_state_dir(&globals.env)?,
-            keep_root_links: args.links.keep_root_links,
-        })
-    }
-}
-
-/// `workspace ls`, settled.
-pub struct WorkspaceLsSettings {
-    pub workflow: String,
-}
-
-impl WorkspaceLsSettings {
-    pub fn settle(args: &cli::WorkspaceLsArgs, globals: &Globals) -> Result<Self, CliError> {
-        Ok(Self {
-            workflow: workspace_workflow(&args.run.workflow, globals)?,
-        })
-    }
-}
-
 /// The run and job of an artifacts command: `--run`/`FERRY_RUN`, else the CI's run
 /// (`GITHUB_RUN_ID`, `CIRCLE_WORKFLOW_ID`); `--job`/`FERRY_JOB`, else `GITHUB_JOB`, `CIRCLE_JOB`.
 /// Either missing is a usage error naming the flag and variable to set.
-fn artifact_target(
-    args: &cli::ArtifactRunArgs,
-    globals: &Globals,
-) -> Result<ferry_artifacts::Target, CliError> {
+fn artifact_target(args: &cli::ArtifactRunArgs, globals: &Globals) -> Result<Target, CliError> {
     let pick = |flag: &Option<String>, ci: &Option<String>, vars: [&str; 2]| {
         flag.as_deref()
             .map(str::trim)
@@ -386,113 +438,10 @@ fn artifact_target(
     };
     let run_vars = [ev::GITHUB_RUN_ID, ev::CIRCLE_WORKFLOW_ID];
     let job_vars = [ev::GITHUB_JOB, ev::CIRCLE_JOB];
-    Ok(ferry_artifacts::Target {
+    Ok(Target {
         run: pick(&args.run, &globals.ci.run, run_vars)
             .ok_or_else(|| missing("run", "--run ID", ev::FERRY_RUN, run_vars))?,
         job: pick(&args.job, &globals.ci.job, job_vars)
             .ok_or_else(|| missing("job", "--job NAME", ev::FERRY_JOB, job_vars))?,
     })
-}
-
-/// `artifacts upload`, settled.
-pub struct UploadSettings {
-    pub target: ferry_artifacts::Target,
-    pub paths: Vec<String>,
-    pub destination: Option<String>,
-    pub ttl: Ttl,
-    pub overwrite: bool,
-}
-
-impl UploadSettings {
-    pub fn settle(args: &cli::UploadArgs, globals: &Globals) -> Result<Self, CliError> {
-        Ok(Self {
-            target: artifact_target(&args.target, globals)?,
-            paths: args.paths.clone(),
-            destination: args.destination.clone().filter(|d| !d.trim().is_empty()),
-            ttl: units::parse_ttl(&args.ttl, true)?,
-            overwrite: args.overwrite,
-        })
-    }
-}
-
-/// `artifacts ls`, settled.
-pub struct ArtifactsLsSettings {
-    pub target: ferry_artifacts::Target,
-}
-
-impl ArtifactsLsSettings {
-    pub fn settle(args: &cli::ArtifactsLsArgs, globals: &Globals) -> Result<Self, CliError> {
-        Ok(Self {
-            target: artifact_target(&args.target, globals)?,
-        })
-    }
-}
-
-/// `artifacts download`, settled.
-pub struct DownloadSettings {
-    pub target: ferry_artifacts::Target,
-    pub pattern: Option<String>,
-    /// The folder to write into, resolved against the current folder and `~/`.
-    pub to: PathBuf,
-}
-
-impl DownloadSettings {
-    pub fn settle(args: &cli::DownloadArgs, globals: &Globals) -> Result<Self, CliError> {
-        let to = args.to.trim();
-        if to.is_empty() {
-            return Err(CliError::Usage(
-                "--to needs a folder to download into".into(),
-            ));
-        }
-        let cx = globals.path_context();
-        cx.check(to)
-            .map_err(|reason| CliError::Usage(format!("--to {to:?}: {reason}")))?;
-        Ok(Self {
-            target: artifact_target(&args.target, globals)?,
-            pattern: args.pattern.clone().filter(|p| !p.trim().is_empty()),
-            to: cx.resolve(to),
-        })
-    }
-}
-
-/// `artifacts url`, settled.
-pub struct UrlSettings {
-    pub target: ferry_artifacts::Target,
-    pub path: String,
-    pub expires: Duration,
-}
-
-impl UrlSettings {
-    pub fn settle(args: &cli::UrlArgs, globals: &Globals) -> Result<Self, CliError> {
-        Ok(Self {
-            target: artifact_target(&args.target, globals)?,
-            path: args.path.clone(),
-            expires: units::parse_duration(&args.expires)?,
-        })
-    }
-}
-
-/// `prune`, settled.
-pub struct PruneSettings {
-    pub dry_run: bool,
-    pub max_cache_size: Option<u64>,
-    /// Unreferenced data younger than this is kept (`FERRY_PRUNE_GRACE`).
-    pub grace: Duration,
-}
-
-impl PruneSettings {
-    pub fn settle(args: &cli::PruneArgs, globals: &Globals) -> Result<Self, CliError> {
-        Ok(Self {
-            dry_run: args.dry_run,
-            max_cache_size: args
-                .max_cache_size
-                .as_deref()
-                .map(units::parse_size)
-                .transpose()?,
-            grace: match globals.env.get(ev::FERRY_PRUNE_GRACE) {
-                Some(g) => units::parse_duration(g)?,
-                None => ferry_core::retention::DEFAULT_GRACE,
-            },
-        })
-    }
 }

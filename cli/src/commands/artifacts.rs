@@ -1,49 +1,22 @@
 //! `ferry artifacts upload | ls | download | url`.
 
-use ferry_artifacts::{DownloadRequest, UploadRequest};
+use ferry_artifacts::{DownloadRequest, Target, UploadRequest};
 use ferry_core::units::format_size;
 use serde_json::json;
 
-use crate::cli::ArtifactsCommand;
 use crate::errors::CliError;
-use crate::settings::{
-    ArtifactsLsSettings, DownloadSettings, Globals, UploadSettings, UrlSettings,
-};
-
-pub async fn run(globals: &Globals, command: ArtifactsCommand) -> Result<(), CliError> {
-    match command {
-        ArtifactsCommand::Upload(args) => {
-            upload(globals, UploadSettings::settle(&args, globals)?).await
-        }
-        ArtifactsCommand::Ls(args) => {
-            ls(globals, ArtifactsLsSettings::settle(&args, globals)?).await
-        }
-        ArtifactsCommand::Download(args) => {
-            download(globals, DownloadSettings::settle(&args, globals)?).await
-        }
-        ArtifactsCommand::Url(args) => url(globals, UrlSettings::settle(&args, globals)?).await,
-    }
-}
+use crate::settings::Globals;
 
 /// `run R job J`, as messages name a keyspace.
-fn keyspace(t: &ferry_artifacts::Target) -> String {
+fn keyspace(t: &Target) -> String {
     format!("run {} job {}", t.run, t.job)
 }
 
-async fn upload(globals: &Globals, s: UploadSettings) -> Result<(), CliError> {
+pub async fn upload(globals: &Globals, request: UploadRequest) -> Result<(), CliError> {
     let store = globals.open_store()?;
     let out = &globals.output;
-    let request = UploadRequest {
-        project: globals.project.clone(),
-        target: s.target.clone(),
-        paths: s.paths,
-        destination: s.destination,
-        ttl: s.ttl,
-        overwrite: s.overwrite,
-        trust: globals.trust.clone(),
-        at: globals.path_context(),
-    };
-    let uploading = format!("uploading artifacts of {}", keyspace(&s.target));
+    let target = request.target.clone();
+    let uploading = format!("uploading artifacts of {}", keyspace(&target));
     let result = out
         .spin(uploading, ferry_artifacts::upload(&store, request))
         .await;
@@ -64,7 +37,7 @@ async fn upload(globals: &Globals, s: UploadSettings) -> Result<(), CliError> {
         "uploaded {} artifacts ({}) to {} in {:.2}s; kept {}",
         outcome.files,
         format_size(outcome.bytes),
-        keyspace(&s.target),
+        keyspace(&target),
         outcome.seconds,
         outcome
             .expires
@@ -75,14 +48,14 @@ async fn upload(globals: &Globals, s: UploadSettings) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn ls(globals: &Globals, s: ArtifactsLsSettings) -> Result<(), CliError> {
+pub async fn ls(globals: &Globals, target: Target) -> Result<(), CliError> {
     let store = globals.open_store()?;
-    let entries = ferry_artifacts::list(&store, &globals.project, &s.target).await?;
+    let entries = ferry_artifacts::list(&store, &globals.project, &target).await?;
     let out = &globals.output;
     if out.json {
-        out.result(&json!({ "run": s.target.run, "job": s.target.job, "artifacts": entries }));
+        out.result(&json!({ "run": target.run, "job": target.job, "artifacts": entries }));
     } else if entries.is_empty() {
-        out.info(format!("no artifacts in {}", keyspace(&s.target)));
+        out.info(format!("no artifacts in {}", keyspace(&target)));
     } else {
         for e in &entries {
             eprintln!(
@@ -100,23 +73,17 @@ async fn ls(globals: &Globals, s: ArtifactsLsSettings) -> Result<(), CliError> {
             "{} artifacts ({}) in {}",
             entries.len(),
             format_size(entries.iter().map(|e| e.size).sum()),
-            keyspace(&s.target)
+            keyspace(&target)
         ));
     }
     Ok(())
 }
 
-async fn download(globals: &Globals, s: DownloadSettings) -> Result<(), CliError> {
+pub async fn download(globals: &Globals, request: DownloadRequest) -> Result<(), CliError> {
     let store = globals.open_store()?;
     let out = &globals.output;
-    let request = DownloadRequest {
-        project: globals.project.clone(),
-        target: s.target.clone(),
-        pattern: s.pattern,
-        to: s.to,
-        trust: globals.trust.clone(),
-    };
-    let downloading = format!("downloading artifacts of {}", keyspace(&s.target));
+    let target = request.target.clone();
+    let downloading = format!("downloading artifacts of {}", keyspace(&target));
     let result = out
         .spin(downloading, ferry_artifacts::download(&store, request))
         .await;
@@ -125,7 +92,7 @@ async fn download(globals: &Globals, s: DownloadSettings) -> Result<(), CliError
         "downloaded {} artifacts ({}) of {} to {} in {:.2}s",
         outcome.files,
         format_size(outcome.bytes),
-        keyspace(&s.target),
+        keyspace(&target),
         outcome.to,
         outcome.seconds
     ));
@@ -133,14 +100,18 @@ async fn download(globals: &Globals, s: DownloadSettings) -> Result<(), CliError
     Ok(())
 }
 
-async fn url(globals: &Globals, s: UrlSettings) -> Result<(), CliError> {
+pub async fn url(
+    globals: &Globals,
+    target: &Target,
+    path: &str,
+    expires: std::time::Duration,
+) -> Result<(), CliError> {
     let store = globals.open_store()?;
-    let link =
-        ferry_artifacts::link(&store, &globals.project, &s.target, &s.path, s.expires).await?;
+    let link = ferry_artifacts::link(&store, &globals.project, target, path, expires).await?;
     // The link stays alone on stdout, with or without --json, so scripts can capture it.
     println!("{link}");
     globals
         .output
-        .detail(format!("link to {} of {}", s.path, keyspace(&s.target)));
+        .detail(format!("link to {path} of {}", keyspace(target)));
     Ok(())
 }

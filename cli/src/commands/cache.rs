@@ -4,44 +4,15 @@ use ferry_caches::{Hit, RestoreRequest, SaveRequest};
 use ferry_core::units::format_size;
 use serde_json::json;
 
-use crate::cli::CacheCommand;
 use crate::errors::CliError;
-use crate::settings::{Globals, RestoreSettings, SaveSettings};
+use crate::settings::Globals;
 
-pub async fn run(globals: &Globals, command: CacheCommand) -> Result<(), CliError> {
-    match command {
-        CacheCommand::Save(args) => save(globals, SaveSettings::settle(&args)?).await,
-        CacheCommand::Restore(args) => restore(globals, RestoreSettings::settle(&args)?).await,
-        CacheCommand::Ls(args) => ls(globals, args.prefix.as_deref()).await,
-        CacheCommand::Rm(args) => {
-            let scope = crate::settings::settle_scope(args.scope.scope.as_deref());
-            rm(globals, scope.as_deref(), &args.keys).await
-        }
-    }
-}
-
-async fn save(globals: &Globals, s: SaveSettings) -> Result<(), CliError> {
-    let key = globals.render(&s.key_template)?;
+pub async fn save(globals: &Globals, request: SaveRequest) -> Result<(), CliError> {
+    let key = request.key.clone();
     let store = globals.open_store()?;
     let out = &globals.output;
     let spinner = out.spinner(format!("saving cache {key}"));
-    let result = ferry_caches::save(
-        &store,
-        SaveRequest {
-            project: globals.project.clone(),
-            key: key.clone(),
-            paths: s.paths,
-            excludes: s.excludes,
-            format: s.format,
-            level: s.level,
-            ttl: s.ttl,
-            force: s.force,
-            scope: s.scope,
-            trust: globals.trust.clone(),
-            at: globals.path_context(),
-        },
-    )
-    .await;
+    let result = ferry_caches::save(&store, request).await;
     if let Some(pb) = spinner {
         pb.finish_and_clear();
     }
@@ -66,34 +37,17 @@ async fn save(globals: &Globals, s: SaveSettings) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn restore(globals: &Globals, s: RestoreSettings) -> Result<(), CliError> {
-    let key = globals.render(&s.key_template)?;
-    let restore_keys = s
-        .restore_key_templates
-        .iter()
-        .map(|t| globals.render(t))
-        .collect::<Result<Vec<_>, _>>()?;
+pub async fn restore(
+    globals: &Globals,
+    request: RestoreRequest,
+    fail_on_miss: bool,
+) -> Result<(), CliError> {
+    let key = request.key.clone();
+    let restore_keys = request.restore_keys.clone();
     let store = globals.open_store()?;
     let out = &globals.output;
     let spinner = out.spinner(format!("restoring cache {key}"));
-    let result = ferry_caches::restore(
-        &store,
-        RestoreRequest {
-            project: globals.project.clone(),
-            key: key.clone(),
-            restore_keys: restore_keys.clone(),
-            exact: s.exact,
-            lookup_only: s.lookup_only,
-            keep_root_links: s.keep_root_links,
-            scope: s.scope,
-            fallback_scopes: s.fallback_scopes,
-            expected_paths: s.expected_paths,
-            max_age: s.max_age,
-            trust: globals.trust.clone(),
-            at: globals.path_context(),
-        },
-    )
-    .await;
+    let result = ferry_caches::restore(&store, request).await;
     if let Some(pb) = spinner {
         pb.finish_and_clear();
     }
@@ -140,7 +94,7 @@ async fn restore(globals: &Globals, s: RestoreSettings) -> Result<(), CliError> 
             outcome.seconds
         )),
     }
-    if outcome.hit == Hit::Miss && s.fail_on_miss {
+    if outcome.hit == Hit::Miss && fail_on_miss {
         // The error object printed by main is the one JSON result; it carries the miss.
         if outcome.untrusted > 0 {
             return Err(CliError::UntrustedMiss {
@@ -154,7 +108,7 @@ async fn restore(globals: &Globals, s: RestoreSettings) -> Result<(), CliError> 
     Ok(())
 }
 
-async fn ls(globals: &Globals, prefix: Option<&str>) -> Result<(), CliError> {
+pub async fn ls(globals: &Globals, prefix: Option<&str>) -> Result<(), CliError> {
     let store = globals.open_store()?;
     let listing = ferry_caches::list(&store, &globals.project, prefix, &globals.trust)
         .await
@@ -197,7 +151,7 @@ async fn ls(globals: &Globals, prefix: Option<&str>) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn rm(globals: &Globals, scope: Option<&str>, keys: &[String]) -> Result<(), CliError> {
+pub async fn rm(globals: &Globals, scope: Option<&str>, keys: &[String]) -> Result<(), CliError> {
     let store = globals.open_store()?;
     let removed = ferry_caches::remove(&store, &globals.project, scope, keys).await?;
     for k in &removed {

@@ -2,12 +2,10 @@
 
 use serde_json::json;
 
-use crate::cli::KeyArgs;
 use crate::errors::CliError;
 use crate::settings::Globals;
 
-pub fn run(globals: &Globals, args: &KeyArgs) -> Result<(), CliError> {
-    let key = globals.render(&args.template)?;
+pub fn run(globals: &Globals, key: &str) -> Result<(), CliError> {
     println!("{key}");
     // The key stays alone on stdout so scripts can capture it; the context it was rendered
     // with goes to stderr.

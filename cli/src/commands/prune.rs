@@ -4,20 +4,12 @@ use ferry_core::manifest::Kind;
 use ferry_core::retention::{self, PruneRequest, Reason};
 use ferry_core::units::format_size;
 
-use crate::cli::PruneArgs;
 use crate::errors::CliError;
-use crate::settings::{Globals, PruneSettings};
+use crate::settings::Globals;
 
-pub async fn run(globals: &Globals, args: &PruneArgs) -> Result<(), CliError> {
-    let s = PruneSettings::settle(args, globals)?;
+pub async fn run(globals: &Globals, request: PruneRequest) -> Result<(), CliError> {
     let store = globals.open_store()?;
     let out = &globals.output;
-    let request = PruneRequest {
-        project: globals.project.clone(),
-        dry_run: s.dry_run,
-        max_cache_size: s.max_cache_size,
-        grace: s.grace,
-    };
     let pruning = format!("pruning project {}", globals.project);
     // Each mode says what its entries are; core decides what goes.
     let modes: [&dyn retention::Retained; 3] = [

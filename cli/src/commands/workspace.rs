@@ -4,41 +4,16 @@ use ferry_core::units::format_size;
 use ferry_workspace_layers::{AttachRequest, PersistRequest};
 use serde_json::json;
 
-use crate::cli::WorkspaceCommand;
 use crate::errors::CliError;
-use crate::settings::{AttachSettings, Globals, PersistSettings, WorkspaceLsSettings};
+use crate::settings::Globals;
 
-pub async fn run(globals: &Globals, command: WorkspaceCommand) -> Result<(), CliError> {
-    match command {
-        WorkspaceCommand::Persist(args) => {
-            persist(globals, PersistSettings::settle(&args, globals)?).await
-        }
-        WorkspaceCommand::Attach(args) => {
-            attach(globals, AttachSettings::settle(&args, globals)?).await
-        }
-        WorkspaceCommand::Ls(args) => {
-            ls(globals, WorkspaceLsSettings::settle(&args, globals)?).await
-        }
-    }
-}
-
-async fn persist(globals: &Globals, s: PersistSettings) -> Result<(), CliError> {
+pub async fn persist(globals: &Globals, request: PersistRequest) -> Result<(), CliError> {
     let store = globals.open_store()?;
     let out = &globals.output;
     let persisting = format!(
         "persisting a layer of job {} to workflow {}",
-        s.job, s.workflow
+        request.job, request.workflow
     );
-    let request = PersistRequest {
-        project: globals.project.clone(),
-        workflow: s.workflow,
-        job: s.job,
-        root: s.root,
-        paths: s.paths,
-        ttl: s.ttl,
-        state_dir: s.state_dir,
-        trust: globals.trust.clone(),
-    };
     let result = out
         .spin(persisting, ferry_workspace_layers::persist(&store, request))
         .await;
@@ -65,25 +40,15 @@ async fn persist(globals: &Globals, s: PersistSettings) -> Result<(), CliError> 
     Ok(())
 }
 
-async fn attach(globals: &Globals, s: AttachSettings) -> Result<(), CliError> {
+pub async fn attach(globals: &Globals, request: AttachRequest) -> Result<(), CliError> {
     let store = globals.open_store()?;
     let out = &globals.output;
-    if s.job.is_none() {
+    if request.job.is_none() {
         out.warn(
             "no job name (--job, FERRY_JOB, GITHUB_JOB or CIRCLE_JOB): a later persist will not name these layers as its parents",
         );
     }
-    let attaching = format!("attaching the workspace of workflow {}", s.workflow);
-    let request = AttachRequest {
-        project: globals.project.clone(),
-        workflow: s.workflow,
-        job: s.job,
-        at: s.at,
-        from: s.from,
-        state_dir: s.state_dir,
-        keep_root_links: s.keep_root_links,
-        trust: globals.trust.clone(),
-    };
+    let attaching = format!("attaching the workspace of workflow {}", request.workflow);
     let result = out
         .spin(attaching, ferry_workspace_layers::attach(&store, request))
         .await;
@@ -117,17 +82,17 @@ async fn attach(globals: &Globals, s: AttachSettings) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn ls(globals: &Globals, s: WorkspaceLsSettings) -> Result<(), CliError> {
+pub async fn ls(globals: &Globals, workflow: &str) -> Result<(), CliError> {
     let store = globals.open_store()?;
-    let layers = ferry_workspace_layers::list(&store, &globals.project, &s.workflow).await?;
+    let layers = ferry_workspace_layers::list(&store, &globals.project, workflow).await?;
     if globals.output.json {
         globals
             .output
-            .result(&json!({ "workflow": s.workflow, "layers": layers }));
+            .result(&json!({ "workflow": workflow, "layers": layers }));
     } else if layers.is_empty() {
         globals
             .output
-            .info(format!("no layers in workflow {}", s.workflow));
+            .info(format!("no layers in workflow {workflow}"));
     } else {
         for l in &layers {
             eprintln!(
