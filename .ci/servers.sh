@@ -327,7 +327,7 @@ gha_alive() {
   [[ -f "$gha_state" ]] || return 1
   # shellcheck disable=SC1090
   source "$gha_state"
-  alive "${GHA_FAKE_PID:-}" && alive "${GHA_AZURITE_PID:-}"
+  alive GHA_FAKE && alive GHA_AZURITE
 }
 
 start_gha() {
@@ -344,8 +344,8 @@ start_gha() {
   mkdir -p "$dir/azurite"
   {
     echo "GHA_DIR='$dir'"
-    echo "GHA_AZURITE_PID=$(spawn "$dir/azurite.log" azurite-blob --silent --location "$dir/azurite" \
-      --blobHost 127.0.0.1 --blobPort "$azurite_port" --skipApiVersionCheck --disableTelemetry)"
+    spawn GHA_AZURITE "$dir/azurite.log" azurite-blob --silent --location "$dir/azurite" \
+      --blobHost 127.0.0.1 --blobPort "$azurite_port" --skipApiVersionCheck --disableTelemetry
   } >"$gha_state"
   # shellcheck disable=SC1090
   source "$gha_state"
@@ -355,16 +355,16 @@ start_gha() {
     die "azurite for the gha fake did not start"
   fi
   rm -f "$cache/store-gha.env"
-  echo "GHA_FAKE_PID=$(spawn "$dir/fake.log" "$python" "$here/../tests/gha/fake_results.py" \
+  spawn GHA_FAKE "$dir/fake.log" "$python" "$here/../tests/gha/fake_results.py" \
     --port "$fake_port" --blob-endpoint "http://127.0.0.1:$azurite_port/$AZURITE_ACCOUNT" \
     --account "$AZURITE_ACCOUNT" --account-key "$AZURITE_KEY" --container "$GHA_CONTAINER" \
-    --env-file "$cache/store-gha.env")" >>"$gha_state"
+    --env-file "$cache/store-gha.env" >>"$gha_state"
   # shellcheck disable=SC1090
   source "$gha_state"
   local _
   for _ in $(seq 100); do
     [[ -f "$cache/store-gha.env" ]] && break
-    alive "$GHA_FAKE_PID" || break
+    alive GHA_FAKE || break
     sleep 0.1
   done
   if [[ ! -f "$cache/store-gha.env" ]] || ! "$python" "$helper" wait-http "http://127.0.0.1:$fake_port/_fake/health" 30; then
@@ -379,24 +379,26 @@ stop_gha() {
   [[ -f "$gha_state" ]] || return 0
   # shellcheck disable=SC1090
   source "$gha_state"
-  local name pid _
-  for name in GHA_FAKE_PID GHA_AZURITE_PID; do
-    pid="${!name:-}"
-    alive "$pid" && { kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true; }
+  local name pid_var pid _
+  for name in GHA_FAKE GHA_AZURITE; do
+    pid_var="${name}_PID"
+    pid="${!pid_var:-}"
+    alive "$name" && { kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true; }
   done
   for _ in $(seq 50); do
-    alive "${GHA_FAKE_PID:-}" || alive "${GHA_AZURITE_PID:-}" || break
+    alive GHA_FAKE || alive GHA_AZURITE || break
     sleep 0.1
   done
-  for name in GHA_FAKE_PID GHA_AZURITE_PID; do
-    pid="${!name:-}"
-    alive "$pid" && { kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true; }
+  for name in GHA_FAKE GHA_AZURITE; do
+    pid_var="${name}_PID"
+    pid="${!pid_var:-}"
+    alive "$name" && { kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true; }
   done
   if [[ -n "${GHA_DIR:-}" && "$GHA_DIR" == */ferry-gha.* ]]; then
     rm -rf "$GHA_DIR"
   fi
   rm -f "$gha_state" "$cache/store-gha.env"
-  unset GHA_FAKE_PID GHA_AZURITE_PID GHA_DIR
+  unset GHA_FAKE_PID GHA_FAKE_START GHA_AZURITE_PID GHA_AZURITE_START GHA_DIR
   log "stopped the gha fake"
 }
 

@@ -5,7 +5,7 @@ use ferry_core::manifest::{self, Kind};
 use ferry_core::retention::{self, Entry, Retained, Survey};
 use ferry_core::store::{Store, StoreError};
 
-use crate::ArtifactBody;
+use crate::ArtifactManifest;
 
 /// Artifacts' part in pruning.
 pub struct Artifacts;
@@ -29,26 +29,23 @@ impl Retained for Artifacts {
                 _ => {}
             }
         }
-        for (info, bytes) in retention::read_all(store, manifests).await? {
-            match manifest::decode::<ArtifactBody>(&bytes, &info.path) {
-                Ok(m) => survey.entries.push(Entry {
-                    kind: Kind::Artifact,
-                    name: format!("{} (run {} job {})", m.body.path, m.body.run, m.body.job),
-                    manifest: info.path,
-                    created: m.created,
-                    expires: m.expires,
-                    last_used: None,
-                    data: vec![(m.data.path.clone(), m.data.size)],
-                    companions: Vec::new(),
-                    evictable: false,
-                }),
-                Err(e) => {
-                    let (protected, warning) = retention::unreadable(&info.path, &bytes, &e);
-                    survey.protected.extend(protected);
-                    survey.warnings.push(warning);
-                }
-            }
-        }
+        retention::read_entries(
+            store,
+            &mut survey,
+            manifests,
+            |info, m: ArtifactManifest| Entry {
+                kind: Kind::Artifact,
+                name: format!("{} (run {} job {})", m.body.path, m.body.run, m.body.job),
+                manifest: info.path,
+                created: m.created,
+                expires: m.expires,
+                last_used: None,
+                data: vec![(m.data.path, m.data.size)],
+                companions: Vec::new(),
+                evictable: false,
+            },
+        )
+        .await?;
         Ok(survey)
     }
 }

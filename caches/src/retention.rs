@@ -3,11 +3,11 @@
 
 use std::collections::HashMap;
 
-use ferry_core::manifest::{self, Kind};
+use ferry_core::manifest::Kind;
 use ferry_core::retention::{self, Entry, Retained, Survey};
 use ferry_core::store::{Store, StoreError};
 
-use crate::{CacheBody, Used};
+use crate::{CacheManifest, Used};
 
 /// Caches' part in pruning.
 pub struct Caches;
@@ -35,16 +35,7 @@ impl Retained for Caches {
             .into_iter()
             .map(|(_, info)| info)
             .collect();
-        for (info, bytes) in retention::read_all(store, infos).await? {
-            let m = match manifest::decode::<CacheBody>(&bytes, &info.path) {
-                Ok(m) => m,
-                Err(e) => {
-                    let (protected, warning) = retention::unreadable(&info.path, &bytes, &e);
-                    survey.protected.extend(protected);
-                    survey.warnings.push(warning);
-                    continue;
-                }
-            };
+        retention::read_entries(store, &mut survey, infos, |info, m: CacheManifest| {
             let scope = scopes.get(&info.path).cloned().flatten();
             // The marker has the manifest's name in the `used` folder beside `keys`.
             let marker = info
@@ -56,7 +47,7 @@ impl Retained for Caches {
                 (Some(e), Some(u)) => Some(e.max(u.expires)),
                 (e, _) => e,
             };
-            survey.entries.push(Entry {
+            Entry {
                 kind: Kind::Cache,
                 name: match &scope {
                     Some(s) => format!("{} (scope {s})", m.body.key),
@@ -66,14 +57,15 @@ impl Retained for Caches {
                 created: m.created,
                 expires,
                 last_used: used.map(|u| u.last_used),
-                data: vec![(m.data.path.clone(), m.data.size)],
+                data: vec![(m.data.path, m.data.size)],
                 companions: marker
                     .filter(|mk| markers.contains_key(mk))
                     .into_iter()
                     .collect(),
                 evictable: true,
-            });
-        }
+            }
+        })
+        .await?;
         survey.loose = objects.data;
         survey.loose.extend(objects.used);
         Ok(survey)

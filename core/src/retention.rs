@@ -19,8 +19,9 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::Kind;
+use crate::manifest::{self, Envelope, Kind};
 use crate::store::{ObjectInfo, Store, StoreError};
+use serde::de::DeserializeOwned;
 
 /// How old an unreferenced data object must be before prune deletes it: longer than a job
 /// may run on GitHub-hosted runners (6 hours; CircleCI stops jobs sooner), so no save that is
@@ -428,20 +429,30 @@ pub async fn read_all(
         .await
 }
 
-/// What a manifest of another format version or an unknown shape still protects: the data
-/// it names, and the warning saying it was left alone. `None` when it is not a manifest at all.
-pub fn unreadable(
-    path: &str,
-    bytes: &[u8],
-    error: &dyn std::fmt::Display,
-) -> (Option<String>, String) {
-    let protected = serde_json::from_slice::<Reference>(bytes)
-        .ok()
-        .map(|r| r.data.path);
-    (
-        protected,
-        format!("{path} is not a manifest this ferry prunes ({error}); left alone"),
-    )
+/// Reads `manifests` and adds each readable one to `survey` as the entry `describe` makes of
+/// it. One of another format version or shape protects the data it names (it is never taken
+/// for an orphan) and becomes a warning.
+pub async fn read_entries<T: DeserializeOwned>(
+    store: &Store,
+    survey: &mut Survey,
+    manifests: Vec<ObjectInfo>,
+    mut describe: impl FnMut(ObjectInfo, Envelope<T>) -> Entry,
+) -> Result<(), StoreError> {
+    for (info, bytes) in read_all(store, manifests).await? {
+        match manifest::decode::<T>(&bytes, &info.path) {
+            Ok(m) => survey.entries.push(describe(info, m)),
+            Err(e) => {
+                if let Ok(r) = serde_json::from_slice::<Reference>(&bytes) {
+                    survey.protected.insert(r.data.path);
+                }
+                survey.warnings.push(format!(
+                    "{} is not a manifest this ferry prunes ({e}); left alone",
+                    info.path
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use ferry_core::manifest::{self, Kind};
 use ferry_core::retention::{self, Entry, Retained, Survey};
 use ferry_core::store::{Store, StoreError};
 
-use crate::LayerBody;
+use crate::LayerManifest;
 
 /// Workspaces' part in pruning.
 pub struct Workspaces;
@@ -29,29 +29,23 @@ impl Retained for Workspaces {
                 _ => {}
             }
         }
-        for (info, bytes) in retention::read_all(store, manifests).await? {
-            match manifest::decode::<LayerBody>(&bytes, &info.path) {
-                Ok(m) => survey.entries.push(Entry {
-                    kind: Kind::Layer,
-                    name: format!(
-                        "{} (workflow {} job {})",
-                        m.body.id, m.body.workflow, m.body.job
-                    ),
-                    manifest: info.path,
-                    created: m.created,
-                    expires: m.expires,
-                    last_used: None,
-                    data: vec![(m.data.path.clone(), m.data.size)],
-                    companions: Vec::new(),
-                    evictable: false,
-                }),
-                Err(e) => {
-                    let (protected, warning) = retention::unreadable(&info.path, &bytes, &e);
-                    survey.protected.extend(protected);
-                    survey.warnings.push(warning);
-                }
+        retention::read_entries(store, &mut survey, manifests, |info, m: LayerManifest| {
+            Entry {
+                kind: Kind::Layer,
+                name: format!(
+                    "{} (workflow {} job {})",
+                    m.body.id, m.body.workflow, m.body.job
+                ),
+                manifest: info.path,
+                created: m.created,
+                expires: m.expires,
+                last_used: None,
+                data: vec![(m.data.path, m.data.size)],
+                companions: Vec::new(),
+                evictable: false,
             }
-        }
+        })
+        .await?;
         Ok(survey)
     }
 }
