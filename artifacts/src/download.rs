@@ -54,11 +54,24 @@ pub async fn download(
     let started = Instant::now();
     let layout = Layout::new(&req.project);
     let wanted = Wanted::new(req.pattern.as_deref())?;
-    let chosen: Vec<ArtifactManifest> = crate::read_all(store, &layout, &req.target, &req.trust)
-        .await?
-        .into_iter()
-        .filter(|m| wanted.matches(&m.body.path))
-        .collect();
+    // A pattern that is a stored path, whatever characters it holds, is that file: one read.
+    let exactly = match req.pattern.as_deref().map(paths::normalize) {
+        Some(p) if p != "." => exact(store, &layout, &req, &p).await?,
+        _ => None,
+    };
+    let chosen: Vec<ArtifactManifest> = match (exactly, wanted.below()) {
+        (Some(m), _) => vec![m],
+        // A folder: only the names below it are listed and read.
+        (None, Some(path)) => {
+            let below = format!("{path}/");
+            crate::read_below(store, &layout, &req.target, &req.trust, Some(&below)).await?
+        }
+        (None, None) => crate::read_below(store, &layout, &req.target, &req.trust, wanted.base())
+            .await?
+            .into_iter()
+            .filter(|m| wanted.matches(&m.body.path))
+            .collect(),
+    };
     if chosen.is_empty() {
         return Err(ArtifactError::NoMatch {
             run: req.target.run,
@@ -126,18 +139,36 @@ pub async fn download(
 /// glob syntax) that path and everything below it, so `download reports` takes a folder.
 enum Wanted {
     All,
-    Glob(globset::GlobMatcher),
+    Glob(globset::GlobMatcher, Option<String>),
     Below(String),
 }
 
 impl Wanted {
+    /// The folder a pattern without glob syntax names.
+    fn below(&self) -> Option<&str> {
+        match self {
+            Self::Below(p) if p != "." => Some(p),
+            _ => None,
+        }
+    }
+
+    /// What every matching stored path starts with, when a pattern says (a glob's folder).
+    fn base(&self) -> Option<&str> {
+        match self {
+            Self::Glob(_, base) => base.as_deref(),
+            _ => None,
+        }
+    }
+
     fn new(pattern: Option<&str>) -> Result<Self, ArtifactError> {
         let Some(p) = pattern else {
             return Ok(Self::All);
         };
         let p = paths::normalize(p);
         Ok(if glob::is_glob(&p) {
-            Self::Glob(glob::matcher(&p)?)
+            let base = glob::literal_base(&p);
+            let base = (base != ".").then(|| format!("{base}/"));
+            Self::Glob(glob::matcher(&p)?, base)
         } else {
             Self::Below(p)
         })
@@ -146,10 +177,40 @@ impl Wanted {
     fn matches(&self, path: &str) -> bool {
         match self {
             Self::All => true,
-            Self::Glob(g) => g.is_match(path),
+            Self::Glob(g, _) => g.is_match(path),
             Self::Below(p) => p == "." || paths::is_within(path, p),
         }
     }
+}
+
+/// The artifact stored at exactly `path`, read alone.
+async fn exact(
+    store: &Store,
+    layout: &Layout,
+    req: &DownloadRequest,
+    path: &str,
+) -> Result<Option<ArtifactManifest>, ArtifactError> {
+    let rel = layout.manifest(&req.target, path);
+    let Some(bytes) = store.read(&rel).await? else {
+        return Ok(None);
+    };
+    if let Err(why) = req.trust.check(&bytes) {
+        return Err(ArtifactError::Untrusted {
+            manifest: rel,
+            why: why.to_string(),
+        });
+    }
+    let m: ArtifactManifest = manifest::decode(&bytes, &rel)?;
+    if m.body.path != path {
+        return Ok(None);
+    }
+    if !crate::is_plain(&m.body.path) {
+        return Err(ArtifactError::UnsafePath {
+            manifest: rel,
+            path: m.body.path,
+        });
+    }
+    Ok(Some(m))
 }
 
 /// Brings one artifact to a temporary file beside its destination (one request when small,

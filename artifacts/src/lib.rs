@@ -234,7 +234,23 @@ pub(crate) async fn read_all(
     target: &Target,
     trust: &Trust,
 ) -> Result<Vec<ArtifactManifest>, ArtifactError> {
-    let metas = store.list(&layout.target_dir(target)).await?;
+    read_below(store, layout, target, trust, None).await
+}
+
+/// Reads the manifests of a run and job whose stored paths start with `prefix` (all with
+/// `None`), sorted by stored path: only those are listed and read.
+pub(crate) async fn read_below(
+    store: &Store,
+    layout: &Layout,
+    target: &Target,
+    trust: &Trust,
+    prefix: Option<&str>,
+) -> Result<Vec<ArtifactManifest>, ArtifactError> {
+    let dir = layout.target_dir(target);
+    let metas = match prefix {
+        Some(p) => store.newest(&dir, &manifest::name_prefix(p)).await?,
+        None => store.list(&dir).await?,
+    };
     let mut all: Vec<ArtifactManifest> = futures::stream::iter(metas)
         .filter(|m| std::future::ready(m.path.ends_with(".json")))
         .map(|meta| async move {
@@ -265,6 +281,9 @@ pub(crate) async fn read_all(
         .try_filter_map(|m| std::future::ready(Ok(m)))
         .try_collect()
         .await?;
+    if let Some(p) = prefix {
+        all.retain(|m| m.body.path.starts_with(p));
+    }
     all.sort_by(|a, b| a.body.path.cmp(&b.body.path));
     Ok(all)
 }

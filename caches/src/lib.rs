@@ -215,6 +215,22 @@ pub(crate) async fn objects(store: &Store, project: &str) -> Result<Objects, Sto
     Ok(out)
 }
 
+/// When a cache expires: its manifest's expiry, pushed forward by its last restore hit.
+pub(crate) async fn effective_expiry(
+    store: &Store,
+    layout: &Layout,
+    m: &CacheManifest,
+) -> Option<chrono::DateTime<Utc>> {
+    let expires = m.expires?;
+    let used: Option<Used> = store
+        .read(&layout.used(&m.body.key))
+        .await
+        .ok()
+        .flatten()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    Some(used.map_or(expires, |u| expires.max(u.expires)))
+}
+
 /// What a lookup found at a manifest's place.
 pub(crate) enum Lookup {
     Found(Box<Read>),

@@ -226,7 +226,6 @@ async fn find(
     for scope in scopes(req) {
         let layout = Layout::new(&req.project, scope.as_deref());
         let mut judged: HashSet<String> = HashSet::new();
-        let mut listing: Option<Vec<String>> = None;
         for candidate in std::iter::once(&req.key).chain(req.restore_keys.iter()) {
             let rel = layout.manifest(candidate);
             match crate::read_for_lookup(store, &rel).await? {
@@ -245,53 +244,52 @@ async fn find(
             if req.exact {
                 continue;
             }
-            if listing.is_none() {
-                let metas = store.list(&layout.keys_dir()).await?;
-                listing = Some(metas.into_iter().map(|m| m.path).collect());
-            }
-            let names: Vec<String> = listing
-                .iter()
-                .flatten()
-                .filter(|rel| !judged.contains(*rel))
-                .filter(|rel| {
-                    rel.rsplit('/')
-                        .next()
-                        .is_some_and(|n| manifest::name_may_start_with(n, candidate))
-                })
-                .cloned()
-                .collect();
-            // Listing times are coarse on some stores (whole seconds), so the winner is chosen
-            // by the creation time each manifest records.
-            let read: Vec<(String, Result<Lookup, CacheError>)> = futures::stream::iter(names)
-                .map(|rel| async move {
-                    let r = crate::read_for_lookup(store, &rel).await;
-                    (rel, r)
-                })
-                .buffer_unordered(16)
-                .collect()
-                .await;
-            let mut usable: Vec<(String, Read)> = Vec::new();
-            for (rel, r) in read {
-                match r? {
-                    Lookup::Found(r) => usable.push((rel, *r)),
-                    Lookup::Gone => {}
-                    Lookup::Unusable(w) => {
-                        judged.insert(rel);
-                        warnings.push(w);
+            // The store gives the names starting with the candidate's, newest first by its own
+            // clock, and only those are read: a group at a time, a group being those within a
+            // second of its newest (some stores keep whole seconds), ordered by the creation
+            // time each manifest records.
+            let found = store
+                .newest(&layout.keys_dir(), &manifest::name_prefix(candidate))
+                .await?;
+            let mut rest = found.as_slice();
+            while let Some(top) = rest.first() {
+                let cut = rest
+                    .iter()
+                    .position(|o| top.modified - o.modified > chrono::Duration::seconds(1))
+                    .unwrap_or(rest.len());
+                let (group, later) = rest.split_at(cut);
+                rest = later;
+                let names: Vec<&str> = group
+                    .iter()
+                    .map(|o| o.path.as_str())
+                    .filter(|p| !judged.contains(*p))
+                    .collect();
+                let read: Vec<(&str, Result<Lookup, CacheError>)> = futures::stream::iter(names)
+                    .map(|rel| async move { (rel, crate::read_for_lookup(store, rel).await) })
+                    .buffer_unordered(16)
+                    .collect()
+                    .await;
+                let mut usable: Vec<(String, Read)> = Vec::new();
+                for (rel, r) in read {
+                    judged.insert(rel.to_string());
+                    match r? {
+                        Lookup::Found(r) => usable.push((rel.to_string(), *r)),
+                        // Listed, then removed before it was read: passed over.
+                        Lookup::Gone => {}
+                        Lookup::Unusable(w) => warnings.push(w),
                     }
                 }
-            }
-            usable.retain(|(_, r)| r.manifest.body.key.starts_with(candidate.as_str()));
-            usable.sort_by(|(_, a), (_, b)| {
-                b.manifest
-                    .created
-                    .cmp(&a.manifest.created)
-                    .then_with(|| b.manifest.body.key.cmp(&a.manifest.body.key))
-            });
-            for (rel, r) in usable {
-                judged.insert(rel.clone());
-                if accept(store, req, &layout, &rel, &r, now, warnings, untrusted).await {
-                    return Ok(Some((r.manifest, scope)));
+                usable.retain(|(_, r)| r.manifest.body.key.starts_with(candidate.as_str()));
+                usable.sort_by(|(_, a), (_, b)| {
+                    b.manifest
+                        .created
+                        .cmp(&a.manifest.created)
+                        .then_with(|| b.manifest.body.key.cmp(&a.manifest.body.key))
+                });
+                for (rel, r) in usable {
+                    if accept(store, req, &layout, &rel, &r, now, warnings, untrusted).await {
+                        return Ok(Some((r.manifest, scope)));
+                    }
                 }
             }
         }
@@ -329,15 +327,7 @@ async fn accept(
             return false;
         }
     }
-    if let Some(expires) = m.expires {
-        // A restore hit pushes the expiry forward; the marker says when it expires now.
-        let used: Option<Used> = store
-            .read(&layout.used(&m.body.key))
-            .await
-            .ok()
-            .flatten()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        let expires = used.map_or(expires, |u| expires.max(u.expires));
+    if let Some(expires) = crate::effective_expiry(store, layout, m).await {
         if expires <= now {
             warnings.push(format!(
                 "skipped cache {}: it expired at {} (its ttl is {})",
@@ -349,4 +339,154 @@ async fn accept(
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::Range;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use chrono::Utc;
+    use ferry_core::archive::Format;
+    use ferry_core::env_vars::Environment;
+    use ferry_core::store::{
+        Backend, BackendError, Capabilities, ObjectInfo, ObjectWriter, Published, PutMode, Store,
+    };
+    use futures::stream::BoxStream;
+
+    use super::*;
+    use crate::{SaveRequest, save};
+
+    /// A memory store whose lookups also list one name that is gone by the time it is read,
+    /// newest of all: a manifest deleted between the listing and the read.
+    struct Phantom {
+        inner: Store,
+        phantom: String,
+    }
+
+    fn other(e: ferry_core::store::StoreError) -> BackendError {
+        BackendError::other(e)
+    }
+
+    #[async_trait::async_trait]
+    impl Backend for Phantom {
+        fn capabilities(&self) -> Capabilities {
+            self.inner.capabilities()
+        }
+        async fn put(&self, p: &str, b: Bytes, mode: PutMode) -> Result<Published, BackendError> {
+            match mode {
+                PutMode::Create => self.inner.create(p, b).await.map_err(other),
+                PutMode::Overwrite => self
+                    .inner
+                    .overwrite(p, b)
+                    .await
+                    .map(|()| Published::Created)
+                    .map_err(other),
+            }
+        }
+        async fn writer(&self, p: &str) -> Result<Box<dyn ObjectWriter>, BackendError> {
+            self.inner.writer(p).await.map_err(other)
+        }
+        async fn get(&self, p: &str) -> Result<Option<Bytes>, BackendError> {
+            self.inner.read(p).await.map_err(other)
+        }
+        async fn get_stream(
+            &self,
+            p: &str,
+        ) -> Result<BoxStream<'static, Result<Bytes, BackendError>>, BackendError> {
+            self.inner.get_stream(p).await.map_err(other)
+        }
+        async fn get_range(&self, p: &str, r: Range<u64>) -> Result<Bytes, BackendError> {
+            self.inner.get_range(p, r).await.map_err(other)
+        }
+        async fn head(&self, p: &str) -> Result<Option<ObjectInfo>, BackendError> {
+            self.inner.head(p).await.map_err(other)
+        }
+        async fn list(&self, p: &str) -> Result<Vec<ObjectInfo>, BackendError> {
+            self.inner.list(p).await.map_err(other)
+        }
+        async fn delete(&self, p: &str) -> Result<(), BackendError> {
+            self.inner.delete(p).await.map_err(other)
+        }
+        async fn sign(&self, p: &str, e: Duration) -> Result<String, BackendError> {
+            self.inner.link(p, e).await.map_err(other)
+        }
+        async fn newest(&self, dir: &str, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError> {
+            let mut found = self.inner.newest(dir, prefix).await.map_err(other)?;
+            found.insert(
+                0,
+                ObjectInfo {
+                    path: format!("{dir}/{}", self.phantom),
+                    size: 100,
+                    modified: Utc::now() + chrono::Duration::hours(1),
+                },
+            );
+            Ok(found)
+        }
+    }
+
+    fn request(project: &str, at: &std::path::Path, key: &str) -> RestoreRequest {
+        RestoreRequest {
+            project: project.into(),
+            key: key.into(),
+            restore_keys: Vec::new(),
+            exact: false,
+            lookup_only: true,
+            keep_root_links: false,
+            scope: None,
+            fallback_scopes: Vec::new(),
+            expected_paths: Vec::new(),
+            max_age: None,
+            trust: Trust::default(),
+            at: PathContext {
+                cwd: at.to_path_buf(),
+                env: Environment::default(),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_manifest_listed_but_deleted_before_it_is_read_is_passed_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("tree")).expect("mkdir");
+        std::fs::write(dir.path().join("tree/x"), "x").expect("write");
+        let inner = Store::open("memory://", &Environment::default()).expect("memory");
+        let store = Store::with_backend(
+            "phantom://",
+            Arc::new(Phantom {
+                inner,
+                phantom: manifest::object_name("v1-gone") + ".json",
+            }),
+            "a test store",
+        );
+        let at = PathContext {
+            cwd: dir.path().to_path_buf(),
+            env: Environment::default(),
+        };
+        save(
+            &store,
+            SaveRequest {
+                project: "p".into(),
+                key: "v1-real".into(),
+                paths: vec!["tree".into()],
+                excludes: Vec::new(),
+                format: Format::Tar,
+                level: None,
+                ttl: Duration::from_secs(3600),
+                force: false,
+                scope: None,
+                trust: Trust::default(),
+                at,
+            },
+        )
+        .await
+        .expect("save");
+        let out = restore(&store, request("p", dir.path(), "v1-"))
+            .await
+            .expect("restore");
+        assert_eq!(out.hit, Hit::Partial);
+        assert_eq!(out.matched_key.as_deref(), Some("v1-real"));
+    }
 }

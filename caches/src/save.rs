@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use ferry_core::paths::PathContext;
 
-use crate::{CacheBody, CacheError, Layout};
+use crate::{CacheBody, CacheError, Layout, Lookup};
 
 /// What to save.
 #[derive(Debug, Clone)]
@@ -75,8 +75,21 @@ pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheE
         expires: None,
         warnings,
     };
+    // An existing key is skipped, unless it has expired: it is a miss for every restore, so
+    // a save replaces it as `--force` would rather than leave the key dead until prune.
+    let mut replace = req.force;
     if !req.force && store.head(&manifest_rel).await?.is_some() {
-        return Ok(skipped(Vec::new()));
+        match crate::read_for_lookup(store, &manifest_rel).await? {
+            Lookup::Found(r)
+                if crate::effective_expiry(store, &layout, &r.manifest)
+                    .await
+                    .is_some_and(|t| t <= Utc::now()) =>
+            {
+                replace = true;
+            }
+            Lookup::Gone => {}
+            _ => return Ok(skipped(Vec::new())),
+        }
     }
 
     let plan = archive::plan(&req.paths, &req.excludes, &req.at).map_err(|e| match e {
@@ -122,15 +135,10 @@ pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheE
         },
     };
     let bytes = req.trust.seal(manifest::encode(&manifest));
-    if req.force {
-        let old = crate::read_manifest(store, &manifest_rel)
-            .await
-            .ok()
-            .flatten();
-        store.overwrite(&manifest_rel, bytes).await?;
+    if replace {
         // The replaced archive is left for `ferry prune`, so a restore already reading it
         // finishes; it is no longer referenced and goes after the grace period.
-        let _ = old;
+        store.overwrite(&manifest_rel, bytes).await?;
     } else if store.create(&manifest_rel, bytes).await? == Published::Exists {
         store.delete(&data_rel).await?;
         return Ok(skipped(warnings));

@@ -143,6 +143,12 @@ pub fn readable_prefix(enc: &str) -> &str {
     &enc[..cut]
 }
 
+/// The start every object name of a key starting with `prefix` shares: its encoding, cut as
+/// names are cut. A store lists or looks up names by it; the key in each manifest decides.
+pub fn name_prefix(prefix: &str) -> String {
+    readable_prefix(&crate::paths::encode_part(prefix)).to_string()
+}
+
 /// True when the readable part of `name` allows its key to start with `prefix`; a `true`
 /// for a cut name must be confirmed against the key in the manifest.
 pub fn name_may_start_with(name: &str, prefix: &str) -> bool {
@@ -159,6 +165,24 @@ pub fn new_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_name_of_every_key_with_a_prefix_starts_with_the_prefixs_name() {
+        for (key, prefix) in [
+            ("v1-deps-abc", "v1-deps-"),
+            ("ä b/c", "ä "),
+            (&*"k".repeat(400), &*"k".repeat(300)),
+            (
+                &*format!("{}=tail", "x".repeat(158)),
+                &*format!("{}=", "x".repeat(158)),
+            ),
+        ] {
+            assert!(
+                object_name(key).starts_with(&name_prefix(prefix)),
+                "{key:?} / {prefix:?}"
+            );
+        }
+    }
 
     #[test]
     fn long_keys_get_short_names_that_still_match_prefixes() {

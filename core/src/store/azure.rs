@@ -95,10 +95,11 @@ pub(crate) fn build(raw: &str, url: &url::Url, env: &Environment) -> Result<Part
     );
     Ok(Parts {
         objects: azure.clone(),
-        signer: Some(azure),
+        signer: Some(azure.clone()),
         local_root: None,
         prefix,
         hint: HINT,
+        paged: Some(azure),
     })
 }
 

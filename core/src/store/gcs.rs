@@ -91,10 +91,11 @@ pub(crate) fn build(raw: &str, url: &url::Url, env: &Environment) -> Result<Part
     );
     Ok(Parts {
         objects: gcs.clone(),
-        signer: Some(gcs),
+        signer: Some(gcs.clone()),
         local_root: None,
         prefix,
         hint,
+        paged: Some(gcs),
     })
 }
 

@@ -63,5 +63,6 @@ fn build(raw: &str, path: &FsPath) -> Result<Parts, StoreError> {
         local_root: Some(root),
         prefix: String::new(),
         hint: HINT,
+        paged: None,
     })
 }

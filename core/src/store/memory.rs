@@ -13,5 +13,6 @@ pub(crate) fn build() -> Parts {
         local_root: None,
         prefix: String::new(),
         hint: "a memory:// store lives only as long as one ferry process",
+        paged: None,
     }
 }

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::buffered::BufWriter;
+use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
@@ -36,6 +37,9 @@ pub(crate) struct Parts {
     pub prefix: String,
     /// Which variables to check when the store cannot be reached.
     pub hint: &'static str,
+    /// Lists by any string prefix, not only by folder (S3, GCS, Azure), so a lookup of the
+    /// names starting with P reads only those.
+    pub paged: Option<Arc<dyn PaginatedListStore>>,
 }
 
 /// An object store as a ferry [`Backend`].
@@ -45,6 +49,7 @@ pub(crate) struct ObjectBackend {
     local_root: Option<PathBuf>,
     prefix: String,
     remote: bool,
+    paged: Option<Arc<dyn PaginatedListStore>>,
 }
 
 fn convert(e: object_store::Error) -> BackendError {
@@ -65,6 +70,7 @@ impl ObjectBackend {
             local_root: parts.local_root,
             prefix: parts.prefix.trim_matches('/').to_string(),
             remote,
+            paged: parts.paged,
         }
     }
 
@@ -205,7 +211,34 @@ impl Backend for ObjectBackend {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError> {
-        // object_store lists by folder; a name prefix lists its folder and filters.
+        if let Some(paged) = &self.paged {
+            let full = if self.prefix.is_empty() {
+                prefix.to_string()
+            } else {
+                format!("{}/{prefix}", self.prefix)
+            };
+            let mut out = Vec::new();
+            let mut page_token = None;
+            loop {
+                let page = paged
+                    .list_paginated(
+                        Some(&full),
+                        PaginatedListOptions {
+                            page_token,
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .map_err(convert)?;
+                out.extend(page.result.objects.into_iter().map(|m| self.info(m)));
+                match page.page_token {
+                    Some(t) => page_token = Some(t),
+                    None => break,
+                }
+            }
+            return Ok(out);
+        }
+        // Other object stores list by folder; a name prefix lists its folder and filters.
         let folder = prefix.rsplit_once('/').map_or("", |(f, _)| f);
         let folder_path = if folder.is_empty() && self.prefix.is_empty() {
             None

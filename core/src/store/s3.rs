@@ -89,9 +89,10 @@ pub(crate) fn build(raw: &str, url: &url::Url, env: &Environment) -> Result<Part
     );
     Ok(Parts {
         objects: s3.clone(),
-        signer: Some(s3),
+        signer: Some(s3.clone()),
         local_root: None,
         prefix,
         hint,
+        paged: Some(s3),
     })
 }
