@@ -701,12 +701,18 @@ async fn gcs_emulator_lacks_xml_writes() {
         create.to_string().contains("invalid uploadType"),
         "{create}"
     );
+    // Past one part's size the writer starts a multipart upload, at a write or at finish.
     let mut multipart = direct_store.writer("mp").await.expect("a writer");
-    multipart
+    let finished = match multipart
         .write(Bytes::from(vec![0u8; 17 * 1024 * 1024]))
         .await
-        .expect("buffered");
-    let finished = multipart.finish().await;
+    {
+        Ok(()) => multipart.finish().await,
+        Err(e) => {
+            multipart.abort().await;
+            Err(e)
+        }
+    };
     assert!(
         finished
             .as_ref()
