@@ -399,9 +399,14 @@ impl Store {
             .map_err(|e| self.request_error("look up", rel, e))
     }
 
-    /// Every object below the folder `rel`.
+    /// Every object below the folder `rel` (the whole store for `""`).
     pub async fn list(&self, rel: &str) -> Result<Vec<ObjectInfo>, StoreError> {
-        let prefix = format!("{}/", rel.trim_end_matches('/'));
+        let folder = rel.trim_end_matches('/');
+        let prefix = if folder.is_empty() {
+            String::new()
+        } else {
+            format!("{folder}/")
+        };
         self.backend
             .list(&prefix)
             .await
