@@ -79,7 +79,8 @@ def bench_after_delete(ferry, stamp: dict, runs: int, work: Path, copies_first: 
         doomed = victims + outputs
         entries = sum(_count(p) for p in doomed)
         os.sync()
-        measure.wait_quiet(measure.QUIET, measure.QUIET_MOST, log)
+        if measure.QUIET > 0:
+            measure.wait_quiet(measure.QUIET, measure.QUIET_MOST, log)
         measure.prewarm([store, ref, *[src / p for p in paths], *measure.TOOLS])
         t0 = time.perf_counter()
         _rm(doomed)

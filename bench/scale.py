@@ -177,7 +177,26 @@ class SeaweedFS:
         return {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_REGION": "us-east-1",
                 "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}", "AWS_ALLOW_HTTP": "true"}
 
+    def _stop_stale(self) -> None:
+        """Stops a server a killed run left (it runs in its own session, so a signal to the
+        harness's process group does not reach it), when the recorded PID is still it."""
+        pidfile = self.root / "weed.pid"
+        try:
+            pid = int(pidfile.read_text())
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            pidfile.unlink(missing_ok=True)
+            return
+        if cmd and cmd[0] == str(self.weed).encode() and f"-dir={self.root / 'data'}".encode() in cmd:
+            os.kill(pid, 15)
+            for _ in range(40):
+                if not Path(f"/proc/{pid}").exists():
+                    break
+                time.sleep(0.5)
+        pidfile.unlink(missing_ok=True)
+
     def start(self, ferry_env: dict, ferry_exe: str) -> None:
+        self._stop_stale()
         data = fresh_dir(self.root / "data")
         (data / "tmp").mkdir()
         master, volume, filer, s3, admin = _free_ports(5)
@@ -192,6 +211,7 @@ class SeaweedFS:
         self.log = open(self.root / "weed.log", "wb")
         self.proc = subprocess.Popen(argv, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
+        (self.root / "weed.pid").write_text(f"{self.proc.pid}\n")
         # Ready when ferry itself can list the bucket: up, keys loaded, bucket made.
         deadline = time.monotonic() + 90
         env = {**ferry_env, **self.env()}
@@ -232,6 +252,7 @@ class SeaweedFS:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+        (self.root / "weed.pid").unlink(missing_ok=True)
         if getattr(self, "log", None):
             self.log.close()
             self.log = None

@@ -103,6 +103,11 @@ class LoopExt4:
         raise SystemExit(128 + signum)
 
     def __exit__(self, *exc) -> None:
+        # A second signal (`timeout` forwards the one the process group already got) must
+        # not cut the clean-up short and leave the image mounted.
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            self._old_handlers.setdefault(sig, signal.getsignal(sig))
+            signal.signal(sig, signal.SIG_IGN)
         try:
             os.sync()
             _umount(self.mount)

@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""Where a `ferry cache restore` spends its time: perf, strace and rusage of one restore.
+
+    python3 bench/profile.py                          # cargo-real, the slow case
+    python3 bench/profile.py --corpus npm-real --ferry target/release/ferry
+    python3 bench/profile.py --no-perf                # strace and rusage only
+
+The restore goes into an empty folder on a journaled ext4 made for the run (as in run.py),
+from a local store holding the corpus, with the store in the page cache. Each tool runs on
+its own restore (they disturb each other): GNU time -v (wall, user, system, context
+switches), `perf stat` (software events), `perf record --call-graph dwarf` (then `perf
+report` by thread, by shared object and by symbol, user and kernel), `strace -c -f` (system
+calls: counts, errors, time) and `strace -f -c -w` (wall time inside each call, which shows
+where threads wait). Everything goes to bench/work/profile/<time>/, with summary.md.
+
+Needs root for the ext4 image (else --no-ext4), perf (Debian: linux-perf) and strace; perf
+must be allowed to sample (kernel.perf_event_paranoid <= 2 for one's own processes; the
+kernel symbols need root or kptr_restrict=0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import corpora
+import measure
+import realtrees
+import run as harness
+import scratchfs
+
+OUT = harness.WORK / "profile"
+
+
+def sh(argv, cwd=None, env=None, out: Path | None = None) -> subprocess.CompletedProcess:
+    p = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
+    if out is not None:
+        out.write_text(p.stdout + ("\n--- stderr ---\n" + p.stderr if p.stderr.strip() else ""))
+    return p
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--corpus", default="cargo-real",
+                    choices=[*realtrees.REAL, *corpora.CACHE_CORPORA])
+    ap.add_argument("--ferry", type=Path, help="binary to profile (default: cargo build --release -p ferry)")
+    ap.add_argument("--no-ext4", action="store_true", help="restore into bench/work on the root file system")
+    ap.add_argument("--no-perf", action="store_true")
+    ap.add_argument("--freq", type=int, default=1999, help="perf sampling frequency (Hz)")
+    args = ap.parse_args()
+
+    if args.corpus in realtrees.REAL:
+        stamp = realtrees.ensure(args.corpus)
+    else:
+        stamp = corpora.ensure(args.corpus)
+    paths = harness.payload_paths(stamp)
+    src = corpora.CORPORA_DIR / args.corpus
+    exe = args.ferry.resolve() if args.ferry else harness.build_ferry()
+    exe, sha = harness.private_copy(exe)
+    ferry = harness.Ferry(exe, harness.ferry_env())
+    out = OUT / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{args.corpus}"
+    out.mkdir(parents=True)
+    store = out / "store"
+    key = f"profile-{args.corpus}"
+    r = ferry.run(store, "cache", "save", "--key", key, *[a for p in paths for a in ("--path", p)], cwd=src)
+    if not r.ok:
+        print("ferry cache save failed: " + r.failure())
+        return 1
+    restore = ferry.argv(store, "cache", "restore", "--key", key)
+    have_perf = not args.no_perf and shutil.which("perf") is not None
+    summary = [f"# Profile of `ferry cache restore` of {args.corpus}", "",
+               f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}, commit `{harness.git_commit()}`, binary sha256 "
+               f"{sha[:12]}; {stamp['files']:,} files, {stamp['bytes'] / 1e6:.0f} MB; load at start "
+               f"{[round(x, 2) for x in os.getloadavg()]}.", ""]
+
+    with contextlib.ExitStack() as stack:
+        why = "--no-ext4" if args.no_ext4 else scratchfs.why_unavailable()
+        if why is None:
+            fs = scratchfs.LoopExt4(harness.WORK / "scratch-ext4")
+            dest_root = stack.enter_context(fs)
+            summary.append(f"Restored into a journaled ext4 made for the run: `{fs.info['mount']}`.")
+        else:
+            dest_root = harness.WORK / "profile-dest"
+            summary.append(f"Restored into {dest_root} on the root file system ({why}).")
+        summary.append("")
+
+        def fresh() -> Path:
+            d = dest_root / "restore"
+            if d.exists():
+                subprocess.run(["rm", "-rf", str(d)], check=True)
+            d.mkdir(parents=True)
+            os.sync()
+            measure.prewarm([store, exe])
+            return d
+
+        # 1. rusage
+        d = fresh()
+        p = sh(["/usr/bin/time", "-v", *restore], cwd=d, env=ferry.env, out=out / "time-v.txt")
+        wanted = ("Elapsed (wall clock)", "User time", "System time", "Percent of CPU", "Maximum resident",
+                  "Voluntary context switches", "Involuntary context switches", "File system outputs")
+        lines = [ln.strip() for ln in p.stderr.splitlines() if ln.strip().startswith(wanted)]
+        summary += ["## rusage (GNU time -v)", "", *[f"- {ln}" for ln in lines], ""]
+
+        # 2. strace: counts, then wall time per call
+        if shutil.which("strace"):
+            d = fresh()
+            sh(["strace", "-f", "-c", "-o", str(out / "strace-c.txt"), *restore], cwd=d, env=ferry.env)
+            d = fresh()
+            sh(["strace", "-f", "-c", "-w", "-o", str(out / "strace-cw.txt"), *restore], cwd=d, env=ferry.env)
+            summary += ["## System calls (`strace -f -c`, all threads; CPU time in the kernel)", "", "```",
+                        *(out / "strace-c.txt").read_text().splitlines()[:22], "```", "",
+                        "## Wall time inside system calls (`strace -f -c -w`, summed over threads)", "", "```",
+                        *(out / "strace-cw.txt").read_text().splitlines()[:16], "```", ""]
+
+        # 3. perf
+        if have_perf:
+            d = fresh()
+            sh(["perf", "stat", "-o", str(out / "perf-stat.txt"), "-e",
+                "task-clock,context-switches,cpu-migrations,page-faults", *restore], cwd=d, env=ferry.env)
+            summary += ["## perf stat", "", "```", *[ln for ln in (out / "perf-stat.txt").read_text().splitlines()
+                                                    if ln.strip() and not ln.startswith("#")], "```", ""]
+            d = fresh()
+            data = out / "perf.data"
+            rec = sh(["perf", "record", "-F", str(args.freq), "--call-graph", "dwarf,16384", "-o", str(data),
+                      "--", *restore], cwd=d, env=ferry.env)
+            if data.exists():
+                rep = lambda name, *a: sh(["perf", "report", "-i", str(data), "--stdio", *a], out=out / name)
+                rep("perf-by-thread.txt", "--no-children", "--sort", "comm", "-g", "none")
+                rep("perf-by-dso.txt", "--no-children", "--sort", "comm,dso", "-g", "none")
+                rep("perf-by-symbol.txt", "--no-children", "--sort", "comm,sym", "-g", "none", "--percent-limit", "0.3")
+                rep("perf-callers.txt", "--no-children", "--sort", "sym", "-g", "caller,0.5,callee,function,percent",
+                    "--percent-limit", "2")
+                rep("perf-children.txt", "--children", "--sort", "sym", "-g", "none", "--percent-limit", "3")
+
+                def table(name: str, n: int) -> list[str]:
+                    rows = [ln for ln in (out / name).read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+                    return rows[:n]
+                summary += ["## perf: CPU samples by thread", "", "```", *table("perf-by-thread.txt", 15), "```", "",
+                            "## perf: by thread and shared object", "", "```", *table("perf-by-dso.txt", 20), "```", "",
+                            "## perf: hottest symbols (self time, by thread)", "", "```",
+                            *table("perf-by-symbol.txt", 45), "```", "",
+                            "## perf: inclusive time (children), symbols over 3%", "", "```",
+                            *table("perf-children.txt", 45), "```", ""]
+            else:
+                summary += ["perf record failed: " + rec.stderr.strip()[-500:], ""]
+        if (dest_root / "restore").exists():
+            subprocess.run(["rm", "-rf", str(dest_root / "restore")], check=True)
+    subprocess.run(["rm", "-rf", str(store)], check=True)
+    (out / "summary.md").write_text("\n".join(summary) + "\n")
+    print("\n".join(summary))
+    print(f"\nprofile: everything in {out.relative_to(harness.REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
