@@ -67,15 +67,18 @@ def markdown(doc: dict) -> str:
     if bg:
         noise = (f" In the runs kept, other processes used a median {bg[len(bg) // 2]:.0%} of the machine's CPU "
                  f"(at most {bg[-1]:.0%}).")
-    quiet = ("before each timed run the harness waited for other work to quieten, and "
-             if meta.get("quiet", 0.25) > 0 else "the harness did not wait for quiet, but ")
+    quiet = ("before each timed run the harness waited for other work to quieten"
+             if meta.get("quiet", 0.25) > 0 else "the harness did not wait for quiet")
+    if meta.get("disturbed", 0.15) < 1:
+        quiet += f", and repeated a run during which others used more than {meta.get('disturbed', 0.15):.0%} of the CPU"
+    else:
+        quiet += ", and did not repeat runs that others disturbed"
     out = []
     out.append(
         f"Measured {meta['date']} on commit `{meta['commit']}` ({meta['ferry_version'] or 'ferry'}, "
         f"release build{', binary sha256 ' + meta['binary_sha256'][:12] if meta.get('binary_sha256') else ''}), {m['cores']} cores ({m['cpu']}), {m['memory_bytes'] / 2**30:.0f} GiB RAM, "
         f"Linux {m['kernel']}, {m['filesystem']}; {meta['runs']} runs each, median wall time, warm page cache. "
-        f"**A shared machine** (other engineers compiling): {quiet}repeated a run during which others used "
-        f"more than {meta.get('disturbed', 0.15):.0%} of the CPU.{noise}")
+        f"**A shared machine** (other engineers compiling): {quiet}.{noise}")
     out.append("")
     fs = meta.get("restore_fs") or {}
     if fs:

@@ -32,7 +32,7 @@ import realtrees
 import report
 import scale
 import scratchfs
-from measure import DISTURBED, TOOLS, MiB, Run, Series, fresh_dir, remove, settle, timed
+from measure import TOOLS, MiB, Run, Series, fresh_dir, remove, settle, timed
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -648,12 +648,15 @@ def main() -> int:
                          f"than this fraction of the CPU (default {measure.QUIET}; 0: never wait)")
     ap.add_argument("--quiet-wait", type=float, default=measure.QUIET_MOST, metavar="SECONDS",
                     help=f"longest wait for quiet before one timed run (default {measure.QUIET_MOST:.0f})")
+    ap.add_argument("--disturbed", type=float, default=measure.DISTURBED, metavar="FRACTION",
+                    help="repeat a run during which others used more than this fraction of the CPU "
+                         f"(default {measure.DISTURBED}; 1: never)")
     ap.add_argument("--seed", type=int, default=corpora.DEFAULT_SEED, help=argparse.SUPPRESS)
     ap.add_argument("--generate-only", action="store_true", help="make the corpora and stop")
     args = ap.parse_args()
 
     runs = args.runs or (2 if args.quick else 5)
-    measure.QUIET, measure.QUIET_MOST = args.quiet, args.quiet_wait
+    measure.QUIET, measure.QUIET_MOST, measure.DISTURBED = args.quiet, args.quiet_wait, args.disturbed
     benches = args.corpus or [b for b in BENCHES if not (args.no_real and (b in REAL_BENCHES or b == "after-delete"))]
     # A quick or partial run must not overwrite the recorded table by accident.
     record = not args.no_record and (args.record or (not args.quick and not args.corpus))
@@ -722,7 +725,7 @@ def main() -> int:
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
             "tools": tools,
             "quiet": args.quiet,
-            "disturbed": DISTURBED,
+            "disturbed": measure.DISTURBED,
             "seed": args.seed,
             "generator_version": corpora.GENERATOR_VERSION,
             "restore_fs": DEST_INFO,
