@@ -22,6 +22,7 @@ import platform
 import subprocess
 import sys
 import time
+import traceback
 import uuid
 from pathlib import Path
 
@@ -763,39 +764,51 @@ def run_benches(benches: list[str], ferry: Ferry, stamps: dict, runs: int, args,
         if b in stamps and stamps[b] is None:
             results[b] = {"bench": b, "skipped": "its corpus could not be built here"}
             continue
-        if b in CACHE_BENCHES:
-            res = bench_cache(b, ferry, stamps[b], runs, gzip=not args.no_gzip and b not in REAL_BENCHES)
-        elif b in ("workspace", "artifacts", "artifacts-30k"):
-            command = "workspace" if b == "workspace" else "artifacts"
-            ok, why = ferry.supports(command)
-            if not ok:
-                log(f"  skipped: {why} (this ferry has no `{command}` command yet)")
-                results[b] = {"bench": b, "skipped": why}
-                continue
-            if b == "artifacts-30k":
-                res = scale.bench_artifacts_scale(ferry, runs, DEST)
-            else:
-                res = (bench_workspace if b == "workspace" else bench_artifacts)(ferry, stamps[b], runs)
-        elif b == "lookup":
-            seaweed = None
-            if not args.no_seaweedfs:
-                seaweed = scale.SeaweedFS(WORK / "seaweedfs", WORK / "seaweedfs" / "venv")
-                why = seaweed.install()
-                if why:
-                    log(f"  SeaweedFS not measured: {why}")
-                    seaweed = None
-            res = scale.bench_lookup(ferry, runs, DEST, WORK, seaweed, args.lookup_fill)
-            res["restore_fs"] = DEST_INFO
-        elif b == "after-delete":
-            res = afterdelete.bench_after_delete(ferry, stamps[b], runs, WORK)
-        else:
-            raise AssertionError(b)
+        try:
+            res = run_bench(b, ferry, stamps, runs, args)
+        except (RuntimeError, OSError, ValueError, KeyError, subprocess.SubprocessError) as e:
+            # One lane's failure (a server that would not start, a binary without a command)
+            # must not cost the others' measurements.
+            log(f"  {b} failed: {e!r}")
+            log("".join(traceback.format_exc()).rstrip())
+            res = {"bench": b, "skipped": f"failed: {e!r}"[:500]}
         res["measured"] = {"commit": meta["commit"], "date": meta["date"], "runs": runs,
                            "load_average": [round(x, 2) for x in load],
                            "load_average_after": [round(x, 2) for x in os.getloadavg()],
                            "minutes": round((time.monotonic() - t0) / 60, 1)}
         results[b] = res
     return results
+
+
+def run_bench(b: str, ferry: Ferry, stamps: dict, runs: int, args) -> dict:
+    """Runs benchmark or lane `b`; its results."""
+    if b in CACHE_BENCHES:
+        res = bench_cache(b, ferry, stamps[b], runs, gzip=not args.no_gzip and b not in REAL_BENCHES)
+    elif b in ("workspace", "artifacts", "artifacts-30k"):
+        command = "workspace" if b == "workspace" else "artifacts"
+        ok, why = ferry.supports(command)
+        if not ok:
+            log(f"  skipped: {why} (this ferry has no `{command}` command yet)")
+            return {"bench": b, "skipped": why}
+        if b == "artifacts-30k":
+            res = scale.bench_artifacts_scale(ferry, runs, DEST)
+        else:
+            res = (bench_workspace if b == "workspace" else bench_artifacts)(ferry, stamps[b], runs)
+    elif b == "lookup":
+        seaweed = None
+        if not args.no_seaweedfs:
+            seaweed = scale.SeaweedFS(WORK / "seaweedfs", WORK / "seaweedfs" / "venv")
+            why = seaweed.install()
+            if why:
+                log(f"  SeaweedFS not measured: {why}")
+                seaweed = None
+        res = scale.bench_lookup(ferry, runs, DEST, WORK, seaweed, args.lookup_fill)
+        res["restore_fs"] = DEST_INFO
+    elif b == "after-delete":
+        res = afterdelete.bench_after_delete(ferry, stamps[b], runs, WORK)
+    else:
+        raise AssertionError(b)
+    return res
 
 
 if __name__ == "__main__":

@@ -20,12 +20,17 @@ struct Health {
 struct BadPattern;
 
 async fn health() -> Json<Health> {
-    Json(Health { id: uuid::Uuid::new_v4(), now: chrono::Utc::now() })
+    Json(Health {
+        id: uuid::Uuid::new_v4(),
+        now: chrono::Utc::now(),
+    })
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let args = Args::parse();
     let _re = regex::Regex::new(r"^/v\d+/").map_err(|_| BadPattern)?;
     let _client = reqwest::Client::builder().build()?;

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Where a `ferry cache restore` spends its time: perf, strace and rusage of one restore.
 
-    python3 bench/profile.py                          # cargo-real, the slow case
-    python3 bench/profile.py --corpus npm-real --ferry target/release/ferry
-    python3 bench/profile.py --no-perf                # strace and rusage only
+    python3 bench/profile_restore.py                          # cargo-real, the slow case
+    python3 bench/profile_restore.py --corpus npm-real --ferry target/release/ferry
+    python3 bench/profile_restore.py --no-perf                # strace and rusage only
 
 The restore goes into an empty folder on a journaled ext4 made for the run (as in run.py),
 from a local store holding the corpus, with the store in the page cache. Each tool runs on
@@ -21,9 +21,11 @@ kernel symbols need root or kptr_restrict=0).
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import datetime as dt
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -43,6 +45,53 @@ def sh(argv, cwd=None, env=None, out: Path | None = None) -> subprocess.Complete
     if out is not None:
         out.write_text(p.stdout + ("\n--- stderr ---\n" + p.stderr if p.stderr.strip() else ""))
     return p
+
+
+def threads_table(path: Path) -> list[str]:
+    """Markdown rows: per thread of ferry, its share of the samples and hottest symbols."""
+    share: dict[int, float] = collections.Counter()
+    syms: dict[int, list[str]] = collections.defaultdict(list)
+    for ln in path.read_text().splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+(\d+):(\S+)\s+\[(.)\]\s+(.*)$", ln)
+        if not m or m.group(3) not in ("tokio-rt-worker", "ferry"):
+            continue
+        tid, pct = int(m.group(2)), float(m.group(1))
+        share[tid] += pct
+        if len(syms[tid]) < 5:
+            kind = "k" if m.group(4) == "k" else "u"
+            syms[tid].append(f"{m.group(5).strip()[:60]} ({kind}) {pct:.1f}%")
+    rows = ["| thread | share of samples (symbols over 0.2%) | hottest symbols |", "|---|--:|---|"]
+    for rank, tid in enumerate(sorted(share), 1):
+        rows.append(f"| #{rank} ({tid}) | {share[tid]:.1f}% | {'; '.join(syms[tid])} |")
+    return rows
+
+
+def sched_table(text: str) -> list[str]:
+    """Markdown rows: per thread of the ferry process, run, blocked and runnable time."""
+    pat = re.compile(r"^\s*([\d.]+)\s+\[\d+\]\s+(.+?)\[(\d+)(?:/(\d+))?\]\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)")
+    rows = []
+    for ln in text.splitlines():
+        m = pat.match(ln)
+        if m:
+            t, name, tid, pid, wait, delay, run = m.groups()
+            rows.append((float(t), name, int(tid), int(pid or tid), float(wait), float(delay), float(run)))
+    pids = {r[3] for r in rows if r[1] == "ferry"}
+    acc: dict[int, list[float]] = {}
+    for t, name, tid, pid, wait, delay, run in rows:
+        if pid not in pids:
+            continue
+        a = acc.setdefault(tid, [t, t, 0.0, 0.0, 0.0])
+        a[0], a[1] = min(a[0], t - (wait + delay + run) / 1000), max(a[1], t)
+        a[2] += run
+        a[3] += wait
+        a[4] += delay
+    out = ["| thread | lifetime | run | blocked | runnable |", "|---|--:|--:|--:|--:|"]
+    for rank, tid in enumerate(sorted(acc), 1):
+        first, last, run, wait, delay = acc[tid]
+        out.append(f"| #{rank} ({tid}) | {(last - first) * 1000:.0f} ms | {run:.0f} ms | {wait:.0f} ms | {delay:.0f} ms |")
+    tot = [sum(a[i] for a in acc.values()) for i in (2, 3, 4)]
+    out.append(f"| all | | {tot[0]:.0f} ms | {tot[1]:.0f} ms | {tot[2]:.0f} ms |")
+    return out
 
 
 def main() -> int:
@@ -137,11 +186,15 @@ def main() -> int:
                 rep("perf-callers.txt", "--no-children", "--sort", "sym", "-g", "caller,0.5,callee,function,percent",
                     "--percent-limit", "2")
                 rep("perf-children.txt", "--children", "--sort", "sym", "-g", "none", "--percent-limit", "3")
+                rep("perf-by-tid-symbol.txt", "--no-children", "--sort", "pid,sym", "-g", "none", "--percent-limit", "0.2")
 
                 def table(name: str, n: int) -> list[str]:
                     rows = [ln for ln in (out / name).read_text().splitlines() if ln.strip() and not ln.startswith("#")]
                     return rows[:n]
-                summary += ["## perf: CPU samples by thread", "", "```", *table("perf-by-thread.txt", 15), "```", "",
+                summary += ["## perf: CPU samples by thread, with each thread's hottest symbols", "",
+                            "Threads are numbered in the order they were created (every thread of ferry "
+                            "is called tokio-rt-worker, since threads inherit their creator's name).", "",
+                            *threads_table(out / "perf-by-tid-symbol.txt"), "",
                             "## perf: by thread and shared object", "", "```", *table("perf-by-dso.txt", 20), "```", "",
                             "## perf: hottest symbols (self time, by thread)", "", "```",
                             *table("perf-by-symbol.txt", 45), "```", "",
@@ -149,6 +202,16 @@ def main() -> int:
                             *table("perf-children.txt", 45), "```", ""]
             else:
                 summary += ["perf record failed: " + rec.stderr.strip()[-500:], ""]
+        if have_perf:
+            d = fresh()
+            sd = out / "sched.data"
+            sh(["perf", "sched", "record", "-o", str(sd), "--", *restore], cwd=d, env=ferry.env)
+            if sd.exists():
+                th = sh(["perf", "sched", "timehist", "-i", str(sd)], out=out / "sched-timehist.txt")
+                summary += ["## Scheduler: where each thread's time went (`perf sched timehist`, another restore)", "",
+                            "run: on a CPU; blocked: asleep until woken (a full or empty queue, a lock, I/O); "
+                            "runnable: woken but waiting for a CPU (the machine was busy).", "",
+                            *sched_table(th.stdout), ""]
         if (dest_root / "restore").exists():
             subprocess.run(["rm", "-rf", str(dest_root / "restore")], check=True)
     subprocess.run(["rm", "-rf", str(store)], check=True)
