@@ -102,6 +102,9 @@ def main() -> int:
     ap.add_argument("--no-ext4", action="store_true", help="restore into bench/work on the root file system")
     ap.add_argument("--no-perf", action="store_true")
     ap.add_argument("--freq", type=int, default=1999, help="perf sampling frequency (Hz)")
+    ap.add_argument("--after-delete", type=int, default=0, metavar="COPIES",
+                    help="before each profiled restore, copy the corpus COPIES times on the root file system "
+                         "and delete the copies, then restore there (implies --no-ext4): the after-delete lane")
     args = ap.parse_args()
 
     if args.corpus in realtrees.REAL:
@@ -129,7 +132,8 @@ def main() -> int:
                f"{[round(x, 2) for x in os.getloadavg()]}.", ""]
 
     with contextlib.ExitStack() as stack:
-        why = "--no-ext4" if args.no_ext4 else scratchfs.why_unavailable()
+        why = ("--after-delete" if args.after_delete else "--no-ext4" if args.no_ext4
+               else scratchfs.why_unavailable())
         if why is None:
             fs = scratchfs.LoopExt4(harness.WORK / "scratch-ext4")
             dest_root = stack.enter_context(fs)
@@ -137,12 +141,22 @@ def main() -> int:
         else:
             dest_root = harness.WORK / "profile-dest"
             summary.append(f"Restored into {dest_root} on the root file system ({why}).")
+            if args.after_delete:
+                summary.append(f"Right before each profiled restore, {args.after_delete} copies of the corpus "
+                               "(and the previous restore) were deleted there.")
         summary.append("")
 
         def fresh() -> Path:
             d = dest_root / "restore"
-            if d.exists():
-                subprocess.run(["rm", "-rf", str(d)], check=True)
+            doomed = [d] if d.exists() else []
+            for i in range(args.after_delete):
+                v = harness.WORK / "profile-victims" / str(i)
+                v.mkdir(parents=True)
+                subprocess.run(["cp", "-a", "--parents", *paths, str(v)], cwd=src, check=True)
+                doomed.append(v)
+            os.sync()
+            if doomed:
+                subprocess.run(["rm", "-rf", *map(str, doomed)], check=True)
             d.mkdir(parents=True)
             os.sync()
             measure.prewarm([store, exe])
