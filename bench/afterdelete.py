@@ -114,8 +114,12 @@ def bench_after_delete(ferry, stamp: dict, runs: int, work: Path, copies_first: 
     for name, v in series.items():
         ok = [r for r in s[name].runs if r.ok]
         v["median_user_seconds"] = measure.median([sum(r.cpu) - sum(r.extra.get("sys") or [0]) for r in ok])
-    f, z = series["ferry restore"]["median_seconds"], series["zstd -d|tar restore"]["median_seconds"]
-    x = f / z if f and z else None
+    # Rounds differ (inodes freed by earlier rounds are still recent in later ones), so
+    # ferry is compared with tar within each round, and the median of those ratios is taken.
+    per_round = [r["runs"]["ferry restore"]["wall"] / r["runs"]["zstd -d|tar restore"]["wall"]
+                 for r in rounds if "ferry restore" in r["runs"] and "zstd -d|tar restore" in r["runs"]
+                 and r["runs"]["zstd -d|tar restore"]["wall"] > 0]
+    x = measure.median(per_round)
     return {
         "bench": "after-delete",
         "corpus": {k: stamp[k] for k in ("name", "files", "bytes", "entries", "digest") if k in stamp},
@@ -123,7 +127,9 @@ def bench_after_delete(ferry, stamp: dict, runs: int, work: Path, copies_first: 
         "series": series,
         "rounds": rounds,
         "notes": notes,
-        "targets": [{"target": "restore right after a mass deletion vs zstd -d|tar -x", "value": x,
+        "ratios_by_round": [round(v, 3) for v in per_round],
+        "targets": [{"target": "restore right after a mass deletion vs zstd -d|tar -x (median of each round's ratio)",
+                     "value": x,
                      "limit": f"≤ {VS_TAR_MAX}", "pass": None if x is None else x <= VS_TAR_MAX, "format": "ratio"}],
     }
 

@@ -283,6 +283,8 @@ def after_delete_md(res: dict | None) -> list[str]:
                 each.append(f"{x['wall']:.2f}/{x['sys']:.2f} s #{rnd['order'].index(k) + 1}")
         out.append(f"| {esc(k)} | {secs(v['median_seconds'])} | {secs(v.get('median_user_seconds'))} | "
                    f"{secs(v.get('median_sys_seconds'))} | {'; '.join(each)} |")
+    if res.get("ratios_by_round"):
+        out += ["", "ferry / `zstd -d | tar -x` in each round: " + ", ".join(f"{x:.2f}" for x in res["ratios_by_round"]) + "."]
     out += _targets_md(res)
     out += [f"- {n}" for n in res.get("notes", [])]
     return out
