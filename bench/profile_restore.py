@@ -47,20 +47,23 @@ def sh(argv, cwd=None, env=None, out: Path | None = None) -> subprocess.Complete
     return p
 
 
-def threads_table(path: Path) -> list[str]:
+def threads_table(by_tid: Path, by_tid_sym: Path) -> list[str]:
     """Markdown rows: per thread of ferry, its share of the samples and hottest symbols."""
     share: dict[int, float] = collections.Counter()
     syms: dict[int, list[str]] = collections.defaultdict(list)
-    for ln in path.read_text().splitlines():
+    for ln in by_tid.read_text().splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+(\d+):(\S+)\s*$", ln)
+        if m and m.group(3) in ("tokio-rt-worker", "ferry"):
+            share[int(m.group(2))] += float(m.group(1))
+    for ln in by_tid_sym.read_text().splitlines():
         m = re.match(r"\s*([\d.]+)%\s+(\d+):(\S+)\s+\[(.)\]\s+(.*)$", ln)
         if not m or m.group(3) not in ("tokio-rt-worker", "ferry"):
             continue
         tid, pct = int(m.group(2)), float(m.group(1))
-        share[tid] += pct
         if len(syms[tid]) < 5:
             kind = "k" if m.group(4) == "k" else "u"
             syms[tid].append(f"{m.group(5).strip()[:60]} ({kind}) {pct:.1f}%")
-    rows = ["| thread | share of samples (symbols over 0.2%) | hottest symbols |", "|---|--:|---|"]
+    rows = ["| thread | share of CPU samples | hottest symbols |", "|---|--:|---|"]
     for rank, tid in enumerate(sorted(share), 1):
         rows.append(f"| #{rank} ({tid}) | {share[tid]:.1f}% | {'; '.join(syms[tid])} |")
     return rows
@@ -125,6 +128,9 @@ def main() -> int:
         print("ferry cache save failed: " + r.failure())
         return 1
     restore = ferry.argv(store, "cache", "restore", "--key", key)
+    ref_zst = out / "ref.tar.zst"
+    subprocess.run(f"tar --posix -cf - {' '.join(paths)} | zstd -T0 -3 -q -f -o {ref_zst}", shell=True,
+                   cwd=src, check=True)
     have_perf = not args.no_perf and shutil.which("perf") is not None
     summary = [f"# Profile of `ferry cache restore` of {args.corpus}", "",
                f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}, commit `{harness.git_commit()}`, binary sha256 "
@@ -201,6 +207,7 @@ def main() -> int:
                     "--percent-limit", "2")
                 rep("perf-children.txt", "--children", "--sort", "sym", "-g", "none", "--percent-limit", "3")
                 rep("perf-by-tid-symbol.txt", "--no-children", "--sort", "pid,sym", "-g", "none", "--percent-limit", "0.2")
+                rep("perf-by-tid.txt", "--no-children", "--sort", "pid", "-g", "none")
 
                 def table(name: str, n: int) -> list[str]:
                     rows = [ln for ln in (out / name).read_text().splitlines() if ln.strip() and not ln.startswith("#")]
@@ -208,7 +215,7 @@ def main() -> int:
                 summary += ["## perf: CPU samples by thread, with each thread's hottest symbols", "",
                             "Threads are numbered in the order they were created (every thread of ferry "
                             "is called tokio-rt-worker, since threads inherit their creator's name).", "",
-                            *threads_table(out / "perf-by-tid-symbol.txt"), "",
+                            *threads_table(out / "perf-by-tid.txt", out / "perf-by-tid-symbol.txt"), "",
                             "## perf: by thread and shared object", "", "```", *table("perf-by-dso.txt", 20), "```", "",
                             "## perf: hottest symbols (self time, by thread)", "", "```",
                             *table("perf-by-symbol.txt", 45), "```", "",
@@ -226,9 +233,36 @@ def main() -> int:
                             "run: on a CPU; blocked: asleep until woken (a full or empty queue, a lock, I/O); "
                             "runnable: woken but waiting for a CPU (the machine was busy).", "",
                             *sched_table(th.stdout), ""]
+        if have_perf:
+            d = fresh()
+            od = out / "offcpu.data"
+            sh(["perf", "record", "-e", "sched:sched_switch", "--call-graph", "dwarf,8192", "-o", str(od),
+                "--", *restore], cwd=d, env=ferry.env)
+            if od.exists():
+                sh(["perf", "report", "-i", str(od), "--stdio", "--no-children", "--sort", "pid", "-g", "none"],
+                   out=out / "offcpu-by-tid.txt")
+                rep2 = sh(["perf", "report", "-i", str(od), "--stdio", "--no-children", "--sort", "pid,sym",
+                           "-g", "caller,2,callee,function,percent", "--percent-limit", "4"],
+                          out=out / "offcpu-stacks.txt")
+                body = [ln for ln in rep2.stdout.splitlines() if not ln.startswith("#")]
+                summary += ["## Off-CPU: where threads block (`perf record -e sched:sched_switch`, by count)", "",
+                            "Each sample is one switch away from the CPU, with the stack that led to it; "
+                            "offcpu-stacks.txt has them all.", "", "```",
+                            *[ln for ln in (out / "offcpu-by-tid.txt").read_text().splitlines()
+                              if ln.strip() and not ln.startswith("#")][:14], "```", "", "```",
+                            *body[:140], "```", ""]
+        for ref, argv, cwd in (("zstd -d | tar -x", ["sh", "-c", f"zstd -d -c -q {ref_zst} | tar -xf -"], None),
+                               ("cp -a", ["cp", "-a", "--parents", *paths], src)):
+            d = fresh()
+            a = argv if cwd is None else [*argv, str(d)]
+            measure.prewarm([ref_zst])
+            p = sh(["/usr/bin/time", "-v", *a], cwd=cwd or d)
+            lines = [ln.strip() for ln in p.stderr.splitlines() if ln.strip().startswith(wanted)]
+            summary += [f"## For comparison: `{ref}` of the same tree, same place (GNU time -v)", "",
+                        *[f"- {ln}" for ln in lines], ""]
         if (dest_root / "restore").exists():
             subprocess.run(["rm", "-rf", str(dest_root / "restore")], check=True)
-    subprocess.run(["rm", "-rf", str(store)], check=True)
+    subprocess.run(["rm", "-rf", str(store), str(ref_zst)], check=True)
     (out / "summary.md").write_text("\n".join(summary) + "\n")
     print("\n".join(summary))
     print(f"\nprofile: everything in {out.relative_to(harness.REPO)}")

@@ -58,7 +58,7 @@ REAL = {
                 "clap, tracing, ...): its `target/` and the `registry/` of a private CARGO_HOME",
     },
 }
-BUILD_VERSION = 1  # bump when the way a corpus is built changes
+BUILD_VERSION = 2  # bump when the way a corpus is built changes
 
 
 def available(name: str) -> tuple[bool, str]:
@@ -97,6 +97,19 @@ def entries(root: Path, paths: list[str]) -> dict[str, tuple]:
     return out
 
 
+def hard_links(root: Path, paths: list[str]) -> dict:
+    """Regular files with more than one name (cargo hard-links the binaries it uplifts)."""
+    n = size = 0
+    for p in paths:
+        for dirpath, _, files in os.walk(root / p):
+            for f in files:
+                st = os.lstat(os.path.join(dirpath, f))
+                if st.st_nlink > 1 and not os.path.islink(os.path.join(dirpath, f)):
+                    n += 1
+                    size += st.st_size
+    return {"files": n, "bytes": size}
+
+
 def stat_counts(root: Path, paths: list[str]) -> tuple[int, int]:
     files = total = 0
     for p in paths:
@@ -122,6 +135,11 @@ def _build(name: str, root: Path, log) -> None:
         argv = ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel", "error",
                 "--cache", str(corpora.CORPORA_DIR / ".npm-cache")]
     else:
+        # From scratch, so the corpus is what the recipe makes and not the leftovers of an
+        # earlier build (a rebuild adds a second incremental session hard-linked to the first).
+        for d in ("target", "cargo-home"):
+            if (root / d).exists():
+                shutil.rmtree(root / d)
         # A private CARGO_HOME: the registry sources are part of the corpus, and the
         # developer's ~/.cargo is neither read nor changed.
         env["CARGO_HOME"] = str(root / "cargo-home")
@@ -176,6 +194,7 @@ def ensure(name: str, base: Path = corpora.CORPORA_DIR, log=print, force: bool =
         "dirs": sum(1 for e in es.values() if e[0] == "d"),
         "symlinks": sum(1 for e in es.values() if e[0] == "l"),
         "largest_files": sizes[-5:][::-1],
+        "hard_linked_files": hard_links(root, spec["paths"]),
         "files_over_1mib": sum(1 for s in sizes if s > 1 << 20),
         "bytes_in_files_over_1mib": sum(s for s in sizes if s > 1 << 20),
         "digest": corpora.digest_of(es, with_mtime=False),
