@@ -38,6 +38,9 @@ import run as harness
 import scratchfs
 
 OUT = harness.WORK / "profile"
+# perf.data with stacks grows fast (a restore right after a mass deletion switches threads
+# hundreds of thousands of times); a cap keeps it from filling the disk.
+MAX_PERF_DATA = "400M"
 
 
 def sh(argv, cwd=None, env=None, out: Path | None = None) -> subprocess.CompletedProcess:
@@ -105,6 +108,7 @@ def main() -> int:
     ap.add_argument("--no-ext4", action="store_true", help="restore into bench/work on the root file system")
     ap.add_argument("--no-perf", action="store_true")
     ap.add_argument("--freq", type=int, default=1999, help="perf sampling frequency (Hz)")
+    ap.add_argument("--keep-data", action="store_true", help="keep perf.data and the other recordings (hundreds of MB)")
     ap.add_argument("--after-delete", type=int, default=0, metavar="COPIES",
                     help="before each profiled restore, copy the corpus COPIES times on the root file system "
                          "and delete the copies, then restore there (implies --no-ext4): the after-delete lane")
@@ -158,8 +162,12 @@ def main() -> int:
             for i in range(args.after_delete):
                 v = harness.WORK / "profile-victims" / str(i)
                 v.mkdir(parents=True)
-                subprocess.run(["cp", "-a", "--parents", *paths, str(v)], cwd=src, check=True)
                 doomed.append(v)
+                try:
+                    subprocess.run(["cp", "-a", "--parents", *paths, str(v)], cwd=src, check=True)
+                except subprocess.CalledProcessError:
+                    subprocess.run(["rm", "-rf", *map(str, doomed)])
+                    raise
             os.sync()
             if doomed:
                 subprocess.run(["rm", "-rf", *map(str, doomed)], check=True)
@@ -196,7 +204,8 @@ def main() -> int:
                                                     if ln.strip() and not ln.startswith("#")], "```", ""]
             d = fresh()
             data = out / "perf.data"
-            rec = sh(["perf", "record", "-F", str(args.freq), "--call-graph", "dwarf,16384", "-o", str(data),
+            rec = sh(["perf", "record", "-F", str(args.freq), "--call-graph", "dwarf,16384", "--max-size", MAX_PERF_DATA,
+                      "-o", str(data),
                       "--", *restore], cwd=d, env=ferry.env)
             if data.exists():
                 rep = lambda name, *a: sh(["perf", "report", "-i", str(data), "--stdio", *a], out=out / name)
@@ -236,7 +245,8 @@ def main() -> int:
         if have_perf:
             d = fresh()
             od = out / "offcpu.data"
-            sh(["perf", "record", "-e", "sched:sched_switch", "--call-graph", "dwarf,8192", "-o", str(od),
+            sh(["perf", "record", "-e", "sched:sched_switch", "--call-graph", "dwarf,8192", "--max-size", MAX_PERF_DATA,
+                "-o", str(od),
                 "--", *restore], cwd=d, env=ferry.env)
             if od.exists():
                 sh(["perf", "report", "-i", str(od), "--stdio", "--no-children", "--sort", "pid", "-g", "none"],
@@ -263,6 +273,9 @@ def main() -> int:
         if (dest_root / "restore").exists():
             subprocess.run(["rm", "-rf", str(dest_root / "restore")], check=True)
     subprocess.run(["rm", "-rf", str(store), str(ref_zst)], check=True)
+    if not args.keep_data:
+        for f in ("perf.data", "offcpu.data", "sched.data"):
+            (out / f).unlink(missing_ok=True)
     (out / "summary.md").write_text("\n".join(summary) + "\n")
     print("\n".join(summary))
     print(f"\nprofile: everything in {out.relative_to(harness.REPO)}")
