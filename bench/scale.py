@@ -97,7 +97,12 @@ def fill_caches(ferry, store: Path, work: Path, n: int, how: str) -> dict:
     r = ferry.run(tmpl_store, "cache", "save", "--key", "template", "--path", "deps", cwd=src)
     if not r.ok:
         raise RuntimeError("ferry cache save of the template failed: " + r.failure())
-    [mpath] = list((tmpl_store / "ferry-v1" / PROJECT / "caches" / "keys").glob("*.json"))
+    found = list((tmpl_store / "ferry-v1" / PROJECT / "caches" / "keys").glob("*.json"))
+    if len(found) != 1:
+        raise RuntimeError(f"the template save left {len(found)} manifests where docs/FORMAT.md puts them "
+                           f"({tmpl_store}/ferry-v1/{PROJECT}/caches/keys/); has the store format changed? "
+                           "--lookup-fill ferry saves the caches with ferry instead")
+    mpath = found[0]
     tmpl = json.loads(mpath.read_text())
     data_file = tmpl_store / tmpl["data"]["path"]
     keys_dir = store / "ferry-v1" / PROJECT / "caches" / "keys"
