@@ -6,6 +6,7 @@
 //! `ferry-v1/<project>/artifacts/runs/<run>/<job>/<name>.json` is the manifest of one stored
 //! path and `ferry-v1/<project>/artifacts/data/<id>/<file name>` its bytes.
 
+mod browse;
 mod download;
 mod ls;
 mod retention;
@@ -19,6 +20,7 @@ use ferry_core::trust::sign::Trust;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
+pub use browse::{Folder, JobSummary, RunSummary, Stored, SubFolder, browse, find, runs};
 pub use download::{DownloadOutcome, DownloadRequest, download};
 pub use ls::{ArtifactEntry, link, list};
 pub use retention::Artifacts;

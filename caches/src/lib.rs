@@ -9,6 +9,7 @@
 //! bucket policy can keep a job's writes inside its own scope.
 
 mod manage;
+mod page;
 mod restore;
 mod retention;
 mod save;
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub use ferry_core::paths::PathContext;
 pub use manage::{CacheEntry, Listing, list, remove};
+pub use page::{Page, PageQuery, SortBy, page};
 pub use restore::{Hit, RestoreOutcome, RestoreRequest, restore};
 pub use retention::Caches;
 pub use save::{SaveOutcome, SaveRequest, save};

@@ -53,56 +53,73 @@ pub async fn list(
         .filter(|(_, info)| manifest::name_may_start_with(info.name(), prefix))
         .map(|(scope, info)| (scope, info.path))
         .collect();
-    let results: Vec<Result<Result<Option<CacheEntry>, String>, CacheError>> =
-        futures::stream::iter(wanted)
-            .map(|(scope, rel)| async move {
-                let r = match crate::read_for_lookup(store, &rel).await? {
-                    Lookup::Found(r) => r,
-                    Lookup::Gone => return Ok(Ok(None)),
-                    Lookup::Unusable(w) => return Ok(Err(w)),
-                };
-                let m = r.manifest;
-                let layout = Layout::new(project, scope.as_deref());
-                let used: Option<Used> = store
-                    .read(&layout.used(&m.body.key))
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|b| serde_json::from_slice(&b).ok());
-                let expires = match (&m.expires, &used) {
-                    (Some(e), Some(u)) => Some((*e).max(u.expires)),
-                    (e, _) => *e,
-                };
-                Ok(Ok(Some(CacheEntry {
-                    key: m.body.key,
-                    scope,
-                    bytes: m.data.size,
-                    files: m.body.tree.files,
-                    unpacked_bytes: m.body.tree.unpacked_bytes,
-                    created: m.created,
-                    last_used: used.map(|u| u.last_used),
-                    expires,
-                    compression: m.body.tree.compression,
-                    signed_by: m.signature.map(|s| s.key),
-                    trusted: trust.trusted.as_ref().map(|k| k.verify(&r.bytes).is_ok()),
-                })))
-            })
-            // Each read is a round trip on a remote store: more of them in flight there.
-            .buffer_unordered(if store.is_remote() { 64 } else { 16 })
-            .collect()
-            .await;
+    let results: Vec<Result<Read, CacheError>> = futures::stream::iter(wanted)
+        .map(|(scope, rel)| async move { read_entry(store, project, scope, &rel, trust).await })
+        // Each read is a round trip on a remote store: more of them in flight there.
+        .buffer_unordered(if store.is_remote() { 64 } else { 16 })
+        .collect()
+        .await;
     let mut caches = Vec::new();
     let mut warnings = Vec::new();
     for r in results {
         match r? {
-            Ok(Some(e)) if e.key.starts_with(prefix) => caches.push(e),
-            Ok(_) => {}
-            Err(w) => warnings.push(w),
+            Read::Entry(e) if e.key.starts_with(prefix) => caches.push(e),
+            Read::Entry(_) | Read::Gone => {}
+            Read::Unusable(w) => warnings.push(w),
         }
     }
     caches.sort_by_key(|e| std::cmp::Reverse(e.created));
     warnings.sort();
     Ok(Listing { caches, warnings })
+}
+
+/// What reading one listed manifest gave.
+pub(crate) enum Read {
+    Entry(CacheEntry),
+    /// Listed, then deleted before it was read.
+    Gone,
+    /// Unreadable or of another format: the warning that says so.
+    Unusable(String),
+}
+
+/// Reads the manifest at `rel` (of `scope`) and its used marker as `ls` shows them.
+pub(crate) async fn read_entry(
+    store: &Store,
+    project: &str,
+    scope: Option<String>,
+    rel: &str,
+    trust: &Trust,
+) -> Result<Read, CacheError> {
+    let r = match crate::read_for_lookup(store, rel).await? {
+        Lookup::Found(r) => r,
+        Lookup::Gone => return Ok(Read::Gone),
+        Lookup::Unusable(w) => return Ok(Read::Unusable(w)),
+    };
+    let m = r.manifest;
+    let layout = Layout::new(project, scope.as_deref());
+    let used: Option<Used> = store
+        .read(&layout.used(&m.body.key))
+        .await
+        .ok()
+        .flatten()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let expires = match (&m.expires, &used) {
+        (Some(e), Some(u)) => Some((*e).max(u.expires)),
+        (e, _) => *e,
+    };
+    Ok(Read::Entry(CacheEntry {
+        key: m.body.key,
+        scope,
+        bytes: m.data.size,
+        files: m.body.tree.files,
+        unpacked_bytes: m.body.tree.unpacked_bytes,
+        created: m.created,
+        last_used: used.map(|u| u.last_used),
+        expires,
+        compression: m.body.tree.compression,
+        signed_by: m.signature.map(|s| s.key),
+        trusted: trust.trusted.as_ref().map(|k| k.verify(&r.bytes).is_ok()),
+    }))
 }
 
 /// Removes the given keys of a scope: manifest first (so the entry is gone at once), then

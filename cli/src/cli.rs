@@ -62,6 +62,8 @@ pub enum Command {
     Prune(PruneArgs),
     /// Print what a key template renders to here
     Key(KeyArgs),
+    /// Serve a local web page that shows the store: caches, workspace graphs, artifacts, usage
+    Ui(UiArgs),
     /// Print a new ed25519 key pair for signed entries (FERRY_SIGNING_KEY, FERRY_TRUSTED_KEYS)
     Keygen,
 }
@@ -318,6 +320,19 @@ pub struct PruneArgs {
     /// After expiry, evict least-recently-used caches until they fit in SIZE (e.g. 10GB)
     #[arg(long, value_name = "SIZE")]
     pub max_cache_size: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UiArgs {
+    /// Address to listen on; anything but loopback requires the token printed at start
+    #[arg(long, env = ev::FERRY_UI_LISTEN, value_name = "ADDR:PORT", default_value = "127.0.0.1:8421")]
+    pub listen: String,
+    /// Open the page in the default browser
+    #[arg(long)]
+    pub open: bool,
+    /// Allow deleting caches from the page (read-only without it)
+    #[arg(long)]
+    pub allow_delete: bool,
 }
 
 #[derive(Debug, Args)]

@@ -38,6 +38,8 @@ pub enum CliError {
     Artifacts(#[from] ArtifactError),
     #[error(transparent)]
     Retention(#[from] RetentionError),
+    #[error(transparent)]
+    Ui(#[from] ferry_ui::UiError),
     #[error("no cache matched key {key:?}{} (--fail-on-miss)", if restore_keys.is_empty() { String::new() } else { format!(" or restore keys {restore_keys:?}") })]
     CacheMiss {
         key: String,
@@ -133,6 +135,7 @@ impl CliError {
                 | ArtifactError::Internal(_) => ExitCode::Error,
             },
             CliError::Retention(RetentionError::Store { .. }) => ExitCode::Error,
+            CliError::Ui(_) => ExitCode::Error,
             CliError::CacheMiss { .. } => ExitCode::CacheMiss,
             CliError::UntrustedMiss { .. } => ExitCode::Integrity,
             CliError::GithubOutput(_) | CliError::Runtime(_) => ExitCode::Error,

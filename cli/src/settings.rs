@@ -174,6 +174,11 @@ pub enum Action {
     Prune(PruneRequest),
     /// The key, rendered.
     Key(String),
+    Ui {
+        request: ferry_ui::UiRequest,
+        /// Open the page in the default browser.
+        open: bool,
+    },
     Keygen,
 }
 
@@ -193,15 +198,36 @@ pub fn settle(cli: Cli) -> Result<(Globals, Action), CliError> {
                 .as_deref()
                 .map(units::parse_size)
                 .transpose()?,
-            grace: match globals.env.get(ev::FERRY_PRUNE_GRACE) {
-                Some(g) => units::parse_duration(g)?,
-                None => ferry_core::retention::DEFAULT_GRACE,
-            },
+            grace: prune_grace(&globals.env)?,
         }),
         Command::Key(args) => Action::Key(globals.render(&args.template)?),
+        Command::Ui(args) => Action::Ui {
+            request: ferry_ui::UiRequest {
+                store_url: globals.store_url.clone(),
+                project: globals.project.clone(),
+                listen: args.listen.trim().parse().map_err(|_| {
+                    CliError::Usage(format!(
+                        "--listen {:?} is not an address and port; e.g. 127.0.0.1:8421 (port 0 picks a free one)",
+                        args.listen
+                    ))
+                })?,
+                allow_delete: args.allow_delete,
+                trust: globals.trust.clone(),
+                prune_grace: prune_grace(&globals.env)?,
+            },
+            open: args.open,
+        },
         Command::Keygen => Action::Keygen,
     };
     Ok((globals, action))
+}
+
+/// How old unreferenced data must be before prune deletes it.
+fn prune_grace(env: &Environment) -> Result<Duration, CliError> {
+    Ok(match env.get(ev::FERRY_PRUNE_GRACE) {
+        Some(g) => units::parse_duration(g)?,
+        None => ferry_core::retention::DEFAULT_GRACE,
+    })
 }
 
 /// Lines of a multi-line flag value, trimmed, blank ones dropped.

@@ -54,6 +54,9 @@ env_vars! {
     FERRY_KEEP_ROOT_LINKS = "FERRY_KEEP_ROOT_LINKS";
     /// How old data no manifest references must be before `ferry prune` deletes it (default `6h`): longer than any save runs.
     FERRY_PRUNE_GRACE = "FERRY_PRUNE_GRACE";
+    /// Address `ferry ui` listens on (`--listen`), default `127.0.0.1:8421`; any non-loopback
+    /// address requires the token it prints.
+    FERRY_UI_LISTEN = "FERRY_UI_LISTEN";
     /// Home folder that `~/` paths are saved from and restored into.
     HOME = "HOME";
     /// Base of the default local store (`$XDG_CACHE_HOME/ferry`).

@@ -116,7 +116,7 @@ pub fn project_dir(project: &str) -> String {
 }
 
 /// How long the readable part of an object name may be before it is cut.
-const NAME_CHARS: usize = 160;
+pub const NAME_CHARS: usize = 160;
 
 /// The object name of a key or path: its encoding (cut at [`NAME_CHARS`] on an escape
 /// boundary) then `.` and 16 hex digits of the key's SHA-256, so names stay short enough for

@@ -59,7 +59,11 @@ pub async fn attach(store: &Store, req: AttachRequest) -> Result<AttachOutcome, 
     let started = Instant::now();
     let layout = Layout::new(&req.project, &req.workflow);
     let layers = crate::read_layers(store, &layout, &req.trust).await?;
-    let (selected, missing) = graph::select(&layers, &req.from);
+    let graph::AttachPlan {
+        ordered,
+        conflicts,
+        missing,
+    } = graph::plan_attach(&layers, &req.from);
     if !missing.is_empty() {
         return Err(WorkspaceError::UnknownJob {
             workflow: req.workflow,
@@ -67,8 +71,6 @@ pub async fn attach(store: &Store, req: AttachRequest) -> Result<AttachOutcome, 
             known: crate::job_names(layers.iter()),
         });
     }
-    let ordered = graph::order(&layers, &selected);
-    let conflicts = graph::conflicts(&layers, &ordered);
     if !conflicts.is_empty() {
         return Err(WorkspaceError::Conflict {
             workflow: req.workflow,

@@ -35,6 +35,31 @@ pub struct Conflict {
     pub second: LayerRef,
 }
 
+/// What an attach of the `from` jobs (every layer when empty) does with a run's layers: the
+/// layers it applies in order, the clashes that make it refuse, and the `from` jobs that have
+/// no layer. `attach` decides with this, and so does every view that explains an attach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttachPlan {
+    /// Indexes into the layers, parents before children.
+    pub ordered: Vec<usize>,
+    /// Every clash between the ordered layers; an attach with any writes nothing.
+    pub conflicts: Vec<Conflict>,
+    /// `from` jobs without a layer; an attach with any fails.
+    pub missing: Vec<String>,
+}
+
+/// Plans an attach of `from` over `layers` (sorted by id, as the store lists them).
+pub fn plan_attach(layers: &[LayerManifest], from: &[String]) -> AttachPlan {
+    let (selected, missing) = select(layers, from);
+    let ordered = order(layers, &selected);
+    let conflicts = conflicts(layers, &ordered);
+    AttachPlan {
+        ordered,
+        conflicts,
+        missing,
+    }
+}
+
 /// The layers to apply: with no `from`, all; else those of the `from` jobs and their
 /// ancestors. Returns their indexes into `layers`, and the `from` jobs that have no layer.
 pub(crate) fn select(layers: &[LayerManifest], from: &[String]) -> (Vec<usize>, Vec<String>) {

@@ -10,6 +10,7 @@
 //! `ferry-v1/<project>/workspaces/<workflow>/data/<id>.tar.zst` its archive.
 
 mod attach;
+mod browse;
 mod graph;
 mod list;
 mod persist;
@@ -28,7 +29,8 @@ use ferry_core::trust::sign::Trust;
 use serde::{Deserialize, Serialize};
 
 pub use attach::{AttachOutcome, AttachRequest, attach};
-pub use graph::{Clash, Conflict, LayerRef};
+pub use browse::{RunGraph, RunSummary, inspect, runs};
+pub use graph::{AttachPlan, Clash, Conflict, LayerRef, plan_attach};
 pub use list::{LayerSummary, list};
 pub use persist::{PersistOutcome, PersistRequest, persist};
 pub use retention::Workspaces;

@@ -4,6 +4,7 @@ mod artifacts;
 mod cache;
 mod key;
 mod prune;
+mod ui;
 mod workspace;
 
 use crate::errors::CliError;
@@ -32,5 +33,6 @@ pub async fn run(globals: &Globals, action: Action) -> Result<(), CliError> {
         Action::Prune(request) => prune::run(globals, request).await,
         Action::Key(key) => key::run(globals, &key),
         Action::Keygen => key::keygen(globals),
+        Action::Ui { request, open } => ui::run(globals, request, open).await,
     }
 }

@@ -1,0 +1,205 @@
+//! A page of a project's caches for people browsing a store (`ferry ui`): the names are
+//! listed, and only the manifests of the page are read.
+//!
+//! Object names encode keys (`docs/FORMAT.md`, "Names"), and a listing dates each manifest and
+//! each used marker, so a page sorted by key, creation or last use is chosen from the listing
+//! alone. Sorting by size needs every candidate's manifest, and says so.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use ferry_core::manifest;
+use ferry_core::store::Store;
+use ferry_core::trust::sign::Trust;
+use futures::StreamExt;
+
+use crate::manage::{Read, read_entry};
+use crate::{CacheEntry, CacheError};
+
+/// What a page is ordered by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortBy {
+    /// When the manifest was published (by the store's clock): `ls`'s order.
+    #[default]
+    Created,
+    Key,
+    /// The last restore hit, else the creation: the stalest first when ascending.
+    LastUsed,
+    /// Bytes stored: reads every candidate's manifest.
+    Stored,
+    /// Bytes unpacked: reads every candidate's manifest.
+    Unpacked,
+}
+
+impl SortBy {
+    /// True when this order is known from the listing alone.
+    pub fn from_listing(self) -> bool {
+        matches!(self, SortBy::Created | SortBy::Key | SortBy::LastUsed)
+    }
+}
+
+/// Which page.
+#[derive(Debug, Clone, Default)]
+pub struct PageQuery {
+    /// Only keys starting with this.
+    pub prefix: String,
+    pub sort: SortBy,
+    pub descending: bool,
+    /// Candidates skipped before the page starts.
+    pub offset: usize,
+    pub limit: usize,
+}
+
+/// A page of caches.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub caches: Vec<CacheEntry>,
+    /// Caches whose object names allow the prefix: the count the pages divide. A cut name
+    /// (a key over 160 characters) is counted until its manifest says otherwise.
+    pub total: usize,
+    /// Manifests read to draw the page.
+    pub manifests_read: usize,
+    /// Bytes of cache data written per day (UTC), by the store's dates of the data objects:
+    /// what saves stored, from the listing alone.
+    pub stored_per_day: BTreeMap<NaiveDate, u64>,
+    /// Bytes of every cache data object, whatever key it belongs to.
+    pub data_bytes: u64,
+    pub warnings: Vec<String>,
+}
+
+/// One manifest as listed.
+struct Candidate {
+    scope: Option<String>,
+    path: String,
+    /// The key as far as the name tells it (the whole key unless the name was cut).
+    readable: String,
+    created: DateTime<Utc>,
+    last_used: Option<DateTime<Utc>>,
+}
+
+/// The page of the project's caches (every scope) that `query` asks for.
+///
+/// Lists the project's cache folders once and reads the manifests (and used markers) of the
+/// page only, unless the order is by size, which reads every candidate's. A candidate whose
+/// manifest turns out not to match the prefix (a cut name) is dropped, so a page may hold
+/// fewer than `limit`.
+pub async fn page(
+    store: &Store,
+    project: &str,
+    query: &PageQuery,
+    trust: &Trust,
+) -> Result<Page, CacheError> {
+    let objects = crate::objects(store, project).await?;
+    let mut stored_per_day = BTreeMap::new();
+    let mut data_bytes = 0;
+    for d in &objects.data {
+        *stored_per_day.entry(d.modified.date_naive()).or_insert(0) += d.size;
+        data_bytes += d.size;
+    }
+    // Used markers sit beside their manifests under the same name.
+    let used: HashMap<String, DateTime<Utc>> = objects
+        .used
+        .iter()
+        .map(|u| (u.path.replacen("/used/", "/keys/", 1), u.modified))
+        .collect();
+    let mut candidates: Vec<Candidate> = objects
+        .manifests
+        .into_iter()
+        .filter(|(_, info)| manifest::name_may_start_with(info.name(), &query.prefix))
+        .map(|(scope, info)| {
+            let name = info.name().trim_end_matches(".json");
+            let readable_enc = name.rsplit_once('.').map_or(name, |(r, _)| r);
+            Candidate {
+                readable: ferry_core::paths::decode_part(readable_enc)
+                    .unwrap_or_else(|| readable_enc.to_string()),
+                last_used: used.get(&info.path).copied(),
+                scope,
+                created: info.modified,
+                path: info.path,
+            }
+        })
+        .collect();
+    let total = candidates.len();
+    let mut warnings = Vec::new();
+    let mut manifests_read = 0;
+    let limit = query.limit.max(1);
+
+    let entries = if query.sort.from_listing() {
+        candidates.sort_by(|a, b| {
+            let order = match query.sort {
+                SortBy::Key => a.readable.cmp(&b.readable),
+                SortBy::LastUsed => a
+                    .last_used
+                    .unwrap_or(a.created)
+                    .cmp(&b.last_used.unwrap_or(b.created)),
+                _ => a.created.cmp(&b.created),
+            };
+            order.then_with(|| a.path.cmp(&b.path))
+        });
+        if query.descending {
+            candidates.reverse();
+        }
+        // Read the page's manifests; read on past it only for candidates a manifest drops.
+        let mut out = Vec::new();
+        let mut rest = candidates.into_iter().skip(query.offset).peekable();
+        while out.len() < limit && rest.peek().is_some() {
+            let batch: Vec<Candidate> = rest.by_ref().take(limit - out.len()).collect();
+            manifests_read += batch.len();
+            let read = read_many(store, project, trust, batch).await?;
+            for r in read {
+                match r {
+                    Read::Entry(e) if e.key.starts_with(&query.prefix) => out.push(e),
+                    Read::Entry(_) | Read::Gone => {}
+                    Read::Unusable(w) => warnings.push(w),
+                }
+            }
+        }
+        out
+    } else {
+        manifests_read = candidates.len();
+        let mut all: Vec<CacheEntry> = Vec::new();
+        for r in read_many(store, project, trust, candidates).await? {
+            match r {
+                Read::Entry(e) if e.key.starts_with(&query.prefix) => all.push(e),
+                Read::Entry(_) | Read::Gone => {}
+                Read::Unusable(w) => warnings.push(w),
+            }
+        }
+        all.sort_by(|a, b| {
+            let order = match query.sort {
+                SortBy::Unpacked => a.unpacked_bytes.cmp(&b.unpacked_bytes),
+                _ => a.bytes.cmp(&b.bytes),
+            };
+            order.then_with(|| a.key.cmp(&b.key))
+        });
+        if query.descending {
+            all.reverse();
+        }
+        all.into_iter().skip(query.offset).take(limit).collect()
+    };
+    warnings.sort();
+    Ok(Page {
+        caches: entries,
+        total,
+        manifests_read,
+        stored_per_day,
+        data_bytes,
+        warnings,
+    })
+}
+
+/// Reads the manifests of `batch`, keeping its order.
+async fn read_many(
+    store: &Store,
+    project: &str,
+    trust: &Trust,
+    batch: Vec<Candidate>,
+) -> Result<Vec<Read>, CacheError> {
+    futures::stream::iter(batch)
+        .map(|c| async move { read_entry(store, project, c.scope, &c.path, trust).await })
+        .buffered(if store.is_remote() { 64 } else { 16 })
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
