@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub use ferry_core::paths::PathContext;
 pub use manage::{CacheEntry, Listing, list, remove};
-pub use page::{Page, PageQuery, SortBy, page};
+pub use page::{Page, PageQuery, SortBy, page, stored_per_day};
 pub use restore::{Hit, RestoreOutcome, RestoreRequest, restore};
 pub use retention::Caches;
 pub use save::{SaveOutcome, SaveRequest, save};
@@ -115,6 +115,12 @@ impl Layout {
     pub(crate) fn keys_dir(&self) -> String {
         format!("{}/{CACHE_KEYS_DIR}", self.dir)
     }
+    pub(crate) fn used_dir(&self) -> String {
+        format!("{}/{CACHE_USED_DIR}", self.dir)
+    }
+    pub(crate) fn data_dir(&self) -> String {
+        format!("{}/{DATA_DIR}", self.dir)
+    }
     pub(crate) fn manifest(&self, key: &str) -> String {
         format!(
             "{}/{CACHE_KEYS_DIR}/{}.json",
@@ -176,25 +182,23 @@ pub(crate) struct Objects {
 pub(crate) async fn objects(store: &Store, project: &str) -> Result<Objects, StoreError> {
     let project_dir = manifest::project_dir(project);
     let mut out = Objects::default();
-    let mut file = |scope: Option<String>, rest: &str, info: ObjectInfo| {
-        let Some((folder, name)) = rest.split_once('/') else {
-            return;
-        };
-        match folder {
-            CACHE_KEYS_DIR if name.ends_with(".json") && !name.contains('/') => {
-                out.manifests.push((scope, info))
-            }
-            DATA_DIR => out.data.push(info),
-            CACHE_USED_DIR => out.used.push(info),
-            _ => {}
-        }
-    };
     let base = format!("{project_dir}/{CACHES_DIR}/");
     for info in store.list(&base).await? {
         if let Some(rest) = info.path.strip_prefix(&base).map(str::to_string) {
-            file(None, &rest, info);
+            file_object(&mut out, None, &rest, info);
         }
     }
+    let scoped = objects_in_scopes(store, project).await?;
+    out.manifests.extend(scoped.manifests);
+    out.data.extend(scoped.data);
+    out.used.extend(scoped.used);
+    Ok(out)
+}
+
+/// Lists the project's caches in its named scopes.
+pub(crate) async fn objects_in_scopes(store: &Store, project: &str) -> Result<Objects, StoreError> {
+    let project_dir = manifest::project_dir(project);
+    let mut out = Objects::default();
     let scopes = format!("{project_dir}/{SCOPES_DIR}/");
     for info in store.list(&scopes).await? {
         let Some((scope, rest)) = info
@@ -212,9 +216,24 @@ pub(crate) async fn objects(store: &Store, project: &str) -> Result<Objects, Sto
             continue;
         };
         let name = ferry_core::paths::decode_part(&scope).unwrap_or(scope);
-        file(Some(name), &rest, info);
+        file_object(&mut out, Some(name), &rest, info);
     }
     Ok(out)
+}
+
+/// Files one object of a scope's caches folder (`rest` is its path below it).
+fn file_object(out: &mut Objects, scope: Option<String>, rest: &str, info: ObjectInfo) {
+    let Some((folder, name)) = rest.split_once('/') else {
+        return;
+    };
+    match folder {
+        CACHE_KEYS_DIR if name.ends_with(".json") && !name.contains('/') => {
+            out.manifests.push((scope, info))
+        }
+        DATA_DIR => out.data.push(info),
+        CACHE_USED_DIR => out.used.push(info),
+        _ => {}
+    }
 }
 
 /// When a cache expires: its manifest's expiry, pushed forward by its last restore hit.

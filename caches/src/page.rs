@@ -59,11 +59,6 @@ pub struct Page {
     pub total: usize,
     /// Manifests read to draw the page.
     pub manifests_read: usize,
-    /// Bytes of cache data written per day (UTC), by the store's dates of the data objects:
-    /// what saves stored, from the listing alone.
-    pub stored_per_day: BTreeMap<NaiveDate, u64>,
-    /// Bytes of every cache data object, whatever key it belongs to.
-    pub data_bytes: u64,
     pub warnings: Vec<String>,
 }
 
@@ -79,7 +74,7 @@ struct Candidate {
 
 /// The page of the project's caches (every scope) that `query` asks for.
 ///
-/// Lists the project's cache folders once and reads the manifests (and used markers) of the
+/// Lists the project's manifests (and, to sort by last use, its used markers) and reads the manifests (and used markers) of the
 /// page only, unless the order is by size, which reads every candidate's. A candidate whose
 /// manifest turns out not to match the prefix (a cut name) is dropped, so a page may hold
 /// fewer than `limit`.
@@ -89,13 +84,7 @@ pub async fn page(
     query: &PageQuery,
     trust: &Trust,
 ) -> Result<Page, CacheError> {
-    let objects = crate::objects(store, project).await?;
-    let mut stored_per_day = BTreeMap::new();
-    let mut data_bytes = 0;
-    for d in &objects.data {
-        *stored_per_day.entry(d.modified.date_naive()).or_insert(0) += d.size;
-        data_bytes += d.size;
-    }
+    let objects = listed(store, project, query.sort == SortBy::LastUsed).await?;
     // Used markers sit beside their manifests under the same name.
     let used: HashMap<String, DateTime<Utc>> = objects
         .used
@@ -182,10 +171,47 @@ pub async fn page(
         caches: entries,
         total,
         manifests_read,
-        stored_per_day,
-        data_bytes,
         warnings,
     })
+}
+
+/// The manifests of every scope, and with `used` the used markers too: only the folders a
+/// page needs are listed (the data folders, as large as the key folders, are not).
+async fn listed(store: &Store, project: &str, used: bool) -> Result<crate::Objects, CacheError> {
+    let mut out = crate::Objects::default();
+    let project_wide = crate::Layout::new(project, None);
+    for info in store.list(&project_wide.keys_dir()).await? {
+        if info.path.ends_with(".json") && !info.path[project_wide.keys_dir().len() + 1..].contains('/') {
+            out.manifests.push((None, info));
+        }
+    }
+    if used {
+        out.used = store.list(&project_wide.used_dir()).await?;
+    }
+    // Named scopes are few and small beside the project-wide one: listed whole.
+    let scoped = crate::objects_in_scopes(store, project).await?;
+    out.manifests.extend(scoped.manifests);
+    if used {
+        out.used.extend(scoped.used);
+    }
+    Ok(out)
+}
+
+/// Bytes of cache data written per day (UTC) by the store's dates of the data objects, in
+/// every scope: what saves stored, from a listing of the data folders alone.
+pub async fn stored_per_day(
+    store: &Store,
+    project: &str,
+) -> Result<BTreeMap<NaiveDate, u64>, CacheError> {
+    let mut out = BTreeMap::new();
+    let mut data = store
+        .list(&crate::Layout::new(project, None).data_dir())
+        .await?;
+    data.extend(crate::objects_in_scopes(store, project).await?.data);
+    for d in data {
+        *out.entry(d.modified.date_naive()).or_insert(0) += d.size;
+    }
+    Ok(out)
 }
 
 /// Reads the manifests of `batch`, keeping its order.

@@ -26,6 +26,15 @@ document.addEventListener('DOMContentLoaded', () => {
       });
   }
 
+  // A link to a layer (from the graph or a clash) opens its file list.
+  const openTarget = () => {
+    const id = decodeURIComponent(window.location.hash.slice(1));
+    const el = id && document.getElementById(id);
+    if (el && el.tagName === 'DETAILS') el.open = true;
+  };
+  window.addEventListener('hashchange', openTarget);
+  openTarget();
+
   const all = document.getElementById('select-all');
   if (all) {
     all.addEventListener('change', () => {

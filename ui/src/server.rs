@@ -65,7 +65,7 @@ fn router(app: App) -> Router {
         .route("/", get(pages::home::show))
         .route("/assets/{name}", get(assets::serve))
         .route("/p/{project}/caches", get(pages::caches::show))
-        .route("/p/{project}/caches/prefixes", get(pages::caches::prefixes))
+        .route("/p/{project}/caches/charts", get(pages::caches::charts))
         .route("/p/{project}/caches/delete", post(pages::caches::delete))
         .route("/p/{project}/workspaces", get(pages::workspaces::runs))
         .route("/p/{project}/workspaces/{workflow}", get(pages::workspaces::run))

@@ -121,24 +121,6 @@ async fn render(app: &App, project: &str, q: &CacheQuery) -> Result<Markup, Page
             }
         }
     };
-    let days: Vec<(String, u64)> = {
-        let since = (now - Duration::days(29)).date_naive();
-        let mut by_day: BTreeMap<_, u64> = BTreeMap::new();
-        let mut d = since;
-        while d <= now.date_naive() {
-            by_day.insert(d, 0);
-            d = d.succ_opt().unwrap_or(d + Duration::days(1));
-        }
-        for (day, bytes) in &page.stored_per_day {
-            if let Some(b) = by_day.get_mut(day) {
-                *b += bytes;
-            }
-        }
-        by_day
-            .into_iter()
-            .map(|(d, b)| (d.format("%m-%d").to_string(), b))
-            .collect()
-    };
     let deleting = app.access.allow_delete;
     let table = html! {
         table.caches #caches {
@@ -192,19 +174,12 @@ async fn render(app: &App, project: &str, q: &CacheQuery) -> Result<Markup, Page
         p.summary {
             (page.total) " cache" @if page.total != 1 { "s" }
             @if !q.prefix.is_empty() { " with keys starting " code { (q.prefix) } }
-            " · all cache data " (size(page.data_bytes))
             " · " span.muted { (page.manifests_read) " manifests read for this page" }
         }
         @for w in &page.warnings { div.notice { (w) } }
-        section.charts {
-            figure {
-                figcaption { "bytes stored by saves per day (last 30 days)" }
-                (bar_chart(&days, "stored-per-day"))
-            }
-            figure #by-prefix data-fragment=(format!("{base}/prefixes{}", query(&[("prefix", &q.prefix)]))) {
-                figcaption { "stored bytes by key prefix" }
-                p.muted { a href=(format!("{base}/prefixes{}", query(&[("prefix", &q.prefix)]))) { "show" } " (reads every manifest of these caches)" }
-            }
+        section.charts #charts data-fragment=(format!("{base}/charts{}", query(&[("prefix", &q.prefix)]))) {
+            h2 { "Charts" }
+            p.muted { a href=(format!("{base}/charts{}", query(&[("prefix", &q.prefix)]))) { "show" } " bytes stored per day and by key prefix (reads every manifest of these caches)" }
         }
         @if page.caches.is_empty() {
             p.empty { "No caches" @if !q.prefix.is_empty() { " with keys starting " code { (q.prefix) } } "." }
@@ -226,14 +201,15 @@ async fn render(app: &App, project: &str, q: &CacheQuery) -> Result<Markup, Page
     })
 }
 
-/// Stored bytes by key prefix: every manifest of the (filtered) caches is read, so this is a
-/// fragment the page loads after it is drawn.
-pub(crate) async fn prefixes(
+/// The charts: bytes saves stored per day (from a listing of the data folders) and stored
+/// bytes by key prefix (every manifest of the filtered caches is read), so this is a fragment
+/// the page loads after it is drawn.
+pub(crate) async fn charts(
     State(app): State<App>,
     Path(project): Path<String>,
     Query(q): Query<CacheQuery>,
 ) -> Response {
-    let body = match render_prefixes(&app, &project, &q.prefix).await {
+    let body = match render_charts(&app, &project, &q.prefix).await {
         Ok(m) => m,
         Err(e) => e.notice(),
     };
@@ -249,8 +225,31 @@ pub(crate) fn key_group(key: &str) -> &str {
     }
 }
 
-async fn render_prefixes(app: &App, project: &str, prefix: &str) -> Result<Markup, PageError> {
+async fn render_charts(app: &App, project: &str, prefix: &str) -> Result<Markup, PageError> {
     can_list(app, "the caches of a project")?;
+    let now = Utc::now();
+    let stored = ferry_caches::stored_per_day(&app.store, project)
+        .await
+        .map_err(|e| PageError::from_error("the caches of a project", &e))?;
+    let data_bytes: u64 = stored.values().sum();
+    let days: Vec<(String, u64)> = {
+        let since = (now - Duration::days(29)).date_naive();
+        let mut by_day: BTreeMap<_, u64> = BTreeMap::new();
+        let mut d = since;
+        while d <= now.date_naive() {
+            by_day.insert(d, 0);
+            d = d.succ_opt().unwrap_or(d + Duration::days(1));
+        }
+        for (day, bytes) in &stored {
+            if let Some(b) = by_day.get_mut(day) {
+                *b += bytes;
+            }
+        }
+        by_day
+            .into_iter()
+            .map(|(d, b)| (d.format("%m-%d").to_string(), b))
+            .collect()
+    };
     let listing = ferry_caches::list(
         &app.store,
         project,
@@ -270,6 +269,13 @@ async fn render_prefixes(app: &App, project: &str, prefix: &str) -> Result<Marku
     let base = format!("{}/caches", project_base(project));
     let max = rows.first().map_or(1, |r| r.1.0.max(1));
     Ok(html! {
+        div.charts {
+        figure {
+            figcaption { "bytes stored by saves per day, last 30 days (all cache data: " (size(data_bytes)) ")" }
+            (bar_chart(&days, "stored-per-day"))
+        }
+        figure #by-prefix {
+        figcaption { "stored bytes by key prefix" @if !prefix.is_empty() { " (keys starting " code { (prefix) } ")" } }
         table.prefixes {
             thead { tr { th { "key prefix" } th { "caches" } th { "stored" } th {} } }
             tbody {
@@ -284,6 +290,8 @@ async fn render_prefixes(app: &App, project: &str, prefix: &str) -> Result<Marku
             }
         }
         @if rows.len() > 25 { p.muted { (rows.len() - 25) " smaller prefixes not shown" } }
+        }
+        }
     })
 }
 
