@@ -209,9 +209,7 @@ async fn read_manifests(
             })
             .collect()
             .await;
-    read.into_iter()
-        .filter_map(Result::transpose)
-        .collect()
+    read.into_iter().filter_map(Result::transpose).collect()
 }
 
 /// One stored file: what `ls` shows, and its data object.

@@ -181,7 +181,9 @@ async fn listed(store: &Store, project: &str, used: bool) -> Result<crate::Objec
     let mut out = crate::Objects::default();
     let project_wide = crate::Layout::new(project, None);
     for info in store.list(&project_wide.keys_dir()).await? {
-        if info.path.ends_with(".json") && !info.path[project_wide.keys_dir().len() + 1..].contains('/') {
+        if info.path.ends_with(".json")
+            && !info.path[project_wide.keys_dir().len() + 1..].contains('/')
+        {
             out.manifests.push((None, info));
         }
     }

@@ -43,7 +43,11 @@ impl Access {
         let loopback = addr.ip().is_loopback();
         let port = addr.port();
         Ok(Self {
-            token: if loopback { None } else { Some(random_token()?) },
+            token: if loopback {
+                None
+            } else {
+                Some(random_token()?)
+            },
             csrf: random_token()?,
             raw_key: random_token()?,
             hosts: loopback.then(|| {

@@ -201,7 +201,7 @@ pub(crate) fn bar_chart(values: &[(String, u64)], id: &str) -> Markup {
                 g.bar data-label=(label) data-value=(v) {
                     title { (label) ": " (crate::html::size(*v)) }
                     rect x=(x) y=(h - bh) width=(bar) height=(bh.max(if *v > 0 { 1 } else { 0 })) fill="#1f6fb2" {}
-                    @if i % 7 == 0 || i + 1 == values.len() {
+                    @if (i % 7 == 0 && i + 4 < values.len()) || i + 1 == values.len() {
                         text x=(x) y=(h + 14) font-size="9" fill="#666" { (label) }
                     }
                 }

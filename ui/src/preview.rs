@@ -89,7 +89,10 @@ mod tests {
 
     #[test]
     fn only_html_names_are_served_as_html() {
-        assert_eq!(content_type("x.txt", b"<script>"), "text/plain; charset=utf-8");
+        assert_eq!(
+            content_type("x.txt", b"<script>"),
+            "text/plain; charset=utf-8"
+        );
         assert_eq!(content_type("x", b"<html>"), "text/plain; charset=utf-8");
         assert_eq!(content_type("x.exe", b"MZ\x00"), "application/octet-stream");
         assert!(content_type("r.htm", b"").starts_with("text/html"));

@@ -68,10 +68,19 @@ fn router(app: App) -> Router {
         .route("/p/{project}/caches/charts", get(pages::caches::charts))
         .route("/p/{project}/caches/delete", post(pages::caches::delete))
         .route("/p/{project}/workspaces", get(pages::workspaces::runs))
-        .route("/p/{project}/workspaces/{workflow}", get(pages::workspaces::run))
+        .route(
+            "/p/{project}/workspaces/{workflow}",
+            get(pages::workspaces::run),
+        )
         .route("/p/{project}/artifacts", get(pages::artifacts::runs))
-        .route("/p/{project}/artifacts/{run}/{job}", get(pages::artifacts::folder))
-        .route("/p/{project}/artifacts/{run}/{job}/file", get(pages::artifacts::file))
+        .route(
+            "/p/{project}/artifacts/{run}/{job}",
+            get(pages::artifacts::folder),
+        )
+        .route(
+            "/p/{project}/artifacts/{run}/{job}/file",
+            get(pages::artifacts::file),
+        )
         .route(
             "/p/{project}/artifacts/{run}/{job}/download",
             get(pages::artifacts::download),

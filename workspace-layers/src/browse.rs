@@ -49,7 +49,11 @@ pub async fn runs(store: &Store, project: &str) -> Result<Vec<RunSummary>, Works
         summary.newest = summary.newest.max(info.modified);
     }
     let mut out: Vec<RunSummary> = by_run.into_values().filter(|r| r.layers > 0).collect();
-    out.sort_by(|a, b| b.newest.cmp(&a.newest).then_with(|| a.workflow.cmp(&b.workflow)));
+    out.sort_by(|a, b| {
+        b.newest
+            .cmp(&a.newest)
+            .then_with(|| a.workflow.cmp(&b.workflow))
+    });
     Ok(out)
 }
 

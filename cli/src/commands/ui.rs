@@ -42,7 +42,9 @@ pub async fn run(globals: &Globals, request: UiRequest, open: bool) -> Result<()
             .stderr(std::process::Stdio::null())
             .spawn()
         {
-            out.warn(format!("could not open a browser with {opener}: {e}; open {url} yourself"));
+            out.warn(format!(
+                "could not open a browser with {opener}: {e}; open {url} yourself"
+            ));
         }
     }
     server.run().await?;

@@ -103,13 +103,19 @@ fn job_base(project: &str, target: &Target) -> String {
 
 /// The folder path as links, top first.
 fn breadcrumbs(base: &str, target: &Target, dir: &str) -> Markup {
-    let mut acc = String::new();
+    let mut links: Vec<(String, &str)> = Vec::new();
+    for part in dir.split('/').filter(|p| !p.is_empty()) {
+        let up_to = match links.last() {
+            Some((prev, _)) => format!("{prev}/{part}"),
+            None => part.to_string(),
+        };
+        links.push((up_to, part));
+    }
     html! {
         nav.crumbs {
             a href=(base) { "run " (target.run) " / job " (target.job) }
-            @for part in dir.split('/').filter(|p| !p.is_empty()) {
-                @let _ = { if !acc.is_empty() { acc.push('/'); } acc.push_str(part); };
-                " / " a href=(format!("{base}{}", query(&[("dir", &acc)]))) { (part) }
+            @for (path, part) in &links {
+                " / " a href=(format!("{base}{}", query(&[("dir", path)]))) { (part) }
             }
         }
     }
@@ -377,7 +383,10 @@ async fn checked_body(app: &App, stored: &Stored) -> Result<Body, PageError> {
                 Some(Ok(chunk)) => {
                     n += chunk.len() as u64;
                     if n > expected_size {
-                        return Some((Err(std::io::Error::other("more bytes than recorded")), (s, h, n, true)));
+                        return Some((
+                            Err(std::io::Error::other("more bytes than recorded")),
+                            (s, h, n, true),
+                        ));
                     }
                     h.update(&chunk);
                     Some((Ok::<Bytes, std::io::Error>(chunk), (s, h, n, false)))
@@ -386,7 +395,10 @@ async fn checked_body(app: &App, stored: &Stored) -> Result<Body, PageError> {
                 None => {
                     let actual = format!("{:x}", h.clone().finalize());
                     if n != expected_size || actual != expected_sha {
-                        Some((Err(std::io::Error::other("digest mismatch")), (s, h, n, true)))
+                        Some((
+                            Err(std::io::Error::other("digest mismatch")),
+                            (s, h, n, true),
+                        ))
                     } else {
                         None
                     }
@@ -433,7 +445,13 @@ pub(crate) async fn download(
     let name = q.path.rsplit('/').next().unwrap_or("file");
     let ascii: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let disposition = format!(
         "attachment; filename=\"{ascii}\"; filename*=UTF-8''{}",
@@ -441,12 +459,18 @@ pub(crate) async fn download(
     );
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     if let Ok(v) = HeaderValue::from_str(&disposition) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(stored.data.size));
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(RAW_CSP));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(RAW_CSP),
+    );
     resp
 }
 
@@ -464,7 +488,9 @@ pub(crate) async fn raw(
         Ok(s) => s,
         Err(_) => return (StatusCode::NOT_FOUND, "no such file\n").into_response(),
     };
-    let head = head_bytes(&app, &stored.data.path, 512).await.unwrap_or_default();
+    let head = head_bytes(&app, &stored.data.path, 512)
+        .await
+        .unwrap_or_default();
     let kind = preview::content_type(&path, &head);
     let body = match checked_body(&app, &stored).await {
         Ok(b) => b,
@@ -473,7 +499,10 @@ pub(crate) async fn raw(
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(RAW_CSP));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(RAW_CSP),
+    );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(stored.data.size));
     resp
 }

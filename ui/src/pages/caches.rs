@@ -93,7 +93,11 @@ async fn render(app: &App, project: &str, q: &CacheQuery) -> Result<Markup, Page
     let dir_name = if descending { "desc" } else { "asc" };
     let here = format!(
         "{base}{}",
-        query(&[("prefix", &q.prefix), ("sort", sort_name), ("dir", dir_name)])
+        query(&[
+            ("prefix", &q.prefix),
+            ("sort", sort_name),
+            ("dir", dir_name)
+        ])
     );
     let header = |label: &str, name: &str| {
         let (_, s) = sort_of(Some(name));
@@ -148,7 +152,7 @@ async fn render(app: &App, project: &str, q: &CacheQuery) -> Result<Markup, Page
                         td.key { code { (c.key) } }
                         td { (c.scope.as_deref().unwrap_or("default")) }
                         td.num data-bytes=(c.bytes) { (size(c.bytes)) }
-                        td.num { (size(c.unpacked_bytes)) " · " (c.files) " files" }
+                        td.num { (size(c.unpacked_bytes)) " · " (c.files) " file" @if c.files != 1 { "s" } }
                         td { (format!("{:?}", c.compression).to_lowercase()) }
                         td { (when(Some(c.created), now, "")) }
                         td { (when(c.last_used, now, "never restored")) }

@@ -16,7 +16,12 @@ pub(crate) struct HomeQuery {
 }
 
 pub(crate) async fn show(State(app): State<App>, Query(q): Query<HomeQuery>) -> Response {
-    if let Some(p) = q.project.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+    if let Some(p) = q
+        .project
+        .as_deref()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
         return Redirect::to(&format!("{}/caches", project_base(p))).into_response();
     }
     let caps = app.store.capabilities();

@@ -21,9 +21,15 @@ use crate::server::{App, html_page};
 #[derive(Debug)]
 pub(crate) enum PageError {
     /// The store cannot do what the page needs (no listing, no token): said plainly.
-    Cannot { what: String, why: String },
+    Cannot {
+        what: String,
+        why: String,
+    },
     /// Something went wrong reading the store.
-    Failed { what: String, why: String },
+    Failed {
+        what: String,
+        why: String,
+    },
     NotFound(String),
     Forbidden(String),
 }
@@ -61,9 +67,7 @@ impl PageError {
             PageError::Failed { what, why } => {
                 html::notice(&format!("Failed to read {what} from the store."), why)
             }
-            PageError::NotFound(m) | PageError::Forbidden(m) => {
-                html::notice(m, "")
-            }
+            PageError::NotFound(m) | PageError::Forbidden(m) => html::notice(m, ""),
         }
     }
 

@@ -18,6 +18,10 @@ use crate::pages::{PageError, can_list, page_of, signature_cell};
 use crate::server::{App, html_page};
 
 const PER_PAGE: usize = 50;
+
+fn files(n: u64) -> String {
+    format!("{n} file{}", if n == 1 { "" } else { "s" })
+}
 /// Entries of one layer listed before "and N more".
 const ENTRIES_SHOWN: usize = 500;
 
@@ -132,8 +136,8 @@ async fn render_run(
                 job: l.body.job.clone(),
                 parents: l.body.parents.clone(),
                 detail: format!(
-                    "{} files · {} · {}",
-                    l.body.tree.files,
+                    "{} · {} · {}",
+                    files(l.body.tree.files),
                     size(l.data.size),
                     l.created.format("%H:%M:%S")
                 ),
@@ -213,7 +217,7 @@ async fn render_run(
                 details.layer id=(format!("layer-{}", l.body.id)) open[clashing.contains(l.body.id.as_str())] {
                     summary {
                         strong { (l.body.job) } " " code { (l.body.id) }
-                        " · " (l.body.tree.files) " files · " (size(l.data.size)) " stored, " (size(l.body.tree.unpacked_bytes)) " unpacked · created " (when(Some(l.created), now, ""))
+                        " · " (files(l.body.tree.files)) " · " (size(l.data.size)) " stored, " (size(l.body.tree.unpacked_bytes)) " unpacked · created " (when(Some(l.created), now, ""))
                         @if !selected.contains(&i) { " · " span.muted { "not applied by this attach" } }
                     }
                     dl.meta {
