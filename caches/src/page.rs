@@ -143,6 +143,18 @@ pub async fn page(
                 }
             }
         }
+        if query.sort == SortBy::Created {
+            // Some stores date objects to the whole second; within the page, the manifests'
+            // own times (taken just before publishing) order saves of the same second.
+            out.sort_by(|a, b| {
+                let order = a.created.cmp(&b.created);
+                if query.descending {
+                    order.reverse()
+                } else {
+                    order
+                }
+            });
+        }
         out
     } else {
         manifests_read = candidates.len();

@@ -19,6 +19,8 @@ mod junit;
 mod pages;
 mod preview;
 mod server;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::time::Duration;

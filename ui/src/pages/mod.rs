@@ -37,18 +37,24 @@ pub(crate) enum PageError {
 impl PageError {
     /// Classifies a mode crate's error met while doing `what`.
     pub(crate) fn from_error(what: &str, e: &(dyn std::error::Error + 'static)) -> Self {
+        // A mode's error wraps the store's transparently, so the chain may show the store's
+        // error or go straight to the backend's.
         let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
         while let Some(err) = cur {
-            if let Some(StoreError::Request { source, .. }) = err.downcast_ref::<StoreError>() {
-                if matches!(
-                    **source,
-                    BackendError::Unsupported(_) | BackendError::Denied(_)
-                ) {
-                    return PageError::Cannot {
-                        what: what.to_string(),
-                        why: e.to_string(),
-                    };
-                }
+            let backend = match err.downcast_ref::<StoreError>() {
+                Some(StoreError::Request { source, .. }) => Some(&**source),
+                _ => err
+                    .downcast_ref::<BackendError>()
+                    .or_else(|| err.downcast_ref::<Box<BackendError>>().map(|b| &**b)),
+            };
+            if matches!(
+                backend,
+                Some(BackendError::Unsupported(_) | BackendError::Denied(_))
+            ) {
+                return PageError::Cannot {
+                    what: what.to_string(),
+                    why: e.to_string(),
+                };
             }
             cur = err.source();
         }
