@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub use ferry_core::paths::PathContext;
 pub use manage::{CacheEntry, Listing, list, remove};
-pub use page::{Page, PageQuery, SortBy, page, stored_per_day};
+pub use page::{Page, PageQuery, SortBy, page, stored_by_key, stored_per_day};
 pub use restore::{Hit, RestoreOutcome, RestoreRequest, restore};
 pub use retention::Caches;
 pub use save::{SaveOutcome, SaveRequest, save};

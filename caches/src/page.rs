@@ -243,3 +243,38 @@ async fn read_many(
         .into_iter()
         .collect()
 }
+
+/// Every cache of the project (every scope) whose key starts with `prefix`, as its key and
+/// bytes stored: what a chart of the store needs, reading each manifest and nothing else.
+pub async fn stored_by_key(
+    store: &Store,
+    project: &str,
+    prefix: &str,
+) -> Result<Vec<(String, u64)>, CacheError> {
+    let rels: Vec<String> = listed(store, project, false)
+        .await?
+        .manifests
+        .into_iter()
+        .filter(|(_, info)| manifest::name_may_start_with(info.name(), prefix))
+        .map(|(_, info)| info.path)
+        .collect();
+    let read: Vec<Result<Option<(String, u64)>, CacheError>> = futures::stream::iter(rels)
+        .map(|rel| async move {
+            Ok(match crate::read_for_lookup(store, &rel).await? {
+                crate::Lookup::Found(r) => Some((r.manifest.body.key, r.manifest.data.size)),
+                _ => None,
+            })
+        })
+        .buffer_unordered(if store.is_remote() { 64 } else { 16 })
+        .collect()
+        .await;
+    let mut out = Vec::new();
+    for r in read {
+        if let Some((key, bytes)) = r? {
+            if key.starts_with(prefix) {
+                out.push((key, bytes));
+            }
+        }
+    }
+    Ok(out)
+}

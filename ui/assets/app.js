@@ -3,7 +3,8 @@
 // server and are rendered (and escaped) there.
 'use strict';
 
-document.addEventListener('DOMContentLoaded', () => {
+// Fragments start after the page has loaded, so they never hold up its first drawing.
+window.addEventListener('load', () => {
   for (const el of document.querySelectorAll('[data-fragment]')) {
     const url = el.getAttribute('data-fragment');
     const slot = document.createElement('div');
@@ -25,7 +26,9 @@ document.addEventListener('DOMContentLoaded', () => {
         slot.className = 'fragment failed';
       });
   }
+});
 
+document.addEventListener('DOMContentLoaded', () => {
   // A link to a layer (from the graph or a clash) opens its file list.
   const openTarget = () => {
     const id = decodeURIComponent(window.location.hash.slice(1));

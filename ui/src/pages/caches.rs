@@ -254,18 +254,13 @@ async fn render_charts(app: &App, project: &str, prefix: &str) -> Result<Markup,
             .map(|(d, b)| (d.format("%m-%d").to_string(), b))
             .collect()
     };
-    let listing = ferry_caches::list(
-        &app.store,
-        project,
-        (!prefix.is_empty()).then_some(prefix),
-        &app.req.trust,
-    )
-    .await
-    .map_err(|e| PageError::from_error("the caches of a project", &e))?;
+    let caches = ferry_caches::stored_by_key(&app.store, project, prefix)
+        .await
+        .map_err(|e| PageError::from_error("the caches of a project", &e))?;
     let mut groups: BTreeMap<&str, (u64, usize)> = BTreeMap::new();
-    for c in &listing.caches {
-        let g = groups.entry(key_group(&c.key)).or_default();
-        g.0 += c.bytes;
+    for (key, bytes) in &caches {
+        let g = groups.entry(key_group(key)).or_default();
+        g.0 += bytes;
         g.1 += 1;
     }
     let mut rows: Vec<(&str, (u64, usize))> = groups.into_iter().collect();
