@@ -13,8 +13,10 @@ fi
 command -v node >/dev/null || { echo "ui/test/run.sh: node is required" >&2; exit 1; }
 chromium="${CHROMIUM:-/usr/bin/chromium}"
 [[ -x "$chromium" ]] || { echo "ui/test/run.sh: $chromium is missing; apt-get install chromium" >&2; exit 1; }
-if [[ ! -f node_modules/playwright-core/package.json ]] \
-   || ! cmp -s package-lock.json node_modules/.package-lock.json 2>/dev/null; then
+# The pinned playwright-core, from the lockfile; installed again only when it differs.
+installed="$(node -p 'require("./node_modules/playwright-core/package.json").version' 2>/dev/null || true)"
+pinned="$(node -p 'require("./package-lock.json").packages["node_modules/playwright-core"].version')"
+if [[ "$installed" != "$pinned" ]]; then
   npm ci --no-audit --no-fund --loglevel=error </dev/null
 fi
 if [[ -z "${FERRY_BIN:-}" ]]; then

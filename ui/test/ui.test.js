@@ -36,6 +36,8 @@ let browser;
 let readOnly;
 let deleting;
 let layers;
+let signing;
+let trusted;
 const blob = randomBytes(200 * 1024);
 const enc = encodeURIComponent(PROJECT);
 
@@ -47,7 +49,11 @@ before(async () => {
     'mac/lib.bin': randomBytes(90 * 1024),
     'tools/t.txt': 'tool\n',
   });
-  world.ferry(['cache', 'save', '--key', 'v1-deps-linux-aaa', '--path', 'deps']);
+  // One cache signed by the key the page's FERRY_TRUSTED_KEYS trusts.
+  const keys = world.ferry(['keygen']);
+  signing = keys.match(/FERRY_SIGNING_KEY=(\S+)/)[1];
+  trusted = keys.match(/FERRY_TRUSTED_KEYS=(\S+)/)[1];
+  world.ferry(['cache', 'save', '--key', 'v1-deps-linux-aaa', '--path', 'deps'], { env: { FERRY_SIGNING_KEY: signing } });
   world.ferry(['cache', 'save', '--key', 'v1-deps-macos-bbb', '--path', 'mac']);
   world.ferry(['cache', 'save', '--key', 'v2-tools-ccc', '--path', 'tools']);
   world.ferry(['cache', 'save', '--key', 'v1-pr-ddd', '--path', 'tools', '--scope', 'pr']);
@@ -89,7 +95,7 @@ before(async () => {
   });
   world.ferry(['artifacts', 'upload', 'a', '--run', 'r1', '--job', 'test']);
 
-  readOnly = await world.startUi();
+  readOnly = await world.startUi([], { FERRY_TRUSTED_KEYS: trusted });
   deleting = await world.startUi(['--allow-delete']);
   browser = await launchBrowser();
 });
@@ -124,6 +130,10 @@ describe(`ferry ui on the ${storeName} store`, () => {
     assert.equal(shown[0], HOSTILE_KEY);
     const row = page.locator('#caches tr', { hasText: 'v1-pr-ddd' });
     assert.match(await row.innerText(), /\bpr\b/, 'the scope is shown');
+    // Signature status: signed by the trusted key, or unsigned (and so skipped by a restore).
+    const signed = page.locator('#caches tr[data-key="v1-deps-linux-aaa"]');
+    assert.match(await signed.innerText(), /trusted ✓/);
+    assert.match(await page.locator('#caches tr[data-key="v2-tools-ccc"]').innerText(), /unsigned ✗/);
     const used = page.locator('#caches tr', { hasText: 'v1-deps-macos-bbb' });
     assert.match(await used.innerText(), /ago/);
     assert.doesNotMatch(await used.innerText(), /never restored/);
