@@ -74,10 +74,11 @@ struct Candidate {
 
 /// The page of the project's caches (every scope) that `query` asks for.
 ///
-/// Lists the project's manifests (and, to sort by last use, its used markers) and reads the manifests (and used markers) of the
-/// page only, unless the order is by size, which reads every candidate's. A candidate whose
-/// manifest turns out not to match the prefix (a cut name) is dropped, so a page may hold
-/// fewer than `limit`.
+/// Lists the project's manifests (and, to sort by last use, its used markers) and reads the
+/// manifests and used markers of the page only, unless the order is by size, which reads
+/// every candidate's. Pages are slices of the listed candidates: one whose manifest turns out
+/// not to match the prefix (a cut name), or is gone or unreadable, is left out, so a page may
+/// hold fewer than `limit`.
 pub async fn page(
     store: &Store,
     project: &str,
@@ -110,7 +111,7 @@ pub async fn page(
         .collect();
     let total = candidates.len();
     let mut warnings = Vec::new();
-    let mut manifests_read = 0;
+    let manifests_read;
     let limit = query.limit.max(1);
 
     let entries = if query.sort.from_listing() {
@@ -128,19 +129,18 @@ pub async fn page(
         if query.descending {
             candidates.reverse();
         }
-        // Read the page's manifests; read on past it only for candidates a manifest drops.
+        let batch: Vec<Candidate> = candidates
+            .into_iter()
+            .skip(query.offset)
+            .take(limit)
+            .collect();
+        manifests_read = batch.len();
         let mut out = Vec::new();
-        let mut rest = candidates.into_iter().skip(query.offset).peekable();
-        while out.len() < limit && rest.peek().is_some() {
-            let batch: Vec<Candidate> = rest.by_ref().take(limit - out.len()).collect();
-            manifests_read += batch.len();
-            let read = read_many(store, project, trust, batch).await?;
-            for r in read {
-                match r {
-                    Read::Entry(e) if e.key.starts_with(&query.prefix) => out.push(e),
-                    Read::Entry(_) | Read::Gone => {}
-                    Read::Unusable(w) => warnings.push(w),
-                }
+        for r in read_many(store, project, trust, batch).await? {
+            match r {
+                Read::Entry(e) if e.key.starts_with(&query.prefix) => out.push(e),
+                Read::Entry(_) | Read::Gone => {}
+                Read::Unusable(w) => warnings.push(w),
             }
         }
         if query.sort == SortBy::Created {
@@ -277,4 +277,66 @@ pub async fn stored_by_key(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use ferry_core::env_vars::Environment;
+
+    async fn publish(store: &Store, key: &str, size: u64, created: &str) {
+        let layout = crate::Layout::new("acme/app", None);
+        let manifest = serde_json::json!({
+            "format": 1, "kind": "cache", "created": created, "expires": null,
+            "data": { "path": layout.data("tar.zst"), "size": size, "sha256": "00" },
+            "key": key, "compression": "zstd", "paths": ["x"], "links_out": [],
+            "files": 1, "unpacked_bytes": size * 2, "ttl_seconds": 60
+        });
+        store
+            .create(&layout.manifest(key), Bytes::from(manifest.to_string()))
+            .await
+            .expect("published");
+    }
+
+    #[tokio::test]
+    async fn a_page_reads_only_its_own_manifests_unless_sorted_by_size() -> Result<(), CacheError> {
+        let store = Store::open("memory://", &Environment::from_pairs([("HOME", "/x")]))?;
+        for (i, key) in ["d-4", "b-2", "a-1", "e-5", "c-3"].iter().enumerate() {
+            let size = key[2..].parse::<u64>().unwrap_or(0) * 100;
+            publish(&store, key, size, &format!("2026-01-0{}T00:00:00Z", i + 1)).await;
+        }
+        let trust = Trust::default();
+        let q = |sort, descending, offset| PageQuery {
+            prefix: String::new(),
+            sort,
+            descending,
+            offset,
+            limit: 2,
+        };
+        let keys = |p: &Page| p.caches.iter().map(|c| c.key.clone()).collect::<Vec<_>>();
+
+        let first = page(&store, "acme/app", &q(SortBy::Key, false, 0), &trust).await?;
+        assert_eq!(
+            (keys(&first), first.total, first.manifests_read),
+            (vec!["a-1".into(), "b-2".into()], 5, 2)
+        );
+        let last = page(&store, "acme/app", &q(SortBy::Key, false, 4), &trust).await?;
+        assert_eq!(keys(&last), ["e-5"]);
+
+        let biggest = page(&store, "acme/app", &q(SortBy::Stored, true, 0), &trust).await?;
+        assert_eq!(keys(&biggest), ["e-5", "d-4"]);
+        assert_eq!(
+            biggest.manifests_read, 5,
+            "a size order reads every manifest"
+        );
+
+        let filtered = PageQuery {
+            prefix: "c-".into(),
+            ..q(SortBy::Created, true, 0)
+        };
+        let only = page(&store, "acme/app", &filtered, &trust).await?;
+        assert_eq!((keys(&only), only.total), (vec!["c-3".into()], 1));
+        Ok(())
+    }
 }
