@@ -41,7 +41,13 @@ let trusted;
 const blob = randomBytes(200 * 1024);
 const enc = encodeURIComponent(PROJECT);
 
+let expiringSince;
+
 before(async () => {
+  // An artifact that expires a second after upload: what prune would delete now.
+  world.write({ 'old/old.txt': 'old\n' });
+  world.ferry(['artifacts', 'upload', 'old/old.txt', '--run', 'r0', '--job', 'old', '--ttl', '1s']);
+  expiringSince = Date.now();
   // Caches: sizes that sort apart, a named scope, a restore hit, a hostile key.
   world.write({
     'deps/big.bin': randomBytes(300 * 1024),
@@ -317,13 +323,19 @@ describe(`ferry ui on the ${storeName} store`, () => {
   });
 
   test('usage shows bytes per mode and project and what prune would delete', async () => {
+    // The artifact's one-second retention has run out (setting up took longer already).
+    await new Promise((r) => setTimeout(r, Math.max(0, expiringSince + 1500 - Date.now())));
     const page = await open(readOnly, `/p/${enc}/usage`);
     for (const mode of ['caches', 'workspaces', 'artifacts']) {
       assert.equal(await page.locator(`#by-mode tr[data-mode="${mode}"]`).count(), 1, mode);
     }
     assert.equal(await page.locator(`#by-project tr[data-project="${PROJECT}"]`).count(), 1);
     await page.waitForSelector('#prune[data-loaded="true"]');
-    assert.match(await page.locator('#prune-summary').innerText(), /0 to delete/);
+    assert.match(await page.locator('#prune-summary').innerText(), /^1 to delete/);
+    const plan = await page.locator('#prune table.prune').innerText();
+    assert.match(plan, /expired\s+artifact\s+old\/old\.txt \(run r0 job old\)/);
+    // Nothing was deleted.
+    assert.equal(world.json(['artifacts', 'ls', '--run', 'r0', '--job', 'old']).artifacts.length, 1);
     assert.match(await page.locator('#packs').innerText(), /no chunked entries/);
     await screenshot(page, 'usage');
     await page.close();
