@@ -29,6 +29,9 @@ pub enum SortBy {
     Stored,
     /// Bytes unpacked: reads every candidate's manifest.
     Unpacked,
+    /// Expiry (a last hit's included; never expiring last): reads every candidate's manifest
+    /// and used marker.
+    Expires,
 }
 
 impl SortBy {
@@ -169,6 +172,10 @@ pub async fn page(
         all.sort_by(|a, b| {
             let order = match query.sort {
                 SortBy::Unpacked => a.unpacked_bytes.cmp(&b.unpacked_bytes),
+                SortBy::Expires => match (a.expires, b.expires) {
+                    (Some(x), Some(y)) => x.cmp(&y),
+                    (x, y) => x.is_none().cmp(&y.is_none()),
+                },
                 _ => a.bytes.cmp(&b.bytes),
             };
             order.then_with(|| a.key.cmp(&b.key))

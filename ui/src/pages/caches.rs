@@ -34,12 +34,13 @@ pub(crate) struct CacheQuery {
     deleted: Option<usize>,
 }
 
-const SORTS: [(&str, SortBy); 5] = [
+const SORTS: [(&str, SortBy); 6] = [
     ("created", SortBy::Created),
     ("key", SortBy::Key),
     ("last-used", SortBy::LastUsed),
     ("stored", SortBy::Stored),
     ("unpacked", SortBy::Unpacked),
+    ("expires", SortBy::Expires),
 ];
 
 fn sort_of(name: Option<&str>) -> (&'static str, SortBy) {
@@ -67,11 +68,13 @@ pub(crate) async fn show(
 async fn render(app: &App, project: &str, q: &CacheQuery) -> Result<Markup, PageError> {
     can_list(app, "the caches of a project")?;
     let (sort_name, sort) = sort_of(q.sort.as_deref());
-    // Newest, biggest and latest first unless asked otherwise; keys A to Z.
+    // Newest, biggest and latest first unless asked otherwise; keys A to Z, soonest expiry
+    // first.
+    let ascending_first = |s: SortBy| matches!(s, SortBy::Key | SortBy::Expires);
     let descending = match q.dir.as_deref() {
         Some("asc") => false,
         Some("desc") => true,
-        _ => sort != SortBy::Key,
+        _ => !ascending_first(sort),
     };
     let (page_no, offset) = page_of(q.page, PER_PAGE);
     let page = ferry_caches::page(
@@ -104,7 +107,7 @@ async fn render(app: &App, project: &str, q: &CacheQuery) -> Result<Markup, Page
         let current = s == sort;
         let next_dir = if current {
             if descending { "asc" } else { "desc" }
-        } else if s == SortBy::Key {
+        } else if ascending_first(s) {
             "asc"
         } else {
             "desc"
@@ -137,7 +140,7 @@ async fn render(app: &App, project: &str, q: &CacheQuery) -> Result<Markup, Page
                 th { "format" }
                 (header("created", "created"))
                 (header("last used", "last-used"))
-                th { "expires" }
+                (header("expires", "expires"))
                 th { "signature" }
             } }
             tbody {
@@ -337,6 +340,10 @@ pub(crate) async fn delete(
     for (scope, keys) in &by_scope {
         match ferry_caches::remove(&app.store, &project, scope.as_deref(), keys).await {
             Ok(removed) => deleted += removed.len(),
+            // Removed meanwhile (another page, `ferry cache rm`, prune): gone all the same.
+            Err(ferry_caches::CacheError::NotFound { keys: missing }) => {
+                deleted += keys.len().saturating_sub(missing.len());
+            }
             Err(e) => {
                 return PageError::from_error("or delete these caches", &e).into_page(
                     &app,
