@@ -189,7 +189,7 @@ pub(crate) fn bar_chart(values: &[(String, u64)], id: &str) -> Markup {
     let bar = 14usize;
     let gap = 4usize;
     let h = 120usize;
-    let width = values.len().max(1) * (bar + gap) + 40;
+    let width = values.len().max(1) * (bar + gap) + 64;
     html! {
         svg.chart #(id) xmlns="http://www.w3.org/2000/svg" width=(width) height=(h + 30)
             viewBox=(format!("0 0 {width} {}", h + 30)) role="img" {

@@ -238,6 +238,8 @@ describe(`ferry ui on the ${storeName} store`, () => {
     // Each layer's files.
     const pkg = layers.layers.find((l) => l.job === 'package');
     await page.click(`#layer-graph g.node[data-layer="${pkg.id}"]`);
+    // The link opens the layer's file list (on the hash change).
+    await page.waitForSelector(`details[id="layer-${pkg.id}"][open]`);
     assert.match(await page.locator(`[id="layer-${pkg.id}"]`).innerText(), /pkg\/app\.tar/);
     assert.equal(await page.locator('#conflicts').count(), 0);
     await screenshot(page, 'workspace-graph');

@@ -172,7 +172,7 @@ async fn render_folder(
             tbody {
                 @for f in &folder.folders {
                     tr.folder data-path=(child(&f.name)) {
-                        td { a href=(format!("{base}{}", query(&[("dir", &child(&f.name))]))) { "📁 " (f.name) "/" } }
+                        td { a href=(format!("{base}{}", query(&[("dir", &child(&f.name))]))) { "▸ " (f.name) "/" } }
                         td.num.muted { (f.files) " files" } td {} td {} td {} td {} td {}
                     }
                 }
