@@ -22,4 +22,9 @@ while IFS= read -r name; do
 done < <(env | sed -n 's/^\(\(GITHUB\|RUNNER\|INPUT\|STATE\|CIRCLE\|FERRY\)_[A-Za-z0-9_-]*\)=.*/\1/p' | grep -v -- '-')
 unset GITHUB_ACTIONS CIRCLECI
 
-exec node --test test/*.test.js
+# Every test makes its folders under one private temporary folder, removed
+# when the suite ends however it ends, so runs leave nothing behind.
+TMPDIR="$(mktemp -d "${TMPDIR:-/tmp}/ferry-action-suite.XXXXXX")"
+export TMPDIR
+trap 'rm -rf "$TMPDIR"' EXIT
+node --test test/*.test.js

@@ -16,8 +16,12 @@ done
 python3 -c 'import yaml' || { echo "orb/test/run.sh: PyYAML is missing; run .ci/install-tools.sh" >&2; exit 1; }
 echo "orb tests: ferry at ${ferry}, $(bats --version)"
 
-tap="$(mktemp)"
-trap 'rm -f "$tap"' EXIT
+# Every test makes its folders under one private temporary folder, removed
+# when the suite ends however it ends, so runs leave nothing behind.
+TMPDIR="$(mktemp -d "${TMPDIR:-/tmp}/ferry-orb-suite.XXXXXX")"
+export TMPDIR BATS_TMPDIR="$TMPDIR"
+trap 'rm -rf "$TMPDIR"' EXIT
+tap="$TMPDIR/results.tap"
 status=0
 bats --tap ./*.bats | tee "$tap" || status=$?
 passed="$(grep -Ec '^ok [0-9]+' "$tap" || true)"

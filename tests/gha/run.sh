@@ -31,4 +31,8 @@ echo "gha fake checks: fake at ${FERRY_GHA_FAKE_URL}, node $(node --version)"
 # One file at a time: the files share the fake, and some move its clock or reset it.
 # Arguments name test files to run instead of all of them.
 if (($#)); then files=("$@"); else files=(test/*.test.mjs); fi
-exec node --test --test-concurrency=1 "${files[@]}"
+# The clients' temporary folders live in one private folder removed at the end.
+TMPDIR="$(mktemp -d "${TMPDIR:-/tmp}/ferry-gha-clients.XXXXXX")"
+export TMPDIR
+trap 'rm -rf "$TMPDIR"' EXIT
+node --test --test-concurrency=1 "${files[@]}"
