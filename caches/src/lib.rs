@@ -195,6 +195,44 @@ pub(crate) async fn objects(store: &Store, project: &str) -> Result<Objects, Sto
     Ok(out)
 }
 
+/// The manifests of every scope, and with `used` the used markers too: only the folders a
+/// lookup needs are listed (the data folders, as large as the key folders, are not), the
+/// project-wide ones side by side.
+pub(crate) async fn listed(
+    store: &Store,
+    project: &str,
+    used: bool,
+) -> Result<Objects, StoreError> {
+    let project_wide = Layout::new(project, None);
+    let keys_dir = project_wide.keys_dir();
+    let used_dir = project_wide.used_dir();
+    let (keys, used_markers, scoped) = futures::try_join!(
+        store.list(&keys_dir),
+        async {
+            if used {
+                store.list(&used_dir).await
+            } else {
+                Ok(Vec::new())
+            }
+        },
+        // Named scopes are few and small beside the project-wide one: listed whole.
+        objects_in_scopes(store, project),
+    )?;
+    let mut out = Objects::default();
+    for info in keys {
+        let name = &info.path[keys_dir.len() + 1..];
+        if name.ends_with(".json") && !name.contains('/') {
+            out.manifests.push((None, info));
+        }
+    }
+    out.manifests.extend(scoped.manifests);
+    if used {
+        out.used = used_markers;
+        out.used.extend(scoped.used);
+    }
+    Ok(out)
+}
+
 /// Lists the project's caches in its named scopes.
 pub(crate) async fn objects_in_scopes(store: &Store, project: &str) -> Result<Objects, StoreError> {
     let project_dir = manifest::project_dir(project);

@@ -1,5 +1,7 @@
 //! `ferry cache ls` and `ferry cache rm`.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use ferry_core::manifest;
 use ferry_core::store::Store;
@@ -46,15 +48,20 @@ pub async fn list(
     trust: &Trust,
 ) -> Result<Listing, CacheError> {
     let prefix = prefix.unwrap_or("");
-    let wanted: Vec<(Option<String>, String)> = crate::objects(store, project)
-        .await?
+    let objects = crate::listed(store, project, true).await?;
+    // A used marker is read only where the listing shows one: most caches have none.
+    let used: HashSet<String> = objects.used.into_iter().map(|o| o.path).collect();
+    let used = &used;
+    let wanted: Vec<(Option<String>, String)> = objects
         .manifests
         .into_iter()
         .filter(|(_, info)| manifest::name_may_start_with(info.name(), prefix))
         .map(|(scope, info)| (scope, info.path))
         .collect();
     let results: Vec<Result<Read, CacheError>> = futures::stream::iter(wanted)
-        .map(|(scope, rel)| async move { read_entry(store, project, scope, &rel, trust).await })
+        .map(|(scope, rel)| async move {
+            read_entry(store, project, scope, &rel, trust, Some(used)).await
+        })
         // Each read is a round trip on a remote store: more of them in flight there.
         .buffer_unordered(if store.is_remote() { 64 } else { 16 })
         .collect()
@@ -82,13 +89,15 @@ pub(crate) enum Read {
     Unusable(String),
 }
 
-/// Reads the manifest at `rel` (of `scope`) and its used marker as `ls` shows them.
+/// Reads the manifest at `rel` (of `scope`) and its used marker as `ls` shows them. With
+/// `used_listed`, the marker is read only when that listing of markers holds it.
 pub(crate) async fn read_entry(
     store: &Store,
     project: &str,
     scope: Option<String>,
     rel: &str,
     trust: &Trust,
+    used_listed: Option<&HashSet<String>>,
 ) -> Result<Read, CacheError> {
     let r = match crate::read_for_lookup(store, rel).await? {
         Lookup::Found(r) => r,
@@ -97,12 +106,17 @@ pub(crate) async fn read_entry(
     };
     let m = r.manifest;
     let layout = Layout::new(project, scope.as_deref());
-    let used: Option<Used> = store
-        .read(&layout.used(&m.body.key))
-        .await
-        .ok()
-        .flatten()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    let marker = layout.used(&m.body.key);
+    let used: Option<Used> = if used_listed.is_none_or(|l| l.contains(&marker)) {
+        store
+            .read(&marker)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+    } else {
+        None
+    };
     let expires = match (&m.expires, &used) {
         (Some(e), Some(u)) => Some((*e).max(u.expires)),
         (e, _) => *e,

@@ -88,7 +88,7 @@ pub async fn page(
     query: &PageQuery,
     trust: &Trust,
 ) -> Result<Page, CacheError> {
-    let objects = listed(store, project, query.sort == SortBy::LastUsed).await?;
+    let objects = crate::listed(store, project, query.sort == SortBy::LastUsed).await?;
     // Used markers sit beside their manifests under the same name.
     let used: HashMap<String, DateTime<Utc>> = objects
         .used
@@ -194,30 +194,6 @@ pub async fn page(
     })
 }
 
-/// The manifests of every scope, and with `used` the used markers too: only the folders a
-/// page needs are listed (the data folders, as large as the key folders, are not).
-async fn listed(store: &Store, project: &str, used: bool) -> Result<crate::Objects, CacheError> {
-    let mut out = crate::Objects::default();
-    let project_wide = crate::Layout::new(project, None);
-    for info in store.list(&project_wide.keys_dir()).await? {
-        if info.path.ends_with(".json")
-            && !info.path[project_wide.keys_dir().len() + 1..].contains('/')
-        {
-            out.manifests.push((None, info));
-        }
-    }
-    if used {
-        out.used = store.list(&project_wide.used_dir()).await?;
-    }
-    // Named scopes are few and small beside the project-wide one: listed whole.
-    let scoped = crate::objects_in_scopes(store, project).await?;
-    out.manifests.extend(scoped.manifests);
-    if used {
-        out.used.extend(scoped.used);
-    }
-    Ok(out)
-}
-
 /// Bytes of cache data written per day (UTC) by the store's dates of the data objects, in
 /// every scope: what saves stored, from a listing of the data folders alone.
 pub async fn stored_per_day(
@@ -243,7 +219,7 @@ async fn read_many(
     batch: Vec<Candidate>,
 ) -> Result<Vec<Read>, CacheError> {
     futures::stream::iter(batch)
-        .map(|c| async move { read_entry(store, project, c.scope, &c.path, trust).await })
+        .map(|c| async move { read_entry(store, project, c.scope, &c.path, trust, None).await })
         .buffered(if store.is_remote() { 64 } else { 16 })
         .collect::<Vec<_>>()
         .await
@@ -258,7 +234,7 @@ pub async fn stored_by_key(
     project: &str,
     prefix: &str,
 ) -> Result<Vec<(String, u64)>, CacheError> {
-    let rels: Vec<String> = listed(store, project, false)
+    let rels: Vec<String> = crate::listed(store, project, false)
         .await?
         .manifests
         .into_iter()

@@ -392,8 +392,9 @@ describe('access beyond loopback', () => {
   });
 });
 
-describe('a large store', { skip: storeName !== 'local' && 'the timing is measured on the local store' }, () => {
-  test('renders the first page of 10,000 caches in under a second', async () => {
+// How fast the first page draws is measured by bench/ (the lookup lane), not asserted here.
+describe('a large store', { skip: storeName !== 'local' && 'the 10,000 caches are written on the local store' }, () => {
+  test('pages a store of 10,000 caches fifty at a time, filtered and sorted', async () => {
     const big = new World('big');
     let server;
     try {
@@ -414,7 +415,6 @@ describe('a large store', { skip: storeName !== 'local' && 'the timing is measur
         await page.waitForSelector('#charts[data-loaded="true"]', { timeout: 60000 });
       }
       console.log(`first page of 10,000 caches: ${timings.map((t) => `${t.toFixed(0)} ms`).join(', ')}`);
-      for (const t of timings) assert.ok(t < 1000, `${t.toFixed(0)} ms`);
       assert.equal(await page.locator('#caches tbody tr').count(), 50);
       assert.match(await page.locator('p.summary').innerText(), /3333 caches/);
       fs.writeFileSync(path.join(big.root, 'timing.txt'), timings.join('\n'));
