@@ -118,6 +118,11 @@ pub fn project_dir(project: &str) -> String {
 /// How long the readable part of an object name may be before it is cut.
 pub const NAME_CHARS: usize = 160;
 
+/// Every character an object name made by [`object_name`] can hold, in byte order: what
+/// [`crate::paths::encode_part`] keeps, its `=XX` escapes, and the `.` before the digest.
+pub const NAME_ALPHABET: &str =
+    "-.0123456789=ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz";
+
 /// The object name of a key or path: its encoding (cut at [`NAME_CHARS`] on an escape
 /// boundary) then `.` and 16 hex digits of the key's SHA-256, so names stay short enough for
 /// every store while prefix matches can still be found by listing.

@@ -478,6 +478,51 @@ async fn newest_by_name_prefix(s: &Store) {
     assert!(s.newest("n", "v3-").await.expect("newest").is_empty());
 }
 
+/// More matches than one page of a listing (1,000 names on S3 and GCS) are all found, each
+/// once: a lookup among thousands of caches sees every one of them, whatever character
+/// follows the prefix in their names.
+async fn newest_past_the_first_listing_page(s: &Store) {
+    let mut keys: Vec<String> = (0..1200).map(|i| format!("v1-{i}")).collect();
+    keys.extend(
+        [
+            "v1-", "v1-=x", "v1-_a", "v1--b", "v1-Zed", "v1-zed", "v1-.z",
+        ]
+        .map(String::from),
+    );
+    let names: std::collections::BTreeSet<String> = keys
+        .iter()
+        .map(|k| format!("n/{}.json", ferry_core::manifest::object_name(k)))
+        .collect();
+    futures::stream::iter(names.iter().cloned())
+        .map(|n| async move {
+            s.create(&n, Bytes::from_static(b"{}"))
+                .await
+                .expect("write")
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    s.create(
+        &format!("n/{}.json", ferry_core::manifest::object_name("v2-0")),
+        Bytes::from_static(b"{}"),
+    )
+    .await
+    .expect("write");
+    let found = s.newest("n", "v1-").await.expect("newest");
+    if !s.capabilities().list {
+        assert_eq!(found.len(), 1, "a service's own lookup gives the newest");
+        return;
+    }
+    let paths: Vec<&str> = found.iter().map(|o| o.path.as_str()).collect();
+    let unique: std::collections::BTreeSet<String> = paths.iter().map(|p| p.to_string()).collect();
+    assert_eq!(paths.len(), unique.len(), "each match once");
+    assert_eq!(unique, names, "every match, nothing else");
+    assert!(
+        found.windows(2).all(|w| w[0].modified >= w[1].modified),
+        "newest first"
+    );
+}
+
 /// A bounded read refuses an object longer than expected without reading it all.
 async fn bounded_read(s: &Store) {
     s.create("b/data", Bytes::from(vec![1u8; 64 * 1024]))
@@ -633,6 +678,14 @@ macro_rules! conformance {
             async fn newest_by_name_prefix() {
                 let Some(o) = open_for("newest") else { return };
                 super::newest_by_name_prefix(&o.store).await;
+            }
+
+            #[tokio::test]
+            async fn newest_past_the_first_listing_page() {
+                let Some(o) = open_for("newest-pages") else {
+                    return;
+                };
+                super::newest_past_the_first_listing_page(&o.store).await;
             }
 
             #[tokio::test]

@@ -164,23 +164,32 @@ pub trait Backend: Send + Sync + 'static {
     /// of its own may answer with only the newest.
     async fn newest(&self, dir: &str, name_prefix: &str) -> Result<Vec<ObjectInfo>, BackendError> {
         let folder = format!("{}/", dir.trim_end_matches('/'));
-        let mut found: Vec<ObjectInfo> = self
-            .list(&format!("{folder}{name_prefix}"))
-            .await?
-            .into_iter()
-            .filter(|o| {
-                o.path
-                    .strip_prefix(&folder)
-                    .is_some_and(|n| !n.contains('/') && n.starts_with(name_prefix))
-            })
-            .collect();
-        found.sort_by(|a, b| {
-            b.modified
-                .cmp(&a.modified)
-                .then_with(|| b.path.cmp(&a.path))
-        });
-        Ok(found)
+        let listed = self.list(&format!("{folder}{name_prefix}")).await?;
+        Ok(newest_first(listed, &folder, name_prefix))
     }
+}
+
+/// The objects of `listed` directly in `folder` (ending in `/`) whose names start with
+/// `name_prefix`, newest first by the store's clock (ties by name, last first).
+pub(crate) fn newest_first(
+    listed: Vec<ObjectInfo>,
+    folder: &str,
+    name_prefix: &str,
+) -> Vec<ObjectInfo> {
+    let mut found: Vec<ObjectInfo> = listed
+        .into_iter()
+        .filter(|o| {
+            o.path
+                .strip_prefix(folder)
+                .is_some_and(|n| !n.contains('/') && n.starts_with(name_prefix))
+        })
+        .collect();
+    found.sort_by(|a, b| {
+        b.modified
+            .cmp(&a.modified)
+            .then_with(|| b.path.cmp(&a.path))
+    });
+    found
 }
 
 /// Errors of the store, each naming the store URL and what to check.

@@ -4,6 +4,7 @@
 //! streamed writes are multipart above 16 MiB; a local folder also hands out its files, so
 //! transfers there skip the async layer.
 
+use std::collections::HashSet;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,12 +20,16 @@ use object_store::signer::Signer;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
 use url::Url;
 
+use crate::manifest;
+
 use super::{Backend, BackendError, Capabilities, ObjectInfo, ObjectWriter, Published, PutMode};
 
 /// Part size of multipart uploads; objects smaller than this are one PUT.
 const PART_SIZE: usize = 16 * 1024 * 1024;
 /// Parts uploaded at once.
 const UPLOAD_CONCURRENCY: usize = 4;
+/// Listings in flight at once when a lookup lists many names side by side.
+const LIST_CONCURRENCY: usize = 16;
 
 /// What a backend file builds from a URL and the environment.
 pub(crate) struct Parts {
@@ -94,6 +99,38 @@ impl ObjectBackend {
                 .map(|r| r.trim_start_matches('/').to_string())
                 .unwrap_or_else(|| s.to_string())
         }
+    }
+
+    /// One page of the raw-prefix listing of `prefix` (relative to the store), and the
+    /// token of the next page when there is one.
+    async fn list_page(
+        &self,
+        paged: &Arc<dyn PaginatedListStore>,
+        prefix: &str,
+        page_token: Option<String>,
+    ) -> Result<(Vec<ObjectInfo>, Option<String>), BackendError> {
+        let full = if self.prefix.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{}/{prefix}", self.prefix)
+        };
+        let page = paged
+            .list_paginated(
+                Some(&full),
+                PaginatedListOptions {
+                    page_token,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(convert)?;
+        let objects = page
+            .result
+            .objects
+            .into_iter()
+            .map(|m| self.info(m))
+            .collect();
+        Ok((objects, page.page_token))
     }
 
     fn info(&self, meta: ObjectMeta) -> ObjectInfo {
@@ -210,28 +247,57 @@ impl Backend for ObjectBackend {
         }
     }
 
+    async fn newest(&self, dir: &str, name_prefix: &str) -> Result<Vec<ObjectInfo>, BackendError> {
+        let folder = format!("{}/", dir.trim_end_matches('/'));
+        let start = format!("{folder}{name_prefix}");
+        let Some(paged) = &self.paged else {
+            return Ok(super::newest_first(
+                self.list(&start).await?,
+                &folder,
+                name_prefix,
+            ));
+        };
+        // One page first: a miss or a handful of matches costs one request.
+        let (mut listed, more) = self.list_page(paged, &start, None).await?;
+        if more.is_some() {
+            // Thousands of matches are pages a round trip apart. Names are listed in byte
+            // order and each name's next character is one of the names' alphabet, so what the
+            // first page did not reach is listed a next character at a time, side by side,
+            // from the last name's next character on (its first names come twice: kept once).
+            let from = listed
+                .last()
+                .and_then(|o| o.path.strip_prefix(&start))
+                .and_then(|rest| rest.chars().next());
+            let rest: Vec<Vec<ObjectInfo>> = futures::stream::iter(
+                manifest::NAME_ALPHABET
+                    .chars()
+                    .filter(|c| from.is_none_or(|f| *c >= f)),
+            )
+            .map(|c| {
+                let p = format!("{start}{c}");
+                async move { self.list(&p).await }
+            })
+            .buffer_unordered(LIST_CONCURRENCY)
+            .try_collect()
+            .await?;
+            let mut seen: HashSet<String> = listed.iter().map(|o| o.path.clone()).collect();
+            listed.extend(
+                rest.into_iter()
+                    .flatten()
+                    .filter(|o| seen.insert(o.path.clone())),
+            );
+        }
+        Ok(super::newest_first(listed, &folder, name_prefix))
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError> {
         if let Some(paged) = &self.paged {
-            let full = if self.prefix.is_empty() {
-                prefix.to_string()
-            } else {
-                format!("{}/{prefix}", self.prefix)
-            };
             let mut out = Vec::new();
             let mut page_token = None;
             loop {
-                let page = paged
-                    .list_paginated(
-                        Some(&full),
-                        PaginatedListOptions {
-                            page_token,
-                            ..Default::default()
-                        },
-                    )
-                    .await
-                    .map_err(convert)?;
-                out.extend(page.result.objects.into_iter().map(|m| self.info(m)));
-                match page.page_token {
+                let (page, next) = self.list_page(paged, prefix, page_token).await?;
+                out.extend(page);
+                match next {
                     Some(t) => page_token = Some(t),
                     None => break,
                 }
