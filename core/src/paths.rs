@@ -49,15 +49,24 @@ pub fn normalize(raw: &str) -> String {
     }
 }
 
-/// True when `path` equals `root` or lies below it (both normalised, `/`-separated).
+/// True when `path` equals `root` or lies below it (both normalised, `/`-separated). A `..`
+/// below the root climbs back out of it: normalising keeps `..` after leading `..` parts and
+/// after a lone `~`, so `../..` is not within `..`, nor `~/../x` within `~`.
 pub fn is_within(path: &str, root: &str) -> bool {
-    if root == "." {
-        return !path.starts_with('/') && !path.starts_with("..") && !path.starts_with('~');
-    }
-    path == root
-        || path
-            .strip_prefix(root)
-            .is_some_and(|rest| rest.starts_with('/') || root.ends_with('/'))
+    let below = if root == "." {
+        if path.starts_with('/') || path.starts_with("..") || path.starts_with('~') {
+            return false;
+        }
+        path
+    } else if path == root {
+        ""
+    } else {
+        match path.strip_prefix(root) {
+            Some(rest) if rest.starts_with('/') || root.ends_with('/') => rest,
+            _ => return false,
+        }
+    };
+    !below.split('/').any(|part| part == "..")
 }
 
 /// Converts a filesystem path to a `/`-separated string, refusing non-UTF-8 names.
@@ -165,6 +174,24 @@ mod tests {
         assert!(!is_within("node_modules2/a", "node_modules"));
         assert!(is_within("a", "."));
         assert!(!is_within("../a", "."));
+    }
+
+    /// Found by fuzzing (`fuzz/`, target `rules`): `~/../x` was within `~`, so a cache saved
+    /// with `--path ~` could restore an entry beside the home folder, and `../../x` one beside
+    /// the parent of a cache saved with `--path ..`.
+    #[test]
+    fn a_parent_part_below_a_root_climbs_out_of_it() {
+        assert!(!is_within("~/../x", "~"));
+        assert!(!is_within("~/..", "~"));
+        assert!(!is_within("../..", ".."));
+        assert!(!is_within("../../etc/passwd", ".."));
+        assert!(!is_within("../up/../x", "../up"));
+        assert!(!is_within("a/../../x", "."));
+        assert!(is_within("../x", ".."));
+        assert!(is_within("../..", "../.."));
+        assert!(is_within("~/.x", "~"));
+        assert!(is_within("/", "/"));
+        assert!(is_within("/etc", "/"));
     }
 
     #[test]

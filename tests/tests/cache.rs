@@ -100,6 +100,26 @@ fn home_paths_restore_into_the_restoring_users_home() {
     );
 }
 
+/// Found by fuzzing (`fuzz/`, target `unpack_tar`): a restore of an absolute path walked up
+/// its folders forever, since the parent of `/` was `/`.
+#[test]
+fn a_cache_saved_from_an_absolute_path_restores_there() {
+    let ctx = TestContext::new();
+    let tool = ctx.dir("opt/tool");
+    std::fs::create_dir_all(tool.join("bin")).expect("mkdir");
+    std::fs::write(tool.join("bin/run"), "run").expect("write");
+    let path = tool.display().to_string();
+    ctx.run(&["cache", "save", "--key", "abs", "--path", &path])
+        .ok();
+    std::fs::remove_dir_all(&tool).expect("remove");
+    ctx.run_with_timeout(&ctx.work, 60, &["cache", "restore", "--key", "abs"])
+        .ok();
+    assert_eq!(
+        std::fs::read_to_string(tool.join("bin/run")).expect("restored"),
+        "run"
+    );
+}
+
 #[test]
 fn existing_key_is_skipped_unchanged_and_force_replaces_it() {
     let ctx = TestContext::new();

@@ -550,6 +550,32 @@ fn one_unreadable_manifest_is_skipped_with_a_warning_and_lookups_go_on() {
     assert_eq!(exact.json()["hit"], "exact");
 }
 
+// --- found by fuzzing (fuzz/README.md) ---------------------------------------------------
+
+/// Normalising keeps `..` after a lone `~` and after leading `..` parts, and such names passed
+/// as within the saved paths `~` and `..` (fuzz target `rules`): a cache saved with `--path ~`
+/// or `--path ..` could restore beside the home folder, or above the parent folder.
+#[test]
+fn names_climbing_out_of_a_home_or_parent_saved_path_are_refused() {
+    for (root, name) in [("~", "~/../escaped"), ("..", "../../escaped")] {
+        let ctx = TestContext::new();
+        let v = victim(&ctx);
+        let mut tar = Tar::new();
+        tar.file(name, b"e");
+        Planted::cache("climb", &[root], &tar.finish()).plant(&ctx);
+        let before = snapshot(&v.root);
+        refused(
+            &restore(&ctx, &v.proj, "climb"),
+            5,
+            &[name, "`..`"],
+            &v,
+            &before,
+        );
+        // `~/..` and `v.proj/../..` are both the test's root.
+        assert!(!ctx.root.join("escaped").exists(), "{name} was restored");
+    }
+}
+
 // --- finding 8 ---------------------------------------------------------------------------
 
 #[test]

@@ -95,7 +95,7 @@ pub fn check_name(raw: &[u8], roots: &[String]) -> Result<String, Refusal> {
     if root_of(name, roots).is_none() {
         return Err(if name.starts_with('/') {
             Refusal::Absolute
-        } else if name == ".." || name.starts_with("../") {
+        } else if name.split('/').any(|part| part == "..") {
             Refusal::Parent
         } else {
             Refusal::OutsideRoots {
@@ -185,8 +185,9 @@ impl fmt::Display for Escape {
 /// once on disk. Each component is resolved in turn; wherever the path so far lies within the
 /// roots, `node` says whether a link is there (one this restore makes, or one already on
 /// disk) and that link is followed. `..` is resolved only from a folder within the roots,
-/// where every part is known; out of a folder outside them it is an escape, since a link
-/// there could make it mean anything. Absolute targets are resolved from `/`.
+/// where every part is known; out of a folder outside them, out of the home folder, or out
+/// of a saved path that is itself a link, it is an escape, since only the file system there
+/// could say where it leads. Absolute targets are resolved from `/`.
 pub fn judge_link(
     name: &str,
     target: &str,
@@ -194,7 +195,11 @@ pub fn judge_link(
     node: &mut dyn FnMut(&str) -> Node,
 ) -> Result<(), Escape> {
     let mut hops = 0;
-    let start = Loc::parse(name).parent();
+    let mut start = Loc::parse(name);
+    if !start.up() && !target.starts_with('/') {
+        // A link at `~` itself: a relative target starts in the folder above home.
+        return Err(Escape::Climbs { from: start.name() });
+    }
     let end = resolve(start, target, roots, node, &mut hops)?;
     let end_name = end.name();
     if root_of(&end_name, roots).is_some() {
@@ -250,19 +255,18 @@ impl Loc {
         }
     }
 
-    fn parent(mut self) -> Self {
-        self.up();
-        self
-    }
-
-    fn up(&mut self) {
+    /// Moves to the parent folder; false when no name says where that is: above home, which
+    /// is wherever the restoring user's home folder is.
+    fn up(&mut self) -> bool {
         match self.parts.last().map(String::as_str) {
             Some("..") | None if self.base == Base::Cwd => self.parts.push("..".into()),
+            Some("..") | None if self.base == Base::Home => return false,
             Some("..") | None => {}
             Some(_) => {
                 self.parts.pop();
             }
         }
+        true
     }
 
     /// True when a part of the location is a `~` folder that a name would mistake for home.
@@ -292,10 +296,11 @@ fn resolve(
         match part {
             "" | "." => {}
             ".." => {
-                if !inside(&cur, roots) {
+                // `..` leaves the folder a path is in on disk. Where a saved path is itself a
+                // link (kept by `keep_root_links`), that folder is not the one its name is in.
+                if !inside(&cur, roots) || matches!(node(&cur.name()), Node::Link(_)) || !cur.up() {
                     return Err(Escape::Climbs { from: cur.name() });
                 }
-                cur.up();
             }
             p => {
                 cur.parts.push(p.to_string());
@@ -305,7 +310,10 @@ fn resolve(
                         if *hops > LINK_DEPTH {
                             return Err(Escape::Loop);
                         }
-                        let from = cur.clone().parent();
+                        let mut from = cur.clone();
+                        if !from.up() && !next.starts_with('/') {
+                            return Err(Escape::Climbs { from: cur.name() });
+                        }
                         cur = resolve(from, &next, roots, node, hops)?;
                     }
                 }
@@ -383,6 +391,23 @@ mod tests {
         ));
     }
 
+    /// Found by fuzzing (`fuzz/`, target `rules`): normalising keeps `..` after a lone `~`
+    /// and after leading `..` parts, and such names passed as within the saved paths `~` and
+    /// `..`, so a cache saved with `--path ~` could restore beside the home folder.
+    #[test]
+    fn names_climbing_out_of_a_home_or_parent_root_are_refused() {
+        let rs = roots(&["~", ".."]);
+        for raw in ["~/../x", "~/..", "../..", "../../etc/passwd"] {
+            assert_eq!(
+                check_name(raw.as_bytes(), &rs),
+                Err(Refusal::Parent),
+                "{raw}"
+            );
+        }
+        assert_eq!(check_name(b"~/.ssh", &rs).as_deref(), Ok("~/.ssh"));
+        assert_eq!(check_name(b"../x", &rs).as_deref(), Ok("../x"));
+    }
+
     #[test]
     fn shown_names_are_bounded_and_say_how_long_they_were() {
         let huge = vec![b'x'; 1 << 20];
@@ -422,6 +447,9 @@ mod tests {
             (&[("a/l", "~/x")], "a/l"),
             // a root that is itself a link, to another root
             (&[("a", "b/c")], "a"),
+            // below a root that is a link the user made, links stay within it
+            (&[("a", "/mnt/a"), ("a/l", "x")], "a/l"),
+            (&[("a", "/mnt/a"), ("a/d/l", "../x")], "a/d/l"),
         ];
         for (links, name) in inside {
             let target = links
@@ -488,6 +516,18 @@ mod tests {
                 "a/l",
                 Escape::Climbs { from: ".".into() },
             ),
+            // found by the property tests: a saved path that is a link the user made (kept by
+            // `keep_root_links`) is not where its name is, so `..` out of it leads elsewhere
+            (
+                &[("a", "/mnt/a"), ("a/l", "../b/c/x")],
+                "a/l",
+                Escape::Climbs { from: "a".into() },
+            ),
+            (
+                &[("a", "/mnt/a"), ("a/d/l", "../../b/c/x")],
+                "a/d/l",
+                Escape::Climbs { from: "a".into() },
+            ),
             (&[("a/l", "m"), ("a/m", "l")], "a/l", Escape::Loop),
             (&[("a/l", "l/x")], "a/l", Escape::Loop),
         ];
@@ -503,5 +543,23 @@ mod tests {
                 "{name} -> {target}"
             );
         }
+    }
+
+    /// Found by the property tests (`core/tests/path_rules.rs`): `..` out of the home folder
+    /// stayed in it, so with `~` saved, `~/l -> ../x` passed as leading to `~/x`; on disk it
+    /// leads beside the home folder.
+    #[test]
+    fn a_link_climbing_out_of_the_home_folder_is_refused() {
+        let rs = roots(&["~"]);
+        let climbs = Err(Escape::Climbs { from: "~".into() });
+        assert_eq!(judge_link("~/l", "../x", &rs, &mut tree(&[])), climbs);
+        assert_eq!(judge_link("~/d/l", "../../x", &rs, &mut tree(&[])), climbs);
+        assert_eq!(judge_link("~", "~", &rs, &mut tree(&[])), climbs);
+        assert_eq!(
+            judge_link("~/l", "m/x", &rs, &mut tree(&[("~/m", "..")])),
+            climbs
+        );
+        assert_eq!(judge_link("~/l", ".x/y", &rs, &mut tree(&[])), Ok(()));
+        assert_eq!(judge_link("~/d/l", "../y", &rs, &mut tree(&[])), Ok(()));
     }
 }

@@ -341,4 +341,14 @@ mod tests {
         let keys = TrustedKeys::parse(&format!("{public},\n {public2}")).expect("two keys");
         assert_eq!(keys.keys.len(), 2);
     }
+
+    /// Found by fuzzing (`fuzz/`, target `manifest`): a number past `u64` is read as a float,
+    /// and serde_json's default float parsing is not exact, so the canonical form written at
+    /// signing read back as another number and a manifest's own signature did not verify.
+    #[test]
+    fn a_signed_manifest_holding_a_number_past_u64_verifies() {
+        let (signer, trusted) = pair();
+        let signed = signer.sign(br#"{"":18446744077509551611}"#);
+        assert_eq!(trusted.verify(&signed).as_deref(), Ok(signer.public_key()));
+    }
 }

@@ -8,7 +8,7 @@
 //! points to. Folder modes and times are set last, on the folders themselves, never through a
 //! link.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -48,17 +48,32 @@ pub(crate) struct Plan {
     /// Folders that were there before and now hold staged names, with their times then: a
     /// rollback puts the times back, so a refused restore leaves even those as they were.
     pub touched: HashMap<PathBuf, (FileTime, FileTime)>,
+    /// The paths [`Plan::touch`] was given (a folder may be reached through a link too).
+    pub seen: HashSet<PathBuf>,
 }
 
 impl Plan {
-    /// Notes the times of `dir`, an existing folder about to receive a staged name.
+    /// Notes the times of `dir`, an existing folder about to receive a staged name. When `dir`
+    /// is a symlink that the restore follows (a saved path kept as a link, a user's folder
+    /// above the saved paths), the folder it leads to is the one whose times change.
     pub fn touch(&mut self, dir: &Path) {
-        if self.touched.contains_key(dir) {
+        if !self.seen.insert(dir.to_path_buf()) {
             return;
         }
-        if let Ok(m) = fs::symlink_metadata(dir) {
+        let real = match fs::symlink_metadata(dir) {
+            Ok(m) if m.file_type().is_symlink() => match fs::canonicalize(dir) {
+                Ok(real) => real,
+                Err(_) => return,
+            },
+            Ok(_) => dir.to_path_buf(),
+            Err(_) => return,
+        };
+        if self.touched.contains_key(&real) {
+            return;
+        }
+        if let Ok(m) = fs::symlink_metadata(&real) {
             self.touched.insert(
-                dir.to_path_buf(),
+                real,
                 (
                     FileTime::from_last_access_time(&m),
                     FileTime::from_last_modification_time(&m),
@@ -74,6 +89,7 @@ impl Plan {
     /// disk for metadata). Then the error names the path and the rest is removed.
     pub fn commit(&mut self) -> Result<(), ArchiveError> {
         self.touched.clear();
+        self.seen.clear();
         let renames: Vec<(PathBuf, PathBuf)> = self
             .renames
             .drain(..)
@@ -115,6 +131,7 @@ impl Plan {
             let _ = fs::remove_dir_all(&f.tmp);
         }
         self.dir_meta.clear();
+        self.seen.clear();
         for (dir, (atime, mtime)) in self.touched.drain() {
             if let Ok(handle) = open_folder(&dir) {
                 let _ = filetime::set_file_handle_times(&handle, Some(atime), Some(mtime));
