@@ -130,7 +130,7 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
     let lander = Lander::new(LandOptions {
         keep_root_links: req.keep_root_links,
     });
-    let lander = entry::land(
+    let (lander, _) = entry::land(
         store,
         lander,
         Land {
@@ -139,6 +139,8 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
             tree: found.body.tree.clone(),
             resolve: Box::new(move |name: &str| at.resolve(name)),
             max_entries: None,
+            keep_existing: true,
+            mirror: true,
         },
     )
     .await?;

@@ -114,6 +114,8 @@ pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheE
             encoding,
             compression: req.format,
             level: req.level,
+            packs_dir: String::new(),
+            known: Default::default(),
         },
     )
     .await?;

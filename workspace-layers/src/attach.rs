@@ -147,8 +147,10 @@ async fn stage(
         tree: layer.body.tree.clone(),
         resolve: Box::new(move |name: &str| at.join(name)),
         max_entries: Some(layer.body.entries.iter().count() as u64),
+        keep_existing: true,
+        mirror: false,
     };
-    Ok(entry::land(store, lander, land).await?)
+    Ok(entry::land(store, lander, land).await?.0)
 }
 
 /// Refuses a manifest whose roots would put entries outside the attach folder.

@@ -105,6 +105,8 @@ pub async fn persist(store: &Store, req: PersistRequest) -> Result<PersistOutcom
             encoding,
             compression,
             level: None,
+            packs_dir: String::new(),
+            known: Default::default(),
         },
     )
     .await?;
