@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use ferry_core::entry::{self, Land};
+use ferry_core::entry::{self, Encoding, Land};
 use ferry_core::manifest;
 use ferry_core::paths::{self, PathContext};
 use ferry_core::store::Store;
@@ -41,6 +41,9 @@ pub struct RestoreRequest {
     /// Which signatures to require.
     pub trust: Trust,
     pub at: PathContext,
+    /// Folder of the job state that remembers what the job restored, so its save uploads
+    /// only new chunks (none: nothing is remembered).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// How well the restore matched.
@@ -64,7 +67,14 @@ pub struct RestoreOutcome {
     pub scope: Option<String>,
     /// Bytes downloaded (0 with lookup-only or on a miss).
     pub bytes: u64,
+    /// Files of the entry now in place (written or kept).
     pub files: u64,
+    /// Format 2: files already in place with the entry's content, kept without rewriting.
+    pub kept_files: u64,
+    /// Format 2: files, links and folders removed because the entry does not hold them.
+    pub removed: u64,
+    /// `chunked`, `zstd`, `gzip` or `tar` (absent on a miss).
+    pub format: Option<String>,
     pub seconds: f64,
     pub lookup_only: bool,
     /// Entries passed over (unreadable, unsigned, expired) and why.
@@ -94,6 +104,9 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
             scope: None,
             bytes: 0,
             files: 0,
+            kept_files: 0,
+            removed: 0,
+            format: None,
             seconds: started.elapsed().as_secs_f64(),
             lookup_only: req.lookup_only,
             warnings,
@@ -106,6 +119,8 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
         Hit::Partial
     };
     check_expected(&found, &req.expected_paths)?;
+    let encoding = found.encoding.unwrap_or_default();
+    let format = Some(crate::format_name(encoding, found.body.tree.compression));
     if req.lookup_only {
         return Ok(RestoreOutcome {
             hit,
@@ -114,6 +129,9 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
             scope,
             bytes: 0,
             files: found.body.tree.files,
+            kept_files: 0,
+            removed: 0,
+            format,
             seconds: started.elapsed().as_secs_f64(),
             lookup_only: true,
             warnings,
@@ -130,12 +148,12 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
     let lander = Lander::new(LandOptions {
         keep_root_links: req.keep_root_links,
     });
-    let (lander, _) = entry::land(
+    let (lander, landing) = entry::land(
         store,
         lander,
         Land {
             data: found.data.clone(),
-            encoding: found.encoding.unwrap_or_default(),
+            encoding,
             tree: found.body.tree.clone(),
             resolve: Box::new(move |name: &str| at.resolve(name)),
             max_entries: None,
@@ -146,13 +164,31 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
     .await?;
     let stats = lander.finish_async().await?.commit_async().await?;
     touch(store, &Layout::new(&req.project, scope.as_deref()), &found).await;
+    if let (Some(dir), Encoding::Chunked) = (&req.state_dir, encoding) {
+        let restored = crate::state::Restored {
+            scope: scope.clone(),
+            key: found.body.key.clone(),
+            data: found.data.clone(),
+            packs: found.body.tree.packs.clone(),
+            paths: found.body.tree.paths.clone(),
+        };
+        if let Err(e) = crate::state::remember(dir, &req.project, restored) {
+            warnings.push(format!(
+                "could not remember this restore in {} ({e}); a save in this job uploads every chunk",
+                dir.display()
+            ));
+        }
+    }
     Ok(RestoreOutcome {
         hit,
         key: req.key,
         matched_key: Some(found.body.key),
         scope,
-        bytes: found.data.size,
+        bytes: landing.downloaded,
         files: stats.files,
+        kept_files: stats.kept,
+        removed: stats.removed,
+        format,
         seconds: started.elapsed().as_secs_f64(),
         lookup_only: false,
         warnings,
@@ -218,7 +254,7 @@ fn scopes(req: &RestoreRequest) -> Vec<Option<String>> {
 }
 
 /// The entry to restore and its scope, passing over what cannot be used.
-async fn find(
+pub(crate) async fn find(
     store: &Store,
     req: &RestoreRequest,
     now: DateTime<Utc>,
@@ -446,6 +482,7 @@ mod tests {
                 cwd: at.to_path_buf(),
                 env: Environment::default(),
             },
+            state_dir: None,
         }
     }
 
@@ -474,11 +511,15 @@ mod tests {
                 key: "v1-real".into(),
                 paths: vec!["tree".into()],
                 excludes: Vec::new(),
+                encoding: Encoding::Chunked,
                 format: Format::Tar,
                 level: None,
                 ttl: Duration::from_secs(3600),
                 force: false,
                 scope: None,
+                restore_keys: Vec::new(),
+                fallback_scopes: Vec::new(),
+                state_dir: None,
                 trust: Trust::default(),
                 at,
             },
