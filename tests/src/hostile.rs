@@ -246,6 +246,19 @@ impl Direct {
             .unwrap_or_else(|e| panic!("delete {rel}: {e}"));
     }
 
+    /// Every object below `prefix` with its size, sorted by path.
+    pub fn sizes(&self, prefix: &str) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = self
+            .rt
+            .block_on(self.store.list(prefix))
+            .unwrap_or_else(|e| panic!("list {prefix}: {e}"))
+            .into_iter()
+            .map(|m| (m.path, m.size))
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Every object below `prefix`, as paths below the store's own prefix.
     pub fn list(&self, prefix: &str) -> Vec<String> {
         let mut v: Vec<String> = self
