@@ -322,6 +322,8 @@ fn settle_workspace(command: WorkspaceCommand, globals: &Globals) -> Result<Acti
             ttl: ttl_after(&args.ttl)?,
             state_dir: workspace_state_dir(&globals.env)?,
             trust: globals.trust.clone(),
+            encoding: settle_format(&args.format)?.0,
+            format: settle_format(&args.format)?.1,
         }),
         WorkspaceCommand::Attach(args) => Action::WorkspaceAttach(AttachRequest {
             project: globals.project.clone(),

@@ -412,3 +412,62 @@ fn cache_export_of_a_chunked_entry_unpacks_with_gnu_tar_to_the_same_tree() {
         );
     }
 }
+
+#[test]
+fn a_job_that_attaches_dist_and_persists_it_again_uploads_only_the_change() {
+    let mut ctx = TestContext::new();
+    ctx.set_env(
+        "XDG_STATE_HOME",
+        ctx.root.join("state").display().to_string(),
+    );
+    ctx.set_env("FERRY_WORKFLOW", "run-1");
+    ctx.set_env("FERRY_FORMAT", "chunked");
+    let build = ctx.dir("build");
+    make_tree(&build.join("dist"));
+    let persist = |dir: &Path, job: &str| -> Value {
+        let run = ctx.run_in(
+            dir,
+            &[
+                "--json",
+                "workspace",
+                "persist",
+                "--root",
+                ".",
+                "--path",
+                "dist",
+                "--job",
+                job,
+            ],
+        );
+        run.ok();
+        run.json()
+    };
+    let first = persist(&build, "build");
+
+    let package = ctx.dir("package");
+    ctx.run_in(
+        &package,
+        &["workspace", "attach", "--at", ".", "--job", "package"],
+    )
+    .ok();
+    std::fs::write(package.join("dist/a.txt"), "signed\n").expect("write");
+    let second = persist(&package, "package");
+    assert!(
+        second["uploaded_bytes"].as_u64() < Some(20_000),
+        "only the changed file: {second} (the first uploaded {})",
+        first["uploaded_bytes"]
+    );
+    assert_eq!(second["objects_written"], 2, "{second}");
+
+    let deploy = ctx.dir("deploy");
+    let run = ctx.run_in(&deploy, &["--json", "workspace", "attach", "--at", "."]);
+    run.ok();
+    assert_eq!(
+        std::fs::read_to_string(deploy.join("dist/a.txt")).expect("read"),
+        "signed\n"
+    );
+    assert_eq!(
+        std::fs::read(deploy.join("dist/big1.bin")).expect("read"),
+        noise(2_000_000, 2)
+    );
+}
