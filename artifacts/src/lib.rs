@@ -40,6 +40,13 @@ const REMOTE_MANIFEST_READS: usize = 64;
 /// larger ones stream through `ferry_core::transfer`. Bounds memory at `CONCURRENCY` times this.
 const SMALL: u64 = 1024 * 1024;
 
+/// True for 64 lowercase hex digits: a SHA-256, as content-addressed data folders are named.
+pub(crate) fn is_digest(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// Size and SHA-256 (lowercase hex) of a file, read in large pieces.
 pub(crate) fn sha256_file(path: &std::path::Path) -> std::io::Result<(u64, String)> {
     use sha2::Digest;

@@ -30,15 +30,23 @@ pub(crate) async fn known(
     roots: &[String],
     warnings: &mut Vec<String>,
 ) -> Known {
+    let mut known = Known::default();
     let mut bases: Vec<(String, DataRef, Vec<PackRef>)> = Vec::new();
     if let Some(dir) = &req.state_dir {
         for r in state::restored(dir, &req.project) {
-            if overlap(&r.paths, roots) {
-                bases.push((r.key, r.data, r.packs));
+            if !overlap(&r.paths, roots) {
+                continue;
+            }
+            // The copy the restore kept, else the store's (the entry may be gone since).
+            match state::index_copy(dir, &r.data)
+                .and_then(|b| chunks::decode_index(&b, &r.data, &r.packs).ok())
+            {
+                Some(index) => known.add(&index, &r.packs),
+                None => bases.push((r.key, r.data, r.packs)),
             }
         }
     }
-    if bases.is_empty() {
+    if bases.is_empty() && known.is_empty() {
         let lookup = RestoreRequest {
             project: req.project.clone(),
             key: req.key.clone(),
@@ -69,7 +77,6 @@ pub(crate) async fn known(
             )),
         }
     }
-    let mut known = Known::default();
     for (key, data, packs) in bases {
         match chunks::read_index(store, &data, &packs).await {
             Ok(index) => known.add(&index, &packs),

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use ferry_core::entry::{self, Encoding, Land};
+use ferry_core::entry::{self, Land};
 use ferry_core::manifest;
 use ferry_core::paths::{self, PathContext};
 use ferry_core::store::Store;
@@ -164,7 +164,7 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
     .await?;
     let stats = lander.finish_async().await?.commit_async().await?;
     touch(store, &Layout::new(&req.project, scope.as_deref()), &found).await;
-    if let (Some(dir), Encoding::Chunked) = (&req.state_dir, encoding) {
+    if let (Some(dir), Some(index)) = (&req.state_dir, &landing.index) {
         let restored = crate::state::Restored {
             scope: scope.clone(),
             key: found.body.key.clone(),
@@ -172,7 +172,7 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
             packs: found.body.tree.packs.clone(),
             paths: found.body.tree.paths.clone(),
         };
-        if let Err(e) = crate::state::remember(dir, &req.project, restored) {
+        if let Err(e) = crate::state::remember(dir, &req.project, restored, index) {
             warnings.push(format!(
                 "could not remember this restore in {} ({e}); a save in this job uploads every chunk",
                 dir.display()
@@ -388,6 +388,7 @@ mod tests {
     use bytes::Bytes;
     use chrono::Utc;
     use ferry_core::archive::Format;
+    use ferry_core::entry::Encoding;
     use ferry_core::env_vars::Environment;
     use ferry_core::store::{
         Backend, BackendError, Capabilities, ObjectInfo, ObjectWriter, Published, PutMode, Store,

@@ -49,13 +49,37 @@ pub(crate) fn restored(dir: &Path, project: &str) -> Vec<Restored> {
         .unwrap_or_default()
 }
 
-/// Remembers a restore (best effort: a failure only makes a later save upload more).
-pub(crate) fn remember(dir: &Path, project: &str, r: Restored) -> std::io::Result<()> {
+/// Where the copy of a restored entry's index is kept, by its digest.
+fn index_file(dir: &Path, data: &DataRef) -> PathBuf {
+    dir.join("indexes")
+        .join(format!("{}.index.zst", encode_part(&data.sha256)))
+}
+
+/// The copy of a restored entry's index, when it is there and matches its record.
+pub(crate) fn index_copy(dir: &Path, data: &DataRef) -> Option<Vec<u8>> {
+    std::fs::read(index_file(dir, data))
+        .ok()
+        .filter(|b| b.len() as u64 == data.size)
+}
+
+/// Remembers a restore and keeps a copy of its index (which a prune may delete with the entry
+/// before the job saves). Best effort: a failure only makes a later save upload more.
+pub(crate) fn remember(
+    dir: &Path,
+    project: &str,
+    r: Restored,
+    index: &[u8],
+) -> std::io::Result<()> {
+    let copy = index_file(dir, &r.data);
+    std::fs::create_dir_all(copy.parent().unwrap_or(dir))?;
+    write_whole(&copy, index)?;
     let mut list = restored(dir, project);
     list.retain(|x| x.data.path != r.data.path);
     list.push(r);
     if list.len() > KEPT {
-        list.drain(..list.len() - KEPT);
+        for old in list.drain(..list.len() - KEPT) {
+            let _ = std::fs::remove_file(index_file(dir, &old.data));
+        }
     }
     let bytes = serde_json::to_vec_pretty(&CacheState {
         version: VERSION,
@@ -63,15 +87,20 @@ pub(crate) fn remember(dir: &Path, project: &str, r: Restored) -> std::io::Resul
     })
     .map_err(std::io::Error::other)?;
     std::fs::create_dir_all(dir)?;
-    let target = file(dir, project);
+    write_whole(&file(dir, project), &bytes)
+}
+
+/// Writes a file whole: a temporary file beside it, renamed over it.
+fn write_whole(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = target.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".ferry-state-{}", ferry_core::manifest::new_id()));
     let result = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&tmp)?;
-        f.write_all(&bytes)?;
-        std::fs::rename(&tmp, &target)
+        f.write_all(bytes)?;
+        std::fs::rename(&tmp, target)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -102,9 +131,9 @@ mod tests {
         let dir = tempfile::tempdir()?;
         assert!(restored(dir.path(), "acme/app").is_empty());
         for n in 0..20 {
-            remember(dir.path(), "acme/app", entry(n))?;
+            remember(dir.path(), "acme/app", entry(n), b"i")?;
         }
-        remember(dir.path(), "acme/app", entry(5))?;
+        remember(dir.path(), "acme/app", entry(5), b"i")?;
         let keys: Vec<String> = restored(dir.path(), "acme/app")
             .into_iter()
             .map(|r| r.key)
@@ -112,6 +141,7 @@ mod tests {
         assert_eq!(keys.len(), KEPT);
         assert_eq!(keys.last().map(String::as_str), Some("k5"));
         assert!(restored(dir.path(), "other").is_empty());
+        assert_eq!(index_copy(dir.path(), &entry(5).data), Some(b"i".to_vec()));
         Ok(())
     }
 }

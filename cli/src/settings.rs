@@ -176,6 +176,8 @@ pub fn settle(cli: Cli) -> Result<(Globals, Action), CliError> {
                 Some(g) => units::parse_duration(g)?,
                 None => ferry_core::retention::DEFAULT_GRACE,
             },
+            repack: args.repack,
+            trust: globals.trust.clone(),
         }),
         Command::Key(args) => Action::Key(globals.render(&args.template)?),
         Command::Keygen => Action::Keygen,

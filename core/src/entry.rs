@@ -261,6 +261,8 @@ pub struct Land {
 pub struct Landing {
     /// Bytes downloaded.
     pub downloaded: u64,
+    /// Format 2: the entry's index object as stored.
+    pub index: Option<bytes::Bytes>,
 }
 
 /// Lays an entry's data down through `lander` as its next source, checking the data against
@@ -295,6 +297,7 @@ pub async fn land(
                 lander,
                 Landing {
                     downloaded: out.downloaded,
+                    index: Some(out.index),
                 },
             ))
         }
@@ -312,6 +315,7 @@ pub async fn land(
                 lander,
                 Landing {
                     downloaded: land.data.size,
+                    index: None,
                 },
             ))
         }

@@ -471,3 +471,132 @@ fn a_job_that_attaches_dist_and_persists_it_again_uploads_only_the_change() {
         noise(2_000_000, 2)
     );
 }
+
+fn json(ctx: &TestContext, dir: &Path, args: &[&str]) -> Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let run = ctx.run_in(dir, &all);
+    run.ok();
+    run.json()
+}
+
+fn packs(ctx: &TestContext) -> Vec<String> {
+    ctx.direct()
+        .list(&caches_dir())
+        .into_iter()
+        .filter(|p| p.contains("/packs/"))
+        .collect()
+}
+
+#[test]
+fn prune_never_deletes_a_pack_a_live_entry_needs_even_one_a_running_save_found() {
+    let mut ctx = TestContext::new();
+    ctx.set_env(
+        "XDG_STATE_HOME",
+        ctx.root.join("state").display().to_string(),
+    );
+    ctx.set_env("FERRY_PRUNE_GRACE", "3s");
+    make_tree(&ctx.work.join("tree"));
+    save(&ctx, &ctx.work, "old", &["--ttl", "1s"]);
+    let first_pack = packs(&ctx);
+    assert_eq!(first_pack.len(), 1);
+    // A job restores the old entry; its save will share the old entry's pack.
+    let job = ctx.dir("job");
+    restore(&ctx, &job, "old").ok();
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+
+    // The entry expired and its pack is old: prune removes the entry and marks the pack.
+    let pruned = json(&ctx, &ctx.work, &["prune"]);
+    assert_eq!(
+        pruned["marked"].as_array().map(Vec::len),
+        Some(1),
+        "{pruned}"
+    );
+    assert_eq!(
+        packs(&ctx),
+        first_pack,
+        "a pack is never deleted on first sight"
+    );
+
+    // The job's save, still running then, publishes an entry using that pack.
+    std::fs::write(job.join("tree/a.txt"), "changed\n").expect("write");
+    let saved = save(&ctx, &job, "new", &[]);
+    assert!(saved["reused_bytes"].as_u64() > Some(2_000_000), "{saved}");
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+
+    // A grace period later the pack is used again: it stays, and the entry restores.
+    let pruned = json(&ctx, &ctx.work, &["prune"]);
+    assert!(
+        pruned["removed"].as_array().is_some_and(|r| r
+            .iter()
+            .all(|r| !r["name"].as_str().unwrap_or("").contains("packs/"))),
+        "{pruned}"
+    );
+    assert!(packs(&ctx).contains(&first_pack[0]));
+    let dest = ctx.dir("check");
+    restore(&ctx, &dest, "new").ok();
+    assert_eq!(snapshot(&job.join("tree")), snapshot(&dest.join("tree")));
+
+    // Once no entry uses them, packs go: marked by one prune, deleted by one a grace later.
+    json(&ctx, &ctx.work, &["cache", "rm", "new"]);
+    ctx.set_env("FERRY_PRUNE_GRACE", "0s");
+    let marked = json(&ctx, &ctx.work, &["prune"]);
+    assert_eq!(
+        marked["marked"].as_array().map(Vec::len),
+        Some(2),
+        "{marked}"
+    );
+    assert_eq!(packs(&ctx).len(), 2);
+    json(&ctx, &ctx.work, &["prune"]);
+    assert!(packs(&ctx).is_empty(), "{:?}", packs(&ctx));
+    assert!(
+        ctx.direct()
+            .list(&format!("{}/unused", manifest::project_dir(PROJECT)))
+            .is_empty()
+    );
+}
+
+#[test]
+fn prune_reports_mostly_dead_packs_and_repack_rewrites_them() {
+    let mut ctx = TestContext::new();
+    ctx.set_env(
+        "XDG_STATE_HOME",
+        ctx.root.join("state").display().to_string(),
+    );
+    make_tree(&ctx.work.join("tree"));
+    std::fs::write(ctx.work.join("tree/huge.bin"), noise(4_000_000, 9)).expect("write");
+    save(&ctx, &ctx.work, "a", &[]);
+    // The next entry keeps the small files and replaces the big ones.
+    let job = ctx.dir("job");
+    restore(&ctx, &job, "a").ok();
+    for (name, seed) in [
+        ("huge.bin", 19),
+        ("big0.bin", 11),
+        ("big1.bin", 12),
+        ("big2.bin", 13),
+    ] {
+        std::fs::write(job.join("tree").join(name), noise(1_000_000, seed)).expect("write");
+    }
+    save(&ctx, &job, "b", &[]);
+    json(&ctx, &ctx.work, &["cache", "rm", "a"]);
+
+    let dry = json(&ctx, &ctx.work, &["prune", "--dry-run"]);
+    assert_eq!(dry["dead"]["packs"], 1, "{dry}");
+    assert!(
+        dry["dead"]["dead_bytes"].as_u64() > Some(5_000_000),
+        "{dry}"
+    );
+
+    let repacked = json(&ctx, &ctx.work, &["prune", "--repack"]);
+    assert_eq!(repacked["repacked"]["packs_rewritten"], 1, "{repacked}");
+    assert_eq!(repacked["repacked"]["entries_rewritten"], 1, "{repacked}");
+    assert!(
+        repacked["repacked"]["bytes_written"].as_u64() < Some(1_500_000),
+        "{repacked}"
+    );
+    let dest = ctx.dir("after-repack");
+    restore(&ctx, &dest, "b").ok();
+    assert_eq!(snapshot(&job.join("tree")), snapshot(&dest.join("tree")));
+    let again = json(&ctx, &ctx.work, &["prune", "--dry-run"]);
+    assert_eq!(again["dead"]["packs"], 0, "{again}");
+}

@@ -15,6 +15,7 @@ pub mod index;
 mod known;
 mod pack;
 mod read;
+mod repack;
 
 use std::fmt;
 
@@ -22,7 +23,8 @@ use serde::{Deserialize, Serialize};
 
 pub use known::Known;
 pub use pack::{ChunkedPack, PackOutcome, pack};
-pub use read::{ExportSink, LandOutcome, export, land, read_index};
+pub use read::{ExportSink, LandOutcome, decode_index, export, land, read_index, read_index_bytes};
+pub use repack::{RepackOutcome, repack};
 
 /// Smallest, average and largest chunk, in bytes. 64 KiB on average is what the measurement
 /// behind format 2 used (10–14% of a cargo `target` new after a dependency bump); the

@@ -26,6 +26,16 @@ pub async fn read_index(
     data: &DataRef,
     packs: &[PackRef],
 ) -> Result<Index, EntryError> {
+    Ok(read_index_bytes(store, data, packs).await?.0)
+}
+
+/// [`read_index`], with the index object's bytes as stored (a job keeps them, so that its
+/// save knows the chunks even after the entry was pruned).
+pub async fn read_index_bytes(
+    store: &Store,
+    data: &DataRef,
+    packs: &[PackRef],
+) -> Result<(Index, bytes::Bytes), EntryError> {
     let stored = store
         .read_exactly(&data.path, data.size)
         .await?
@@ -35,21 +45,34 @@ pub async fn read_index(
                 data.path
             ),
         })?;
-    let sha256 = super::pack::sha256_hex(&stored);
+    let kept = stored.clone();
+    let data = data.clone();
+    let packs = packs.to_vec();
+    let index = tokio::task::spawn_blocking(move || decode_index(&stored, &data, &packs))
+        .await
+        .map_err(|_| ArchiveError::Internal {
+            what: "the thread reading the index stopped".into(),
+        })??;
+    Ok((index, kept))
+}
+
+/// Checks an index object's bytes against the manifest's record of them (size, SHA-256)
+/// and its packs, and reads it.
+pub fn decode_index(
+    stored: &[u8],
+    data: &DataRef,
+    packs: &[PackRef],
+) -> Result<Index, ArchiveError> {
+    let sha256 = super::pack::sha256_hex(stored);
     if stored.len() as u64 != data.size || sha256 != data.sha256 {
         return Err(ArchiveError::Digest {
             expected: data.sha256.clone(),
             actual: sha256,
             expected_size: data.size,
             actual_size: stored.len() as u64,
-        }
-        .into());
+        });
     }
-    let index = tokio::task::spawn_blocking(move || index::decode(&stored))
-        .await
-        .map_err(|_| ArchiveError::Internal {
-            what: "the thread reading the index stopped".into(),
-        })??;
+    let index = index::decode(stored)?;
     let mut sizes = Vec::with_capacity(index.packs.len());
     for p in &index.packs {
         let size = packs
@@ -70,8 +93,7 @@ pub async fn read_index(
                     b.span().end,
                     sizes[b.pack()]
                 ),
-            }
-            .into());
+            });
         }
     }
     Ok(index)
@@ -82,6 +104,8 @@ pub async fn read_index(
 pub struct LandOutcome {
     /// Bytes downloaded: the index and the byte ranges of packs.
     pub downloaded: u64,
+    /// The index object as stored.
+    pub index: bytes::Bytes,
 }
 
 /// Where the entries of a chunked entry go.
@@ -140,7 +164,8 @@ pub async fn land(
     keep_existing: bool,
     mirror: bool,
 ) -> Result<(Lander, LandOutcome), EntryError> {
-    let index = Arc::new(read_index(store, data, packs).await?);
+    let (index, index_bytes) = read_index_bytes(store, data, packs).await?;
+    let index = Arc::new(index);
     if mirror {
         source.mirror = Some(Mirror {
             roots: index
@@ -174,6 +199,7 @@ pub async fn land(
         lander,
         LandOutcome {
             downloaded: downloaded + data.size,
+            index: index_bytes,
         },
     ))
 }
