@@ -127,12 +127,17 @@ def wait_ok(url, seconds):
 
 def _sigv4_get(endpoint, key, secret, path, query, region="us-east-1"):
     """A GET signed with AWS Signature Version 4 (path-style, empty body)."""
+    _sigv4(endpoint, key, secret, "GET", path, query, b"", region)
+
+
+def _sigv4(endpoint, key, secret, method, path, query, body, region="us-east-1"):
+    """A request signed with AWS Signature Version 4 (path-style)."""
     parsed = urllib.parse.urlsplit(endpoint)
     host = parsed.netloc
     now = time.gmtime()
     amz_date = time.strftime("%Y%m%dT%H%M%SZ", now)
     day = amz_date[:8]
-    empty = hashlib.sha256(b"").hexdigest()
+    empty = hashlib.sha256(body).hexdigest()
     canonical_query = "&".join(
         f"{urllib.parse.quote(k, safe='-_.~')}={urllib.parse.quote(v, safe='-_.~')}"
         for k, v in sorted(query.items())
@@ -140,7 +145,7 @@ def _sigv4_get(endpoint, key, secret, path, query, region="us-east-1"):
     headers = {"host": host, "x-amz-content-sha256": empty, "x-amz-date": amz_date}
     signed = ";".join(sorted(headers))
     canonical = "\n".join([
-        "GET", urllib.parse.quote(path, safe="/-_.~"), canonical_query,
+        method, urllib.parse.quote(path, safe="/-_.~"), canonical_query,
         "".join(f"{k}:{headers[k]}\n" for k in sorted(headers)), signed, empty,
     ])
     scope = f"{day}/{region}/s3/aws4_request"
@@ -151,7 +156,9 @@ def _sigv4_get(endpoint, key, secret, path, query, region="us-east-1"):
     for part in (day, region, "s3", "aws4_request"):
         k = hmac.new(k, part.encode(), hashlib.sha256).digest()
     signature = hmac.new(k, to_sign.encode(), hashlib.sha256).hexdigest()
-    req = urllib.request.Request(f"{endpoint.rstrip('/')}{path}?{canonical_query}", method="GET")
+    req = urllib.request.Request(
+        f"{endpoint.rstrip('/')}{path}?{canonical_query}", data=body or None, method=method
+    )
     for name, value in headers.items():
         if name != "host":
             req.add_header(name, value)
@@ -163,11 +170,17 @@ def _sigv4_get(endpoint, key, secret, path, query, region="us-east-1"):
 
 
 def s3_ready(endpoint, key, secret, bucket, seconds):
+    """Ready once the bucket lists and takes a write: a store can answer listings before it
+    can store anything (SeaweedFS's volume server registers with its master after the S3
+    gateway is up, and writes fail until it has)."""
     deadline = time.monotonic() + float(seconds)
     last = None
+    probe = f"/{bucket}/.ferry-ready-probe"
     while time.monotonic() < deadline:
         try:
             _sigv4_get(endpoint, key, secret, f"/{bucket}", {"list-type": "2", "max-keys": "1"})
+            _sigv4(endpoint, key, secret, "PUT", probe, {}, b"ready")
+            _sigv4(endpoint, key, secret, "DELETE", probe, {}, b"")
             return 0
         except Exception as e:  # refused while it starts; 403/404 until keys and bucket load
             last = e

@@ -247,6 +247,9 @@ class Trash:
 
 
 TRASH: Trash | None = None
+# Trees below these roots are deleted at once: they are on a journaled file system
+# (scratchfs.py), where a deletion does not slow the next run down.
+FAST_DELETE: list[Path] = []
 
 
 def remove(path: Path) -> None:
@@ -257,6 +260,9 @@ def remove(path: Path) -> None:
         path.unlink()
         return
     if not path.exists():
+        return
+    if any(path.is_relative_to(root) for root in FAST_DELETE):
+        subprocess.run(["rm", "-rf", "--", str(path)], check=True)
         return
     n = 0
     for _, dirs, files in os.walk(path):
@@ -384,3 +390,78 @@ def tool_version(argv: list[str]) -> str:
 
 def which(name: str) -> str | None:
     return shutil.which(name)
+
+
+def log(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+# ---------------------------------------------------------------------------------------
+# One series of timed runs
+# ---------------------------------------------------------------------------------------
+
+class Series:
+    """The timed runs of one command on one corpus, and what to report about them."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.runs: list[Run] = []
+        self.disturbed: list[Run] = []
+        self.error: str | None = None
+        self.extra: dict = {}
+
+    def add(self, r: Run) -> None:
+        if not r.ok and self.error is None:
+            self.error = r.failure()
+        self.runs.append(r)
+
+    @property
+    def ok_runs(self) -> list[Run]:
+        return [r for r in self.runs if r.ok]
+
+    def summary(self) -> dict:
+        ok = self.ok_runs
+        return {
+            "label": self.label,
+            "median_seconds": median([r.wall for r in ok]),
+            "seconds": [round(r.wall, 4) for r in ok],
+            "peak_rss_bytes": max((r.peak_rss for r in ok), default=None),
+            "median_cpu_seconds": median([sum(r.cpu) for r in ok]),
+            "median_sys_seconds": median([sum(r.extra["sys"]) for r in ok if r.extra.get("sys")]),
+            "median_background_cpu": median([r.extra["background_cpu"] for r in ok
+                                                     if r.extra.get("background_cpu") is not None]),
+            "error": self.error,
+            **self.extra,
+            "runs": [r.record() for r in self.runs],
+            "disturbed_runs": [r.record() for r in self.disturbed],
+        }
+
+
+TOOLS: list[str] = []  # executables kept in the page cache along with each run's inputs
+DISTURBED = 0.15  # a run during which others used more of the CPU than this is repeated
+ATTEMPTS = 3
+
+
+def timed(series: Series, fn, reset=None, warm=()) -> Run:
+    """Runs `fn()` (which returns a Run) after `settle()`; prints one line.
+
+    On a shared machine someone's build may start in the middle of a run: when others
+    used more than DISTURBED of the CPU meanwhile, `reset()` puts things back as they were
+    before the run and it is repeated (at most ATTEMPTS times; the last one counts). The
+    disturbed runs are kept in the results, apart."""
+    for attempt in range(1, ATTEMPTS + 1):
+        settle(log, warm=[*warm, *TOOLS])
+        r = fn()
+        bg = r.extra.get("background_cpu")
+        rss = f"{r.peak_rss / MiB:6.1f} MiB" if r.maxrss else ""
+        status = "" if r.ok else "  FAILED: " + r.failure()[:300]
+        others = f"others {bg:4.0%}" if bg is not None else "others    -"
+        disturbed = r.ok and bg is not None and bg > DISTURBED and reset is not None and attempt < ATTEMPTS
+        again = "  (disturbed: again)" if disturbed else ""
+        log(f"    {series.label:<34} {r.wall:8.3f} s  rss {rss}  {others}{status}{again}")
+        if not disturbed:
+            break
+        series.disturbed.append(r)
+        reset()
+    series.add(r)
+    return r

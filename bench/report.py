@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 MiB = 1024 * 1024
+CACHE_BENCHES = ["node_modules", "target", "big", "npm-real", "cargo-real"]
+ORDER = CACHE_BENCHES + ["workspace", "artifacts", "lookup", "artifacts-30k", "after-delete"]
 START = "<!-- results -->"
 END = "<!-- /results -->"
 
@@ -65,44 +67,68 @@ def markdown(doc: dict) -> str:
     if bg:
         noise = (f" In the runs kept, other processes used a median {bg[len(bg) // 2]:.0%} of the machine's CPU "
                  f"(at most {bg[-1]:.0%}).")
-    quiet = ("before each timed run the harness waited for other work to quieten, and "
-             if meta.get("quiet", 0.25) > 0 else "the harness did not wait for quiet, but ")
+    quiet = ("before each timed run the harness waited for other work to quieten"
+             if meta.get("quiet", 0.25) > 0 else "the harness did not wait for quiet")
+    if meta.get("disturbed", 0.15) < 1:
+        quiet += f", and repeated a run during which others used more than {meta.get('disturbed', 0.15):.0%} of the CPU"
+    else:
+        quiet += ", and did not repeat runs that others disturbed"
     out = []
     out.append(
         f"Measured {meta['date']} on commit `{meta['commit']}` ({meta['ferry_version'] or 'ferry'}, "
         f"release build{', binary sha256 ' + meta['binary_sha256'][:12] if meta.get('binary_sha256') else ''}), {m['cores']} cores ({m['cpu']}), {m['memory_bytes'] / 2**30:.0f} GiB RAM, "
         f"Linux {m['kernel']}, {m['filesystem']}; {meta['runs']} runs each, median wall time, warm page cache. "
-        f"**A shared machine** (other engineers compiling): {quiet}repeated a run during which others used "
-        f"more than {meta.get('disturbed', 0.15):.0%} of the CPU.{noise}")
+        f"**A shared machine** (other engineers compiling): {quiet}.{noise}")
     out.append("")
-    cache = [b for b in ("node_modules", "target", "big") if b in benches]
+    fs = meta.get("restore_fs") or {}
+    if fs:
+        where = fs.get("kind", "")
+        if fs.get("mount"):
+            where += f" (`{fs['mount']}`, {fs.get('size_bytes', 0) / 2**30:.0f} GiB image on {fs.get('backing_fs', '?')})"
+        elif fs.get("why"):
+            where += f" ({fs['why']})"
+        out.append(f"Timed restores, attaches, downloads and `cp -a` write to: {where}.")
+        out.append("")
+    cache = [b for b in CACHE_BENCHES if b in benches]
     if cache:
-        out.append("| corpus | step | ferry | reference | ferry / ref | gzip tar | CPU: ferry / ref | peak RSS: ferry / ref | stored: ferry / ref |")
-        out.append("|---|---|--:|--:|--:|--:|--:|--:|--:|")
+        out.append("| corpus | step | ferry | reference | ferry / ref | cp -a | ferry / cp -a | gzip tar | CPU: ferry / ref | system CPU: ferry / ref | peak RSS: ferry / ref | stored: ferry / ref |")
+        out.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
         for b in cache:
             r = benches[b]
             if "series" not in r:
-                out.append(f"| {b} | skipped: {r.get('skipped', '')} | | | | | | | |")
+                out.append(f"| {b} | skipped: {r.get('skipped', '')} | | | | | | | | | | |")
                 continue
             c = r["corpus"]
             s = r["series"]
             label = f"{b} ({c['files']:,} file{'s' if c['files'] != 1 else ''}, {c['bytes'] / 1e6:.0f} MB)"
             if r["measured"]["commit"] != meta["commit"]:
                 label += f" at `{r['measured']['commit']}`"
-            fs, zs, gs = s["ferry save"], s["tar|zstd save"], s["tar -z save"]
+            fs_, zs, gs = s["ferry save"], s["tar|zstd save"], s["tar -z save"]
             fr, zr, gr = s["ferry restore"], s["zstd -d|tar restore"], s["tar -xz restore"]
+            cp = s.get("cp -a", {})
             ek = s["ferry save, key exists"]
-            out.append(f"| {label} | save (ref: `tar --posix -cf - \\| zstd -T0 -3`) | {secs(fs['median_seconds'])} | "
-                       f"{secs(zs['median_seconds'])} | {ratio(fs['median_seconds'], zs['median_seconds'])} | "
-                       f"{secs(gs['median_seconds'])} | {pair(fs, zs, 'median_cpu_seconds', secs)} | "
-                       f"{pair(fs, zs, 'peak_rss_bytes', mib)} | {pair(fs, zs, 'stored_bytes', mb)} |")
+            out.append(f"| {label} | save (ref: `tar --posix -cf - \\| zstd -T0 -3`) | {secs(fs_['median_seconds'])} | "
+                       f"{secs(zs['median_seconds'])} | {ratio(fs_['median_seconds'], zs['median_seconds'])} | | | "
+                       f"{secs(gs['median_seconds'])} | {pair(fs_, zs, 'median_cpu_seconds', secs)} | "
+                       f"{pair(fs_, zs, 'median_sys_seconds', secs)} | "
+                       f"{pair(fs_, zs, 'peak_rss_bytes', mib)} | {pair(fs_, zs, 'stored_bytes', mb)} |")
             out.append(f"| | restore (ref: `zstd -d -c \\| tar -xf -`) | {secs(fr['median_seconds'])} | "
                        f"{secs(zr['median_seconds'])} | {ratio(fr['median_seconds'], zr['median_seconds'])} | "
+                       f"{secs(cp.get('median_seconds'))} | {ratio(fr['median_seconds'], cp.get('median_seconds'))} | "
                        f"{secs(gr['median_seconds'])} | {pair(fr, zr, 'median_cpu_seconds', secs)} | "
+                       f"{pair(fr, zr, 'median_sys_seconds', secs)} | "
                        f"{pair(fr, zr, 'peak_rss_bytes', mib)} | |")
-            out.append(f"| | save, key exists | {secs(ek['median_seconds'])} | | | | {secs(ek['median_cpu_seconds'])} | "
+            out.append(f"| | save, key exists | {secs(ek['median_seconds'])} | | | | | | {secs(ek['median_cpu_seconds'])} | | "
                        f"{mib(ek['peak_rss_bytes'])} | |")
         out.append("")
+        real = [b for b in cache if benches[b].get("corpus", {}).get("kind") == "real"]
+        for b in real:
+            c = benches[b]["corpus"]
+            out.append(f"- {b}: {c.get('what', '')}; {c['files']:,} files, {c.get('dirs', 0):,} folders, "
+                       f"{c.get('symlinks', 0):,} symlinks, {c['bytes'] / 1e6:.0f} MB; {c.get('files_over_1mib', 0):,} files "
+                       f"over 1 MiB hold {c.get('bytes_in_files_over_1mib', 0) / 1e6:.0f} MB; digest `{c['digest'][:16]}`.")
+        if real:
+            out.append("")
         out.append("| corpus | target | measured | limit | result |")
         out.append("|---|---|--:|---|---|")
         for b in cache:
@@ -137,9 +163,13 @@ def markdown(doc: dict) -> str:
                     extra = f" ({secs(v['median_seconds_each'])} each)"
                 out.append(f"| {esc(k)} | {secs(v['median_seconds'])}{extra} | {mib(v['peak_rss_bytes'])} |")
             a, cr = _med(s, "ferry workspace attach"), _med(s, "ferry cache restore (same files)")
+            cpa = _med(s, "cp -a (same files)")
+            out.append("")
             if a and cr:
-                out.append("")
-                out.append(f"Attach / cache restore of the same files: {a / cr:.2f}.")
+                out.append(f"Attach / cache restore of the same files: {a / cr:.2f}." +
+                           (f" Attach / `cp -a` of the same files: {a / cpa:.2f}." if cpa else ""))
+            for t in ws.get("targets", []):
+                out.append(f"Target: {esc(t['target'])}: {fmt_value(t)} ({t['limit']}): {verdict(t['pass'])}.")
             for k, v in ws.get("verify", {}).items():
                 out.append(f"Checked: {k}: {v}.")
             for n in ws.get("notes", []):
@@ -165,7 +195,105 @@ def markdown(doc: dict) -> str:
                 out.append(f"Checked: {k}: {v}.")
             for n in ar.get("notes", []):
                 out.append(f"- {n}")
+    out.extend(lookup_md(benches.get("lookup")))
+    out.extend(artifacts_scale_md(benches.get("artifacts-30k")))
+    out.extend(after_delete_md(benches.get("after-delete")))
     return "\n".join(out).rstrip() + "\n"
+
+
+def _targets_md(res: dict) -> list[str]:
+    out = ["", "| target | measured | limit | result |", "|---|--:|---|---|"]
+    for t in res.get("targets", []):
+        out.append(f"| {esc(t['target'])} | {fmt_value(t)} | {t['limit']} | {verdict(t['pass'])} |")
+    return out
+
+
+def _at(res: dict, meta_commit: str | None = None) -> str:
+    m = res.get("measured", {})
+    return f" (measured {m.get('date', '?')}, commit `{m.get('commit', '?')}`, {m.get('runs', '?')} runs each)"
+
+
+def lookup_md(res: dict | None) -> list[str]:
+    if not res:
+        return []
+    if "skipped" in res:
+        return ["", f"Lookups among 10,000 caches (issue 12): skipped ({res['skipped']})."]
+    out = ["", f"Lookups among {res['caches']:,} caches (issue 12): keys `{res['prefix']}<sha256>`, "
+               f"the store filled {res['fill']['how']}{_at(res)}."]
+    if "stores" not in res or not res["stores"]:
+        return out + [f"- {n}" for n in res.get("notes", [])]
+    names = list(res["stores"])
+    out += ["", "| command | " + " | ".join(names) + " | checked |", "|---|" + "--:|" * len(names) + "---|"]
+    first = res["stores"][names[0]]
+    for k in first["series"]:
+        cells = []
+        for n in names:
+            s = res["stores"][n]["series"].get(k, {})
+            cells.append(secs(s.get("median_seconds")))
+        checked = "; ".join(f"{n}: {res['stores'][n]['checks'].get(k, '')}" for n in names)
+        out.append(f"| `{esc(k)}` | " + " | ".join(cells) + f" | {esc(checked)} |")
+    st = res.get("strace_prefix_restore")
+    if st and st.get("syscalls"):
+        top = ", ".join(f"{x['syscall']} {x['calls']:,}" for x in st["syscalls"][:8])
+        out += ["", f"`strace -c -f` of one prefix restore among {res['caches']:,} (local store): "
+                    f"{st['total_calls']:,} system calls; most called: {top}."]
+    st = res.get("strace_miss")
+    if st and st.get("syscalls"):
+        top = ", ".join(f"{x['syscall']} {x['calls']:,}" for x in st["syscalls"][:5])
+        out.append(f"The same for a miss: {st['total_calls']:,} system calls; most called: {top}.")
+    if res.get("seaweedfs"):
+        out.append(f"SeaweedFS: `weed mini` {res['seaweedfs'].get('version', '')} on loopback; the server's CPU "
+                   "time is counted as part of the command, not as others' work.")
+    out += _targets_md(res)
+    out += [f"- {n}" for n in res.get("notes", [])]
+    return out
+
+
+def artifacts_scale_md(res: dict | None) -> list[str]:
+    if not res:
+        return []
+    if "skipped" in res:
+        return ["", f"One job holding 30,000 artifacts (issue 12): skipped ({res['skipped']})."]
+    out = ["", f"One job holding {res.get('artifacts', 0):,} artifacts (issue 12), uploaded by `ferry artifacts upload` "
+               f"in {res.get('upload_seconds', '?')} s; the path asked for: `{res.get('path', '')}`{_at(res)}."]
+    if "series" not in res:
+        return out + [f"- {n}" for n in res.get("notes", [])]
+    out += ["", "| command | median | peak RSS | checked |", "|---|--:|--:|---|"]
+    for k, v in res["series"].items():
+        out.append(f"| `{esc(k)}` | {secs(v['median_seconds'])} | {mib(v['peak_rss_bytes'])} | "
+                   f"{esc(str(res.get('checks', {}).get(k, '')))} |")
+    out += _targets_md(res)
+    out += [f"- {n}" for n in res.get("notes", [])]
+    return out
+
+
+def after_delete_md(res: dict | None) -> list[str]:
+    if not res:
+        return []
+    if "skipped" in res:
+        return ["", f"Right after a mass deletion (issue 12): skipped ({res['skipped']})."]
+    c = res.get("corpus", {})
+    out = ["", f"Right after a mass deletion, on the root file system (`{res.get('filesystem', '')}`): each round "
+               f"deletes about {max((r['deleted_entries'] for r in res.get('rounds', [])), default=0):,} entries, then "
+               f"restores {c.get('name', '')} ({c.get('files', 0):,} files) with each tool at once, in rotating "
+               f"order{_at(res)}."]
+    if "series" not in res:
+        return out + [f"- {n}" for n in res.get("notes", [])]
+    out += ["", "| tool | median wall | median user | median system | every run (wall / system, position after the deletion) |",
+            "|---|--:|--:|--:|---|"]
+    for k, v in res["series"].items():
+        each = []
+        for rnd in res.get("rounds", []):
+            x = rnd["runs"].get(k)
+            if x:
+                each.append(f"{x['wall']:.2f}/{x['sys']:.2f} s #{rnd['order'].index(k) + 1}")
+        out.append(f"| {esc(k)} | {secs(v['median_seconds'])} | {secs(v.get('median_user_seconds'))} | "
+                   f"{secs(v.get('median_sys_seconds'))} | {'; '.join(each)} |")
+    if res.get("ratios_by_round"):
+        out += ["", "ferry / `zstd -d | tar -x` in each round: " + ", ".join(f"{x:.2f}" for x in res["ratios_by_round"]) + "."]
+    out += _targets_md(res)
+    out += [f"- {n}" for n in res.get("notes", [])]
+    return out
 
 
 def merge(path: Path, doc: dict) -> dict:
@@ -178,8 +306,7 @@ def merge(path: Path, doc: dict) -> dict:
         return doc
     benches = dict(old["benches"])
     benches.update(doc["benches"])
-    return {"meta": doc["meta"], "benches": {k: benches[k] for k in
-                                             ["node_modules", "target", "big", "workspace", "artifacts"] if k in benches}}
+    return {"meta": doc["meta"], "benches": {k: benches[k] for k in ORDER if k in benches}}
 
 
 LIST_MOST = 50  # longer lists (ferry's JSON listing 10,000 artifacts) are cut in results.json

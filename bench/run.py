@@ -13,6 +13,7 @@ tar zstd gzip time`). bench/README.md says what is measured and how to read it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -21,13 +22,18 @@ import platform
 import subprocess
 import sys
 import time
+import traceback
 import uuid
 from pathlib import Path
 
+import afterdelete
 import corpora
 import measure
+import realtrees
 import report
-from measure import MiB, Run, fresh_dir, remove, settle
+import scale
+import scratchfs
+from measure import TOOLS, MiB, Run, Series, fresh_dir, remove, settle, timed
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -35,17 +41,29 @@ WORK = BENCH_DIR / "work"
 RESULTS_JSON = BENCH_DIR / "results.json"
 README = BENCH_DIR / "README.md"
 
-CACHE_BENCHES = ["node_modules", "target", "big"]
-BENCHES = CACHE_BENCHES + ["workspace", "artifacts"]
+GENERATED_CACHE_BENCHES = ["node_modules", "target", "big"]
+REAL_BENCHES = ["npm-real", "cargo-real"]
+CACHE_BENCHES = GENERATED_CACHE_BENCHES + REAL_BENCHES
+# after-delete goes last: its deletions slow the root file system down for minutes.
+BENCHES = CACHE_BENCHES + ["workspace", "artifacts", "lookup", "artifacts-30k", "after-delete"]
 CORPUS_OF = {"node_modules": "node_modules", "target": "target", "big": "big",
-             "workspace": "layers", "artifacts": "artifacts"}
+             "npm-real": "npm-real", "cargo-real": "cargo-real",
+             "workspace": "layers", "artifacts": "artifacts", "after-delete": "npm-real"}
 PROJECT = "bench"
+
+# Where timed restores write: a journaled ext4 made for the run (scratchfs.py) unless
+# --no-ext4 or it cannot be made here; then bench/work on the root file system.
+DEST = WORK / "dest"
+DEST_INFO: dict = {"kind": "root file system", "path": str(DEST)}
 
 # Targets of issue 7.
 SAVE_RATIO_MAX = 1.0
 SAVE_RATIO_AIM = 0.8
 STORED_BYTES_SLACK = 0.05
-RESTORE_RATIO_MAX = {"node_modules": 0.7, "target": 1.0, "big": 1.0}
+RESTORE_RATIO_MAX = {"node_modules": 0.7, "target": 1.0, "big": 1.0, "npm-real": 0.8, "cargo-real": 0.8}
+# Real trees (issue 12): a restore costs at most this many times `cp -a` of the same tree.
+RESTORE_VS_CP_MAX = {"npm-real": 1.5, "cargo-real": 1.5}
+ATTACH_VS_CP_MAX = 1.5
 RSS_MAX = 100 * MiB
 EXISTING_KEY_MAX = 0.100
 
@@ -225,104 +243,49 @@ def compare_trees(want: dict, got: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------
-# One series of timed runs
-# ---------------------------------------------------------------------------------------
-
-class Series:
-    """The timed runs of one command on one corpus, and what to report about them."""
-
-    def __init__(self, label: str):
-        self.label = label
-        self.runs: list[Run] = []
-        self.disturbed: list[Run] = []
-        self.error: str | None = None
-        self.extra: dict = {}
-
-    def add(self, r: Run) -> None:
-        if not r.ok and self.error is None:
-            self.error = r.failure()
-        self.runs.append(r)
-
-    @property
-    def ok_runs(self) -> list[Run]:
-        return [r for r in self.runs if r.ok]
-
-    def summary(self) -> dict:
-        ok = self.ok_runs
-        return {
-            "label": self.label,
-            "median_seconds": measure.median([r.wall for r in ok]),
-            "seconds": [round(r.wall, 4) for r in ok],
-            "peak_rss_bytes": max((r.peak_rss for r in ok), default=None),
-            "median_cpu_seconds": measure.median([sum(r.cpu) for r in ok]),
-            "median_background_cpu": measure.median([r.extra["background_cpu"] for r in ok
-                                                     if r.extra.get("background_cpu") is not None]),
-            "error": self.error,
-            **self.extra,
-            "runs": [r.record() for r in self.runs],
-            "disturbed_runs": [r.record() for r in self.disturbed],
-        }
-
-
-TOOLS: list[str] = []  # executables kept in the page cache along with each run's inputs
-DISTURBED = 0.15  # a run during which others used more of the CPU than this is repeated
-ATTEMPTS = 3
-
-
-def timed(series: Series, fn, reset=None, warm=()) -> Run:
-    """Runs `fn()` (which returns a Run) after `settle()`; prints one line.
-
-    On a shared machine someone's build may start in the middle of a run: when others
-    used more than DISTURBED of the CPU meanwhile, `reset()` puts things back as they were
-    before the run and it is repeated (at most ATTEMPTS times; the last one counts). The
-    disturbed runs are kept in the results, apart."""
-    for attempt in range(1, ATTEMPTS + 1):
-        settle(log, warm=[*warm, *TOOLS])
-        r = fn()
-        bg = r.extra.get("background_cpu")
-        rss = f"{r.peak_rss / MiB:6.1f} MiB" if r.maxrss else ""
-        status = "" if r.ok else "  FAILED: " + r.failure()[:300]
-        others = f"others {bg:4.0%}" if bg is not None else "others    -"
-        disturbed = r.ok and bg is not None and bg > DISTURBED and reset is not None and attempt < ATTEMPTS
-        again = "  (disturbed: again)" if disturbed else ""
-        log(f"    {series.label:<34} {r.wall:8.3f} s  rss {rss}  {others}{status}{again}")
-        if not disturbed:
-            break
-        series.disturbed.append(r)
-        reset()
-    series.add(r)
-    return r
-
-
-# ---------------------------------------------------------------------------------------
 # Cache save / restore on one corpus
 # ---------------------------------------------------------------------------------------
 
+def payload_paths(stamp: dict) -> list[str]:
+    """The cached paths of a corpus: one for generated corpora, several for real ones
+    (`target` and `cargo-home/registry`)."""
+    return list(stamp.get("paths") or [stamp["payload"]])
+
+
+def entries_of(root: Path, paths: list[str]) -> dict:
+    """Every entry below each of `paths` in `root`, named from `root`."""
+    return {f"{p}/{rel}": e for p in paths for rel, e in corpora.tree_entries(root / p).items()}
+
+
 def bench_cache(name: str, ferry: Ferry | None, stamp: dict, runs: int, gzip: bool) -> dict:
     src = corpora.CORPORA_DIR / CORPUS_OF[name]
-    payload = stamp["payload"]
+    paths = payload_paths(stamp)
+    path_args = [a for p in paths for a in ("--path", p)]
     work = fresh_dir(WORK / name)
     key = f"bench-{name}"
     ref_zst = work / "ref.tar.zst"
     ref_gz = work / "ref.tar.gz"
-    restore_dir = work / "restore"
+    # Restores (and cp -a) write on the scratch file system when there is one (see DEST).
+    restore_dir = DEST / name / "restore"
     warm_store = work / "store-warm"
-    want = corpora.tree_entries(src / payload)
+    want = entries_of(src, paths)
 
-    zstd_save = [["tar", "--posix", "-cf", "-", payload], ["zstd", "-T0", "-3", "-q", "-f", "-o", str(ref_zst)]]
-    gzip_save = [["tar", "-czf", str(ref_gz), payload]]
+    zstd_save = [["tar", "--posix", "-cf", "-", *paths], ["zstd", "-T0", "-3", "-q", "-f", "-o", str(ref_zst)]]
+    gzip_save = [["tar", "-czf", str(ref_gz), *paths]]
     zstd_restore = [["zstd", "-d", "-c", "-q", str(ref_zst)], ["tar", "-xf", "-"]]
     gzip_restore = [["tar", "-xzf", str(ref_gz)]]
+    # The floor: creating the same files from an unpacked copy, no archive involved.
+    cp_restore = lambda d: [["cp", "-a", "--parents", *paths, str(d)]]
 
     s = {k: Series(k) for k in ["ferry save", "tar|zstd save", "tar -z save", "ferry save, key exists",
-                                "ferry restore", "zstd -d|tar restore", "tar -xz restore"]}
+                                "ferry restore", "zstd -d|tar restore", "tar -xz restore", "cp -a"]}
     verify = {}
     notes = []
 
     log(f"  [{name}] warm-up (untimed)")
     ferry_ok = ferry is not None
     if ferry:
-        r = ferry.run(fresh_dir(warm_store), "cache", "save", "--key", key, "--path", payload, cwd=src)
+        r = ferry.run(fresh_dir(warm_store), "cache", "save", "--key", key, *path_args, cwd=src)
         if not r.ok:
             notes.append("ferry cache save failed: " + r.failure())
             log("    " + notes[-1])
@@ -337,18 +300,18 @@ def bench_cache(name: str, ferry: Ferry | None, stamp: dict, runs: int, gzip: bo
     for i in range(runs):
         if ferry_ok:
             store = fresh_dir(work / "store")
-            r = timed(s["ferry save"], lambda: ferry.run(store, "cache", "save", "--key", key, "--path", payload, cwd=src),
-                      reset=lambda: fresh_dir(store), warm=[src / payload])
+            r = timed(s["ferry save"], lambda: ferry.run(store, "cache", "save", "--key", key, *path_args, cwd=src),
+                      reset=lambda: fresh_dir(store), warm=[src / p for p in paths])
             if r.ok:
                 stored.append(measure.store_data_bytes(store))
             remove(store)
         remove(ref_zst)
         timed(s["tar|zstd save"], lambda: measure.run(zstd_save, cwd=src, scratch=WORK), reset=lambda: remove(ref_zst),
-              warm=[src / payload])
+              warm=[src / p for p in paths])
         if gzip:
             remove(ref_gz)
             timed(s["tar -z save"], lambda: measure.run(gzip_save, cwd=src, scratch=WORK), reset=lambda: remove(ref_gz),
-                  warm=[src / payload])
+                  warm=[src / p for p in paths])
     zst_bytes = ref_zst.stat().st_size
     s["tar|zstd save"].extra["stored_bytes"] = zst_bytes
     if gzip and ref_gz.exists():
@@ -363,7 +326,7 @@ def bench_cache(name: str, ferry: Ferry | None, stamp: dict, runs: int, gzip: bo
         log(f"  [{name}] save of an existing key, {n} runs")
         for i in range(n):
             r = timed(s["ferry save, key exists"],
-                      lambda: ferry.run(warm_store, "cache", "save", "--key", key, "--path", payload, cwd=src))
+                      lambda: ferry.run(warm_store, "cache", "save", "--key", key, *path_args, cwd=src))
             if r.ok and r.json is not None and r.json.get("saved") is not False:
                 s["ferry save, key exists"].error = f"the save was not skipped: {json.dumps(r.json)[:200]}"
         s["ferry save, key exists"].extra["json"] = r.json
@@ -377,13 +340,16 @@ def bench_cache(name: str, ferry: Ferry | None, stamp: dict, runs: int, gzip: bo
             log("    " + notes[-1])
             ferry_ok = False
         else:
-            verify["ferry"] = compare_trees(want, corpora.tree_entries(restore_dir / payload))
+            verify["ferry"] = compare_trees(want, entries_of(restore_dir, paths))
             log(f"    ferry restore: {verify['ferry']}")
     measure.run(zstd_restore, cwd=fresh_dir(restore_dir), scratch=WORK)
-    verify["tar|zstd"] = compare_trees(want, corpora.tree_entries(restore_dir / payload))
+    verify["tar|zstd"] = compare_trees(want, entries_of(restore_dir, paths))
     log(f"    zstd -d | tar -x: {verify['tar|zstd']}")
     if gzip:
         measure.run(gzip_restore, cwd=fresh_dir(restore_dir), scratch=WORK)
+    r = measure.run(cp_restore(fresh_dir(restore_dir)), cwd=src, scratch=WORK)
+    if not r.ok:
+        notes.append("cp -a failed: " + r.failure())
     remove(restore_dir)
 
     log(f"  [{name}] restore, {runs} runs each, alternating")
@@ -399,17 +365,29 @@ def bench_cache(name: str, ferry: Ferry | None, stamp: dict, runs: int, gzip: bo
             d = fresh_dir(restore_dir)
             timed(s["tar -xz restore"], lambda: measure.run(gzip_restore, cwd=d, scratch=WORK), reset=lambda: fresh_dir(d),
                   warm=[ref_gz])
+        d = fresh_dir(restore_dir)
+        timed(s["cp -a"], lambda: measure.run(cp_restore(d), cwd=src, scratch=WORK), reset=lambda: fresh_dir(d),
+              warm=[src / p for p in paths])
+    remove(restore_dir)
     remove(work)
 
     out = {
         "bench": name,
-        "corpus": {k: stamp[k] for k in ("name", "payload", "files", "bytes", "entries", "digest", "seed", "generator_version")},
+        "corpus": corpus_record(stamp),
+        "restore_fs": DEST_INFO,
         "series": {k: v.summary() for k, v in s.items()},
         "verify": verify,
         "notes": notes,
     }
     out["targets"] = cache_targets(name, out["series"])
     return out
+
+
+def corpus_record(stamp: dict) -> dict:
+    keys = ("name", "kind", "what", "payload", "paths", "files", "bytes", "entries", "dirs", "symlinks",
+            "files_over_1mib", "bytes_in_files_over_1mib", "largest_files", "digest", "recipe_digest",
+            "tools", "seed", "generator_version")
+    return {k: stamp[k] for k in keys if k in stamp}
 
 
 def ratio(a: dict, b: dict) -> float | None:
@@ -429,6 +407,10 @@ def cache_targets(name: str, s: dict) -> list[dict]:
     r = ratio(s["ferry restore"], s["zstd -d|tar restore"])
     lim = RESTORE_RATIO_MAX[name]
     t.append(target("restore time vs zstd -d|tar -x", r, f"≤ {lim}", None if r is None else r <= lim, fmt="ratio"))
+    if name in RESTORE_VS_CP_MAX:
+        r = ratio(s["ferry restore"], s["cp -a"])
+        lim = RESTORE_VS_CP_MAX[name]
+        t.append(target("restore time vs cp -a", r, f"≤ {lim}", None if r is None else r <= lim, fmt="ratio"))
     for k in ("ferry save", "ferry restore"):
         rss = s[k].get("peak_rss_bytes")
         t.append(target(f"{k.split()[1]} peak RSS", rss, "≤ 100 MiB", None if rss is None else rss <= RSS_MAX, fmt="bytes"))
@@ -453,7 +435,9 @@ def bench_workspace(ferry: Ferry, stamp: dict, runs: int) -> dict:
     work = fresh_dir(WORK / "workspace")
     s = {k: Series(k) for k in ["ferry workspace persist (all 10)", "ferry workspace attach",
                                 "ferry cache save (same files)", "ferry cache restore (same files)",
-                                "zstd -d|tar restore (same files)"]}
+                                "zstd -d|tar restore (same files)", "cp -a (same files)"]}
+    # The floor for an attach: copying every job's files into one folder, as the layers are laid.
+    cp_layers = lambda d: [["cp", "-a", *[f"{j}/." for j in jobs], str(d)]]
     ref_zst = work / "ref.tar.zst"
     zstd_restore = [["zstd", "-d", "-c", "-q", str(ref_zst)], ["tar", "-xf", "-"]]
     measure.run([["tar", "--posix", "-cf", "-", stamp["payload"]], ["zstd", "-T0", "-3", "-q", "-f", "-o", str(ref_zst)]],
@@ -494,7 +478,7 @@ def bench_workspace(ferry: Ferry, stamp: dict, runs: int) -> dict:
             r = ferry.run(store, "cache", "save", "--key", "ws-equivalent", "--path", stamp["payload"], cwd=src)
             if not r.ok:
                 notes.append("ferry cache save failed: " + r.failure())
-        at = fresh_dir(work / "attach")
+        at = fresh_dir(DEST / "workspace" / "attach")
         if timing:
             r = timed(s["ferry workspace attach"],
                       lambda: ferry.run(store, "workspace", "attach", "--at", str(at), "--workflow", wf, cwd=work),
@@ -510,7 +494,7 @@ def bench_workspace(ferry: Ferry, stamp: dict, runs: int) -> dict:
                 log("    " + notes[-1])
                 return False
         remove(at)
-        d = fresh_dir(work / "restore")
+        d = fresh_dir(DEST / "workspace" / "restore")
         if timing:
             timed(s["ferry cache restore (same files)"],
                   lambda: ferry.run(store, "cache", "restore", "--key", "ws-equivalent", cwd=d),
@@ -519,12 +503,19 @@ def bench_workspace(ferry: Ferry, stamp: dict, runs: int) -> dict:
             r = ferry.run(store, "cache", "restore", "--key", "ws-equivalent", cwd=d)
             if r.ok:
                 verify["ferry cache restore"] = compare_trees(want_cache, corpora.tree_entries(d / stamp["payload"]))
-        d = fresh_dir(work / "restore")
+        d = fresh_dir(DEST / "workspace" / "restore")
         if timing:
             timed(s["zstd -d|tar restore (same files)"], lambda: measure.run(zstd_restore, cwd=d, scratch=WORK),
                   reset=lambda: fresh_dir(d), warm=[ref_zst])
         else:
             measure.run(zstd_restore, cwd=d, scratch=WORK)
+        d = fresh_dir(DEST / "workspace" / "cp")
+        if timing:
+            timed(s["cp -a (same files)"], lambda: measure.run(cp_layers(d), cwd=src, scratch=WORK),
+                  reset=lambda: fresh_dir(d), warm=jobs)
+        else:
+            r = measure.run(cp_layers(d), cwd=src, scratch=WORK)
+            verify["cp -a"] = compare_trees(want_layers, corpora.tree_entries(d))
         remove(d)
         remove(store)
         return True
@@ -535,15 +526,25 @@ def bench_workspace(ferry: Ferry, stamp: dict, runs: int) -> dict:
         for i in range(runs):
             one_round(True)
     remove(work)
+    remove(DEST / "workspace")
     s["ferry workspace persist (all 10)"].extra["median_seconds_each"] = measure.median(persist_each)
     out = {
         "bench": "workspace",
-        "corpus": {k: stamp[k] for k in ("name", "payload", "files", "bytes", "entries", "digest", "seed", "generator_version")},
+        "corpus": corpus_record(stamp),
+        "restore_fs": DEST_INFO,
         "layers": len(jobs),
         "series": {k: v.summary() for k, v in s.items()},
         "verify": verify,
         "notes": notes,
     }
+    series = out["series"]
+    x = ratio(series["ferry workspace attach"], series["cp -a (same files)"])
+    out["targets"] = [target("attach time vs cp -a of the same files", x, f"≤ {ATTACH_VS_CP_MAX}",
+                             None if x is None else x <= ATTACH_VS_CP_MAX, fmt="ratio")]
+    for k in ("ferry workspace attach", "ferry workspace persist (all 10)"):
+        rss = series[k].get("peak_rss_bytes")
+        out["targets"].append(target(f"{k.split(' (')[0].removeprefix('ferry workspace ')} peak RSS", rss, "≤ 100 MiB",
+                                     None if rss is None else rss <= RSS_MAX, fmt="bytes"))
     return out
 
 
@@ -575,7 +576,7 @@ def bench_artifacts(ferry: Ferry, stamp: dict, runs: int) -> dict:
         notes.append("ferry artifacts upload failed: " + r.failure())
         ok = False
     else:
-        out = fresh_dir(work / "out")
+        out = fresh_dir(DEST / "artifacts" / "out")
         r = down(store, out)
         s["ferry artifacts download"].extra["json"] = r.json
         if not r.ok:
@@ -590,24 +591,27 @@ def bench_artifacts(ferry: Ferry, stamp: dict, runs: int) -> dict:
             log(f"    download: {verify['ferry artifacts download']}")
     for n in notes:
         log("    " + n)
-    measure.run([["cp", "-a", payload, str(work / "cp")]], cwd=src, scratch=WORK)
-    remove(work / "cp")
+    (DEST / "artifacts").mkdir(parents=True, exist_ok=True)
+    measure.run([["cp", "-a", payload, str(DEST / "artifacts" / "cp")]], cwd=src, scratch=WORK)
+    remove(DEST / "artifacts" / "cp")
     if ok:
         log(f"  [artifacts] {runs} rounds: upload 10,000 files, download them, cp -a")
         for i in range(runs):
             store = fresh_dir(work / "store")
             timed(s["ferry artifacts upload"], lambda: up(store), reset=lambda: fresh_dir(store), warm=[src / payload])
-            out = fresh_dir(work / "out")
+            out = fresh_dir(DEST / "artifacts" / "out")
             timed(s["ferry artifacts download"], lambda: down(store, out), reset=lambda: fresh_dir(out), warm=[store])
             remove(out)
             remove(store)
-            timed(s["cp -a (same files)"], lambda: measure.run([["cp", "-a", payload, str(work / "cp")]], cwd=src, scratch=WORK),
-                  reset=lambda: remove(work / "cp"), warm=[src / payload])
-            remove(work / "cp")
+            timed(s["cp -a (same files)"], lambda: measure.run([["cp", "-a", payload, str(DEST / "artifacts" / "cp")]], cwd=src, scratch=WORK),
+                  reset=lambda: remove(DEST / "artifacts" / "cp"), warm=[src / payload])
+            remove(DEST / "artifacts" / "cp")
     remove(work)
+    remove(DEST / "artifacts")
     return {
         "bench": "artifacts",
-        "corpus": {k: stamp[k] for k in ("name", "payload", "files", "bytes", "entries", "digest", "seed", "generator_version")},
+        "corpus": corpus_record(stamp),
+        "restore_fs": DEST_INFO,
         "series": {k: v.summary() for k, v in s.items()},
         "verify": verify,
         "notes": notes,
@@ -620,15 +624,24 @@ def bench_artifacts(ferry: Ferry, stamp: dict, runs: int) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(
-        description="Benchmark ferry's cache save/restore against tar|zstd and gzip tar, "
-                    "plus workspace attach and artifacts upload/download.",
-        epilog="Results: bench/results.json and the table in bench/README.md.")
+        description="Benchmark ferry's cache save/restore against tar|zstd, gzip tar and cp -a, on generated "
+                    "and real trees, plus workspace attach, artifacts, lookups in big stores and restores "
+                    "right after a mass deletion.",
+        epilog="Results: bench/results.json and the tables in bench/README.md.")
     ap.add_argument("--quick", action="store_true", help="2 runs each; results are not recorded unless --record")
     ap.add_argument("--runs", type=int, help="timed runs of each command (default 5, --quick 2)")
     ap.add_argument("--corpus", action="append", choices=BENCHES, metavar="NAME",
-                    help=f"only this benchmark (repeatable): {', '.join(BENCHES)}")
+                    help=f"only this benchmark or lane (repeatable): {', '.join(BENCHES)}")
     ap.add_argument("--ferry", type=Path, metavar="PATH", help="use this binary instead of building one")
     ap.add_argument("--no-gzip", action="store_true", help="skip the gzip tar reference (the slowest part)")
+    ap.add_argument("--no-real", action="store_true",
+                    help="skip the real-tree corpora (npm-real, cargo-real), which need npm and crates.io once")
+    ap.add_argument("--no-ext4", action="store_true",
+                    help="restore onto bench/work on the root file system instead of a loop-mounted ext4")
+    ap.add_argument("--ext4-size", type=float, default=8, metavar="GIB", help="size of the scratch ext4 image")
+    ap.add_argument("--no-seaweedfs", action="store_true", help="lookup lane: local store only")
+    ap.add_argument("--lookup-fill", choices=["direct", "ferry"], default="direct",
+                    help="lookup lane: write the 10,000 caches in the store format (fast) or save each with ferry")
     ap.add_argument("--record", action="store_true", help="record results even for --quick or a --corpus subset")
     ap.add_argument("--no-record", action="store_true", help="do not write bench/results.json or bench/README.md")
     ap.add_argument("--quiet", type=float, default=measure.QUIET, metavar="FRACTION",
@@ -636,13 +649,16 @@ def main() -> int:
                          f"than this fraction of the CPU (default {measure.QUIET}; 0: never wait)")
     ap.add_argument("--quiet-wait", type=float, default=measure.QUIET_MOST, metavar="SECONDS",
                     help=f"longest wait for quiet before one timed run (default {measure.QUIET_MOST:.0f})")
+    ap.add_argument("--disturbed", type=float, default=measure.DISTURBED, metavar="FRACTION",
+                    help="repeat a run during which others used more than this fraction of the CPU "
+                         f"(default {measure.DISTURBED}; 1: never)")
     ap.add_argument("--seed", type=int, default=corpora.DEFAULT_SEED, help=argparse.SUPPRESS)
     ap.add_argument("--generate-only", action="store_true", help="make the corpora and stop")
     args = ap.parse_args()
 
     runs = args.runs or (2 if args.quick else 5)
-    measure.QUIET, measure.QUIET_MOST = args.quiet, args.quiet_wait
-    benches = args.corpus or BENCHES
+    measure.QUIET, measure.QUIET_MOST, measure.DISTURBED = args.quiet, args.quiet_wait, args.disturbed
+    benches = args.corpus or [b for b in BENCHES if not (args.no_real and (b in REAL_BENCHES or b == "after-delete"))]
     # A quick or partial run must not overwrite the recorded table by accident.
     record = not args.no_record and (args.record or (not args.quick and not args.corpus))
     WORK.mkdir(parents=True, exist_ok=True)
@@ -650,8 +666,23 @@ def main() -> int:
     tools = check_tools()
     measure.TRASH = measure.Trash(WORK / "trash")
     measure.TRASH.empty()  # what an interrupted run left
-    log("bench: corpora in bench/corpora/ (generated once, deterministic)")
-    stamps = {b: corpora.ensure(CORPUS_OF[b], args.seed, log=lambda m: log("  " + m)) for b in benches}
+    log("bench: corpora in bench/corpora/ (generated once, deterministic; real trees built once)")
+    stamps = {}
+    for b in benches:
+        c = CORPUS_OF.get(b)
+        if c is None:
+            continue
+        if c in realtrees.REAL:
+            ok, why = realtrees.available(c)
+            try:
+                if not ok:
+                    raise RuntimeError(why)
+                stamps[b] = realtrees.ensure(c, log=lambda m: log("  " + m))
+            except RuntimeError as e:
+                log(f"  {b}: skipped: {e}")
+                stamps[b] = None
+        else:
+            stamps[b] = corpora.ensure(c, args.seed, log=lambda m: log("  " + m))
     if corpora.GENERATED:
         measure.TRASH.mark()  # regenerating deleted the old corpus
     if args.generate_only:
@@ -669,45 +700,41 @@ def main() -> int:
     exe, exe_sha256 = private_copy(built)
     ferry = Ferry(exe, ferry_env())
     TOOLS[:] = [str(exe)] + [p for p in (measure.which(t) for t in ("tar", "zstd", "gzip", "cp")) if p]
-    meta = {
-        "commit": commit,
-        "dirty_files": dirty,
-        "binary": str(built) if args.ferry else "cargo build --release -p ferry",
-        "binary_sha256": exe_sha256,
-        "ferry_version": ferry.version(),
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "runs": runs,
-        "machine": machine(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "tools": tools,
-        "quiet": args.quiet,
-        "disturbed": DISTURBED,
-        "seed": args.seed,
-        "generator_version": corpora.GENERATOR_VERSION,
-    }
-    log(f"bench: ferry {meta['ferry_version']} ({exe}), commit {commit}, {runs} runs each, "
-        f"{meta['machine']['cores']} cores, load {meta['load_average_at_start']}")
 
-    results = {}
-    for b in benches:
-        t0 = time.monotonic()
-        load = os.getloadavg()
-        log(f"bench: {b}")
-        if b in CACHE_BENCHES:
-            res = bench_cache(b, ferry, stamps[b], runs, gzip=not args.no_gzip)
+    with contextlib.ExitStack() as stack:
+        global DEST, DEST_INFO
+        why_not = "--no-ext4" if args.no_ext4 else scratchfs.why_unavailable()
+        if why_not is None:
+            fs = scratchfs.LoopExt4(WORK / "scratch-ext4", int(args.ext4_size * scratchfs.GiB))
+            DEST = stack.enter_context(fs)
+            DEST_INFO = {"kind": "journaled ext4 made for the run (loop-mounted image)", **fs.info}
+            measure.FAST_DELETE.append(DEST)
+            log(f"bench: timed restores write to {DEST} ({fs.info['mount']}; features: {fs.info['features']})")
         else:
-            command = "workspace" if b == "workspace" else "artifacts"
-            ok, why = ferry.supports(command)
-            if not ok:
-                log(f"  skipped: {why} (this ferry has no `{command}` command yet)")
-                results[b] = {"bench": b, "skipped": why}
-                continue
-            res = (bench_workspace if b == "workspace" else bench_artifacts)(ferry, stamps[b], runs)
-        res["measured"] = {"commit": commit, "date": meta["date"], "runs": runs,
-                           "load_average": [round(x, 2) for x in load],
-                           "load_average_after": [round(x, 2) for x in os.getloadavg()],
-                           "minutes": round((time.monotonic() - t0) / 60, 1)}
-        results[b] = res
+            DEST = WORK / "dest"
+            DEST_INFO = {"kind": "root file system", "path": str(DEST), "why": why_not}
+            log(f"bench: timed restores write to {DEST} on the root file system ({why_not})")
+        meta = {
+            "commit": commit,
+            "dirty_files": dirty,
+            "binary": str(built) if args.ferry else "cargo build --release -p ferry",
+            "binary_sha256": exe_sha256,
+            "ferry_version": ferry.version(),
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "runs": runs,
+            "machine": machine(),
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+            "tools": tools,
+            "quiet": args.quiet,
+            "disturbed": measure.DISTURBED,
+            "seed": args.seed,
+            "generator_version": corpora.GENERATOR_VERSION,
+            "restore_fs": DEST_INFO,
+            "argv": sys.argv[1:],
+        }
+        log(f"bench: ferry {meta['ferry_version']} ({exe}), commit {commit}, {runs} runs each, "
+            f"{meta['machine']['cores']} cores, load {meta['load_average_at_start']}")
+        results = run_benches(benches, ferry, stamps, runs, args, meta)
 
     measure.TRASH.empty()
     scratch_json = WORK / f"results-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
@@ -726,6 +753,62 @@ def main() -> int:
     if missed:
         log("bench: targets missed: " + "; ".join(missed))
     return 0
+
+
+def run_benches(benches: list[str], ferry: Ferry, stamps: dict, runs: int, args, meta: dict) -> dict:
+    results = {}
+    for b in benches:
+        t0 = time.monotonic()
+        load = os.getloadavg()
+        log(f"bench: {b}")
+        if b in stamps and stamps[b] is None:
+            results[b] = {"bench": b, "skipped": "its corpus could not be built here"}
+            continue
+        try:
+            res = run_bench(b, ferry, stamps, runs, args)
+        except (RuntimeError, OSError, ValueError, KeyError, subprocess.SubprocessError) as e:
+            # One lane's failure (a server that would not start, a binary without a command)
+            # must not cost the others' measurements.
+            log(f"  {b} failed: {e!r}")
+            log("".join(traceback.format_exc()).rstrip())
+            res = {"bench": b, "skipped": f"failed: {e!r}"[:500]}
+        res["measured"] = {"commit": meta["commit"], "date": meta["date"], "runs": runs,
+                           "load_average": [round(x, 2) for x in load],
+                           "load_average_after": [round(x, 2) for x in os.getloadavg()],
+                           "minutes": round((time.monotonic() - t0) / 60, 1)}
+        results[b] = res
+    return results
+
+
+def run_bench(b: str, ferry: Ferry, stamps: dict, runs: int, args) -> dict:
+    """Runs benchmark or lane `b`; its results."""
+    if b in CACHE_BENCHES:
+        res = bench_cache(b, ferry, stamps[b], runs, gzip=not args.no_gzip and b not in REAL_BENCHES)
+    elif b in ("workspace", "artifacts", "artifacts-30k"):
+        command = "workspace" if b == "workspace" else "artifacts"
+        ok, why = ferry.supports(command)
+        if not ok:
+            log(f"  skipped: {why} (this ferry has no `{command}` command yet)")
+            return {"bench": b, "skipped": why}
+        if b == "artifacts-30k":
+            res = scale.bench_artifacts_scale(ferry, runs, DEST)
+        else:
+            res = (bench_workspace if b == "workspace" else bench_artifacts)(ferry, stamps[b], runs)
+    elif b == "lookup":
+        seaweed = None
+        if not args.no_seaweedfs:
+            seaweed = scale.SeaweedFS(WORK / "seaweedfs", WORK / "seaweedfs" / "venv")
+            why = seaweed.install()
+            if why:
+                log(f"  SeaweedFS not measured: {why}")
+                seaweed = None
+        res = scale.bench_lookup(ferry, runs, DEST, WORK, seaweed, args.lookup_fill)
+        res["restore_fs"] = DEST_INFO
+    elif b == "after-delete":
+        res = afterdelete.bench_after_delete(ferry, stamps[b], runs, WORK)
+    else:
+        raise AssertionError(b)
+    return res
 
 
 if __name__ == "__main__":

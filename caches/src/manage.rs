@@ -87,7 +87,8 @@ pub async fn list(
                     trusted: trust.trusted.as_ref().map(|k| k.verify(&r.bytes).is_ok()),
                 })))
             })
-            .buffer_unordered(16)
+            // Each read is a round trip on a remote store: more of them in flight there.
+            .buffer_unordered(if store.is_remote() { 64 } else { 16 })
             .collect()
             .await;
     let mut caches = Vec::new();

@@ -15,6 +15,58 @@ pub struct Output {
     pub progress: bool,
     /// `$GITHUB_OUTPUT`, when running on GitHub Actions.
     pub github_output: Option<PathBuf>,
+    /// `$GITHUB_STEP_SUMMARY`, when running on GitHub Actions.
+    pub step_summary: Option<PathBuf>,
+}
+
+/// A byte-count progress bar (on a terminal only) that a store's transfers advance: a bar
+/// with rate and time left once a size is known, else the bytes moved and the rate.
+pub struct TransferBar {
+    bar: ProgressBar,
+    total: std::sync::atomic::AtomicU64,
+}
+
+impl TransferBar {
+    fn new(msg: String) -> Self {
+        let bar = ProgressBar::new(0);
+        if let Ok(style) =
+            ProgressStyle::with_template("{spinner} {msg}: {bytes} at {bytes_per_sec} ({elapsed})")
+        {
+            bar.set_style(style);
+        }
+        bar.set_message(msg);
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Self {
+            bar,
+            total: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Clears the bar; the summary line follows.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl ferry_core::store::Progress for TransferBar {
+    fn expect(&self, bytes: u64) {
+        let total = self
+            .total
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed)
+            + bytes;
+        if total == bytes {
+            if let Ok(style) = ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} at {bytes_per_sec}, {eta} left",
+            ) {
+                self.bar.set_style(style.progress_chars("=> "));
+            }
+        }
+        self.bar.set_length(total);
+    }
+
+    fn advance(&self, bytes: u64) {
+        self.bar.inc(bytes);
+    }
 }
 
 impl Output {
@@ -58,6 +110,49 @@ impl Output {
         pb.set_message(msg.into());
         pb.enable_steady_tick(Duration::from_millis(120));
         Some(pb)
+    }
+
+    /// A byte-count bar for the transfers of one command, on a terminal only.
+    pub fn transfer_bar(&self, msg: impl Into<String>) -> Option<std::sync::Arc<TransferBar>> {
+        self.progress
+            .then(|| std::sync::Arc::new(TransferBar::new(msg.into())))
+    }
+
+    /// Appends a short Markdown table to `$GITHUB_STEP_SUMMARY` on GitHub Actions: a
+    /// heading, then one row under `headers`. Values are escaped so that a key holding `|`,
+    /// HTML or line breaks cannot change the table. Best effort: a summary that cannot be
+    /// written is a warning, never a failed step.
+    pub fn step_summary(&self, title: &str, headers: &[&str], row: &[String]) {
+        let Some(path) = &self.step_summary else {
+            return;
+        };
+        let cell = |v: &str| {
+            v.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('|', "\\|")
+                .replace(['\r', '\n'], " ")
+        };
+        let mut text = format!("### {}\n\n| {} |\n|", cell(title), headers.join(" | "));
+        for _ in headers {
+            text.push_str("---|");
+        }
+        text.push_str("\n|");
+        for v in row {
+            text.push_str(&format!(" {} |", cell(v)));
+        }
+        text.push_str("\n\n");
+        let written = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(text.as_bytes()));
+        if let Err(e) = written {
+            self.warn(format!(
+                "failed to write the step summary to {}: {e}",
+                path.display()
+            ));
+        }
     }
 
     /// Awaits `work` behind a spinner showing `msg` (on a terminal only), cleared at the end.

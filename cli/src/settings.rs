@@ -64,6 +64,11 @@ impl Globals {
             } else {
                 None
             },
+            step_summary: if env.is_true(ev::GITHUB_ACTIONS) {
+                env.get(ev::GITHUB_STEP_SUMMARY).map(PathBuf::from)
+            } else {
+                None
+            },
         };
         let trust = settle_trust(&env)?;
         Ok(Self {
@@ -79,6 +84,24 @@ impl Globals {
 
     pub fn open_store(&self) -> Result<ferry_core::store::Store, CliError> {
         Ok(ferry_core::store::Store::open(&self.store_url, &self.env)?)
+    }
+
+    /// The store, with its transfers drawing a byte-count bar showing `msg` on a terminal.
+    pub fn open_store_with_bar(
+        &self,
+        msg: impl Into<String>,
+    ) -> Result<
+        (
+            ferry_core::store::Store,
+            Option<Arc<crate::output::TransferBar>>,
+        ),
+        CliError,
+    > {
+        let store = self.open_store()?;
+        Ok(match self.output.transfer_bar(msg) {
+            Some(bar) => (store.with_progress(bar.clone()), Some(bar)),
+            None => (store, None),
+        })
     }
 
     pub fn path_context(&self) -> ferry_core::paths::PathContext {

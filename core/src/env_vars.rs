@@ -95,6 +95,9 @@ env_vars! {
     GITHUB_EVENT_PATH = "GITHUB_EVENT_PATH";
     /// File that step outputs (`cache-hit`, …) are appended to on GitHub Actions.
     GITHUB_OUTPUT = "GITHUB_OUTPUT";
+    /// File the step's Markdown summary is appended to on GitHub Actions: each command adds a
+    /// short table of what it restored, saved or moved.
+    GITHUB_STEP_SUMMARY = "GITHUB_STEP_SUMMARY";
     /// Per-job temporary folder on GitHub Actions, emptied between jobs: where the state of the
     /// job (the layers it attached, the caches it restored) is kept.
     RUNNER_TEMP = "RUNNER_TEMP";

@@ -15,7 +15,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::manifest::DataRef;
-use crate::store::{BackendError, Store, StoreError};
+use crate::store::{BackendError, Progress, Store, StoreError};
+use std::sync::Arc;
 
 /// Size of the chunks handed between threads, and of local file buffers.
 const CHUNK: usize = 1024 * 1024;
@@ -117,11 +118,16 @@ where
             return Err(e.into());
         }
     };
+    let progress = store.progress();
     let mut upload_err = None;
     while let Some(chunk) = rx.recv().await {
+        let n = chunk.len() as u64;
         if let Err(e) = writer.write(chunk).await {
             upload_err = Some(e);
             break;
+        }
+        if let Some(p) = &progress {
+            p.advance(n);
         }
     }
     // Dropping the receiver makes a still-running producer fail fast on its next write.
@@ -180,6 +186,7 @@ where
             .unwrap_or("object"),
         crate::manifest::new_id()
     ));
+    let progress = store.progress();
     let result = tokio::task::spawn_blocking(move || {
         let io = |e: std::io::Error| Err(TransferError::<E>::Store(local_write_error(&path, e)));
         if let Some(parent) = path.parent() {
@@ -192,7 +199,11 @@ where
             Err(e) => return io(e),
         };
         // Compressed output comes in pieces of about 128 KiB, which pass this buffer by.
-        let mut w = Hashing::new(StdBufWriter::with_capacity(64 * 1024, file));
+        let counted = Counting {
+            inner: file,
+            progress,
+        };
+        let mut w = Hashing::new(StdBufWriter::with_capacity(64 * 1024, counted));
         let out = match produce(&mut w) {
             Ok(out) => out,
             Err(e) => {
@@ -236,6 +247,26 @@ where
             sha256,
         },
     ))
+}
+
+/// Reports the bytes written through it.
+struct Counting<W> {
+    inner: W,
+    progress: Option<Arc<dyn Progress>>,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(data)?;
+        if let Some(p) = &self.progress {
+            p.advance(n as u64);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// A failed write of a local store's file, before the store's URL is known.
@@ -349,7 +380,7 @@ impl DownloadReader {
     /// Reads `file` on a thread of its own, hashing it there: reading and SHA-256 then run
     /// beside decompression and unpacking instead of before each piece of it. More than
     /// `limit` bytes is an error (a file that never ends, such as a device, included).
-    fn local(file: File, limit: u64) -> Self {
+    fn local(file: File, limit: u64, progress: Option<Arc<dyn Progress>>) -> Self {
         let mut file = file.take(limit.saturating_add(1));
         let (tx, rx) = std::sync::mpsc::sync_channel(CHANNEL_DEPTH);
         let (spare, spare_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(CHANNEL_DEPTH + 2);
@@ -377,6 +408,9 @@ impl DownloadReader {
                 buf.truncate(filled);
                 hasher.update(&buf);
                 size += filled as u64;
+                if let Some(p) = &progress {
+                    p.advance(filled as u64);
+                }
                 if tx.send(Ok(buf)).is_err() {
                     // The consumer stopped early; it reports why.
                     return Err(std::io::Error::new(
@@ -504,10 +538,16 @@ where
     E: std::error::Error + Send + 'static,
     F: FnOnce(DownloadReader) -> Result<T, E> + Send + 'static,
 {
+    let progress = store.progress();
+    if let Some(p) = &progress {
+        p.expect(size);
+    }
     if let Some(path) = store.local_path(rel) {
         let file = open_local(store, rel, &path)?;
-        return match tokio::task::spawn_blocking(move || consume(DownloadReader::local(file, size)))
-            .await
+        return match tokio::task::spawn_blocking(move || {
+            consume(DownloadReader::local(file, size, progress))
+        })
+        .await
         {
             Ok(r) => r.map_err(TransferError::Local),
             Err(_) => Err(TransferError::Internal(
@@ -544,8 +584,12 @@ where
                 // bounded by CHANNEL_DEPTH pieces rather than CHANNEL_DEPTH ranges.
                 while !chunk.is_empty() {
                     let piece = chunk.split_to(chunk.len().min(CHUNK));
+                    let n = piece.len() as u64;
                     if tx.send(Ok(piece)).await.is_err() {
                         break 'pieces;
+                    }
+                    if let Some(p) = &progress {
+                        p.advance(n);
                     }
                 }
             }

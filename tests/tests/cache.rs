@@ -751,3 +751,35 @@ fn truncated_data_inside_a_large_file_fails_with_5_and_leaves_no_partial_file() 
         "a failed restore left files behind"
     );
 }
+
+/// cargo hard-links every binary it builds: such a file is stored once, and restored as one
+/// file under both names, as GNU tar keeps them.
+#[test]
+fn hard_linked_files_are_stored_once_and_restored_as_links() {
+    use std::os::unix::fs::MetadataExt;
+    let ctx = TestContext::new();
+    let content = vec![42u8; 3 << 20];
+    ctx.write("tree/deps/tool-1234", &content);
+    std::fs::hard_link(
+        ctx.work.join("tree/deps/tool-1234"),
+        ctx.work.join("tree/tool"),
+    )
+    .expect("hard link");
+    let saved = save(&ctx, "linked", &["--format", "tar"]);
+    assert_eq!(saved["files"], 2);
+    assert!(
+        saved["bytes"].as_u64().expect("bytes") < (content.len() as u64) * 3 / 2,
+        "the content is stored once: {saved}"
+    );
+    let dest = ctx.dir("dest");
+    ctx.run_in(&dest, &["cache", "restore", "--key", "linked"])
+        .ok();
+    let a = std::fs::metadata(dest.join("tree/deps/tool-1234")).expect("first name");
+    let b = std::fs::metadata(dest.join("tree/tool")).expect("second name");
+    assert_eq!(a.ino(), b.ino(), "one file under two names");
+    assert_eq!(a.nlink(), 2);
+    assert_eq!(
+        std::fs::read(dest.join("tree/tool")).expect("read"),
+        content
+    );
+}

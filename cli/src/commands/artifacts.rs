@@ -13,14 +13,26 @@ fn keyspace(t: &Target) -> String {
 }
 
 pub async fn upload(globals: &Globals, request: UploadRequest) -> Result<(), CliError> {
-    let store = globals.open_store()?;
-    let out = &globals.output;
     let target = request.target.clone();
     let uploading = format!("uploading artifacts of {}", keyspace(&target));
-    let result = out
-        .spin(uploading, ferry_artifacts::upload(&store, request))
-        .await;
+    let (store, bar) = globals.open_store_with_bar(uploading)?;
+    let out = &globals.output;
+    let result = ferry_artifacts::upload(&store, request).await;
+    if let Some(bar) = bar {
+        bar.finish();
+    }
     let outcome = result?;
+    out.step_summary(
+        "ferry artifacts upload",
+        &["run", "job", "files", "bytes", "seconds"],
+        &[
+            target.run.clone(),
+            target.job.clone(),
+            outcome.files.to_string(),
+            format_size(outcome.bytes),
+            format!("{:.2}", outcome.seconds),
+        ],
+    );
     for w in &outcome.warnings {
         out.warn(w);
     }
@@ -80,14 +92,26 @@ pub async fn ls(globals: &Globals, target: Target) -> Result<(), CliError> {
 }
 
 pub async fn download(globals: &Globals, request: DownloadRequest) -> Result<(), CliError> {
-    let store = globals.open_store()?;
-    let out = &globals.output;
     let target = request.target.clone();
     let downloading = format!("downloading artifacts of {}", keyspace(&target));
-    let result = out
-        .spin(downloading, ferry_artifacts::download(&store, request))
-        .await;
+    let (store, bar) = globals.open_store_with_bar(downloading)?;
+    let out = &globals.output;
+    let result = ferry_artifacts::download(&store, request).await;
+    if let Some(bar) = bar {
+        bar.finish();
+    }
     let outcome = result?;
+    out.step_summary(
+        "ferry artifacts download",
+        &["run", "job", "files", "bytes", "seconds"],
+        &[
+            target.run.clone(),
+            target.job.clone(),
+            outcome.files.to_string(),
+            format_size(outcome.bytes),
+            format!("{:.2}", outcome.seconds),
+        ],
+    );
     out.info(format!(
         "downloaded {} artifacts ({}) of {} to {} in {:.2}s",
         outcome.files,

@@ -9,26 +9,41 @@ use crate::settings::Globals;
 
 pub async fn save(globals: &Globals, request: SaveRequest) -> Result<(), CliError> {
     let key = request.key.clone();
-    let store = globals.open_store()?;
+    let (store, bar) = globals.open_store_with_bar(format!("saving cache {key}"))?;
     let out = &globals.output;
-    let spinner = out.spinner(format!("saving cache {key}"));
     let result = ferry_caches::save(&store, request).await;
-    if let Some(pb) = spinner {
-        pb.finish_and_clear();
+    if let Some(bar) = bar {
+        bar.finish();
     }
     let outcome = result?;
+    out.step_summary(
+        "ferry cache save",
+        &["key", "saved", "files", "stored", "unpacked", "seconds"],
+        &[
+            key.clone(),
+            if outcome.saved {
+                "yes".into()
+            } else {
+                "no (exists)".into()
+            },
+            outcome.files.to_string(),
+            format_size(outcome.bytes),
+            format_size(outcome.unpacked_bytes),
+            format!("{:.2}", outcome.seconds),
+        ],
+    );
     for w in &outcome.warnings {
         out.warn(w);
     }
     if outcome.saved {
         out.info(format!(
-            "saved cache {key} ({}): {} files, {} uploaded in {} objects, {} stored ({} unpacked) in {:.2}s",
-            outcome.format,
+            "saved cache {key}: {} files, {} uploaded in {} objects, {} stored ({} unpacked, {}) in {:.2}s",
             outcome.files,
             format_size(outcome.uploaded_bytes),
             outcome.objects_written,
             format_size(outcome.bytes),
             format_size(outcome.unpacked_bytes),
+            outcome.format,
             outcome.seconds
         ));
     } else {
@@ -47,18 +62,45 @@ pub async fn restore(
 ) -> Result<(), CliError> {
     let key = request.key.clone();
     let restore_keys = request.restore_keys.clone();
-    let store = globals.open_store()?;
+    let (store, bar) = globals.open_store_with_bar(format!("restoring cache {key}"))?;
     let out = &globals.output;
-    let spinner = out.spinner(format!("restoring cache {key}"));
     let result = ferry_caches::restore(&store, request).await;
-    if let Some(pb) = spinner {
-        pb.finish_and_clear();
+    if let Some(bar) = bar {
+        bar.finish();
     }
     let outcome = result?;
     for w in &outcome.warnings {
         out.warn(w);
     }
     let matched = outcome.matched_key.clone().unwrap_or_default();
+    out.step_summary(
+        "ferry cache restore",
+        &[
+            "key",
+            "hit",
+            "matched key",
+            "files",
+            "downloaded",
+            "seconds",
+        ],
+        &[
+            key.clone(),
+            match outcome.hit {
+                Hit::Exact => "exact",
+                Hit::Partial => "partial",
+                Hit::Miss => "miss",
+            }
+            .into(),
+            if matched.is_empty() {
+                "-".into()
+            } else {
+                matched.clone()
+            },
+            outcome.files.to_string(),
+            format_size(outcome.bytes),
+            format!("{:.2}", outcome.seconds),
+        ],
+    );
     out.github_outputs(&[
         (
             "cache-hit",

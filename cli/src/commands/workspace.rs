@@ -8,16 +8,29 @@ use crate::errors::CliError;
 use crate::settings::Globals;
 
 pub async fn persist(globals: &Globals, request: PersistRequest) -> Result<(), CliError> {
-    let store = globals.open_store()?;
-    let out = &globals.output;
     let persisting = format!(
         "persisting a layer of job {} to workflow {}",
         request.job, request.workflow
     );
-    let result = out
-        .spin(persisting, ferry_workspace_layers::persist(&store, request))
-        .await;
+    let (store, bar) = globals.open_store_with_bar(persisting)?;
+    let out = &globals.output;
+    let result = ferry_workspace_layers::persist(&store, request).await;
+    if let Some(bar) = bar {
+        bar.finish();
+    }
     let outcome = result?;
+    out.step_summary(
+        "ferry workspace persist",
+        &["workflow", "job", "layer", "files", "stored", "seconds"],
+        &[
+            outcome.workflow.clone(),
+            outcome.job.clone(),
+            outcome.id.clone(),
+            outcome.files.to_string(),
+            format_size(outcome.bytes),
+            format!("{:.2}", outcome.seconds),
+        ],
+    );
     for w in &outcome.warnings {
         out.warn(w);
     }
@@ -42,18 +55,30 @@ pub async fn persist(globals: &Globals, request: PersistRequest) -> Result<(), C
 }
 
 pub async fn attach(globals: &Globals, request: AttachRequest) -> Result<(), CliError> {
-    let store = globals.open_store()?;
+    let attaching = format!("attaching the workspace of workflow {}", request.workflow);
+    let (store, bar) = globals.open_store_with_bar(attaching)?;
     let out = &globals.output;
     if request.job.is_none() {
         out.warn(
             "no job name (--job, FERRY_JOB, GITHUB_JOB or CIRCLE_JOB): a later persist will not name these layers as its parents",
         );
     }
-    let attaching = format!("attaching the workspace of workflow {}", request.workflow);
-    let result = out
-        .spin(attaching, ferry_workspace_layers::attach(&store, request))
-        .await;
+    let result = ferry_workspace_layers::attach(&store, request).await;
+    if let Some(bar) = bar {
+        bar.finish();
+    }
     let outcome = result?;
+    out.step_summary(
+        "ferry workspace attach",
+        &["workflow", "layers", "files", "downloaded", "seconds"],
+        &[
+            outcome.workflow.clone(),
+            outcome.layers.len().to_string(),
+            outcome.files.to_string(),
+            format_size(outcome.bytes),
+            format!("{:.2}", outcome.seconds),
+        ],
+    );
     for w in &outcome.warnings {
         out.warn(w);
     }

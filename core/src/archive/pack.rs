@@ -78,13 +78,17 @@ pub fn pack_listing<W: Write>(
     let mut stats = PackStats::default();
     let mut buf = vec![0u8; COPY_BUF];
     let mut links: HashMap<String, String> = HashMap::new();
+    let mut inodes: HashMap<(u64, u64), String> = HashMap::new();
     walk(spec, &mut |name, fs_path, meta| {
         let kind = append(
             &mut builder,
             name,
             &fs_path.to_path_buf(),
             meta,
-            &mut links,
+            &mut Tracked {
+                links: &mut links,
+                inodes: &mut inodes,
+            },
             &mut stats,
             &mut buf,
         )?;
@@ -185,12 +189,22 @@ pub fn links_out(links: &HashMap<String, String>, paths: &[String]) -> Vec<(Stri
     out
 }
 
+/// What a pack remembers of the entries written so far.
+struct Tracked<'a> {
+    /// Symlinks by name, with their targets: judged at the end.
+    links: &'a mut HashMap<String, String>,
+    /// The first name written of each file that has other names (hard links), by device and
+    /// inode: later names are written as hard links to it, as GNU tar does, so the content
+    /// is stored and restored once (cargo hard-links every binary it builds).
+    inodes: &'a mut HashMap<(u64, u64), String>,
+}
+
 fn append<W: Write>(
     builder: &mut tar::Builder<W>,
     name: &str,
     fs_path: &PathBuf,
     meta: &Metadata,
-    links: &mut HashMap<String, String>,
+    tracked: &mut Tracked<'_>,
     stats: &mut PackStats,
     buf: &mut [u8],
 ) -> Result<Option<EntryKind>, ArchiveError> {
@@ -232,9 +246,30 @@ fn append<W: Write>(
         append_raw(builder, &mut header, name, Some(target), std::io::empty())
             .map_err(ArchiveError::Write)?;
         stats.symlinks += 1;
-        links.insert(name.to_string(), target.to_string());
+        tracked.links.insert(name.to_string(), target.to_string());
         Ok(Some(EntryKind::Symlink))
     } else if ft.is_file() {
+        if meta.nlink() > 1 {
+            match tracked.inodes.entry((meta.dev(), meta.ino())) {
+                std::collections::hash_map::Entry::Occupied(first) => {
+                    header.set_entry_type(EntryType::Link);
+                    header.set_size(0);
+                    append_raw(
+                        builder,
+                        &mut header,
+                        name,
+                        Some(first.get()),
+                        std::io::empty(),
+                    )
+                    .map_err(ArchiveError::Write)?;
+                    stats.files += 1;
+                    return Ok(Some(EntryKind::File));
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(name.to_string());
+                }
+            }
+        }
         let file = std::fs::File::open(fs_path).map_err(io("open"))?;
         header.set_entry_type(EntryType::Regular);
         header.set_size(meta.len());

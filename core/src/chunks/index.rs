@@ -70,6 +70,9 @@ pub enum Kind {
     File,
     Dir,
     Symlink,
+    /// Another name of a file earlier in the index (`target`), as cargo hard-links the
+    /// binaries it builds: stored and restored once, as a hard link.
+    Hardlink,
 }
 
 /// One entry of the tree, in walk order (folders before what they hold).
@@ -88,7 +91,7 @@ pub struct Entry {
     /// A file's chunks, in order, as indexes into [`Index::chunks`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chunks: Vec<u32>,
-    /// A symlink's target.
+    /// A symlink's target, or the file a hard link names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
 }
@@ -227,10 +230,10 @@ pub fn check(index: &Index) -> Result<(), ArchiveError> {
                     return Err(corrupt(format!("folder {:?} carries data", e.name)));
                 }
             }
-            Kind::Symlink => {
+            Kind::Symlink | Kind::Hardlink => {
                 if e.size != 0 || !e.chunks.is_empty() || e.target.is_none() {
                     return Err(corrupt(format!(
-                        "symlink {:?} carries data or has no target",
+                        "link {:?} carries data or has no target",
                         e.name
                     )));
                 }

@@ -212,6 +212,7 @@ fn walk(
     let mut stats = PackStats::default();
     let mut listing = Vec::new();
     let mut links: HashMap<String, String> = HashMap::new();
+    let mut inodes: HashMap<(u64, u64), String> = HashMap::new();
     let mut buf = vec![0u8; READ_BUF];
     archive::walk(spec, &mut |name, path, meta| {
         let ft = meta.file_type();
@@ -258,7 +259,25 @@ fn walk(
                 target: Some(target),
             };
             (e, EntryKind::Symlink)
+        } else if ft.is_file() && meta.nlink() > 1 && inodes.contains_key(&(meta.dev(), meta.ino()))
+        {
+            // Another name of a file already stored: a hard link to its first name.
+            let first = inodes[&(meta.dev(), meta.ino())].clone();
+            stats.files += 1;
+            let e = Entry {
+                name: name.to_string(),
+                kind: Kind::Hardlink,
+                mode: 0,
+                mtime,
+                size: 0,
+                chunks: Vec::new(),
+                target: Some(first),
+            };
+            (e, EntryKind::File)
         } else if ft.is_file() {
+            if meta.nlink() > 1 {
+                inodes.insert((meta.dev(), meta.ino()), name.to_string());
+            }
             let size = meta.len();
             let chunks = w.file(path, size, &mut buf)?;
             stats.files += 1;

@@ -121,6 +121,7 @@ trait Sink {
         data: &mut dyn Read,
     ) -> Result<(), ArchiveError>;
     fn keep(&mut self, name: &str, mode: u32, mtime: i64, size: u64) -> Result<(), ArchiveError>;
+    fn hard_link(&mut self, name: &str, target: &str) -> Result<(), ArchiveError>;
 }
 
 fn corrupt(e: std::io::Error) -> ArchiveError {
@@ -148,6 +149,9 @@ impl Sink for Lander {
     }
     fn keep(&mut self, name: &str, mode: u32, mtime: i64, size: u64) -> Result<(), ArchiveError> {
         Lander::keep(self, name.as_bytes(), mode, mtime, size)
+    }
+    fn hard_link(&mut self, name: &str, target: &str) -> Result<(), ArchiveError> {
+        Lander::hard_link(self, name.as_bytes(), target.as_bytes())
     }
 }
 
@@ -208,11 +212,19 @@ pub async fn land(
 /// a few threads: each is read and hashed chunk by chunk against the index.
 fn kept_files(lander: &Lander, index: &Index) -> HashSet<usize> {
     let prober = lander.prober();
+    // A file other names link to is written again with them: a hard link is made to a file
+    // this restore writes, never to one already on disk.
+    let linked: HashSet<&str> = index
+        .entries
+        .iter()
+        .filter(|e| e.kind == Kind::Hardlink)
+        .filter_map(|e| e.target.as_deref())
+        .collect();
     let files: Vec<usize> = index
         .entries
         .iter()
         .enumerate()
-        .filter(|(_, e)| e.kind == Kind::File)
+        .filter(|(_, e)| e.kind == Kind::File && !linked.contains(e.name.as_str()))
         .map(|(i, _)| i)
         .collect();
     let threads = std::thread::available_parallelism()
@@ -431,6 +443,9 @@ async fn feed<S: Sink + Send + 'static>(
                         Kind::Symlink => {
                             sink.symlink(&e.name, e.target.as_deref().unwrap_or_default(), e.mtime)?
                         }
+                        Kind::Hardlink => {
+                            sink.hard_link(&e.name, e.target.as_deref().unwrap_or_default())?
+                        }
                         Kind::File if kept.contains(&i) => {
                             sink.keep(&e.name, e.mode, e.mtime, e.size)?
                         }
@@ -644,6 +659,17 @@ impl<W: Write> Sink for ExportSink<W> {
         Err(ArchiveError::Internal {
             what: "an export keeps no files".into(),
         })
+    }
+    fn hard_link(&mut self, name: &str, target: &str) -> Result<(), ArchiveError> {
+        let mut h = Self::header(tar::EntryType::Link, 0o644, 0, 0);
+        crate::archive::append_raw(
+            &mut self.builder,
+            &mut h,
+            name,
+            Some(target),
+            std::io::empty(),
+        )
+        .map_err(ArchiveError::Write)
     }
 }
 

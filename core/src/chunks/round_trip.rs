@@ -71,6 +71,7 @@ fn tree(dir: &Path) -> Result<()> {
     std::fs::write(t.join("run.sh"), b"#!/bin/sh\n")?;
     std::fs::set_permissions(t.join("run.sh"), std::fs::Permissions::from_mode(0o755))?;
     std::os::unix::fs::symlink("small.txt", t.join("link"))?;
+    std::fs::hard_link(t.join("run.sh"), t.join("sub/run-again.sh"))?;
     for (p, s) in [
         ("small.txt", 1_600_000_000),
         ("sub", 1_600_000_100),
@@ -140,7 +141,7 @@ async fn a_tree_saved_in_chunks_comes_back_whole_and_a_second_save_uploads_only_
     let work = dir.path().join("work");
     tree(&work)?;
     let first = save(&store, &work, Known::default()).await?;
-    assert_eq!(first.tree.files, 5);
+    assert_eq!(first.tree.files, 6);
     assert_eq!(first.objects_written, 2, "one pack and the index");
     assert!(
         first.uploaded_bytes < (3 << 20) + 100_000,
@@ -151,6 +152,12 @@ async fn a_tree_saved_in_chunks_comes_back_whole_and_a_second_save_uploads_only_
     std::fs::create_dir_all(&out)?;
     restore(&store, &first, &out, false).await?;
     assert_eq!(snapshot(&out.join("tree")), snapshot(&work.join("tree")));
+    let ino = |p: &Path| std::fs::metadata(p).map(|m| m.ino()).ok();
+    assert_eq!(
+        ino(&out.join("tree/run.sh")),
+        ino(&out.join("tree/sub/run-again.sh")),
+        "a hard link comes back as one"
+    );
 
     // One file changed in its middle: the second save uploads a few of its chunks.
     let mut big = noise(3 << 20, 5);
@@ -176,7 +183,10 @@ async fn a_tree_saved_in_chunks_comes_back_whole_and_a_second_save_uploads_only_
     )?;
     let stats = restore(&store, &second, &out, true).await?;
     assert_eq!(snapshot(&out.join("tree")), snapshot(&work.join("tree")));
-    assert_eq!(stats.kept, 4, "{stats:?}");
+    assert_eq!(
+        stats.kept, 3,
+        "the linked file is written again with its link: {stats:?}"
+    );
     assert_eq!(stats.removed, 2, "{stats:?}");
     Ok(())
 }

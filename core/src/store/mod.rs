@@ -217,12 +217,21 @@ impl StoreError {
     }
 }
 
+/// Where transfers report the bytes they move, for a progress bar.
+pub trait Progress: Send + Sync {
+    /// A transfer of `bytes` more is known to be coming (a download's size).
+    fn expect(&self, bytes: u64);
+    /// `bytes` more were moved.
+    fn advance(&self, bytes: u64);
+}
+
 /// A store of entries: a backend and the URL it was opened with.
 #[derive(Clone)]
 pub struct Store {
     backend: Arc<dyn Backend>,
     url: String,
     hint: &'static str,
+    progress: Option<Arc<dyn Progress>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -280,7 +289,19 @@ impl Store {
             backend,
             url: url.to_string(),
             hint,
+            progress: None,
         }
+    }
+
+    /// The same store, reporting the bytes its transfers move to `progress`.
+    pub fn with_progress(mut self, progress: Arc<dyn Progress>) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Where transfers report bytes moved, if anywhere.
+    pub(crate) fn progress(&self) -> Option<Arc<dyn Progress>> {
+        self.progress.clone()
     }
 
     /// The URL the store was opened with, for messages.
@@ -378,9 +399,14 @@ impl Store {
             .map_err(|e| self.request_error("look up", rel, e))
     }
 
-    /// Every object below the folder `rel`.
+    /// Every object below the folder `rel` (the whole store for `""`).
     pub async fn list(&self, rel: &str) -> Result<Vec<ObjectInfo>, StoreError> {
-        let prefix = format!("{}/", rel.trim_end_matches('/'));
+        let folder = rel.trim_end_matches('/');
+        let prefix = if folder.is_empty() {
+            String::new()
+        } else {
+            format!("{folder}/")
+        };
         self.backend
             .list(&prefix)
             .await

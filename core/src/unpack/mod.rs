@@ -141,7 +141,19 @@ pub struct Lander {
     kept_links: HashSet<PathBuf>,
     plan: Plan,
     writers: Option<Writers>,
+    /// Hard links to make once the writers are done: the file they name may still be queued.
+    pending_links: Vec<PendingLink>,
     stats: UnpackStats,
+}
+
+/// A hard link waiting for the file it names to be written.
+struct PendingLink {
+    /// Where the linked file is staged.
+    source: PathBuf,
+    /// Where the link goes until commit.
+    path: PathBuf,
+    /// Its destination, for messages.
+    dest: PathBuf,
 }
 
 /// A restore whose entries are all staged and checked, waiting to be committed.
@@ -212,6 +224,7 @@ impl Lander {
             kept_links: HashSet::new(),
             plan: Plan::default(),
             writers: None,
+            pending_links: Vec::new(),
             stats: UnpackStats::default(),
         }
     }
@@ -363,14 +376,40 @@ impl Lander {
             return Ok(());
         };
         self.writers().drain()?;
+        // Links to the file being replaced are made now, while it is there; a link being
+        // replaced is simply never made.
+        let pending = self.pending_links.len();
+        self.pending_links.retain(|l| l.path != path);
+        let never_made = self.pending_links.len() < pending;
+        self.make_links(|l| l.source == path)?;
         if let Some(i) = rename {
             self.plan.renames[i].live = false;
+        }
+        if never_made {
+            return Ok(());
         }
         fs::remove_file(&path).map_err(|source| ArchiveError::Io {
             op: "replace",
             path: path.display().to_string(),
             source,
         })
+    }
+
+    /// Makes the pending hard links `which` selects; the files they name are written.
+    fn make_links(&mut self, which: impl Fn(&PendingLink) -> bool) -> Result<(), ArchiveError> {
+        let (now, later): (Vec<PendingLink>, Vec<PendingLink>) =
+            std::mem::take(&mut self.pending_links)
+                .into_iter()
+                .partition(|l| which(l));
+        self.pending_links = later;
+        for l in now {
+            fs::hard_link(&l.source, &l.path).map_err(|source| ArchiveError::Io {
+                op: "create the hard link",
+                path: l.dest.display().to_string(),
+                source,
+            })?;
+        }
+        Ok(())
     }
 
     /// Where a folder named `name` is until commit, made (staged) if missing. Within the
@@ -783,13 +822,13 @@ impl Lander {
         };
         let name = self.enter(raw, &Kind::File)?;
         let (path, _) = self.place(&name)?;
-        // The linked file may still be in the writers' queue.
-        self.writers().drain()?;
-        fs::hard_link(&source_path, &path).map_err(|source| ArchiveError::Io {
-            op: "create the hard link",
-            path: (self.src().resolve)(&name).display().to_string(),
-            source,
-        })?;
+        // The linked file may still be in the writers' queue: the link is made at the end.
+        let dest = (self.src().resolve)(&name);
+        self.pending_links.push(PendingLink {
+            source: source_path,
+            path,
+            dest,
+        });
         self.stats.files += 1;
         Ok(())
     }
@@ -800,6 +839,7 @@ impl Lander {
         if let Some(w) = self.writers.take() {
             w.finish()?;
         }
+        self.make_links(|_| true)?;
         self.judge_links()?;
         self.stage_extras()?;
         Ok(Landed {
