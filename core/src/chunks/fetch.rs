@@ -15,13 +15,13 @@ use crate::archive::ArchiveError;
 use crate::store::{Store, StoreError};
 
 /// Decompressed blocks kept for reuse while a restore runs.
-const RESIDENT_BLOCKS: usize = 16;
+const RESIDENT_BLOCKS: usize = 8;
 /// Bytes of chunks kept because a later file uses them again (a file stored twice).
-const RETAINED_BYTES: usize = 16 * 1024 * 1024;
+const RETAINED_BYTES: usize = 8 * 1024 * 1024;
 /// Unneeded bytes between two blocks still fetched in one request rather than two.
 const GAP: u64 = 64 * 1024;
 /// The largest request.
-const RANGE_MAX: u64 = 4 * 1024 * 1024;
+const RANGE_MAX: u64 = 2 * 1024 * 1024;
 /// Requests in flight on a remote store.
 const REMOTE_CONCURRENCY: usize = 6;
 /// Decompressed blocks queued for the reading side.

@@ -2,7 +2,7 @@
 //! then its blocks, laid down through the [`Lander`] (a restore) or written as a tar stream
 //! ([`export`]). Files already on disk with the entry's content are kept, not fetched.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::ops::Range;
 use std::path::PathBuf;
@@ -120,7 +120,14 @@ trait Sink {
         size: u64,
         data: &mut dyn Read,
     ) -> Result<(), ArchiveError>;
-    fn keep(&mut self, name: &str, mode: u32, mtime: i64, size: u64) -> Result<(), ArchiveError>;
+    fn keep(
+        &mut self,
+        name: &str,
+        mode: u32,
+        mtime: i64,
+        size: u64,
+        fix: bool,
+    ) -> Result<(), ArchiveError>;
     fn hard_link(&mut self, name: &str, target: &str) -> Result<(), ArchiveError>;
 }
 
@@ -147,8 +154,15 @@ impl Sink for Lander {
     ) -> Result<(), ArchiveError> {
         Lander::file(self, name.as_bytes(), mode, mtime, size, data, &corrupt)
     }
-    fn keep(&mut self, name: &str, mode: u32, mtime: i64, size: u64) -> Result<(), ArchiveError> {
-        Lander::keep(self, name.as_bytes(), mode, mtime, size)
+    fn keep(
+        &mut self,
+        name: &str,
+        mode: u32,
+        mtime: i64,
+        size: u64,
+        fix: bool,
+    ) -> Result<(), ArchiveError> {
+        Lander::keep(self, name.as_bytes(), mode, mtime, size, fix)
     }
     fn hard_link(&mut self, name: &str, target: &str) -> Result<(), ArchiveError> {
         Lander::hard_link(self, name.as_bytes(), target.as_bytes())
@@ -188,7 +202,7 @@ pub async fn land(
             let kept = if keep_existing {
                 kept_files(&lander, &index)
             } else {
-                HashSet::new()
+                HashMap::new()
             };
             (lander, kept)
         })
@@ -209,8 +223,9 @@ pub async fn land(
 }
 
 /// Files of the index already on disk with its content (indexes into `entries`), checked on
-/// a few threads: each is read and hashed chunk by chunk against the index.
-fn kept_files(lander: &Lander, index: &Index) -> HashSet<usize> {
+/// a few threads: each is read and hashed chunk by chunk against the index. Each comes with
+/// whether its mode or time differ from the entry's (and are set at commit).
+fn kept_files(lander: &Lander, index: &Index) -> HashMap<usize, bool> {
     let prober = lander.prober();
     // A file other names link to is written again with them: a hard link is made to a file
     // this restore writes, never to one already on disk.
@@ -238,13 +253,16 @@ fn kept_files(lander: &Lander, index: &Index) -> HashSet<usize> {
                 let prober = &prober;
                 scope.spawn(move || {
                     let mut buf = vec![0u8; super::CHUNK_MAX as usize];
+                    let mut folders = HashSet::new();
                     part.iter()
                         .copied()
-                        .filter(|&i| {
+                        .filter_map(|i| {
+                            use std::os::unix::fs::MetadataExt;
                             let e = &index.entries[i];
-                            prober
-                                .existing(&e.name, e.size)
-                                .is_some_and(|f| same_content(f, index, &e.chunks, &mut buf))
+                            let (file, meta) = prober.existing(&e.name, e.size, &mut folders)?;
+                            let fix = meta.mode() & 0o7777 != crate::unpack::restored_mode(e.mode)
+                                || meta.mtime() != e.mtime;
+                            same_content(file, index, &e.chunks, &mut buf).then_some((i, fix))
                         })
                         .collect::<Vec<_>>()
                 })
@@ -385,13 +403,13 @@ async fn feed<S: Sink + Send + 'static>(
     store: &Store,
     sink: S,
     index: Arc<Index>,
-    kept: HashSet<usize>,
+    kept: HashMap<usize, bool>,
 ) -> Result<(S, u64), EntryError> {
     let written: Vec<usize> = index
         .entries
         .iter()
         .enumerate()
-        .filter(|(i, e)| e.kind == Kind::File && !kept.contains(i))
+        .filter(|(i, e)| e.kind == Kind::File && !kept.contains_key(i))
         .map(|(i, _)| i)
         .collect();
     let files: Vec<&[u32]> = written
@@ -446,8 +464,9 @@ async fn feed<S: Sink + Send + 'static>(
                         Kind::Hardlink => {
                             sink.hard_link(&e.name, e.target.as_deref().unwrap_or_default())?
                         }
-                        Kind::File if kept.contains(&i) => {
-                            sink.keep(&e.name, e.mode, e.mtime, e.size)?
+                        Kind::File if kept.contains_key(&i) => {
+                            let fix = kept.get(&i).copied().unwrap_or(true);
+                            sink.keep(&e.name, e.mode, e.mtime, e.size, fix)?
                         }
                         Kind::File => {
                             let mut reader = FileReader {
@@ -655,7 +674,7 @@ impl<W: Write> Sink for ExportSink<W> {
             }
         })
     }
-    fn keep(&mut self, _: &str, _: u32, _: i64, _: u64) -> Result<(), ArchiveError> {
+    fn keep(&mut self, _: &str, _: u32, _: i64, _: u64, _: bool) -> Result<(), ArchiveError> {
         Err(ArchiveError::Internal {
             what: "an export keeps no files".into(),
         })
@@ -681,6 +700,6 @@ pub async fn export<W: Write + Send + 'static>(
     out: W,
 ) -> Result<W, EntryError> {
     let index = Arc::new(read_index(store, data, packs).await?);
-    let (sink, _) = feed(store, ExportSink::new(out), index, HashSet::new()).await?;
+    let (sink, _) = feed(store, ExportSink::new(out), index, HashMap::new()).await?;
     Ok(sink.finish()?)
 }

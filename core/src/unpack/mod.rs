@@ -674,14 +674,15 @@ impl Lander {
     }
 
     /// A regular file of `size` bytes already at `raw`'s place, kept as it is: the caller
-    /// checked its content against the entry's. Its mode and time are set at commit when they
-    /// differ. Counts against the source's bounds like [`Lander::file`].
+    /// checked its content against the entry's. With `fix`, its mode and time are set at
+    /// commit where they differ. Counts against the source's bounds like [`Lander::file`].
     pub fn keep(
         &mut self,
         raw: &[u8],
         mode: u32,
         mtime: i64,
         size: u64,
+        fix: bool,
     ) -> Result<(), ArchiveError> {
         self.count_bytes(raw, size)?;
         let name = self.enter(raw, &Kind::File)?;
@@ -695,7 +696,9 @@ impl Lander {
                 reason: "it changed while it was being restored; restore again".into(),
             });
         }
-        self.plan.kept.push((dest, restored_mode(mode), mtime));
+        if fix {
+            self.plan.kept.push((dest, restored_mode(mode), mtime));
+        }
         self.stats.files += 1;
         self.stats.kept += 1;
         Ok(())
@@ -1012,34 +1015,44 @@ impl Prober<'_> {
     /// regular file of `size` bytes reached without a symlink below its root (the root
     /// itself a link only with `keep_root_links`), as [`Lander::keep`] will find it. The
     /// caller compares its content with the entry's.
-    pub fn existing(&self, name: &str, size: u64) -> Option<fs::File> {
+    pub fn existing(
+        &self,
+        name: &str,
+        size: u64,
+        folders: &mut HashSet<String>,
+    ) -> Option<(fs::File, fs::Metadata)> {
         use std::os::unix::fs::OpenOptionsExt;
         let name = rules::check_name(name.as_bytes(), &self.source.roots).ok()?;
         let root = rules::root_of(&name, &self.source.roots)?.to_string();
         if name == root {
             return None;
         }
-        // Every folder from the root down to the file's must be a real folder.
+        // Every folder from the root down to the file's must be a real folder (`folders`
+        // remembers those already checked by this caller).
         let mut below = Vec::new();
         let mut a = parent_name(&name)?;
         loop {
+            if folders.contains(a) {
+                break;
+            }
             below.push(a);
             if a == root {
                 break;
             }
             a = parent_name(a)?;
         }
-        for (i, folder) in below.iter().rev().enumerate() {
+        for folder in below.iter().rev() {
             let path = (self.source.resolve)(folder);
             let m = fs::symlink_metadata(&path).ok()?;
             let ok = m.is_dir()
-                || (i == 0
+                || (*folder == root
                     && self.keep_root_links
                     && m.file_type().is_symlink()
                     && fs::metadata(&path).is_ok_and(|t| t.is_dir()));
             if !ok {
                 return None;
             }
+            folders.insert(folder.to_string());
         }
         let dest = (self.source.resolve)(&name);
         let file = fs::OpenOptions::new()
@@ -1048,7 +1061,7 @@ impl Prober<'_> {
             .open(dest)
             .ok()?;
         let m = file.metadata().ok()?;
-        (m.file_type().is_file() && m.len() == size).then_some(file)
+        (m.file_type().is_file() && m.len() == size).then_some((file, m))
     }
 }
 

@@ -231,11 +231,18 @@ fn set_folder_meta(dir: &Path, mode: u32, mtime: i64) -> Result<(), ArchiveError
         }
     };
     let handle = open_folder(dir).map_err(io("open the folder"))?;
-    handle
-        .set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(io("set the mode of"))?;
-    filetime::set_file_handle_times(&handle, None, Some(FileTime::from_unix_time(mtime, 0)))
-        .map_err(io("set the time of"))
+    // A folder already right (a restore into a tree holding the entry) is left untouched.
+    let now = handle.metadata().map_err(io("look at"))?;
+    if now.permissions().mode() & 0o7777 != mode {
+        handle
+            .set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(io("set the mode of"))?;
+    }
+    if FileTime::from_last_modification_time(&now) != FileTime::from_unix_time(mtime, 0) {
+        filetime::set_file_handle_times(&handle, None, Some(FileTime::from_unix_time(mtime, 0)))
+            .map_err(io("set the time of"))?;
+    }
+    Ok(())
 }
 
 /// Sets a kept file's mode and mtime where they differ, through a handle opened without
