@@ -1231,9 +1231,9 @@ fn chunked_cases() -> Vec<ChunkedCase> {
             &["does not match its hash"],
         ),
         (
-            "a block whose raw size lies",
-            Box::new(|p: &mut PlantedChunked| p.index.blocks[0].3 += 100),
-            &["pack"],
+            "a block that is not zstd",
+            Box::new(|p: &mut PlantedChunked| p.pack[0] ^= 0xff),
+            &["does not decompress"],
         ),
         (
             "a pack the manifest does not list",

@@ -382,14 +382,29 @@ fn decompress(
     let stored = bytes
         .get(off..off + block.stored() as usize)
         .ok_or_else(|| short(pack, &block.span(), bytes.len().saturating_sub(off)))?;
-    let raw = z
-        .decompress(stored, block.raw())
-        .map_err(|e| ArchiveError::Corrupt {
-            detail: format!(
-                "block at {} of pack {pack} does not decompress: {e}",
-                block.offset()
-            ),
-        })?;
+    let bad = |e: std::io::Error| ArchiveError::Corrupt {
+        detail: format!(
+            "block at {} of pack {pack} does not decompress: {e}",
+            block.offset()
+        ),
+    };
+    // Only as much of the block as the chunks this restore reads reach is decompressed (a
+    // restore that needs one small file of it stops early).
+    let need = uses
+        .iter()
+        .map(|&c| index.chunks[c as usize].range().end)
+        .max()
+        .unwrap_or(0);
+    if need < block.raw() {
+        use std::io::Read;
+        let mut raw = vec![0u8; need];
+        zstd::stream::read::Decoder::with_buffer(stored)
+            .and_then(|mut d| d.read_exact(&mut raw))
+            .map_err(bad)?;
+        check_chunks(index, pack, block.offset(), &raw, uses)?;
+        return Ok(raw);
+    }
+    let raw = z.decompress(stored, block.raw()).map_err(bad)?;
     if raw.len() != block.raw() {
         return Err(ArchiveError::Corrupt {
             detail: format!(
@@ -400,19 +415,30 @@ fn decompress(
             ),
         });
     }
+    check_chunks(index, pack, block.offset(), &raw, uses)?;
+    Ok(raw)
+}
+
+/// Checks every chunk of `uses` in a block's raw bytes against its hash.
+fn check_chunks(
+    index: &Index,
+    pack: &str,
+    offset: u64,
+    raw: &[u8],
+    uses: &[u32],
+) -> Result<(), ArchiveError> {
     for &c in uses {
         let chunk = &index.chunks[c as usize];
-        if super::ChunkHash::of(&raw[chunk.range()]) != *chunk.hash() {
+        if raw.get(chunk.range()).map(super::ChunkHash::of) != Some(*chunk.hash()) {
             return Err(ArchiveError::Corrupt {
                 detail: format!(
-                    "chunk {} in the block at {} of pack {pack} does not match its hash",
+                    "chunk {} in the block at {offset} of pack {pack} does not match its hash",
                     chunk.hash().to_hex(),
-                    block.offset()
                 ),
             });
         }
     }
-    Ok(raw)
+    Ok(())
 }
 
 #[cfg(test)]

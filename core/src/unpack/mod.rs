@@ -686,11 +686,10 @@ impl Lander {
     ) -> Result<(), ArchiveError> {
         self.count_bytes(raw, size)?;
         let name = self.enter(raw, &Kind::File)?;
+        // The prober opened the file without following a link and its content was checked;
+        // its folder must still be the one it was found in (not one this restore makes).
         let (_, fresh, dest) = self.parent_of(&name)?;
-        let unchanged = !fresh
-            && fs::symlink_metadata(&dest)
-                .is_ok_and(|m| m.file_type().is_file() && m.len() == size);
-        if !unchanged {
+        if fresh {
             return Err(ArchiveError::Conflict {
                 path: dest.display().to_string(),
                 reason: "it changed while it was being restored; restore again".into(),
