@@ -24,6 +24,8 @@ const GAP: u64 = 64 * 1024;
 const RANGE_MAX: u64 = 2 * 1024 * 1024;
 /// Requests in flight on a remote store.
 const REMOTE_CONCURRENCY: usize = 6;
+/// Threads decompressing and checking blocks.
+const DECOMPRESSORS: usize = 4;
 /// Decompressed blocks queued for the reading side.
 const DECOMPRESSED_QUEUE: usize = 4;
 
@@ -200,38 +202,68 @@ pub(crate) fn start(
     let (fetched_tx, mut fetched_rx) = tokio::sync::mpsc::channel::<Fetched>(2);
     let (loaded_tx, loaded_rx) = std::sync::mpsc::sync_channel::<Loaded>(DECOMPRESSED_QUEUE);
     let reqs = Arc::new(reqs);
-    // Decompression runs beside fetching and beside the writing of files.
+    // Decompression runs beside fetching and beside the writing of files, on a few threads:
+    // request `i` goes to worker `i % n`, and the results are taken back in the same turn,
+    // so blocks reach the reader in load order with no reordering buffer.
     {
-        let (index, reqs) = (Arc::clone(&index), Arc::clone(&reqs));
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, DECOMPRESSORS);
+        let mut inputs = Vec::with_capacity(workers);
+        let mut outputs = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (in_tx, in_rx) = std::sync::mpsc::sync_channel::<Fetched>(1);
+            let (out_tx, out_rx) = std::sync::mpsc::sync_channel::<Vec<Loaded>>(1);
+            let (index, reqs, uses) = (Arc::clone(&index), Arc::clone(&reqs), Arc::clone(&uses));
+            std::thread::spawn(move || {
+                let mut z = zstd::bulk::Decompressor::new().ok();
+                for next in in_rx {
+                    let out = match (next, z.as_mut()) {
+                        (Ok((i, bytes)), Some(z)) => {
+                            let mut out = Vec::with_capacity(reqs[i].blocks.len());
+                            for &(b, off) in &reqs[i].blocks {
+                                let loaded =
+                                    decompress(z, &index, b, &bytes, off, &uses[b as usize]);
+                                let failed = loaded.is_err();
+                                out.push(loaded.map(|d| (b, Arc::new(d))));
+                                if failed {
+                                    break;
+                                }
+                            }
+                            out
+                        }
+                        (Ok(_), None) => vec![Err(ArchiveError::Internal {
+                            what: "no zstd decompressor".into(),
+                        })],
+                        (Err(Failure::Data(e)), _) => vec![Err(e)],
+                        (Err(Failure::Store(e)), _) => vec![Err(ArchiveError::Corrupt {
+                            detail: format!("the store failed: {e}"),
+                        })],
+                    };
+                    if out_tx.send(out).is_err() {
+                        return;
+                    }
+                }
+            });
+            inputs.push(in_tx);
+            outputs.push(out_rx);
+        }
         std::thread::spawn(move || {
-            let mut z = match zstd::bulk::Decompressor::new() {
-                Ok(z) => z,
-                Err(e) => {
-                    let _ = loaded_tx.send(Err(ArchiveError::Internal {
-                        what: format!("no zstd decompressor: {e}"),
-                    }));
+            let mut n = 0usize;
+            while let Some(next) = fetched_rx.blocking_recv() {
+                if inputs[n % workers].send(next).is_err() {
                     return;
                 }
-            };
-            while let Some(next) = fetched_rx.blocking_recv() {
-                let (i, bytes) = match next {
-                    Ok(x) => x,
-                    Err(Failure::Data(e)) => {
-                        let _ = loaded_tx.send(Err(e));
-                        return;
-                    }
-                    Err(Failure::Store(e)) => {
-                        let _ = loaded_tx.send(Err(ArchiveError::Corrupt {
-                            detail: format!("the store failed: {e}"),
-                        }));
-                        return;
-                    }
-                };
-                let req = &reqs[i];
-                for &(b, off) in &req.blocks {
-                    let loaded = decompress(&mut z, &index, b, &bytes, off, &uses[b as usize]);
+                n += 1;
+            }
+        });
+        std::thread::spawn(move || {
+            let mut n = 0usize;
+            while let Ok(out) = outputs[n % workers].recv() {
+                n += 1;
+                for loaded in out {
                     let failed = loaded.is_err();
-                    if loaded_tx.send(loaded.map(|d| (b, Arc::new(d)))).is_err() || failed {
+                    if loaded_tx.send(loaded).is_err() || failed {
                         return;
                     }
                 }
