@@ -42,6 +42,32 @@ const REMOTE_MANIFEST_READS: usize = 64;
 /// larger ones stream through `ferry_core::transfer`. Bounds memory at `CONCURRENCY` times this.
 const SMALL: u64 = 1024 * 1024;
 
+/// True for 64 lowercase hex digits: a SHA-256, as content-addressed data folders are named.
+pub(crate) fn is_digest(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Size and SHA-256 (lowercase hex) of a file, read in large pieces.
+pub(crate) fn sha256_file(path: &std::path::Path) -> std::io::Result<(u64, String)> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((size, format!("{:x}", h.finalize())))
+}
+
 /// SHA-256 as lowercase hex, as manifests record it.
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
@@ -199,25 +225,42 @@ impl Layout {
         )
     }
 
-    /// A new data object, named after the file so that a link to it downloads under that name.
-    pub(crate) fn data(&self, path: &str) -> String {
-        let file = path.rsplit('/').next().unwrap_or(path);
-        let mut safe: String = file
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .take(100)
-            .collect();
-        if safe.trim_matches('.').is_empty() {
-            safe = "file".into();
-        }
-        format!("{}/{DATA_DIR}/{}/{safe}", self.dir, manifest::new_id())
+    /// The data object of content `sha256`, named after the file so that a link to it
+    /// downloads under that name: the same content under the same name is one object.
+    pub(crate) fn blob(&self, sha256: &str, path: &str) -> String {
+        format!("{}/{DATA_DIR}/{sha256}/{}", self.dir, safe_name(path))
     }
+
+    /// A new data object, named after the file so that a link to it downloads under that name.
+    #[cfg(test)]
+    pub(crate) fn data(&self, path: &str) -> String {
+        format!(
+            "{}/{DATA_DIR}/{}/{}",
+            self.dir,
+            manifest::new_id(),
+            safe_name(path)
+        )
+    }
+}
+
+/// A stored path's last part with every byte but `A-Z a-z 0-9 . _ -` replaced by `_`.
+fn safe_name(path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    let mut safe: String = file
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect();
+    if safe.trim_matches('.').is_empty() {
+        safe = "file".into();
+    }
+    safe
 }
 
 /// Checks that a stored path is relative and plain: no empty, `.` or `..` parts.

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -45,6 +46,8 @@ pub struct Uploaded {
     pub mode: u32,
     /// An artifact was stored at this path before and has been replaced.
     pub replaced: bool,
+    /// Its content was uploaded; `false` when the store held the same content already.
+    pub stored: bool,
 }
 
 /// What an upload did.
@@ -56,6 +59,8 @@ pub struct UploadOutcome {
     pub artifacts: Vec<Uploaded>,
     pub files: u64,
     pub bytes: u64,
+    /// Bytes of content uploaded: files whose content the store held already are not.
+    pub uploaded_bytes: u64,
     pub expires: Option<DateTime<Utc>>,
     pub seconds: f64,
     /// Things skipped: folders with no files, links to nothing, special files.
@@ -168,6 +173,7 @@ pub async fn upload(store: &Store, req: UploadRequest) -> Result<UploadOutcome, 
         job: req.target.job,
         files: artifacts.len() as u64,
         bytes: artifacts.iter().map(|a| a.size).sum(),
+        uploaded_bytes: artifacts.iter().filter(|a| a.stored).map(|a| a.size).sum(),
         artifacts,
         expires,
         seconds: started.elapsed().as_secs_f64(),
@@ -191,7 +197,6 @@ impl Publish<'_> {
     /// Writes one file into a new data object (one request when small, streamed otherwise),
     /// then publishes its manifest.
     async fn one(&self, src: Source, replaced: bool) -> Result<Uploaded, ArtifactError> {
-        let data_rel = self.layout.data(&src.stored);
         let fs_path = src.fs_path.clone();
         let shown = fs_path.display().to_string();
         let io = move |source| ArtifactError::Io {
@@ -199,30 +204,67 @@ impl Publish<'_> {
             path: shown,
             source,
         };
-        let data = if src.size <= SMALL {
-            let (bytes, sha256) = tokio::task::spawn_blocking(move || {
-                let bytes = std::fs::read(&fs_path).map_err(io)?;
+        // Small files are read whole once; larger ones are hashed first and read again only
+        // when the store does not hold their content yet.
+        let (small, size, sha256) = if src.size <= SMALL {
+            let io = io.clone();
+            let path = fs_path.clone();
+            tokio::task::spawn_blocking(move || {
+                let bytes = std::fs::read(&path).map_err(io)?;
                 let sha256 = crate::sha256_hex(&bytes);
-                Ok::<_, ArtifactError>((bytes, sha256))
+                let size = bytes.len() as u64;
+                Ok::<_, ArtifactError>((Some(bytes), size, sha256))
             })
             .await
-            .map_err(|_| ArtifactError::Internal("the thread reading a file stopped"))??;
-            let size = bytes.len() as u64;
-            self.store.overwrite(&data_rel, bytes.into()).await?;
-            DataRef {
-                path: data_rel.clone(),
-                size,
-                sha256,
-            }
+            .map_err(|_| ArtifactError::Internal("the thread reading a file stopped"))??
         } else {
-            let ((), data) = transfer::upload(self.store, &data_rel, move |out| {
-                let mut file = File::open(&fs_path).map_err(io.clone())?;
-                std::io::copy(&mut file, out).map_err(io)?;
-                Ok::<_, ArtifactError>(())
+            let io = io.clone();
+            let path = fs_path.clone();
+            tokio::task::spawn_blocking(move || {
+                let (size, sha256) = crate::sha256_file(&path).map_err(io)?;
+                Ok::<_, ArtifactError>((None, size, sha256))
             })
-            .await?;
-            data
+            .await
+            .map_err(|_| ArtifactError::Internal("the thread reading a file stopped"))??
         };
+        // Content is stored once per project, named by its SHA-256 (and the file's name, so
+        // a link still downloads under it): the same file uploaded by many runs is one object.
+        let data_rel = self.layout.blob(&sha256, &src.stored);
+        let held = self
+            .store
+            .head(&data_rel)
+            .await?
+            .is_some_and(|info| info.size == size);
+        let data = DataRef {
+            path: data_rel.clone(),
+            size,
+            sha256: sha256.clone(),
+        };
+        if !held {
+            match small {
+                Some(bytes) => {
+                    self.store.create(&data_rel, bytes.into()).await?;
+                }
+                None => {
+                    let ((), written) = transfer::upload(self.store, &data_rel, move |out| {
+                        let mut file = File::open(&fs_path).map_err(io.clone())?;
+                        std::io::copy(&mut (&mut file).take(size), out).map_err(io)?;
+                        Ok::<_, ArtifactError>(())
+                    })
+                    .await?;
+                    if written != data {
+                        // The file changed between hashing and uploading: what was written
+                        // is not the content its name says.
+                        self.store.delete(&data_rel).await?;
+                        return Err(ArtifactError::Io {
+                            op: "upload",
+                            path: src.fs_path.display().to_string(),
+                            source: std::io::Error::other("it changed while it was being uploaded"),
+                        });
+                    }
+                }
+            }
+        }
         let manifest = Envelope {
             format: manifest::FORMAT_VERSION,
             kind: Kind::Artifact,
@@ -244,7 +286,7 @@ impl Publish<'_> {
         if self.overwrite {
             self.store.overwrite(&rel, bytes).await?;
         } else if self.store.create(&rel, bytes).await? == Published::Exists {
-            self.store.delete(&data_rel).await?;
+            // The content stays: other artifacts may share it, and prune removes it once none do.
             return Err(ArtifactError::AlreadyStored {
                 run: self.target.run.clone(),
                 job: self.target.job.clone(),
@@ -257,6 +299,7 @@ impl Publish<'_> {
             sha256: data.sha256,
             mode: src.mode,
             replaced,
+            stored: !held,
         })
     }
 }

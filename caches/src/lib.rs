@@ -8,11 +8,14 @@
 //! keeps the same three folders below `ferry-v1/<project>/scopes/<scope>/caches/`, so a
 //! bucket policy can keep a job's writes inside its own scope.
 
+mod base;
+mod export;
 mod manage;
 mod page;
 mod restore;
 mod retention;
 mod save;
+mod state;
 
 use chrono::{DateTime, Utc};
 use ferry_core::archive::ArchiveError;
@@ -21,12 +24,13 @@ use ferry_core::manifest::{self, Envelope, ManifestError};
 use ferry_core::store::{ObjectInfo, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
+pub use export::{ExportOutcome, ExportRequest, export};
 pub use ferry_core::paths::PathContext;
 pub use manage::{CacheEntry, Listing, list, remove};
 pub use page::{Page, PageQuery, SortBy, page, stored_by_key, stored_per_day};
 pub use restore::{Hit, RestoreOutcome, RestoreRequest, restore};
 pub use retention::Caches;
-pub use save::{SaveOutcome, SaveRequest, save};
+pub use save::{SaveOutcome, SaveRequest, format_name, save};
 
 /// The fields a cache manifest adds to the common envelope.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,6 +77,18 @@ pub enum CacheError {
     InvalidPath { path: String, reason: String },
     #[error("no cache with key {}; `ferry cache ls` lists the keys", keys.join(", "))]
     NotFound { keys: Vec<String> },
+    #[error(
+        "pack {pack}, which this save shares with an earlier entry, was removed from the store while the save ran; nothing was saved; save again"
+    )]
+    PackGone { pack: String },
+    #[error("refused cache {key}: {why}")]
+    Untrusted { key: String, why: String },
+    #[error("failed to write the export to {path}: {source}")]
+    ExportWrite {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(
         "refused cache {key}: it holds {} but this restore expects only {}; nothing was restored (a forged or mistaken entry; check --path and the key)",
         roots.join(", "), expected.join(", ")
@@ -136,6 +152,10 @@ impl Layout {
             manifest::object_name(key)
         )
     }
+    /// Packs of chunked entries saved in this scope (shared by them).
+    pub(crate) fn packs_dir(&self) -> String {
+        format!("{}/{PACKS_DIR}", self.dir)
+    }
     pub(crate) fn data(&self, extension: &str) -> String {
         format!("{}/{DATA_DIR}/{}.{extension}", self.dir, manifest::new_id())
     }
@@ -147,8 +167,10 @@ pub const SCOPES_DIR: &str = "scopes";
 const CACHES_DIR: &str = "caches";
 /// Manifests, one `<name>.json` per key.
 const CACHE_KEYS_DIR: &str = "keys";
-/// Archives.
+/// Archives, and the indexes of chunked entries.
 const DATA_DIR: &str = "data";
+/// Packs of chunked entries, shared by the entries of the project.
+const PACKS_DIR: &str = "packs";
 /// Used markers: `<name>.json` beside the key's manifest of the same name, rewritten on each
 /// restore hit.
 const CACHE_USED_DIR: &str = "used";
@@ -175,6 +197,7 @@ pub(crate) struct Objects {
     /// Manifests, with their scope (`None`: project-wide).
     pub manifests: Vec<(Option<String>, ObjectInfo)>,
     pub data: Vec<ObjectInfo>,
+    pub packs: Vec<ObjectInfo>,
     pub used: Vec<ObjectInfo>,
 }
 
@@ -191,6 +214,7 @@ pub(crate) async fn objects(store: &Store, project: &str) -> Result<Objects, Sto
     let scoped = objects_in_scopes(store, project).await?;
     out.manifests.extend(scoped.manifests);
     out.data.extend(scoped.data);
+    out.packs.extend(scoped.packs);
     out.used.extend(scoped.used);
     Ok(out)
 }
@@ -269,6 +293,7 @@ fn file_object(out: &mut Objects, scope: Option<String>, rest: &str, info: Objec
             out.manifests.push((scope, info))
         }
         DATA_DIR => out.data.push(info),
+        PACKS_DIR if name.ends_with(".pack") && !name.contains('/') => out.packs.push(info),
         CACHE_USED_DIR => out.used.push(info),
         _ => {}
     }

@@ -41,6 +41,9 @@ pub struct RestoreRequest {
     /// Which signatures to require.
     pub trust: Trust,
     pub at: PathContext,
+    /// Folder of the job state that remembers what the job restored, so its save uploads
+    /// only new chunks (none: nothing is remembered).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// How well the restore matched.
@@ -64,7 +67,14 @@ pub struct RestoreOutcome {
     pub scope: Option<String>,
     /// Bytes downloaded (0 with lookup-only or on a miss).
     pub bytes: u64,
+    /// Files of the entry now in place (written or kept).
     pub files: u64,
+    /// Format 2: files already in place with the entry's content, kept without rewriting.
+    pub kept_files: u64,
+    /// Format 2: files, links and folders removed because the entry does not hold them.
+    pub removed: u64,
+    /// `chunked`, `zstd`, `gzip` or `tar` (absent on a miss).
+    pub format: Option<String>,
     pub seconds: f64,
     pub lookup_only: bool,
     /// Entries passed over (unreadable, unsigned, expired) and why.
@@ -94,6 +104,9 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
             scope: None,
             bytes: 0,
             files: 0,
+            kept_files: 0,
+            removed: 0,
+            format: None,
             seconds: started.elapsed().as_secs_f64(),
             lookup_only: req.lookup_only,
             warnings,
@@ -106,6 +119,8 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
         Hit::Partial
     };
     check_expected(&found, &req.expected_paths)?;
+    let encoding = found.encoding.unwrap_or_default();
+    let format = Some(crate::format_name(encoding, found.body.tree.compression));
     if req.lookup_only {
         return Ok(RestoreOutcome {
             hit,
@@ -114,6 +129,9 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
             scope,
             bytes: 0,
             files: found.body.tree.files,
+            kept_files: 0,
+            removed: 0,
+            format,
             seconds: started.elapsed().as_secs_f64(),
             lookup_only: true,
             warnings,
@@ -130,27 +148,47 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
     let lander = Lander::new(LandOptions {
         keep_root_links: req.keep_root_links,
     });
-    let lander = entry::land(
+    let (lander, landing) = entry::land(
         store,
         lander,
         Land {
             data: found.data.clone(),
-            encoding: found.encoding.unwrap_or_default(),
+            encoding,
             tree: found.body.tree.clone(),
             resolve: Box::new(move |name: &str| at.resolve(name)),
             max_entries: None,
+            keep_existing: true,
+            mirror: true,
         },
     )
     .await?;
     let stats = lander.finish_async().await?.commit_async().await?;
     touch(store, &Layout::new(&req.project, scope.as_deref()), &found).await;
+    if let (Some(dir), Some(index)) = (&req.state_dir, &landing.index) {
+        let restored = crate::state::Restored {
+            scope: scope.clone(),
+            key: found.body.key.clone(),
+            data: found.data.clone(),
+            packs: found.body.tree.packs.clone(),
+            paths: found.body.tree.paths.clone(),
+        };
+        if let Err(e) = crate::state::remember(dir, &req.project, restored, index) {
+            warnings.push(format!(
+                "could not remember this restore in {} ({e}); a save in this job uploads every chunk",
+                dir.display()
+            ));
+        }
+    }
     Ok(RestoreOutcome {
         hit,
         key: req.key,
         matched_key: Some(found.body.key),
         scope,
-        bytes: found.data.size,
+        bytes: landing.downloaded,
         files: stats.files,
+        kept_files: stats.kept,
+        removed: stats.removed,
+        format,
         seconds: started.elapsed().as_secs_f64(),
         lookup_only: false,
         warnings,
@@ -216,7 +254,7 @@ fn scopes(req: &RestoreRequest) -> Vec<Option<String>> {
 }
 
 /// The entry to restore and its scope, passing over what cannot be used.
-async fn find(
+pub(crate) async fn find(
     store: &Store,
     req: &RestoreRequest,
     now: DateTime<Utc>,
@@ -350,6 +388,7 @@ mod tests {
     use bytes::Bytes;
     use chrono::Utc;
     use ferry_core::archive::Format;
+    use ferry_core::entry::Encoding;
     use ferry_core::env_vars::Environment;
     use ferry_core::store::{
         Backend, BackendError, Capabilities, ObjectInfo, ObjectWriter, Published, PutMode, Store,
@@ -444,6 +483,7 @@ mod tests {
                 cwd: at.to_path_buf(),
                 env: Environment::default(),
             },
+            state_dir: None,
         }
     }
 
@@ -472,11 +512,15 @@ mod tests {
                 key: "v1-real".into(),
                 paths: vec!["tree".into()],
                 excludes: Vec::new(),
+                encoding: Encoding::Chunked,
                 format: Format::Tar,
                 level: None,
                 ttl: Duration::from_secs(3600),
                 force: false,
                 scope: None,
+                restore_keys: Vec::new(),
+                fallback_scopes: Vec::new(),
+                state_dir: None,
                 trust: Trust::default(),
                 at,
             },

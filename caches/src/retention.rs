@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use ferry_core::manifest::Kind;
-use ferry_core::retention::{self, Entry, Retained, Survey};
+use ferry_core::retention::{self, Entry, Retained, SharedUse, Survey};
 use ferry_core::store::{Store, StoreError};
 
 use crate::{CacheManifest, Used};
@@ -58,6 +58,17 @@ impl Retained for Caches {
                 expires,
                 last_used: used.map(|u| u.last_used),
                 data: vec![(m.data.path, m.data.size)],
+                shared: m
+                    .body
+                    .tree
+                    .packs
+                    .into_iter()
+                    .map(|p| SharedUse {
+                        path: p.path,
+                        size: p.size,
+                        used: p.used,
+                    })
+                    .collect(),
                 companions: marker
                     .filter(|mk| markers.contains_key(mk))
                     .into_iter()
@@ -68,6 +79,7 @@ impl Retained for Caches {
         .await?;
         survey.loose = objects.data;
         survey.loose.extend(objects.used);
+        survey.shared = objects.packs;
         Ok(survey)
     }
 }

@@ -9,6 +9,7 @@ use ferry_core::manifest::{self, Envelope, Kind};
 use ferry_core::store::{Published, Store};
 use ferry_core::trust::sign::Trust;
 use serde::Serialize;
+use std::path::PathBuf;
 
 use ferry_core::paths::PathContext;
 
@@ -23,6 +24,8 @@ pub struct SaveRequest {
     /// Paths as given: files, folders, globs; `!GLOB` excludes.
     pub paths: Vec<String>,
     pub excludes: Vec<String>,
+    /// Format 2 (chunked) or format 1 (one archive, compressed as `format` says).
+    pub encoding: Encoding,
     pub format: Format,
     pub level: Option<i32>,
     pub ttl: Duration,
@@ -30,6 +33,13 @@ pub struct SaveRequest {
     pub force: bool,
     /// The scope saved to (`None`: the project-wide scope).
     pub scope: Option<String>,
+    /// Format 2: where to look for an entry to share chunks with when the job restored none:
+    /// the newest under these keys or prefixes (and the key's own), in the save's scope, then
+    /// in these scopes (read, never written).
+    pub restore_keys: Vec<String>,
+    pub fallback_scopes: Vec<Option<String>>,
+    /// Folder of the job state that remembers what the job restored (none: nothing is).
+    pub state_dir: Option<PathBuf>,
     /// Signs the manifest when this job holds a key.
     pub trust: Trust,
     pub at: PathContext,
@@ -42,12 +52,20 @@ pub struct SaveOutcome {
     /// Why nothing was saved: `exists`.
     pub reason: Option<&'static str>,
     pub key: String,
-    /// Bytes stored (the compressed archive).
+    /// Bytes of the store the entry takes (its archive; or its index and the parts of packs
+    /// it uses, some of them shared with other entries).
     pub bytes: u64,
+    /// Bytes this save wrote to the store (besides the manifest).
+    pub uploaded_bytes: u64,
+    /// Objects this save wrote (besides the manifest).
+    pub objects_written: u64,
+    /// Format 2: bytes of file content the store held already and were not uploaded.
+    pub reused_bytes: u64,
     pub files: u64,
     /// Bytes of file content before compression.
     pub unpacked_bytes: u64,
-    pub format: Format,
+    /// `chunked`, `zstd`, `gzip` or `tar`.
+    pub format: String,
     pub seconds: f64,
     pub expires: Option<chrono::DateTime<Utc>>,
     /// Paths that matched nothing.
@@ -68,9 +86,12 @@ pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheE
         reason: Some("exists"),
         key: req.key.clone(),
         bytes: 0,
+        uploaded_bytes: 0,
+        objects_written: 0,
+        reused_bytes: 0,
         files: 0,
         unpacked_bytes: 0,
-        format: req.format,
+        format: format_name(req.encoding, req.format),
         seconds: started.elapsed().as_secs_f64(),
         expires: None,
         warnings,
@@ -103,9 +124,15 @@ pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheE
             cwd: req.at.cwd.display().to_string(),
         });
     }
-    let warnings = plan.warnings.clone();
-    let encoding = Encoding::Tar;
+    let mut warnings = plan.warnings.clone();
+    let encoding = req.encoding;
     let data_rel = layout.data(entry::data_extension(encoding, req.format));
+    let known = match encoding {
+        Encoding::Chunked => {
+            crate::base::known(store, &req, &plan.manifest_roots, &mut warnings).await
+        }
+        Encoding::Tar => Default::default(),
+    };
     let packed = entry::pack(
         store,
         &data_rel,
@@ -114,14 +141,34 @@ pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheE
             encoding,
             compression: req.format,
             level: req.level,
+            packs_dir: layout.packs_dir(),
+            known,
         },
     )
     .await?;
+    // A pack shared with an earlier entry must still be there when this one is published.
+    let shared: Vec<(String, u64)> = packed
+        .tree
+        .packs
+        .iter()
+        .filter(|p| !packed.new_packs.contains(&p.path))
+        .map(|p| (p.path.clone(), p.size))
+        .collect();
+    if !shared.is_empty() {
+        let present = crate::base::present(store, &shared).await;
+        if let Some((gone, _)) = shared
+            .iter()
+            .find(|(p, s)| present.get(p) != Some(&Some(*s)))
+        {
+            packed.discard(store).await;
+            return Err(CacheError::PackGone { pack: gone.clone() });
+        }
+    }
 
     let now = Utc::now();
     let expires = now + chrono::Duration::seconds(req.ttl.as_secs() as i64);
     let manifest = Envelope {
-        format: manifest::FORMAT_VERSION,
+        format: encoding.format_version(),
         kind: Kind::Cache,
         created: now,
         expires: Some(expires),
@@ -140,20 +187,31 @@ pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheE
         // finishes; it is no longer referenced and goes after the grace period.
         store.overwrite(&manifest_rel, bytes).await?;
     } else if store.create(&manifest_rel, bytes).await? == Published::Exists {
-        store.delete(&data_rel).await?;
+        packed.discard(store).await;
         return Ok(skipped(warnings));
     }
     let _ = store.delete(&layout.used(&req.key)).await;
     Ok(SaveOutcome {
         saved: true,
         reason: None,
-        key: req.key,
-        bytes: packed.data.size,
+        bytes: packed.tree.stored_bytes(&packed.data),
+        uploaded_bytes: packed.uploaded_bytes,
+        objects_written: packed.objects_written,
+        reused_bytes: packed.reused_bytes,
         files: packed.tree.files,
         unpacked_bytes: packed.tree.unpacked_bytes,
-        format: req.format,
+        format: format_name(req.encoding, req.format),
+        key: req.key,
         seconds: started.elapsed().as_secs_f64(),
         expires: Some(expires),
         warnings,
     })
+}
+
+/// The name `--format` gives an encoding and compression.
+pub fn format_name(encoding: Encoding, format: Format) -> String {
+    match encoding {
+        Encoding::Chunked => "chunked".into(),
+        Encoding::Tar => format.to_string(),
+    }
 }

@@ -78,6 +78,20 @@ pub enum CacheCommand {
     Ls(CacheLsArgs),
     /// Remove caches by key
     Rm(CacheRmArgs),
+    /// Write a cache, of either format, as a standard tar stream (GNU tar reads it)
+    Export(CacheExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CacheExportArgs {
+    /// Key of the cache (exact)
+    #[arg(value_name = "KEY")]
+    pub key: String,
+    /// Write the tar stream to FILE (whole or not at all) instead of standard output
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<String>,
+    #[command(flatten)]
+    pub scope: ScopeArgs,
 }
 
 #[derive(Debug, Args)]
@@ -97,8 +111,10 @@ pub struct SaveArgs {
     /// Leave out paths matching GLOB (repeatable)
     #[arg(long = "exclude", value_name = "GLOB")]
     pub excludes: Vec<String>,
-    /// Archive compression
-    #[arg(long, env = ev::FERRY_FORMAT, value_name = "zstd|gzip|tar", default_value = "zstd")]
+    /// How the data is stored: `chunked` (format 2: content-defined chunks in packs shared
+    /// with earlier entries, so only what changed is uploaded) or one archive (format 1)
+    /// compressed with zstd or gzip, or not (`tar`)
+    #[arg(long, env = ev::FERRY_FORMAT, value_name = "chunked|zstd|gzip|tar", default_value = DEFAULT_FORMAT)]
     pub format: String,
     /// Compression level [default: 3 for zstd, 6 for gzip]
     #[arg(long, env = ev::FERRY_LEVEL, value_name = "N")]
@@ -111,7 +127,17 @@ pub struct SaveArgs {
     pub force: bool,
     #[command(flatten)]
     pub scope: ScopeArgs,
+    /// With --format chunked, when this job restored no cache: share the chunks of the newest
+    /// cache under this key or prefix (repeatable, as restore takes them)
+    #[arg(long = "restore-key", value_name = "TEMPLATE")]
+    pub restore_keys: Vec<String>,
+    /// With --format chunked: scopes whose caches may be shared (read, never written)
+    #[arg(long = "fallback-scope", env = ev::FERRY_FALLBACK_SCOPES, value_delimiter = ',', value_name = "NAME")]
+    pub fallback_scopes: Vec<String>,
 }
+
+/// The format caches and layers are saved in unless `--format` says otherwise.
+pub const DEFAULT_FORMAT: &str = "zstd";
 
 #[derive(Debug, Args)]
 pub struct ScopeArgs {
@@ -218,6 +244,10 @@ pub struct PersistArgs {
     /// Keep the layer this long after creation
     #[arg(long, env = ev::FERRY_TTL, value_name = "DURATION", default_value = "15d")]
     pub ttl: String,
+    /// How the layer is stored: `chunked` (format 2: chunks shared with the layers this job
+    /// attached, so only what changed is uploaded) or one archive (`zstd`, `gzip`, `tar`)
+    #[arg(long, env = ev::FERRY_FORMAT, value_name = "chunked|zstd|gzip|tar", default_value = DEFAULT_FORMAT)]
+    pub format: String,
 }
 
 #[derive(Debug, Args)]
@@ -320,6 +350,9 @@ pub struct PruneArgs {
     /// After expiry, evict least-recently-used caches until they fit in SIZE (e.g. 10GB)
     #[arg(long, value_name = "SIZE")]
     pub max_cache_size: Option<String>,
+    /// Rewrite packs whose chunks are mostly dead (format 2), keeping only the live ones
+    #[arg(long)]
+    pub repack: bool,
 }
 
 #[derive(Debug, Args)]

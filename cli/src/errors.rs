@@ -101,7 +101,10 @@ impl CliError {
                 | CacheError::Glob(_)
                 | CacheError::NothingToSave { .. }
                 | CacheError::NotFound { .. } => ExitCode::Error,
-                CacheError::UnexpectedPaths { .. } => ExitCode::Integrity,
+                CacheError::UnexpectedPaths { .. } | CacheError::Untrusted { .. } => {
+                    ExitCode::Integrity
+                }
+                CacheError::PackGone { .. } | CacheError::ExportWrite { .. } => ExitCode::Error,
             },
             CliError::Workspace(e) => match e {
                 WorkspaceError::Conflict { .. } => ExitCode::WorkspaceConflict,

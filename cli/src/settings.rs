@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ferry_artifacts::{DownloadRequest, Target, UploadRequest};
-use ferry_caches::{RestoreRequest, SaveRequest};
+use ferry_caches::{ExportRequest, RestoreRequest, SaveRequest};
 use ferry_core::archive::Format;
 use ferry_core::ci::CiContext;
+use ferry_core::entry::Encoding;
 use ferry_core::env_vars::{self as ev, Environment};
 use ferry_core::retention::PruneRequest;
 use ferry_core::trust::sign::{Signer, Trust, TrustedKeys};
@@ -158,6 +159,7 @@ pub enum Action {
         scope: Option<String>,
         keys: Vec<String>,
     },
+    CacheExport(ExportRequest),
     WorkspacePersist(PersistRequest),
     WorkspaceAttach(AttachRequest),
     WorkspaceLs {
@@ -199,6 +201,8 @@ pub fn settle(cli: Cli) -> Result<(Globals, Action), CliError> {
                 .map(units::parse_size)
                 .transpose()?,
             grace: prune_grace(&globals.env)?,
+            repack: args.repack,
+            trust: globals.trust.clone(),
         }),
         Command::Key(args) => Action::Key(globals.render(&args.template)?),
         Command::Ui(args) => Action::Ui {
@@ -230,6 +234,28 @@ fn prune_grace(env: &Environment) -> Result<Duration, CliError> {
     })
 }
 
+/// `--format`: `chunked` (format 2) or a compression of format 1's archive.
+fn settle_format(raw: &str) -> Result<(Encoding, Format), CliError> {
+    if raw.trim().eq_ignore_ascii_case("chunked") {
+        return Ok((Encoding::Chunked, Format::Zstd));
+    }
+    let format = Format::parse(raw.trim()).ok_or_else(|| {
+        CliError::Usage(format!(
+            "unknown --format {raw:?}; use chunked, zstd, gzip or tar"
+        ))
+    })?;
+    Ok((Encoding::Tar, format))
+}
+
+/// Scopes as given to `--fallback-scope`, blanks dropped.
+fn settle_scopes(raw: &[String]) -> Vec<Option<String>> {
+    raw.iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| settle_scope(Some(s)))
+        .collect()
+}
+
 /// Lines of a multi-line flag value, trimmed, blank ones dropped.
 fn lines(values: &[String]) -> Vec<String> {
     values
@@ -251,34 +277,38 @@ fn ttl_after(raw: &str) -> Result<Duration, CliError> {
 fn settle_cache(command: CacheCommand, globals: &Globals) -> Result<Action, CliError> {
     Ok(match command {
         CacheCommand::Save(args) => {
-            let format = Format::parse(&args.format).ok_or_else(|| {
-                CliError::Usage(format!(
-                    "unknown --format {:?}; use zstd, gzip or tar",
-                    args.format
-                ))
-            })?;
+            let (encoding, format) = settle_format(&args.format)?;
             if let Some(level) = args.level {
-                let ok = match format {
-                    Format::Zstd => (1..=22).contains(&level),
-                    Format::Gzip => (0..=9).contains(&level),
-                    Format::Tar => true,
+                let ok = match (encoding, format) {
+                    (Encoding::Chunked, _) | (_, Format::Zstd) => (1..=22).contains(&level),
+                    (_, Format::Gzip) => (0..=9).contains(&level),
+                    (_, Format::Tar) => true,
                 };
                 if !ok {
                     return Err(CliError::Usage(format!(
-                        "--level {level} is out of range for {format} (zstd 1-22, gzip 0-9)"
+                        "--level {level} is out of range for {} (zstd and chunked 1-22, gzip 0-9)",
+                        args.format
                     )));
                 }
             }
+            let restore_keys = lines(&args.restore_keys)
+                .iter()
+                .map(|t| globals.render(t))
+                .collect::<Result<Vec<_>, _>>()?;
             Action::CacheSave(SaveRequest {
                 project: globals.project.clone(),
                 key: globals.render(&args.key)?,
                 paths: args.paths,
                 excludes: args.excludes,
+                encoding,
                 format,
                 level: args.level,
                 ttl: ttl_after(&args.ttl)?,
                 force: args.force,
                 scope: settle_scope(args.scope.scope.as_deref()),
+                restore_keys,
+                fallback_scopes: settle_scopes(&args.fallback_scopes),
+                state_dir: state_dir(&globals.env, "caches"),
                 trust: globals.trust.clone(),
                 at: globals.path_context(),
             })
@@ -301,17 +331,12 @@ fn settle_cache(command: CacheCommand, globals: &Globals) -> Result<Action, CliE
                     lookup_only: args.lookup_only,
                     keep_root_links: args.links.keep_root_links,
                     scope: settle_scope(args.scope.scope.as_deref()),
-                    fallback_scopes: args
-                        .fallback_scopes
-                        .iter()
-                        .map(|s| s.trim())
-                        .filter(|s| !s.is_empty())
-                        .map(|s| settle_scope(Some(s)))
-                        .collect(),
+                    fallback_scopes: settle_scopes(&args.fallback_scopes),
                     expected_paths: lines(&args.paths),
                     max_age,
                     trust: globals.trust.clone(),
                     at: globals.path_context(),
+                    state_dir: state_dir(&globals.env, "caches"),
                 },
                 fail_on_miss: args.fail_on_miss,
             }
@@ -323,6 +348,16 @@ fn settle_cache(command: CacheCommand, globals: &Globals) -> Result<Action, CliE
             scope: settle_scope(args.scope.scope.as_deref()),
             keys: args.keys,
         },
+        CacheCommand::Export(args) => Action::CacheExport(ExportRequest {
+            project: globals.project.clone(),
+            key: args.key,
+            scope: settle_scope(args.scope.scope.as_deref()),
+            trust: globals.trust.clone(),
+            out: match args.output.as_deref().map(str::trim) {
+                None | Some("-") => None,
+                Some(o) => Some(folder_or_file("--output", o, globals)?),
+            },
+        }),
     })
 }
 
@@ -338,6 +373,8 @@ fn settle_workspace(command: WorkspaceCommand, globals: &Globals) -> Result<Acti
             ttl: ttl_after(&args.ttl)?,
             state_dir: workspace_state_dir(&globals.env)?,
             trust: globals.trust.clone(),
+            encoding: settle_format(&args.format)?.0,
+            format: settle_format(&args.format)?.1,
         }),
         WorkspaceCommand::Attach(args) => Action::WorkspaceAttach(AttachRequest {
             project: globals.project.clone(),
@@ -392,6 +429,25 @@ fn settle_artifacts(command: ArtifactsCommand, globals: &Globals) -> Result<Acti
             expires: units::parse_duration(&args.expires)?,
         },
     })
+}
+
+/// Where a mode keeps the state of a job (`what`: `caches`, `workspaces`): the runner's
+/// per-job temporary folder on GitHub Actions, else `$XDG_STATE_HOME/ferry/<what>`, else
+/// `~/.local/state/ferry/<what>`; `None` when neither is set.
+fn state_dir(env: &Environment, what: &str) -> Option<PathBuf> {
+    if let Some(tmp) = env.get(ev::RUNNER_TEMP) {
+        return Some(PathBuf::from(tmp).join("ferry").join(what));
+    }
+    if let Some(state) = env.get(ev::XDG_STATE_HOME) {
+        return Some(PathBuf::from(state).join("ferry").join(what));
+    }
+    env.get(ev::HOME)
+        .map(|home| PathBuf::from(home).join(".local/state/ferry").join(what))
+}
+
+/// A file named on the command line, resolved against the current folder and `~/`.
+fn folder_or_file(flag: &str, value: &str, globals: &Globals) -> Result<PathBuf, CliError> {
+    folder(flag, value, globals)
 }
 
 /// Where the workspace commands keep each job's state (the layers it attached): the runner's

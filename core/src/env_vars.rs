@@ -32,7 +32,7 @@ env_vars! {
     FERRY_JSON = "FERRY_JSON";
     /// Turn progress bars off (`--no-progress`) when `true`/`1`.
     FERRY_NO_PROGRESS = "FERRY_NO_PROGRESS";
-    /// Cache archive format (`--format`): `zstd`, `gzip` or `tar`.
+    /// Format of caches and workspace layers (`--format`): `chunked` (format 2: content-defined chunks in shared packs, so a save uploads only what changed), or format 1's one archive, `zstd`, `gzip` or `tar`.
     FERRY_FORMAT = "FERRY_FORMAT";
     /// Compression level (`--level`).
     FERRY_LEVEL = "FERRY_LEVEL";
@@ -61,8 +61,8 @@ env_vars! {
     HOME = "HOME";
     /// Base of the default local store (`$XDG_CACHE_HOME/ferry`).
     XDG_CACHE_HOME = "XDG_CACHE_HOME";
-    /// Base of the workspace state outside CI's temp folder (`$XDG_STATE_HOME/ferry/workspaces`,
-    /// else `~/.local/state/ferry/workspaces`): which layers each job attached.
+    /// Base of the job state outside CI's temp folder (`$XDG_STATE_HOME/ferry/`, else
+    /// `~/.local/state/ferry/`): which layers each job attached and which caches it restored.
     XDG_STATE_HOME = "XDG_STATE_HOME";
     /// `true` on GitHub Actions.
     GITHUB_ACTIONS = "GITHUB_ACTIONS";
@@ -101,8 +101,8 @@ env_vars! {
     /// File the step's Markdown summary is appended to on GitHub Actions: each command adds a
     /// short table of what it restored, saved or moved.
     GITHUB_STEP_SUMMARY = "GITHUB_STEP_SUMMARY";
-    /// Per-job temporary folder on GitHub Actions, emptied between jobs: where the workspace
-    /// state of the job (the layers it attached) is kept.
+    /// Per-job temporary folder on GitHub Actions, emptied between jobs: where the state of the
+    /// job (the layers it attached, the caches it restored) is kept.
     RUNNER_TEMP = "RUNNER_TEMP";
     /// `true` on CircleCI.
     CIRCLECI = "CIRCLECI";

@@ -4,6 +4,7 @@
 //! on nothing else of ferry's.
 
 pub mod archive;
+pub mod chunks;
 pub mod ci;
 pub mod entry;
 pub mod env_vars;

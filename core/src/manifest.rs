@@ -11,8 +11,15 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// The store format this version writes and reads.
+/// The store format of entries whose data is one object (format-1 archives, artifacts).
 pub const FORMAT_VERSION: u32 = 1;
+
+/// The store format of chunked entries (an index and shared packs). A ferry that reads only
+/// format 1 passes over them, saying to upgrade, rather than misread them.
+pub const CHUNKED_FORMAT_VERSION: u32 = 2;
+
+/// The newest store format this version reads; it reads every older one too.
+pub const MAX_FORMAT_VERSION: u32 = CHUNKED_FORMAT_VERSION;
 
 /// The first folder of every object ferry writes.
 pub const ROOT: &str = "ferry-v1";
@@ -78,7 +85,7 @@ pub enum ManifestError {
         source: serde_json::Error,
     },
     #[error(
-        "manifest {path} has store format {found}, this ferry reads format {FORMAT_VERSION}; upgrade ferry"
+        "manifest {path} has store format {found}, this ferry reads formats 1 to {MAX_FORMAT_VERSION}; upgrade ferry"
     )]
     Version { path: String, found: u32 },
 }
@@ -98,7 +105,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], path: &str) -> Result<Envelope<
         path: path.to_string(),
         source,
     })?;
-    if v.format != FORMAT_VERSION {
+    if v.format == 0 || v.format > MAX_FORMAT_VERSION {
         return Err(ManifestError::Version {
             path: path.to_string(),
             found: v.format,

@@ -11,8 +11,18 @@
 //! save still running safe. [`prune`] surveys, plans and executes, re-reading each entry's
 //! manifest before deleting it. `docs/FORMAT.md` ("Retention and pruning") states the rules
 //! for people.
+//!
+//! Shared objects (format 2's packs, artifact content stored once by its digest) are
+//! different: a save may come to reference one it found in the store, long after the object
+//! was written, so their age says nothing. One goes in two steps: a prune that finds it
+//! unreferenced marks it (an object in `<project>/unused/`), and only a prune at least the
+//! grace period later that finds it still unreferenced and marked deletes it; a reference
+//! that appeared meanwhile removes the mark. A save references only objects it saw named by
+//! a manifest during the job, and a job runs less than the grace period, so every such save
+//! has published before the second prune looks. The plan also reports packs whose bytes
+//! are mostly no longer used by any entry, which `--repack` rewrites.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -48,15 +58,42 @@ pub struct Entry {
     pub last_used: Option<DateTime<Utc>>,
     /// The objects its data lives in, with their sizes: kept while any entry names them.
     pub data: Vec<(String, u64)>,
+    /// Shared objects it uses (packs, content stored once): kept while any entry uses them,
+    /// deleted in two steps once none does (see the module documentation).
+    pub shared: Vec<SharedUse>,
     /// Objects that belong to it alone and go with it (a cache's used marker).
     pub companions: Vec<String>,
     /// Counts towards `--max-cache-size` and may be evicted to fit it.
     pub evictable: bool,
 }
 
+/// An entry's use of a shared object: its path and size, and the byte ranges it uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedUse {
+    pub path: String,
+    pub size: u64,
+    pub used: Vec<(u64, u64)>,
+}
+
+impl SharedUse {
+    /// The whole object.
+    pub fn whole(path: String, size: u64) -> Self {
+        Self {
+            path,
+            size,
+            used: vec![(0, size)],
+        }
+    }
+}
+
 impl Entry {
-    fn bytes(&self) -> u64 {
-        self.data.iter().map(|(_, s)| s).sum()
+    /// The object a manifest names as its data, which must be unchanged when prune deletes
+    /// the entry.
+    fn data_path(&self) -> Option<String> {
+        self.data
+            .first()
+            .map(|(p, _)| p.clone())
+            .or_else(|| self.shared.first().map(|s| s.path.clone()))
     }
 
     /// When the entry was last used: its last restore hit, else its creation.
@@ -71,6 +108,8 @@ pub struct Survey {
     pub entries: Vec<Entry>,
     /// Objects the mode owns that are garbage once no entry references them.
     pub loose: Vec<ObjectInfo>,
+    /// Shared objects the mode owns, deleted in two steps once no entry uses them.
+    pub shared: Vec<ObjectInfo>,
     /// Objects named by manifests that could not be read as entries (another format
     /// version): never deleted.
     pub protected: HashSet<String>,
@@ -94,6 +133,10 @@ pub struct PruneRequest {
     pub max_cache_size: Option<u64>,
     /// Unreferenced data younger than this is left alone.
     pub grace: Duration,
+    /// Rewrite packs whose bytes are mostly unused (format 2).
+    pub repack: bool,
+    /// Signs the manifests a repack rewrites; a signed entry is left alone without a key.
+    pub trust: crate::trust::sign::Trust,
 }
 
 /// Why something is removed.
@@ -144,6 +187,59 @@ pub struct PruneOutcome {
     /// Objects left alone and why (unreadable or newer-format manifests, entries that
     /// changed while prune ran).
     pub warnings: Vec<String>,
+    /// Shared objects found unused and marked: a prune at least the grace period later
+    /// deletes them if they are still unused.
+    pub marked: Vec<String>,
+    /// Packs whose bytes are mostly unused by any entry (what `--repack` rewrites).
+    pub dead: DeadReport,
+    /// What `--repack` did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repacked: Option<crate::chunks::RepackOutcome>,
+}
+
+/// Packs whose bytes are mostly no longer used by any entry.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DeadReport {
+    /// How many such packs.
+    pub packs: u64,
+    /// Their size.
+    pub bytes: u64,
+    /// Their bytes no entry uses.
+    pub dead_bytes: u64,
+    /// Each of them.
+    pub candidates: Vec<RepackCandidate>,
+}
+
+/// A pack `--repack` would rewrite, and the entries (manifests) whose data lies in it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepackCandidate {
+    pub pack: String,
+    pub size: u64,
+    pub live_bytes: u64,
+    #[serde(skip)]
+    pub manifests: Vec<String>,
+}
+
+/// A pack counts as mostly dead when less than this share of it is used...
+const LIVE_SHARE_MAX: f64 = 0.5;
+/// ...and at least this much of it is not.
+const DEAD_BYTES_MIN: u64 = 1024 * 1024;
+
+/// The folder below a project that marks unused shared objects.
+pub const UNUSED_DIR: &str = "unused";
+
+/// The marker of shared object `object` in the project folder `within`.
+pub fn marker_path(within: &str, object: &str) -> String {
+    let folder = within.trim_end_matches('/');
+    let rel = object.strip_prefix(&format!("{folder}/")).unwrap_or(object);
+    format!("{folder}/{UNUSED_DIR}/{}", crate::paths::encode_part(rel))
+}
+
+/// The shared object a marker marks.
+fn marked_object(within: &str, marker: &str) -> Option<String> {
+    let folder = within.trim_end_matches('/');
+    let name = marker.strip_prefix(&format!("{folder}/{UNUSED_DIR}/"))?;
+    Some(format!("{folder}/{}", crate::paths::decode_part(name)?))
 }
 
 /// Why a prune failed.
@@ -170,16 +266,23 @@ pub struct Recheck {
 pub struct Plan {
     /// In order: expired entries, evicted ones, then orphans; each entry with its recheck.
     pub removals: Vec<(Removal, Option<Recheck>)>,
+    /// Shared objects to mark unused (after the removals).
+    pub marks: Vec<String>,
+    /// Markers to remove: their objects are used again, or gone.
+    pub unmarks: Vec<String>,
+    pub dead: DeadReport,
     pub kept: u64,
     pub cache_bytes: u64,
     pub warnings: Vec<String>,
 }
 
-/// Decides what goes, from the surveys alone: a pure function of them and `now`.
+/// Decides what goes, from the surveys alone: a pure function of them, the markers of
+/// unused shared objects found in the store, and `now`.
 ///
 /// `within` is the project's folder: data a manifest names outside it is never deleted.
 pub fn plan(
     surveys: Vec<Survey>,
+    markers: &[ObjectInfo],
     now: DateTime<Utc>,
     max_cache_size: Option<u64>,
     grace: Duration,
@@ -187,11 +290,13 @@ pub fn plan(
 ) -> Plan {
     let mut entries = Vec::new();
     let mut loose = Vec::new();
+    let mut shared = Vec::new();
     let mut protected = HashSet::new();
     let mut warnings = Vec::new();
     for s in surveys {
         entries.extend(s.entries);
         loose.extend(s.loose);
+        shared.extend(s.shared);
         protected.extend(s.protected);
         warnings.extend(s.warnings);
     }
@@ -204,7 +309,12 @@ pub fn plan(
     // Data still needed after this prune: what kept entries and unreadable manifests name.
     let needed: HashSet<&str> = kept
         .iter()
-        .flat_map(|e| e.data.iter().map(|(p, _)| p.as_str()))
+        .flat_map(|e| {
+            e.data
+                .iter()
+                .map(|(p, _)| p.as_str())
+                .chain(e.shared.iter().map(|s| s.path.as_str()))
+        })
         .chain(protected.iter().map(String::as_str))
         .collect();
     let referenced: HashSet<&str> = kept
@@ -215,6 +325,7 @@ pub fn plan(
             e.data
                 .iter()
                 .map(|(p, _)| p.as_str())
+                .chain(e.shared.iter().map(|s| s.path.as_str()))
                 .chain(e.companions.iter().map(String::as_str))
         })
         .chain(protected.iter().map(String::as_str))
@@ -256,19 +367,18 @@ pub fn plan(
             r.objects.extend(e.companions.iter().cloned());
             let recheck = Recheck {
                 manifest: e.manifest.clone(),
-                data: e.data.first().map(|(p, _)| p.clone()),
+                data: e.data_path(),
             };
             out.removals.push((r, Some(recheck)));
         }
     }
 
     let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+    let old = |t: DateTime<Utc>| now.signed_duration_since(t) >= grace;
     let mut orphans: Vec<&ObjectInfo> = loose
         .iter()
         .filter(|o| {
-            !referenced.contains(o.path.as_str())
-                && o.path.starts_with(&folder)
-                && now.signed_duration_since(o.modified) >= grace
+            !referenced.contains(o.path.as_str()) && o.path.starts_with(&folder) && old(o.modified)
         })
         .collect();
     orphans.sort_by(|a, b| a.path.cmp(&b.path));
@@ -288,34 +398,148 @@ pub fn plan(
             None,
         ));
     }
+
+    // Shared objects: unmark the used, mark the unused, delete the unused marked long ago.
+    let marks: HashMap<String, &ObjectInfo> = markers
+        .iter()
+        .filter_map(|m| marked_object(within, &m.path).map(|o| (o, m)))
+        .collect();
+    shared.sort_by(|a, b| a.path.cmp(&b.path));
+    shared.dedup_by(|a, b| a.path == b.path);
+    let existing: HashSet<&str> = shared.iter().map(|o| o.path.as_str()).collect();
+    for o in &shared {
+        let marker = marks.get(&o.path);
+        if needed.contains(o.path.as_str()) {
+            if let Some(m) = marker {
+                out.unmarks.push(m.path.clone());
+            }
+            continue;
+        }
+        if !o.path.starts_with(&folder) || !old(o.modified) {
+            continue;
+        }
+        match marker {
+            None => out.marks.push(o.path.clone()),
+            Some(m) if old(m.modified) => out.removals.push((
+                Removal {
+                    reason: Reason::Orphaned,
+                    kind: None,
+                    name: o.path.strip_prefix(&folder).unwrap_or(&o.path).to_string(),
+                    bytes: o.size,
+                    created: Some(o.modified),
+                    expires: None,
+                    last_used: None,
+                    objects: vec![o.path.clone(), m.path.clone()],
+                },
+                None,
+            )),
+            Some(_) => {}
+        }
+    }
+    for (object, m) in &marks {
+        if !existing.contains(object.as_str()) {
+            out.unmarks.push(m.path.clone());
+        }
+    }
+    out.unmarks.sort();
+    out.dead = dead_packs(&kept, &shared);
     out.warnings = warnings;
     out
 }
 
+/// Packs (shared objects named `*.pack`) that kept entries use less than
+/// [`LIVE_SHARE_MAX`] of, with at least [`DEAD_BYTES_MIN`] unused.
+fn dead_packs(kept: &[Entry], shared: &[ObjectInfo]) -> DeadReport {
+    // Per pack: its size, the ranges kept entries use, and their manifests.
+    type Uses = (u64, Vec<(u64, u64)>, Vec<String>);
+    let mut uses: HashMap<&str, Uses> = HashMap::new();
+    for e in kept {
+        for s in &e.shared {
+            let u = uses
+                .entry(s.path.as_str())
+                .or_insert_with(|| (s.size, Vec::new(), Vec::new()));
+            u.1.extend(s.used.iter().copied());
+            u.2.push(e.manifest.clone());
+        }
+    }
+    let mut report = DeadReport::default();
+    for o in shared.iter().filter(|o| o.path.ends_with(".pack")) {
+        let Some((_, used, manifests)) = uses.get(o.path.as_str()) else {
+            continue;
+        };
+        let live: u64 = crate::chunks::merge_ranges(used.clone())
+            .iter()
+            .map(|(a, b)| b.min(&o.size).saturating_sub(*a))
+            .sum();
+        let dead = o.size.saturating_sub(live);
+        if (live as f64) < LIVE_SHARE_MAX * o.size as f64 && dead >= DEAD_BYTES_MIN {
+            report.packs += 1;
+            report.bytes += o.size;
+            report.dead_bytes += dead;
+            let mut manifests = manifests.clone();
+            manifests.sort();
+            manifests.dedup();
+            report.candidates.push(RepackCandidate {
+                pack: o.path.clone(),
+                size: o.size,
+                live_bytes: live,
+                manifests,
+            });
+        }
+    }
+    report
+}
+
+/// The bytes of the store `entries` take: each data object once, and of each shared object
+/// the union of the ranges they use.
+fn footprint<'a>(entries: impl Iterator<Item = &'a Entry>) -> u64 {
+    let mut data: HashMap<&str, u64> = HashMap::new();
+    let mut shared: HashMap<&str, Vec<(u64, u64)>> = HashMap::new();
+    for e in entries {
+        for (p, s) in &e.data {
+            data.insert(p, *s);
+        }
+        for s in &e.shared {
+            shared
+                .entry(&s.path)
+                .or_default()
+                .extend(s.used.iter().copied());
+        }
+    }
+    data.values().sum::<u64>()
+        + shared
+            .into_values()
+            .map(|r| {
+                crate::chunks::merge_ranges(r)
+                    .iter()
+                    .map(|(a, b)| b - a)
+                    .sum::<u64>()
+            })
+            .sum::<u64>()
+}
+
 /// Splits `entries` into those kept and those evicted so that the data of the evictable ones
-/// kept fits in `max` bytes, and returns the bytes of the evictable ones kept.
+/// kept fits in `max` bytes, and returns the bytes of the evictable ones kept (shared
+/// objects counted once, by the parts of them in use).
 ///
 /// The least recently used goes first: the oldest last restore hit, else the oldest creation
 /// (ties: older creation, then name). Entries that are not evictable are always kept.
 fn evict(entries: Vec<Entry>, max: Option<u64>) -> (Vec<Entry>, Vec<Entry>, u64) {
-    let mut cache_bytes: u64 = entries
-        .iter()
-        .filter(|e| e.evictable)
-        .map(Entry::bytes)
-        .sum();
+    let mut cache_bytes = footprint(entries.iter().filter(|e| e.evictable));
     let Some(max) = max.filter(|&m| cache_bytes > m) else {
         return (entries, Vec::new(), cache_bytes);
     };
-    let (mut caches, mut kept): (Vec<Entry>, Vec<Entry>) =
+    let (mut caches, kept): (Vec<Entry>, Vec<Entry>) =
         entries.into_iter().partition(|e| e.evictable);
     caches.sort_by(|a, b| (a.used(), a.created, &a.name).cmp(&(b.used(), b.created, &b.name)));
-    let mut caches = caches.into_iter();
     let mut evicted = Vec::new();
+    let mut caches: std::collections::VecDeque<Entry> = caches.into();
     while cache_bytes > max {
-        let Some(e) = caches.next() else { break };
-        cache_bytes -= e.bytes();
+        let Some(e) = caches.pop_front() else { break };
         evicted.push(e);
+        cache_bytes = footprint(caches.iter());
     }
+    let mut kept = kept;
     kept.extend(caches);
     (kept, evicted, cache_bytes)
 }
@@ -340,9 +564,21 @@ pub async fn prune(
         surveys.push(m.survey(store, &req.project).await.map_err(err)?);
     }
     let within = crate::manifest::project_dir(&req.project);
-    let plan = plan(surveys, now, req.max_cache_size, req.grace, &within);
+    let markers = store
+        .list(&format!("{within}/{UNUSED_DIR}"))
+        .await
+        .map_err(err)?;
+    let plan = plan(
+        surveys,
+        &markers,
+        now,
+        req.max_cache_size,
+        req.grace,
+        &within,
+    );
     let mut warnings = plan.warnings;
     let mut removed = Vec::with_capacity(plan.removals.len());
+    let mut repacked = None;
     if req.dry_run {
         removed = plan.removals.into_iter().map(|(r, _)| r).collect();
     } else {
@@ -358,6 +594,30 @@ pub async fn prune(
                 Err(warning) => warnings.push(warning),
             }
         }
+        // Marks go after the manifests they outlived are gone (see the module docs).
+        let within = &within;
+        futures::stream::iter(plan.marks.iter())
+            .map(|object| async move {
+                store
+                    .create(&marker_path(within, object), bytes::Bytes::new())
+                    .await
+                    .map(|_| ())
+            })
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await
+            .map_err(err)?;
+        futures::stream::iter(plan.unmarks.iter())
+            .map(|m| store.delete(m))
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await
+            .map_err(err)?;
+        if req.repack && !plan.dead.candidates.is_empty() {
+            let outcome = crate::chunks::repack(store, &plan.dead.candidates, &req.trust).await;
+            warnings.extend(outcome.warnings.iter().cloned());
+            repacked = Some(outcome);
+        }
     }
     Ok(PruneOutcome {
         project: req.project.clone(),
@@ -368,6 +628,9 @@ pub async fn prune(
         cache_bytes: plan.cache_bytes,
         seconds: started.elapsed().as_secs_f64(),
         warnings,
+        marked: plan.marks,
+        dead: plan.dead,
+        repacked,
     })
 }
 
@@ -375,6 +638,8 @@ pub async fn prune(
 #[derive(Debug, Deserialize)]
 struct Reference {
     data: ReferencedData,
+    #[serde(default)]
+    packs: Vec<ReferencedData>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -444,6 +709,7 @@ pub async fn read_entries<T: DeserializeOwned>(
             Err(e) => {
                 if let Ok(r) = serde_json::from_slice::<Reference>(&bytes) {
                     survey.protected.insert(r.data.path);
+                    survey.protected.extend(r.packs.into_iter().map(|p| p.path));
                 }
                 survey.warnings.push(format!(
                     "{} is not a manifest this ferry prunes ({e}); left alone",
@@ -482,6 +748,7 @@ mod tests {
             expires: None,
             last_used: last_used.map(at),
             data: vec![(format!("p/data/{name}"), size)],
+            shared: Vec::new(),
             companions: Vec::new(),
             evictable,
         }
@@ -531,9 +798,9 @@ mod tests {
             entries: vec![soon.clone(), never.clone()],
             ..Survey::default()
         };
-        let before = plan(vec![survey()], at(99), None, DEFAULT_GRACE, "p");
+        let before = plan(vec![survey()], &[], at(99), None, DEFAULT_GRACE, "p");
         assert!(before.removals.is_empty());
-        let after = plan(vec![survey()], at(100), None, DEFAULT_GRACE, "p");
+        let after = plan(vec![survey()], &[], at(100), None, DEFAULT_GRACE, "p");
         assert_eq!(names(&after, Reason::Expired), ["soon"]);
         let (r, check) = &after.removals[0];
         assert_eq!(
@@ -565,7 +832,7 @@ mod tests {
         let mut with_newer = survey;
         with_newer.loose.push(object("p/data/newer-format", 1, 0));
         let now = at(1000 + 3600 * 6);
-        let p = plan(vec![with_newer], now, None, DEFAULT_GRACE, "p");
+        let p = plan(vec![with_newer], &[], now, None, DEFAULT_GRACE, "p");
         assert_eq!(names(&p, Reason::Orphaned), ["data/abandoned"]);
     }
 
@@ -582,6 +849,7 @@ mod tests {
                 entries: vec![old, live],
                 ..Survey::default()
             }],
+            &[],
             at(20),
             None,
             DEFAULT_GRACE,
@@ -591,5 +859,159 @@ mod tests {
         assert_eq!(r.objects, ["p/m/old.json", "p/data/old"]);
         assert_eq!(r.bytes, 5);
         assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    }
+
+    fn sharing(name: &str, pack: &str, size: u64, used: Vec<(u64, u64)>) -> Entry {
+        let mut e = entry(name, true, 10, 0, None);
+        e.shared = vec![SharedUse {
+            path: pack.into(),
+            size,
+            used,
+        }];
+        e
+    }
+
+    #[test]
+    fn an_unused_pack_is_marked_first_and_deleted_only_by_a_prune_a_grace_period_later() {
+        let pack = object("p/caches/packs/a.pack", 100, 0);
+        let survey = |markers_younger: bool| {
+            let _ = markers_younger;
+            Survey {
+                shared: vec![pack.clone()],
+                ..Survey::default()
+            }
+        };
+        let grace = DEFAULT_GRACE.as_secs() as i64;
+        let now = grace + 10;
+        let first = plan(vec![survey(false)], &[], at(now), None, DEFAULT_GRACE, "p");
+        assert_eq!(first.marks, ["p/caches/packs/a.pack"]);
+        assert!(first.removals.is_empty(), "never deleted on first sight");
+
+        let marker = object(&marker_path("p", "p/caches/packs/a.pack"), 0, now);
+        let soon = plan(
+            vec![survey(true)],
+            std::slice::from_ref(&marker),
+            at(now + grace - 1),
+            None,
+            DEFAULT_GRACE,
+            "p",
+        );
+        assert!(
+            soon.removals.is_empty() && soon.marks.is_empty(),
+            "marked too recently"
+        );
+
+        let later = plan(
+            vec![survey(true)],
+            std::slice::from_ref(&marker),
+            at(now + grace),
+            None,
+            DEFAULT_GRACE,
+            "p",
+        );
+        let (r, _) = &later.removals[0];
+        assert_eq!(r.objects, ["p/caches/packs/a.pack", marker.path.as_str()]);
+
+        // A save that found the pack meanwhile published an entry using it: the mark goes.
+        let used = Survey {
+            entries: vec![sharing("new", "p/caches/packs/a.pack", 100, vec![(0, 40)])],
+            shared: vec![pack.clone()],
+            ..Survey::default()
+        };
+        let p = plan(
+            vec![used],
+            std::slice::from_ref(&marker),
+            at(now + grace),
+            None,
+            DEFAULT_GRACE,
+            "p",
+        );
+        assert!(p.removals.is_empty(), "{:?}", p.removals);
+        assert_eq!(p.unmarks, std::slice::from_ref(&marker.path));
+    }
+
+    #[test]
+    fn a_pack_of_an_expired_entry_is_marked_not_deleted_and_a_young_one_is_left_alone() {
+        let grace = DEFAULT_GRACE.as_secs() as i64;
+        let mut old = sharing("old", "p/caches/packs/old.pack", 100, vec![(0, 100)]);
+        old.expires = Some(at(grace));
+        let p = plan(
+            vec![Survey {
+                entries: vec![old],
+                shared: vec![
+                    object("p/caches/packs/old.pack", 100, 0),
+                    object("p/caches/packs/being-written.pack", 100, 2 * grace),
+                ],
+                ..Survey::default()
+            }],
+            &[object(&marker_path("p", "p/caches/packs/gone.pack"), 0, 0)],
+            at(2 * grace + 1),
+            None,
+            DEFAULT_GRACE,
+            "p",
+        );
+        let (r, _) = &p.removals[0];
+        assert_eq!(
+            r.objects,
+            ["p/m/old.json", "p/data/old"],
+            "the pack is not deleted with it"
+        );
+        assert_eq!(p.marks, ["p/caches/packs/old.pack"]);
+        assert_eq!(
+            p.unmarks,
+            [marker_path("p", "p/caches/packs/gone.pack")],
+            "its pack is gone"
+        );
+    }
+
+    #[test]
+    fn packs_mostly_unused_by_live_entries_are_reported_for_repacking() {
+        let mib = 1 << 20;
+        let p = plan(
+            vec![Survey {
+                entries: vec![
+                    sharing("a", "p/packs/sparse.pack", 10 * mib, vec![(0, mib)]),
+                    sharing(
+                        "b",
+                        "p/packs/sparse.pack",
+                        10 * mib,
+                        vec![(mib / 2, 2 * mib)],
+                    ),
+                    sharing("c", "p/packs/full.pack", 10 * mib, vec![(0, 6 * mib)]),
+                ],
+                shared: vec![
+                    object("p/packs/sparse.pack", 10 * mib, 0),
+                    object("p/packs/full.pack", 10 * mib, 0),
+                ],
+                ..Survey::default()
+            }],
+            &[],
+            at(1),
+            None,
+            DEFAULT_GRACE,
+            "p",
+        );
+        assert_eq!(p.dead.packs, 1);
+        assert_eq!(p.dead.dead_bytes, 8 * mib);
+        let c = &p.dead.candidates[0];
+        assert_eq!(
+            (c.pack.as_str(), c.live_bytes),
+            ("p/packs/sparse.pack", 2 * mib)
+        );
+        assert_eq!(c.manifests, ["p/m/a.json", "p/m/b.json"]);
+    }
+
+    #[test]
+    fn eviction_counts_a_shared_pack_once() {
+        let a = sharing("a", "p/packs/x.pack", 100, vec![(0, 100)]);
+        let mut b = sharing("b", "p/packs/x.pack", 100, vec![(0, 100)]);
+        b.created = at(5);
+        // 10 bytes of index each, the 100-byte pack once.
+        let (kept, evicted, bytes) = evict(vec![a.clone(), b.clone()], Some(120));
+        assert!(evicted.is_empty(), "{evicted:?}");
+        assert_eq!((kept.len(), bytes), (2, 120));
+        let (_, evicted, bytes) = evict(vec![a, b], Some(119));
+        assert_eq!(evicted.len(), 1);
+        assert_eq!(bytes, 110);
     }
 }

@@ -246,6 +246,19 @@ impl Direct {
             .unwrap_or_else(|e| panic!("delete {rel}: {e}"));
     }
 
+    /// Every object below `prefix` with its size, sorted by path.
+    pub fn sizes(&self, prefix: &str) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = self
+            .rt
+            .block_on(self.store.list(prefix))
+            .unwrap_or_else(|e| panic!("list {prefix}: {e}"))
+            .into_iter()
+            .map(|m| (m.path, m.size))
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Every object below `prefix`, as paths below the store's own prefix.
     pub fn list(&self, prefix: &str) -> Vec<String> {
         let mut v: Vec<String> = self
@@ -433,4 +446,126 @@ pub fn plant_artifact(
 
 fn chrono_now() -> String {
     chrono::Utc::now().to_rfc3339()
+}
+
+/// One item of a planted chunked entry.
+pub enum Item<'a> {
+    Dir(&'a str),
+    File(&'a str, &'a [u8]),
+    Symlink(&'a str, &'a str),
+}
+
+/// A chunked (format 2) cache entry built by hand: its index, its one pack (a zstd frame per
+/// file) and its manifest, each open to tampering before it is planted. The manifest records
+/// the digests of what is planted, so only the content is hostile.
+pub struct PlantedChunked {
+    pub key: String,
+    pub index: ferry_core::chunks::index::Index,
+    pub pack: Vec<u8>,
+    pub manifest: Value,
+    /// Replaces the index object's bytes (still recorded with their true digest).
+    pub raw_index: Option<Vec<u8>>,
+}
+
+impl PlantedChunked {
+    pub fn cache(key: &str, paths: &[&str], items: &[Item<'_>]) -> Self {
+        use ferry_core::chunks::index::{Block, Chunk, Entry, INDEX_VERSION, Index, Kind};
+        use ferry_core::chunks::{ChunkHash, ChunkerParams};
+        let dir = format!("{}/caches", manifest::project_dir(PROJECT));
+        let pack_rel = format!("{dir}/packs/planted.pack");
+        let mut pack = Vec::new();
+        let mut index = Index {
+            version: INDEX_VERSION,
+            chunker: ChunkerParams::default(),
+            packs: vec![pack_rel],
+            blocks: Vec::new(),
+            chunks: Vec::new(),
+            entries: Vec::new(),
+            whole_roots: paths.iter().map(|p| p.to_string()).collect(),
+            excludes: Vec::new(),
+        };
+        let mut bytes = 0u64;
+        for item in items {
+            let (name, kind, mode, size, chunks, target) = match item {
+                Item::Dir(n) => (*n, Kind::Dir, 0o755, 0, vec![], None),
+                Item::Symlink(n, t) => (*n, Kind::Symlink, 0, 0, vec![], Some(t.to_string())),
+                Item::File(n, data) => {
+                    let frame = zstd::bulk::compress(data, 3).expect("zstd");
+                    let b = index.blocks.len() as u32;
+                    index.blocks.push(Block(
+                        0,
+                        pack.len() as u64,
+                        frame.len() as u32,
+                        data.len() as u32,
+                    ));
+                    pack.extend_from_slice(&frame);
+                    let c = index.chunks.len() as u32;
+                    index
+                        .chunks
+                        .push(Chunk(b, 0, data.len() as u32, ChunkHash::of(data)));
+                    bytes += data.len() as u64;
+                    let chunks = if data.is_empty() { vec![] } else { vec![c] };
+                    (*n, Kind::File, 0o644, data.len() as u64, chunks, None)
+                }
+            };
+            index.entries.push(Entry {
+                name: name.to_string(),
+                kind,
+                mode,
+                mtime: 1_600_000_000,
+                size,
+                chunks,
+                target,
+            });
+        }
+        let files = items.iter().filter(|i| matches!(i, Item::File(..))).count();
+        let manifest = json!({
+            "format": 2,
+            "kind": "cache",
+            "created": chrono_now(),
+            "expires": "2999-01-01T00:00:00Z",
+            "encoding": "chunked",
+            "key": key,
+            "compression": "zstd",
+            "paths": paths,
+            "links_out": [],
+            "files": files,
+            "unpacked_bytes": bytes,
+            "entry_count": items.len(),
+            "ttl_seconds": 86400,
+        });
+        Self {
+            key: key.into(),
+            index,
+            pack,
+            manifest,
+            raw_index: None,
+        }
+    }
+
+    /// Writes the pack, the index and the manifest; returns the manifest's path.
+    pub fn plant(&self, ctx: &TestContext) -> String {
+        let direct = ctx.direct();
+        let dir = format!("{}/caches", manifest::project_dir(PROJECT));
+        let pack_rel = format!("{dir}/packs/planted.pack");
+        direct.put(&pack_rel, self.pack.clone());
+        let index = self
+            .raw_index
+            .clone()
+            .unwrap_or_else(|| ferry_core::chunks::index::encode(&self.index));
+        let index_rel = format!("{dir}/data/planted-{}.index.zst", &sha256(&index)[..16]);
+        direct.put(&index_rel, index.clone());
+        let mut m = self.manifest.clone();
+        m["data"] = json!({ "path": index_rel, "size": index.len(), "sha256": sha256(&index) });
+        if m.get("packs").is_none() {
+            m["packs"] = json!([{
+                "path": pack_rel,
+                "size": self.pack.len(),
+                "used": [[0, self.pack.len()]],
+            }]);
+        }
+        let rel = format!("{dir}/keys/{}.json", manifest::object_name(&self.key));
+        direct.put(&rel, serde_json::to_vec_pretty(&m).expect("json"));
+        rel
+    }
 }

@@ -457,3 +457,45 @@ fn ten_thousand_small_files_upload_and_download() {
         download.as_secs_f64()
     );
 }
+
+#[test]
+fn the_same_file_uploaded_by_two_runs_is_stored_once_and_both_download_it() {
+    let ctx = context();
+    let report = "<testsuite tests=\"3\"/>\n".repeat(100);
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    ctx.write("out/report.xml", &report);
+    ctx.write("out/big.bin", &big);
+    let data_dir = format!(
+        "{}/artifacts/data",
+        ferry_core::manifest::project_dir("acme/app")
+    );
+    let mut uploaded = Vec::new();
+    for run in ["1", "2"] {
+        let r = artifacts(&ctx, &["upload", "out", "--run", run]);
+        r.ok();
+        uploaded.push(r.json()["uploaded_bytes"].as_u64().expect("uploaded_bytes"));
+    }
+    assert_eq!(
+        uploaded,
+        [(report.len() + big.len()) as u64, 0],
+        "the second run uploads nothing"
+    );
+    let objects = ctx.direct().list(&data_dir);
+    assert_eq!(objects.len(), 2, "each content once: {objects:?}");
+    assert!(
+        objects.iter().any(|o| o.ends_with("/report.xml")),
+        "{objects:?}"
+    );
+    for run in ["1", "2"] {
+        let to = format!("got-{run}");
+        artifacts(&ctx, &["download", "--to", &to, "--run", run]).ok();
+        assert_eq!(
+            std::fs::read_to_string(ctx.work.join(&to).join("out/report.xml")).expect("report"),
+            report
+        );
+        assert_eq!(
+            std::fs::read(ctx.work.join(&to).join("out/big.bin")).expect("big"),
+            big
+        );
+    }
+}

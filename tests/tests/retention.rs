@@ -159,11 +159,14 @@ fn expired_entries_of_every_mode_are_listed_by_a_dry_run_then_pruned_and_the_res
         "{names:?}"
     );
     assert!(names.iter().any(|n| n.contains("job quick")), "{names:?}");
+    // An artifact's content is stored once per project and may be shared: it is marked
+    // unused now and goes a grace period later, so its entry frees no bytes in this run.
     assert!(
         dry["removed"]
             .as_array()
             .expect("removed")
             .iter()
+            .filter(|r| r["kind"] != "artifact")
             .all(|r| r["bytes"].as_u64() > Some(0)),
         "sizes are listed"
     );
@@ -199,8 +202,8 @@ fn expired_entries_of_every_mode_are_listed_by_a_dry_run_then_pruned_and_the_res
             .collect();
         assert_eq!(
             data.len(),
-            4,
-            "long cache, two artifacts, one layer: {data:?}"
+            5,
+            "long cache, three artifacts' content (the expired one's goes in two steps), one layer: {data:?}"
         );
     }
     assert!(

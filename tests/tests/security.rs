@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use ferry_tests::hostile::{self, Planted, Tar};
+use ferry_tests::hostile::{self, Item, Planted, PlantedChunked, Tar};
 use ferry_tests::{Run, TestContext, snapshot};
 
 /// The folders of one attack: where restores run and where an attack would write.
@@ -1197,4 +1197,155 @@ fn a_pull_request_job_falls_back_to_the_default_branchs_scope() {
     run.ok();
     assert_eq!(run.json()["matched_key"], "deps-2");
     assert_eq!(run.json()["scope"], "pr-7");
+}
+
+// --- format 2: hostile indexes and packs -----------------------------------------------
+
+/// A chunked entry of `a/` that a store writer tampered with, and the words its refusal
+/// names.
+type ChunkedCase = (
+    &'static str,
+    Box<dyn Fn(&mut PlantedChunked)>,
+    &'static [&'static str],
+);
+
+fn chunked_cases() -> Vec<ChunkedCase> {
+    vec![
+        (
+            "an index that is not JSON",
+            Box::new(|p: &mut PlantedChunked| {
+                p.raw_index =
+                    Some(zstd::bulk::compress(b"{\"version\": 1, \"packs\": [", 3).expect("zstd"));
+            }),
+            &["chunk index"],
+        ),
+        (
+            "an index that is not zstd",
+            Box::new(|p: &mut PlantedChunked| p.raw_index = Some(b"plain text".to_vec())),
+            &["chunk index"],
+        ),
+        (
+            "a block past the end of its pack",
+            Box::new(|p: &mut PlantedChunked| p.index.blocks[0].1 = p.pack.len() as u64),
+            &["past the pack"],
+        ),
+        (
+            "a chunk outside its block",
+            Box::new(|p: &mut PlantedChunked| p.index.chunks[0].1 = 1_000_000),
+            &["outside its block"],
+        ),
+        (
+            "a file size that lies about its chunks",
+            Box::new(|p: &mut PlantedChunked| p.index.entries[1].size += 1),
+            &["its size is"],
+        ),
+        (
+            "files holding more than the manifest records",
+            Box::new(|p: &mut PlantedChunked| p.manifest["unpacked_bytes"] = 3.into()),
+            &["more than the 3 bytes"],
+        ),
+        (
+            "more entries than the manifest records",
+            Box::new(|p: &mut PlantedChunked| p.manifest["entry_count"] = 1.into()),
+            &["more than the 1 entries"],
+        ),
+        (
+            "a chunk whose bytes are not its hash",
+            Box::new(|p: &mut PlantedChunked| {
+                p.index.chunks[0].3 = ferry_core::chunks::ChunkHash::of(b"something else");
+            }),
+            &["does not match its hash"],
+        ),
+        (
+            "a block that is not zstd",
+            Box::new(|p: &mut PlantedChunked| p.pack[0] ^= 0xff),
+            &["does not decompress"],
+        ),
+        (
+            "a pack the manifest does not list",
+            Box::new(|p: &mut PlantedChunked| p.manifest["packs"] = serde_json::json!([])),
+            &["does not list"],
+        ),
+        (
+            "a name that climbs out",
+            Box::new(|p: &mut PlantedChunked| p.index.entries[1].name = "a/../../outside/x".into()),
+            &["outside/x"],
+        ),
+        (
+            "an absolute name",
+            Box::new(|p: &mut PlantedChunked| {
+                p.index.entries[1].name = "/tmp/ferry-planted".into()
+            }),
+            &["/tmp/ferry-planted"],
+        ),
+        (
+            "a file written through a link out of the roots",
+            Box::new(|p: &mut PlantedChunked| {
+                use ferry_core::chunks::index::{Entry, Kind};
+                p.index.entries.insert(
+                    1,
+                    Entry {
+                        name: "a/out".into(),
+                        kind: Kind::Symlink,
+                        mode: 0,
+                        mtime: 0,
+                        size: 0,
+                        chunks: vec![],
+                        target: Some("../../outside".into()),
+                    },
+                );
+                p.index.entries[2].name = "a/out/evil".into();
+                p.manifest["entry_count"] = 4.into();
+            }),
+            &["a/out"],
+        ),
+    ]
+}
+
+#[test]
+fn hostile_chunked_entries_are_refused_with_5_leaving_the_target_as_it_was() {
+    for (what, tamper, names) in chunked_cases() {
+        let ctx = TestContext::new();
+        let v = victim(&ctx);
+        let mut planted = PlantedChunked::cache(
+            "evil",
+            &["a"],
+            &[
+                Item::Dir("a"),
+                Item::File("a/existing.txt", b"replaced by the entry\n"),
+                Item::File("a/new.txt", b"new\n"),
+            ],
+        );
+        tamper(&mut planted);
+        planted.plant(&ctx);
+        let before = snapshot(&v.root);
+        let run = restore(&ctx, &v.proj, "evil");
+        eprintln!("case: {what}");
+        refused(&run, 5, names, &v, &before);
+        assert!(
+            !std::path::Path::new("/tmp/ferry-planted").exists(),
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn an_untampered_planted_chunked_entry_restores() {
+    let ctx = TestContext::new();
+    let v = victim(&ctx);
+    PlantedChunked::cache(
+        "fine",
+        &["a"],
+        &[Item::Dir("a"), Item::File("a/new.txt", b"new\n")],
+    )
+    .plant(&ctx);
+    restore(&ctx, &v.proj, "fine").ok();
+    assert_eq!(
+        std::fs::read_to_string(v.proj.join("a/new.txt")).expect("restored"),
+        "new\n"
+    );
+    assert!(
+        !v.proj.join("a/existing.txt").exists(),
+        "a chunked restore mirrors the entry"
+    );
 }

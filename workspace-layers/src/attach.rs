@@ -39,8 +39,10 @@ pub struct AttachOutcome {
     pub at: PathBuf,
     /// The layers applied, in the order they were applied.
     pub layers: Vec<LayerRef>,
-    /// Bytes downloaded (the compressed archives).
+    /// Bytes downloaded (the compressed archives; the indexes and the parts of packs needed).
     pub bytes: u64,
+    /// Format 2: files already in place with a layer's content, kept without rewriting.
+    pub kept_files: u64,
     pub files: u64,
     /// Bytes of file content written.
     pub unpacked_bytes: u64,
@@ -101,8 +103,9 @@ pub async fn attach(store: &Store, req: AttachRequest) -> Result<AttachOutcome, 
     });
     let mut bytes = 0;
     for &i in &ordered {
-        lander = stage(store, lander, &layers[i], &req.at).await?;
-        bytes += layers[i].data.size;
+        let (next, downloaded) = stage(store, lander, &layers[i], &req.at).await?;
+        lander = next;
+        bytes += downloaded;
     }
     let landed = lander.finish_async().await?;
     let applied: Vec<LayerRef> = ordered
@@ -130,6 +133,7 @@ pub async fn attach(store: &Store, req: AttachRequest) -> Result<AttachOutcome, 
         bytes,
         files: stats.files,
         unpacked_bytes: stats.bytes,
+        kept_files: stats.kept,
         seconds: started.elapsed().as_secs_f64(),
         warnings,
     })
@@ -141,7 +145,7 @@ async fn stage(
     lander: Lander,
     layer: &LayerManifest,
     at: &std::path::Path,
-) -> Result<Lander, WorkspaceError> {
+) -> Result<(Lander, u64), WorkspaceError> {
     let at = at.to_path_buf();
     let land = Land {
         data: layer.data.clone(),
@@ -149,8 +153,11 @@ async fn stage(
         tree: layer.body.tree.clone(),
         resolve: Box::new(move |name: &str| at.join(name)),
         max_entries: Some(layer.body.entries.iter().count() as u64),
+        keep_existing: true,
+        mirror: false,
     };
-    Ok(entry::land(store, lander, land).await?)
+    let (lander, landing) = entry::land(store, lander, land).await?;
+    Ok((lander, landing.downloaded))
 }
 
 /// Refuses a manifest whose roots would put entries outside the attach folder.

@@ -315,6 +315,7 @@ mod tests {
                     files: files.len() as u64,
                     unpacked_bytes: 0,
                     entry_count: None,
+                    packs: Vec::new(),
                 },
                 entries: Listing {
                     files: files.iter().map(|p| p.to_string()).collect(),

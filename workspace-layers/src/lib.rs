@@ -184,6 +184,10 @@ impl Layout {
     pub(crate) fn manifest(&self, id: &str) -> String {
         format!("{}/layers/{id}.json", self.dir)
     }
+    /// Packs of the run's chunked layers, shared by them.
+    pub(crate) fn packs_dir(&self) -> String {
+        format!("{}/packs", self.dir)
+    }
     pub(crate) fn data(&self, id: &str, extension: &str) -> String {
         format!("{}/data/{id}.{extension}", self.dir)
     }

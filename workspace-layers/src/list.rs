@@ -40,7 +40,7 @@ pub async fn list(
             id: m.body.id,
             job: m.body.job,
             files: m.body.tree.files,
-            bytes: m.data.size,
+            bytes: m.body.tree.stored_bytes(&m.data),
             unpacked_bytes: m.body.tree.unpacked_bytes,
             parents: m.body.parents,
             created: m.created,

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use ferry_core::archive::{self, Format};
+use ferry_core::chunks::{self, Known};
 use ferry_core::entry::{self, Encoding, PackRequest};
 use ferry_core::env_vars::Environment;
 use ferry_core::manifest::{self, Envelope, Kind};
@@ -30,6 +31,10 @@ pub struct PersistRequest {
     pub state_dir: PathBuf,
     /// Signs the manifest when this job holds a key.
     pub trust: Trust,
+    /// Format 2 (chunked, sharing chunks with the layers this job attached) or format 1.
+    pub encoding: Encoding,
+    /// Compression of a format-1 archive.
+    pub format: Format,
 }
 
 /// What a persist did.
@@ -39,8 +44,15 @@ pub struct PersistOutcome {
     pub job: String,
     pub id: String,
     pub parents: Vec<String>,
-    /// Bytes stored (the compressed archive).
+    /// Bytes of the store the layer takes (its archive; or its index and the parts of packs
+    /// it uses, some shared with other layers).
     pub bytes: u64,
+    /// Bytes this persist wrote to the store (besides the manifest).
+    pub uploaded_bytes: u64,
+    /// Objects this persist wrote (besides the manifest).
+    pub objects_written: u64,
+    /// Format 2: bytes of file content the store held already.
+    pub reused_bytes: u64,
     pub files: u64,
     /// Bytes of file content before compression.
     pub unpacked_bytes: u64,
@@ -93,10 +105,14 @@ pub async fn persist(store: &Store, req: PersistRequest) -> Result<PersistOutcom
     let layout = Layout::new(&req.project, &req.workflow);
     let now = Utc::now();
     let id = crate::new_layer_id(now);
-    let encoding = Encoding::Tar;
-    let compression = Format::Zstd;
+    let encoding = req.encoding;
+    let compression = req.format;
     let data_rel = layout.data(&id, entry::data_extension(encoding, compression));
-    let warnings = plan.warnings.clone();
+    let mut warnings = plan.warnings.clone();
+    let known = match encoding {
+        Encoding::Chunked => known(store, &layout, &parents, &req.trust, &mut warnings).await,
+        Encoding::Tar => Known::default(),
+    };
     let packed = entry::pack(
         store,
         &data_rel,
@@ -105,6 +121,8 @@ pub async fn persist(store: &Store, req: PersistRequest) -> Result<PersistOutcom
             encoding,
             compression,
             level: None,
+            packs_dir: layout.packs_dir(),
+            known,
         },
     )
     .await?;
@@ -116,7 +134,7 @@ pub async fn persist(store: &Store, req: PersistRequest) -> Result<PersistOutcom
 
     let expires = now + chrono::Duration::seconds(req.ttl.as_secs() as i64);
     let manifest = Envelope {
-        format: manifest::FORMAT_VERSION,
+        format: encoding.format_version(),
         kind: Kind::Layer,
         created: now,
         expires: Some(expires),
@@ -141,11 +159,10 @@ pub async fn persist(store: &Store, req: PersistRequest) -> Result<PersistOutcom
         .await?
         == Published::Exists
     {
-        store.delete(&data_rel).await?;
+        packed.discard(store).await;
         return Err(WorkspaceError::Exists { id });
     }
 
-    let mut warnings = warnings;
     job_state.persisted.push(id.clone());
     if let Err(e) = state::save(&state_file, &job_state) {
         warnings.push(format!(
@@ -157,7 +174,10 @@ pub async fn persist(store: &Store, req: PersistRequest) -> Result<PersistOutcom
         job: req.job,
         id,
         parents,
-        bytes: packed.data.size,
+        bytes: packed.tree.stored_bytes(&packed.data),
+        uploaded_bytes: packed.uploaded_bytes,
+        objects_written: packed.objects_written,
+        reused_bytes: packed.reused_bytes,
         files: packed.tree.files,
         unpacked_bytes: packed.tree.unpacked_bytes,
         created: now,
@@ -165,4 +185,42 @@ pub async fn persist(store: &Store, req: PersistRequest) -> Result<PersistOutcom
         seconds: started.elapsed().as_secs_f64(),
         warnings,
     })
+}
+
+/// The chunks of the layers this job attached or persisted before (its parents), which a
+/// chunked layer references instead of uploading again. A layer that cannot be read only
+/// means more is uploaded.
+async fn known(
+    store: &Store,
+    layout: &Layout,
+    parents: &[String],
+    trust: &Trust,
+    warnings: &mut Vec<String>,
+) -> Known {
+    let mut known = Known::default();
+    if parents.is_empty() {
+        return known;
+    }
+    let layers = match crate::read_layers(store, layout, trust).await {
+        Ok(l) => l,
+        Err(e) => {
+            warnings.push(format!(
+                "could not read the run's layers to share their chunks ({e}); every chunk is uploaded"
+            ));
+            return known;
+        }
+    };
+    for layer in layers
+        .iter()
+        .filter(|l| parents.contains(&l.body.id) && l.encoding == Some(Encoding::Chunked))
+    {
+        match chunks::read_index(store, &layer.data, &layer.body.tree.packs).await {
+            Ok(index) => known.add(&index, &layer.body.tree.packs),
+            Err(e) => warnings.push(format!(
+                "could not read the chunks of layer {} ({e}); they are uploaded again",
+                layer.body.id
+            )),
+        }
+    }
+    known
 }

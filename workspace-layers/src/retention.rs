@@ -1,8 +1,8 @@
 //! What `ferry prune` needs to know of workspaces: every layer of every run, when it
-//! expires, and its archive.
+//! expires, and its archive (or its index and the run's packs it uses).
 
 use ferry_core::manifest::{self, Kind};
-use ferry_core::retention::{self, Entry, Retained, Survey};
+use ferry_core::retention::{self, Entry, Retained, SharedUse, Survey};
 use ferry_core::store::{Store, StoreError};
 
 use crate::LayerManifest;
@@ -26,6 +26,7 @@ impl Retained for Workspaces {
             match parts.as_slice() {
                 [_, "layers", name] if name.ends_with(".json") => manifests.push(info),
                 [_, "data", ..] => survey.loose.push(info),
+                [_, "packs", name] if name.ends_with(".pack") => survey.shared.push(info),
                 _ => {}
             }
         }
@@ -41,6 +42,17 @@ impl Retained for Workspaces {
                 expires: m.expires,
                 last_used: None,
                 data: vec![(m.data.path, m.data.size)],
+                shared: m
+                    .body
+                    .tree
+                    .packs
+                    .into_iter()
+                    .map(|p| SharedUse {
+                        path: p.path,
+                        size: p.size,
+                        used: p.used,
+                    })
+                    .collect(),
                 companions: Vec::new(),
                 evictable: false,
             }

@@ -1,6 +1,6 @@
 //! `ferry cache save | restore | ls | rm`.
 
-use ferry_caches::{Hit, RestoreRequest, SaveRequest};
+use ferry_caches::{ExportRequest, Hit, RestoreRequest, SaveRequest};
 use ferry_core::units::format_size;
 use serde_json::json;
 
@@ -37,10 +37,13 @@ pub async fn save(globals: &Globals, request: SaveRequest) -> Result<(), CliErro
     }
     if outcome.saved {
         out.info(format!(
-            "saved cache {key}: {} files, {} stored ({} unpacked) in {:.2}s",
+            "saved cache {key}: {} files, {} uploaded in {} objects, {} stored ({} unpacked, {}) in {:.2}s",
             outcome.files,
+            format_size(outcome.uploaded_bytes),
+            outcome.objects_written,
             format_size(outcome.bytes),
             format_size(outcome.unpacked_bytes),
+            outcome.format,
             outcome.seconds
         ));
     } else {
@@ -125,13 +128,21 @@ pub async fn restore(
             outcome.hit
         )),
         hit => out.info(format!(
-            "restored cache {matched} ({} hit): {} files, {} in {:.2}s",
+            "restored cache {matched} ({} hit): {} files{}, {} downloaded in {:.2}s",
             if hit == Hit::Exact {
                 "exact"
             } else {
                 "partial"
             },
             outcome.files,
+            if outcome.kept_files > 0 || outcome.removed > 0 {
+                format!(
+                    " ({} already in place, {} extra removed)",
+                    outcome.kept_files, outcome.removed
+                )
+            } else {
+                String::new()
+            },
             format_size(outcome.bytes),
             outcome.seconds
         )),
@@ -200,5 +211,27 @@ pub async fn rm(globals: &Globals, scope: Option<&str>, keys: &[String]) -> Resu
         globals.output.info(format!("removed cache {k}"));
     }
     globals.output.result(&json!({ "removed": removed }));
+    Ok(())
+}
+
+pub async fn export(globals: &Globals, request: ExportRequest) -> Result<(), CliError> {
+    let store = globals.open_store()?;
+    let to_stdout = request.out.is_none();
+    let outcome = ferry_caches::export(&store, request).await?;
+    globals.output.info(format!(
+        "exported cache {} ({}, {} files){}",
+        outcome.key,
+        outcome.format,
+        outcome.files,
+        outcome
+            .out
+            .as_ref()
+            .map(|o| format!(" to {o}"))
+            .unwrap_or_default()
+    ));
+    // Standard output carries the tar stream itself; the JSON result goes only with a file.
+    if !to_stdout {
+        globals.output.result(&outcome);
+    }
     Ok(())
 }

@@ -19,6 +19,7 @@ pub async fn run(globals: &Globals, action: Action) -> Result<(), CliError> {
         } => cache::restore(globals, request, fail_on_miss).await,
         Action::CacheLs { prefix } => cache::ls(globals, prefix.as_deref()).await,
         Action::CacheRm { scope, keys } => cache::rm(globals, scope.as_deref(), &keys).await,
+        Action::CacheExport(request) => cache::export(globals, request).await,
         Action::WorkspacePersist(request) => workspace::persist(globals, request).await,
         Action::WorkspaceAttach(request) => workspace::attach(globals, request).await,
         Action::WorkspaceLs { workflow } => workspace::ls(globals, &workflow).await,

@@ -62,6 +62,35 @@ pub async fn run(globals: &Globals, request: PruneRequest) -> Result<(), CliErro
         format_size(outcome.cache_bytes),
         if outcome.dry_run { "; nothing deleted (dry run)" } else { "" }
     ));
+    if !outcome.marked.is_empty() {
+        out.info(format!(
+            "{} {} shared objects no entry uses (packs, stored content); a prune at least the grace period later deletes them if they are still unused",
+            if outcome.dry_run { "would mark" } else { "marked" },
+            outcome.marked.len()
+        ));
+    }
+    if outcome.dead.packs > 0 {
+        out.info(format!(
+            "{} packs ({}) are mostly unused: {} of them no entry needs{}",
+            outcome.dead.packs,
+            format_size(outcome.dead.bytes),
+            format_size(outcome.dead.dead_bytes),
+            if outcome.repacked.is_some() {
+                ""
+            } else {
+                "; `ferry prune --repack` rewrites them"
+            }
+        ));
+    }
+    if let Some(r) = &outcome.repacked {
+        out.info(format!(
+            "repacked {} packs ({}) into {}, rewriting {} entries; the old packs go in a later prune",
+            r.packs_rewritten,
+            format_size(r.bytes_before),
+            format_size(r.bytes_written),
+            r.entries_rewritten
+        ));
+    }
     out.result(&outcome);
     Ok(())
 }

@@ -35,11 +35,12 @@ pub async fn persist(globals: &Globals, request: PersistRequest) -> Result<(), C
         out.warn(w);
     }
     out.info(format!(
-        "persisted layer {} of job {} to workflow {}: {} files, {} stored ({} unpacked), {} in {:.2}s",
+        "persisted layer {} of job {} to workflow {}: {} files, {} uploaded, {} stored ({} unpacked), {} in {:.2}s",
         outcome.id,
         outcome.job,
         outcome.workflow,
         outcome.files,
+        format_size(outcome.uploaded_bytes),
         format_size(outcome.bytes),
         format_size(outcome.unpacked_bytes),
         match outcome.parents.len() {

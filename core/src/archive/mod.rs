@@ -11,7 +11,8 @@ use std::io::{BufRead, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
-pub use pack::{EntryKind, PackRoot, PackSpec, PackStats, pack, pack_listing};
+pub(crate) use pack::append_raw;
+pub use pack::{EntryKind, PackRoot, PackSpec, PackStats, links_out, pack, pack_listing, walk};
 pub use plan::{PackPlan, PlanError, plan};
 
 use crate::manifest::DataRef;

@@ -76,10 +76,43 @@ pub fn pack_listing<W: Write>(
     let mut builder = tar::Builder::new(out);
     builder.mode(tar::HeaderMode::Complete);
     let mut stats = PackStats::default();
-    let mut seen = BTreeSet::new();
     let mut buf = vec![0u8; COPY_BUF];
     let mut links: HashMap<String, String> = HashMap::new();
     let mut inodes: HashMap<(u64, u64), String> = HashMap::new();
+    walk(spec, &mut |name, fs_path, meta| {
+        let kind = append(
+            &mut builder,
+            name,
+            &fs_path.to_path_buf(),
+            meta,
+            &mut Tracked {
+                links: &mut links,
+                inodes: &mut inodes,
+            },
+            &mut stats,
+            &mut buf,
+        )?;
+        if let Some(kind) = kind {
+            stats.entries += 1;
+            on_entry(name, kind);
+        }
+        Ok(())
+    })?;
+    builder.into_inner().map_err(ArchiveError::Write)?;
+    stats.links_out = links_out(&links, &spec.paths);
+    Ok(stats)
+}
+
+/// Visits every path of the spec's roots once, in the order an archive holds them: folders
+/// walked in name order without following symlinks (a root that is a symlink is visited as
+/// the link), excluded names left out with all they hold. `visit` gets the entry name (under
+/// `.` without a `./` prefix), the path on disk and its metadata (not followed). Every entry
+/// encoding packs through this walk, so they all store the same tree.
+pub fn walk(
+    spec: &PackSpec,
+    visit: &mut dyn FnMut(&str, &std::path::Path, &Metadata) -> Result<(), ArchiveError>,
+) -> Result<(), ArchiveError> {
+    let mut seen = BTreeSet::new();
     for root in &spec.roots {
         // A root that is a symlink is stored as the link, not walked through (walkdir follows
         // root links unless told not to).
@@ -134,35 +167,15 @@ pub fn pack_listing<W: Write>(
                     .into_io_error()
                     .unwrap_or_else(|| std::io::Error::other("metadata")),
             })?;
-            let mut seen_at = Tracked {
-                links: &mut links,
-                inodes: &mut inodes,
-            };
-            if let Some(kind) = append(
-                &mut builder,
-                &name,
-                &entry.path().to_path_buf(),
-                &meta,
-                &mut seen_at,
-                &mut stats,
-                &mut buf,
-            )? {
-                stats.entries += 1;
-                on_entry(&name, kind);
-            }
+            visit(&name, entry.path(), &meta)?;
         }
     }
-    builder.into_inner().map_err(ArchiveError::Write)?;
-    stats.links_out = links_out(&links, &spec.paths);
-    Ok(stats)
+    Ok(())
 }
 
 /// The packed symlinks that lead out of `paths`, judged over the packed tree exactly as a
 /// restore judges them, so that everything a save records restores.
-pub(crate) fn links_out(
-    links: &HashMap<String, String>,
-    paths: &[String],
-) -> Vec<(String, String)> {
+pub fn links_out(links: &HashMap<String, String>, paths: &[String]) -> Vec<(String, String)> {
     let mut node = |n: &str| match links.get(n) {
         Some(t) => Node::Link(t.clone()),
         None => Node::Other,
@@ -277,7 +290,7 @@ fn append<W: Write>(
 /// Copies exactly `size` bytes of `file` into the archive and pads them to a 512-byte
 /// block. The size is fixed in the header: a file that grows while packing is cut at that
 /// size and one that shrinks is an error, never a corrupt archive.
-fn copy_exact<W: Write>(
+pub(crate) fn copy_exact<W: Write>(
     mut file: std::fs::File,
     size: u64,
     path: &std::path::Path,
@@ -310,7 +323,7 @@ fn copy_exact<W: Write>(
 /// Appends an entry whose name (and link target) may be absolute, hold `..` or `~`, or exceed
 /// 100 bytes: the tar crate's path setters refuse the first three, so the fields are written
 /// directly, with GNU `././@LongLink` records for long values as GNU tar does.
-fn append_raw<W: Write, R: Read>(
+pub(crate) fn append_raw<W: Write, R: Read>(
     builder: &mut tar::Builder<W>,
     header: &mut Header,
     name: &str,

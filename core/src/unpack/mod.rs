@@ -18,6 +18,17 @@
 //! - files lose setuid and setgid bits (a planted setuid-root file is a privilege escalation
 //!   when ferry runs as root);
 //! - on any failure before commit the target is left exactly as it was.
+//!
+//! Two more things serve a restore into a folder that already holds most of the entry (a
+//! self-hosted runner's workspace, format 2): [`Lander::prober`] tells which files on disk
+//! may be kept as they are (reached without a link, a regular file of the right size; the
+//! caller checks their content) and [`Lander::keep`] accepts one without rewriting it (its
+//! mode and time are put right at commit, through a handle that does not follow links). A
+//! source with a [`Mirror`] also removes, at commit, what lies below its whole roots that the
+//! entry does not hold (except names its excludes match), and replaces a file where the entry
+//! has a folder or a folder where it has a file, so that the tree ends exactly equal to the
+//! entry. Removals are moves aside at commit, put back if the commit fails, and deleted only
+//! once it succeeded. Format-1 restores keep `tar -x` semantics: they never remove anything.
 
 mod stage;
 mod writers;
@@ -57,12 +68,26 @@ pub struct Source {
     pub max_bytes: Option<u64>,
     /// Entries the manifest records; more is a bomb.
     pub max_entries: Option<u64>,
+    /// Make the tree below these roots exactly the entry's (see the module documentation).
+    pub mirror: Option<Mirror>,
+}
+
+/// What a mirroring source removes: names below `roots` (saved whole) that the entry does
+/// not hold, unless `excludes` (the save's) match them.
+pub struct Mirror {
+    pub roots: Vec<String>,
+    pub excludes: globset::GlobSet,
 }
 
 /// What was laid down.
 #[derive(Debug, Default, Clone)]
 pub struct UnpackStats {
+    /// Files written or kept.
     pub files: u64,
+    /// Files already on disk with the right content, kept without rewriting.
+    pub kept: u64,
+    /// Names removed because the entry does not hold them (mirroring restores).
+    pub removed: u64,
     pub dirs: u64,
     pub symlinks: u64,
     pub bytes: u64,
@@ -457,6 +482,10 @@ impl Lander {
                 }
                 true
             }
+            Ok(_) if self.mirroring() => {
+                self.remove_at_commit(dest.clone());
+                false
+            }
             Ok(_) => {
                 return Err(ArchiveError::Conflict {
                     path: dest.display().to_string(),
@@ -552,9 +581,9 @@ impl Lander {
         Ok((actual, true))
     }
 
-    /// Where the file or link `name` is written until commit: straight to its name inside a
-    /// folder this restore made, else a temporary name beside it, renamed at commit.
-    fn place(&mut self, name: &str) -> Result<(PathBuf, Option<usize>), ArchiveError> {
+    /// The folder `name` goes in (made or staged if missing), whether this restore made it,
+    /// and `name`'s destination.
+    fn parent_of(&mut self, name: &str) -> Result<(PathBuf, bool, PathBuf), ArchiveError> {
         let dest = (self.src().resolve)(name);
         let is_root = rules::root_of(name, &self.src().roots) == Some(name);
         let (dir, fresh) = if is_root {
@@ -573,6 +602,33 @@ impl Lander {
             })?;
             self.folder(p)?
         };
+        Ok((dir, fresh, dest))
+    }
+
+    /// True when the current source makes its tree exactly the entry's.
+    fn mirroring(&self) -> bool {
+        self.src().mirror.is_some()
+    }
+
+    /// Moves `path` aside at commit (it is deleted once the commit succeeded).
+    fn remove_at_commit(&mut self, path: PathBuf) {
+        let Some(dir) = path.parent().map(Path::to_path_buf) else {
+            return;
+        };
+        let aside = self.temp_name(&dir);
+        self.plan.touch(&dir);
+        self.plan.removals.push(stage::Removal {
+            path,
+            aside,
+            moved: false,
+        });
+        self.stats.removed += 1;
+    }
+
+    /// Where the file or link `name` is written until commit: straight to its name inside a
+    /// folder this restore made, else a temporary name beside it, renamed at commit.
+    fn place(&mut self, name: &str) -> Result<(PathBuf, Option<usize>), ArchiveError> {
+        let (dir, fresh, dest) = self.parent_of(name)?;
         let file_name = dest.file_name().ok_or_else(|| ArchiveError::Conflict {
             path: dest.display().to_string(),
             reason: "it has no file name".into(),
@@ -582,11 +638,21 @@ impl Lander {
             self.record_staged(name, actual.clone(), None);
             return Ok((actual, None));
         }
-        if self.dirs.contains_key(&dest) || fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
+        if self.dirs.contains_key(&dest) {
             return Err(ArchiveError::Conflict {
                 path: dest.display().to_string(),
                 reason: "a folder is there and the entry is a file; remove the folder first".into(),
             });
+        }
+        if fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
+            if !self.mirroring() {
+                return Err(ArchiveError::Conflict {
+                    path: dest.display().to_string(),
+                    reason: "a folder is there and the entry is a file; remove the folder first"
+                        .into(),
+                });
+            }
+            self.remove_at_commit(dest.clone());
         }
         let tmp = self.temp_name(&dir);
         self.plan.touch(&dir);
@@ -598,6 +664,64 @@ impl Lander {
         let i = self.plan.renames.len() - 1;
         self.record_staged(name, tmp.clone(), Some(i));
         Ok((tmp, Some(i)))
+    }
+
+    /// What the current source may ask about the tree on disk before it lays entries down.
+    pub fn prober(&self) -> Prober<'_> {
+        Prober {
+            source: self.src(),
+            keep_root_links: self.options.keep_root_links,
+        }
+    }
+
+    /// A regular file of `size` bytes already at `raw`'s place, kept as it is: the caller
+    /// checked its content against the entry's. With `fix`, its mode and time are set at
+    /// commit where they differ. Counts against the source's bounds like [`Lander::file`].
+    pub fn keep(
+        &mut self,
+        raw: &[u8],
+        mode: u32,
+        mtime: i64,
+        size: u64,
+        fix: bool,
+    ) -> Result<(), ArchiveError> {
+        self.count_bytes(raw, size)?;
+        let name = self.enter(raw, &Kind::File)?;
+        // The prober opened the file without following a link and its content was checked;
+        // its folder must still be the one it was found in (not one this restore makes).
+        let (_, fresh, dest) = self.parent_of(&name)?;
+        if fresh {
+            return Err(ArchiveError::Conflict {
+                path: dest.display().to_string(),
+                reason: "it changed while it was being restored; restore again".into(),
+            });
+        }
+        if fix {
+            self.plan.kept.push((dest, restored_mode(mode), mtime));
+        }
+        self.stats.files += 1;
+        self.stats.kept += 1;
+        Ok(())
+    }
+
+    fn count_bytes(&mut self, raw: &[u8], size: u64) -> Result<(), ArchiveError> {
+        let cur = self.current();
+        let state = self
+            .sources
+            .get_mut(cur)
+            .ok_or_else(|| ArchiveError::Internal {
+                what: "a file arrived before its source".into(),
+            })?;
+        state.bytes = state.bytes.saturating_add(size);
+        if let Some(max) = state.source.max_bytes {
+            if state.bytes > max {
+                return Err(unsafe_entry(
+                    raw,
+                    format!("the data unpacks to more than the {max} bytes its manifest records"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn record_staged(&mut self, name: &str, path: PathBuf, rename: Option<usize>) {
@@ -629,22 +753,7 @@ impl Lander {
         data: &mut dyn Read,
         read_error: &dyn Fn(std::io::Error) -> ArchiveError,
     ) -> Result<(), ArchiveError> {
-        let cur = self.current();
-        let state = self
-            .sources
-            .get_mut(cur)
-            .ok_or_else(|| ArchiveError::Internal {
-                what: "a file arrived before its source".into(),
-            })?;
-        state.bytes = state.bytes.saturating_add(size);
-        if let Some(max) = state.source.max_bytes {
-            if state.bytes > max {
-                return Err(unsafe_entry(
-                    raw,
-                    format!("the data unpacks to more than the {max} bytes its manifest records"),
-                ));
-            }
-        }
+        self.count_bytes(raw, size)?;
         let name = self.enter(raw, &Kind::File)?;
         let (path, _) = self.place(&name)?;
         let mode = restored_mode(mode);
@@ -735,6 +844,7 @@ impl Lander {
         }
         self.make_links(|_| true)?;
         self.judge_links()?;
+        self.stage_extras()?;
         Ok(Landed {
             plan: std::mem::take(&mut self.plan),
             stats: std::mem::take(&mut self.stats),
@@ -781,6 +891,90 @@ impl Lander {
         Ok(())
     }
 
+    /// For every mirroring source: moves aside, at commit, what lies below its whole roots on
+    /// disk that no source holds, except names its excludes match and this restore's own
+    /// staged names. Nothing is followed: a link is removed as a link.
+    fn stage_extras(&mut self) -> Result<(), ArchiveError> {
+        let mut extras = Vec::new();
+        for state in &self.sources {
+            let Some(mirror) = &state.source.mirror else {
+                continue;
+            };
+            for root in &mirror.roots {
+                if !matches!(
+                    self.names.get(root.as_str()),
+                    Some(Named {
+                        kind: Kind::Dir { .. },
+                        ..
+                    })
+                ) {
+                    continue;
+                }
+                let dest = (state.source.resolve)(root);
+                if !matches!(self.dirs.get(&dest), Some(Dir::Existing)) {
+                    continue;
+                }
+                let mut it = walkdir::WalkDir::new(&dest)
+                    .min_depth(1)
+                    .follow_links(false)
+                    .into_iter();
+                while let Some(entry) = it.next() {
+                    let entry = entry.map_err(|e| ArchiveError::Io {
+                        op: "read the folder",
+                        path: e
+                            .path()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_else(|| dest.display().to_string()),
+                        source: e
+                            .into_io_error()
+                            .unwrap_or_else(|| std::io::Error::other("filesystem loop")),
+                    })?;
+                    let is_dir = entry.file_type().is_dir();
+                    let ours = entry
+                        .file_name()
+                        .to_str()
+                        .is_some_and(|n| n.starts_with(&self.tag));
+                    let rel = entry
+                        .path()
+                        .strip_prefix(&dest)
+                        .ok()
+                        .and_then(|r| crate::paths::to_slash(r).ok());
+                    let Some(rel) = rel.filter(|_| !ours) else {
+                        if is_dir {
+                            it.skip_current_dir();
+                        }
+                        continue;
+                    };
+                    let name = if root == "." {
+                        rel
+                    } else {
+                        format!("{root}/{rel}")
+                    };
+                    if mirror.excludes.is_match(&name) {
+                        if is_dir {
+                            it.skip_current_dir();
+                        }
+                        continue;
+                    }
+                    if self.names.contains_key(&name) {
+                        continue;
+                    }
+                    let ft = entry.file_type();
+                    if ft.is_file() || ft.is_symlink() || is_dir {
+                        extras.push(entry.path().to_path_buf());
+                    }
+                    if is_dir {
+                        it.skip_current_dir();
+                    }
+                }
+            }
+        }
+        for path in extras {
+            self.remove_at_commit(path);
+        }
+        Ok(())
+    }
+
     /// What is at `name` once this restore is in place: its own entries first, else what is
     /// on disk (unless a folder on the way is one this restore makes, which holds nothing else).
     fn node(&self, name: &str, source: usize) -> Node {
@@ -814,6 +1008,68 @@ fn link_on_disk(path: &Path) -> Node {
             Err(_) => Node::Other,
         },
         _ => Node::Other,
+    }
+}
+
+/// Read-only questions about the tree on disk, asked for the current source before its
+/// entries arrive; safe to ask from several threads at once.
+pub struct Prober<'a> {
+    source: &'a Source,
+    keep_root_links: bool,
+}
+
+impl Prober<'_> {
+    /// The file at `name`'s place, opened for reading, when it may be kept as it is: a
+    /// regular file of `size` bytes reached without a symlink below its root (the root
+    /// itself a link only with `keep_root_links`), as [`Lander::keep`] will find it. The
+    /// caller compares its content with the entry's.
+    pub fn existing(
+        &self,
+        name: &str,
+        size: u64,
+        folders: &mut HashSet<String>,
+    ) -> Option<(fs::File, fs::Metadata)> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let name = rules::check_name(name.as_bytes(), &self.source.roots).ok()?;
+        let root = rules::root_of(&name, &self.source.roots)?.to_string();
+        if name == root {
+            return None;
+        }
+        // Every folder from the root down to the file's must be a real folder (`folders`
+        // remembers those already checked by this caller).
+        let mut below = Vec::new();
+        let mut a = parent_name(&name)?;
+        loop {
+            if folders.contains(a) {
+                break;
+            }
+            below.push(a);
+            if a == root {
+                break;
+            }
+            a = parent_name(a)?;
+        }
+        for folder in below.iter().rev() {
+            let path = (self.source.resolve)(folder);
+            let m = fs::symlink_metadata(&path).ok()?;
+            let ok = m.is_dir()
+                || (*folder == root
+                    && self.keep_root_links
+                    && m.file_type().is_symlink()
+                    && fs::metadata(&path).is_ok_and(|t| t.is_dir()));
+            if !ok {
+                return None;
+            }
+            folders.insert(folder.to_string());
+        }
+        let dest = (self.source.resolve)(&name);
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(dest)
+            .ok()?;
+        let m = file.metadata().ok()?;
+        (m.file_type().is_file() && m.len() == size).then_some((file, m))
     }
 }
 
@@ -904,6 +1160,7 @@ mod tests {
             resolve: Box::new(move |n: &str| base.join(n)),
             max_bytes: None,
             max_entries: None,
+            mirror: None,
         }
     }
 
@@ -1073,6 +1330,7 @@ mod tests {
                 resolve: Box::new(move |n: &str| base.join(n.trim_start_matches('/'))),
                 max_bytes: None,
                 max_entries: None,
+                mirror: None,
             });
             let result = (|| {
                 lander.dir(b"/abs/", 0o755, 0)?;

@@ -29,6 +29,15 @@ pub(crate) struct Rename {
     pub live: bool,
 }
 
+/// Something on disk the entry does not hold, moved aside at commit and deleted once the
+/// commit succeeded (put back if it failed).
+#[derive(Debug)]
+pub(crate) struct Removal {
+    pub path: PathBuf,
+    pub aside: PathBuf,
+    pub moved: bool,
+}
+
 /// A new folder built under a temporary name.
 #[derive(Debug)]
 pub(crate) struct Folder {
@@ -50,6 +59,10 @@ pub(crate) struct Plan {
     pub touched: HashMap<PathBuf, (FileTime, FileTime)>,
     /// The paths [`Plan::touch`] was given (a folder may be reached through a link too).
     pub seen: HashSet<PathBuf>,
+    /// What a mirroring restore removes, moved aside first at commit.
+    pub removals: Vec<Removal>,
+    /// Files kept as they were, with the mode and mtime the entry gives them.
+    pub kept: Vec<(PathBuf, u32, i64)>,
 }
 
 impl Plan {
@@ -90,6 +103,49 @@ impl Plan {
     pub fn commit(&mut self) -> Result<(), ArchiveError> {
         self.touched.clear();
         self.seen.clear();
+        if let Err(e) = self.move_aside() {
+            self.put_back();
+            return Err(e);
+        }
+        if let Err(e) = self.move_staged() {
+            self.put_back();
+            return Err(e);
+        }
+        // Deleted once everything moved in, before folder times are set (a deletion changes
+        // its folder's time). `remove_dir_all` does not follow links inside the folder.
+        for r in self.removals.drain(..) {
+            let _ = if fs::symlink_metadata(&r.aside).is_ok_and(|m| m.is_dir()) {
+                fs::remove_dir_all(&r.aside)
+            } else {
+                fs::remove_file(&r.aside)
+            };
+        }
+        self.set_meta()
+    }
+
+    /// Moves every removal aside, beside where it is (a rename: no link is followed).
+    fn move_aside(&mut self) -> Result<(), ArchiveError> {
+        for r in &mut self.removals {
+            fs::rename(&r.path, &r.aside).map_err(|source| ArchiveError::Io {
+                op: "remove",
+                path: r.path.display().to_string(),
+                source,
+            })?;
+            r.moved = true;
+        }
+        Ok(())
+    }
+
+    /// Puts back what was moved aside, after a failed commit.
+    fn put_back(&mut self) {
+        for r in self.removals.drain(..).rev() {
+            if r.moved {
+                let _ = fs::rename(&r.aside, &r.path);
+            }
+        }
+    }
+
+    fn move_staged(&mut self) -> Result<(), ArchiveError> {
         let renames: Vec<(PathBuf, PathBuf)> = self
             .renames
             .drain(..)
@@ -111,10 +167,17 @@ impl Plan {
                 return Err(e);
             }
         }
+        Ok(())
+    }
+
+    fn set_meta(&mut self) -> Result<(), ArchiveError> {
         let mut meta: Vec<(PathBuf, (u32, i64))> = self.dir_meta.drain().collect();
         meta.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
         for (dir, (mode, mtime)) in meta {
             set_folder_meta(&dir, mode, mtime)?;
+        }
+        for (file, mode, mtime) in std::mem::take(&mut self.kept) {
+            set_file_meta(&file, mode, mtime)?;
         }
         Ok(())
     }
@@ -132,6 +195,8 @@ impl Plan {
         }
         self.dir_meta.clear();
         self.seen.clear();
+        self.kept.clear();
+        self.removals.clear();
         for (dir, (atime, mtime)) in self.touched.drain() {
             if let Ok(handle) = open_folder(&dir) {
                 let _ = filetime::set_file_handle_times(&handle, Some(atime), Some(mtime));
@@ -183,11 +248,51 @@ fn set_folder_meta(dir: &Path, mode: u32, mtime: i64) -> Result<(), ArchiveError
         }
     };
     let handle = open_folder(dir).map_err(io("open the folder"))?;
-    handle
-        .set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(io("set the mode of"))?;
-    filetime::set_file_handle_times(&handle, None, Some(FileTime::from_unix_time(mtime, 0)))
-        .map_err(io("set the time of"))
+    // A folder already right (a restore into a tree holding the entry) is left untouched.
+    let now = handle.metadata().map_err(io("look at"))?;
+    if now.permissions().mode() & 0o7777 != mode {
+        handle
+            .set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(io("set the mode of"))?;
+    }
+    if FileTime::from_last_modification_time(&now) != FileTime::from_unix_time(mtime, 0) {
+        filetime::set_file_handle_times(&handle, None, Some(FileTime::from_unix_time(mtime, 0)))
+            .map_err(io("set the time of"))?;
+    }
+    Ok(())
+}
+
+/// Sets a kept file's mode and mtime where they differ, through a handle opened without
+/// following a link.
+fn set_file_meta(file: &Path, mode: u32, mtime: i64) -> Result<(), ArchiveError> {
+    let io = |op| {
+        move |source| ArchiveError::Io {
+            op,
+            path: file.display().to_string(),
+            source,
+        }
+    };
+    let handle = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(file)
+        .map_err(io("open"))?;
+    let m = handle.metadata().map_err(io("look at"))?;
+    if !m.file_type().is_file() {
+        return Err(io("keep")(std::io::Error::other(
+            "it is no longer a regular file",
+        )));
+    }
+    if m.permissions().mode() & 0o7777 != mode {
+        handle
+            .set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(io("set the mode of"))?;
+    }
+    if FileTime::from_last_modification_time(&m).unix_seconds() != mtime {
+        filetime::set_file_handle_times(&handle, None, Some(FileTime::from_unix_time(mtime, 0)))
+            .map_err(io("set the time of"))?;
+    }
+    Ok(())
 }
 
 /// Opens a folder itself, failing on a symlink rather than following it.

@@ -160,14 +160,14 @@ async fn render_prune(app: &App, project: &str) -> Result<Markup, PageError> {
                 .map_err(|e| PageError::from_error("what prune would delete", &e))?,
         );
     }
+    let within = manifest::project_dir(project);
+    let markers = app
+        .store
+        .list(&format!("{within}/{}", retention::UNUSED_DIR))
+        .await
+        .map_err(|e| PageError::from_error("what prune would delete", &e))?;
     let now = Utc::now();
-    let plan = retention::plan(
-        surveys,
-        now,
-        None,
-        app.req.prune_grace,
-        &manifest::project_dir(project),
-    );
+    let plan = retention::plan(surveys, &markers, now, None, app.req.prune_grace, &within);
     let bytes: u64 = plan.removals.iter().map(|(r, _)| r.bytes).sum();
     Ok(html! {
         p.summary #prune-summary {

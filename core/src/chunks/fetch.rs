@@ -1,0 +1,539 @@
+//! Getting the blocks a restore needs: which blocks to load and in what order (a plan that
+//! the reading side replays exactly), the byte ranges that carry them (adjacent blocks of a
+//! pack in one request), and the threads and tasks that fetch those ranges, decompress each
+//! block and check every chunk of it the restore uses against its hash.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::StreamExt;
+
+use super::index::Index;
+use crate::archive::ArchiveError;
+use crate::store::{Store, StoreError};
+
+/// Decompressed blocks kept for reuse while a restore runs.
+const RESIDENT_BLOCKS: usize = 8;
+/// Bytes of chunks kept because a later file uses them again (a file stored twice).
+const RETAINED_BYTES: usize = 8 * 1024 * 1024;
+/// Unneeded bytes between two blocks still fetched in one request rather than two.
+const GAP: u64 = 64 * 1024;
+/// The largest request.
+const RANGE_MAX: u64 = 2 * 1024 * 1024;
+/// Requests in flight on a remote store.
+const REMOTE_CONCURRENCY: usize = 6;
+/// Threads decompressing and checking blocks.
+const DECOMPRESSORS: usize = 4;
+/// Decompressed blocks queued for the reading side.
+const DECOMPRESSED_QUEUE: usize = 4;
+
+/// Where the next use of a chunk comes from, as decided by [`Residency::next`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Step {
+    /// From the chunks kept for reuse.
+    pub retained: bool,
+    /// Its block must be taken from the stream of loads first.
+    pub load: bool,
+    /// Keep a copy of the chunk after this use.
+    pub retain: bool,
+    /// A kept chunk's last use: forget it after this one.
+    pub release: bool,
+}
+
+/// Which blocks are at hand and which chunks are kept: replayed identically by the plan
+/// (to know what to load) and by the reader (to know what it gets), so both agree on every
+/// load without talking to each other.
+pub(crate) struct Residency {
+    blocks: VecDeque<u32>,
+    retained: HashSet<u32>,
+    retained_bytes: usize,
+    uses_left: Vec<u32>,
+}
+
+impl Residency {
+    /// `uses[c]`: how many times chunk `c` is read in this restore.
+    pub fn new(uses: Vec<u32>) -> Self {
+        Self {
+            blocks: VecDeque::new(),
+            retained: HashSet::new(),
+            retained_bytes: 0,
+            uses_left: uses,
+        }
+    }
+
+    /// The next use of chunk `c` (of `len` bytes, in block `block`); `evicted` gets the
+    /// blocks no longer at hand.
+    pub fn next(&mut self, c: u32, block: u32, len: usize, evicted: &mut Vec<u32>) -> Step {
+        let left = &mut self.uses_left[c as usize];
+        *left = left.saturating_sub(1);
+        let left = *left;
+        if self.retained.contains(&c) {
+            let release = left == 0;
+            if release {
+                self.retained.remove(&c);
+                self.retained_bytes -= len;
+            }
+            return Step {
+                retained: true,
+                load: false,
+                retain: false,
+                release,
+            };
+        }
+        let load = match self.blocks.iter().position(|&b| b == block) {
+            Some(i) => {
+                self.blocks.remove(i);
+                self.blocks.push_back(block);
+                false
+            }
+            None => {
+                self.blocks.push_back(block);
+                if self.blocks.len() > RESIDENT_BLOCKS {
+                    evicted.extend(self.blocks.pop_front());
+                }
+                true
+            }
+        };
+        let retain = left > 0 && self.retained_bytes + len <= RETAINED_BYTES;
+        if retain {
+            self.retained.insert(c);
+            self.retained_bytes += len;
+        }
+        Step {
+            retained: false,
+            load,
+            retain,
+            release: false,
+        }
+    }
+}
+
+/// The blocks to load, in order, for reading `files` (each a list of chunks) in order.
+pub(crate) fn plan_loads(index: &Index, files: &[&[u32]]) -> Vec<u32> {
+    let mut uses = vec![0u32; index.chunks.len()];
+    for f in files {
+        for &c in *f {
+            uses[c as usize] += 1;
+        }
+    }
+    let mut r = Residency::new(uses);
+    let mut loads = Vec::new();
+    let mut evicted = Vec::new();
+    for f in files {
+        for &c in *f {
+            let chunk = &index.chunks[c as usize];
+            let step = r.next(c, chunk.0, chunk.2 as usize, &mut evicted);
+            if step.load {
+                loads.push(chunk.0);
+            }
+            evicted.clear();
+        }
+    }
+    loads
+}
+
+/// One request: bytes `span` of pack `pack`, carrying `blocks` (block, offset in the span).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Request {
+    pub pack: usize,
+    pub span: Range<u64>,
+    pub blocks: Vec<(u32, usize)>,
+}
+
+/// Groups consecutive loads of nearby blocks of one pack into requests.
+pub(crate) fn requests(index: &Index, loads: &[u32]) -> Vec<Request> {
+    let mut out: Vec<Request> = Vec::new();
+    for &b in loads {
+        let block = &index.blocks[b as usize];
+        let span = block.span();
+        if let Some(last) = out.last_mut() {
+            if last.pack == block.pack()
+                && span.start >= last.span.end
+                && span.start - last.span.end <= GAP
+                && span.end - last.span.start <= RANGE_MAX
+            {
+                last.blocks
+                    .push((b, (span.start - last.span.start) as usize));
+                last.span.end = span.end;
+                continue;
+            }
+        }
+        out.push(Request {
+            pack: block.pack(),
+            span: span.clone(),
+            blocks: vec![(b, 0)],
+        });
+    }
+    out
+}
+
+/// A decompressed, checked block, or why there is none.
+pub(crate) type Loaded = Result<(u32, Arc<Vec<u8>>), ArchiveError>;
+
+/// The fetched bytes of one request.
+type Fetched = Result<(usize, bytes::Bytes), Failure>;
+
+/// Why fetching stopped.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    Store(StoreError),
+    Data(ArchiveError),
+}
+
+/// Files of packs on this machine (a local store, or packs downloaded whole from a store
+/// without ranged reads), by pack.
+pub(crate) type LocalPacks = Vec<Option<PathBuf>>;
+
+/// Fetches every request in order and decompresses and checks its blocks on a thread of its
+/// own; the blocks arrive on the returned receiver in load order. `uses[b]` lists the chunks
+/// of block `b` this restore reads, each checked against its hash.
+pub(crate) fn start(
+    store: &Store,
+    index: Arc<Index>,
+    reqs: Vec<Request>,
+    local: LocalPacks,
+    uses: Arc<Vec<Vec<u32>>>,
+) -> (
+    std::sync::mpsc::Receiver<Loaded>,
+    tokio::task::JoinHandle<Option<Failure>>,
+) {
+    let (fetched_tx, mut fetched_rx) = tokio::sync::mpsc::channel::<Fetched>(2);
+    let (loaded_tx, loaded_rx) = std::sync::mpsc::sync_channel::<Loaded>(DECOMPRESSED_QUEUE);
+    let reqs = Arc::new(reqs);
+    // Decompression runs beside fetching and beside the writing of files, on a few threads:
+    // request `i` goes to worker `i % n`, and the results are taken back in the same turn,
+    // so blocks reach the reader in load order with no reordering buffer.
+    {
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, DECOMPRESSORS);
+        let mut inputs = Vec::with_capacity(workers);
+        let mut outputs = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (in_tx, in_rx) = std::sync::mpsc::sync_channel::<Fetched>(1);
+            let (out_tx, out_rx) = std::sync::mpsc::sync_channel::<Vec<Loaded>>(1);
+            let (index, reqs, uses) = (Arc::clone(&index), Arc::clone(&reqs), Arc::clone(&uses));
+            std::thread::spawn(move || {
+                let mut z = zstd::bulk::Decompressor::new().ok();
+                for next in in_rx {
+                    let out = match (next, z.as_mut()) {
+                        (Ok((i, bytes)), Some(z)) => {
+                            let mut out = Vec::with_capacity(reqs[i].blocks.len());
+                            for &(b, off) in &reqs[i].blocks {
+                                let loaded =
+                                    decompress(z, &index, b, &bytes, off, &uses[b as usize]);
+                                let failed = loaded.is_err();
+                                out.push(loaded.map(|d| (b, Arc::new(d))));
+                                if failed {
+                                    break;
+                                }
+                            }
+                            out
+                        }
+                        (Ok(_), None) => vec![Err(ArchiveError::Internal {
+                            what: "no zstd decompressor".into(),
+                        })],
+                        (Err(Failure::Data(e)), _) => vec![Err(e)],
+                        (Err(Failure::Store(e)), _) => vec![Err(ArchiveError::Corrupt {
+                            detail: format!("the store failed: {e}"),
+                        })],
+                    };
+                    if out_tx.send(out).is_err() {
+                        return;
+                    }
+                }
+            });
+            inputs.push(in_tx);
+            outputs.push(out_rx);
+        }
+        std::thread::spawn(move || {
+            let mut n = 0usize;
+            while let Some(next) = fetched_rx.blocking_recv() {
+                if inputs[n % workers].send(next).is_err() {
+                    return;
+                }
+                n += 1;
+            }
+        });
+        std::thread::spawn(move || {
+            let mut n = 0usize;
+            while let Ok(out) = outputs[n % workers].recv() {
+                n += 1;
+                for loaded in out {
+                    let failed = loaded.is_err();
+                    if loaded_tx.send(loaded).is_err() || failed {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    let store = store.clone();
+    let task = tokio::spawn(async move {
+        let all_local = local.iter().all(Option::is_some);
+        if all_local {
+            let reqs = Arc::clone(&reqs);
+            let index = Arc::clone(&index);
+            let sent =
+                tokio::task::spawn_blocking(move || read_local(&index, &reqs, &local, &fetched_tx))
+                    .await;
+            return match sent {
+                Ok(r) => r.err(),
+                Err(_) => Some(Failure::Data(ArchiveError::Internal {
+                    what: "the thread reading packs stopped".into(),
+                })),
+            };
+        }
+        let concurrency = if store.is_remote() {
+            REMOTE_CONCURRENCY
+        } else {
+            2
+        };
+        let futs: Vec<_> = reqs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let store = store.clone();
+                let path = index.packs[r.pack].clone();
+                let span = r.span.clone();
+                async move { store.get_range(&path, span).await.map(|b| (i, b)) }
+            })
+            .collect();
+        let mut stream = futures::stream::iter(futs).buffered(concurrency);
+        while let Some(r) = stream.next().await {
+            let r = match r {
+                Ok((i, b)) if b.len() as u64 == reqs[i].span.end - reqs[i].span.start => Ok((i, b)),
+                Ok((i, b)) => Err(Failure::Data(short(
+                    &index.packs[reqs[i].pack],
+                    &reqs[i].span,
+                    b.len(),
+                ))),
+                Err(e) => Err(Failure::Store(e)),
+            };
+            let failure = match &r {
+                Err(Failure::Store(e)) => Some(Failure::Store(clone_store_error(e))),
+                _ => None,
+            };
+            if fetched_tx.send(r).await.is_err() {
+                return None;
+            }
+            if failure.is_some() {
+                return failure;
+            }
+        }
+        None
+    });
+    (loaded_rx, task)
+}
+
+/// A store error, kept for the caller while a copy of its message goes to the reader.
+fn clone_store_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Request {
+            op,
+            path,
+            url,
+            hint,
+            source,
+        } => StoreError::Request {
+            op,
+            path: path.clone(),
+            url: url.clone(),
+            hint,
+            source: Box::new(crate::store::BackendError::Other(source.to_string().into())),
+        },
+        other => StoreError::InvalidUrl {
+            url: String::new(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn short(pack: &str, span: &Range<u64>, got: usize) -> ArchiveError {
+    ArchiveError::Corrupt {
+        detail: format!(
+            "pack {pack} gave {got} bytes for bytes {}..{} (truncated?)",
+            span.start, span.end
+        ),
+    }
+}
+
+fn read_local(
+    index: &Index,
+    reqs: &[Request],
+    local: &LocalPacks,
+    tx: &tokio::sync::mpsc::Sender<Fetched>,
+) -> Result<(), Failure> {
+    use std::os::unix::fs::FileExt;
+    let mut files: HashMap<usize, std::fs::File> = HashMap::new();
+    for (i, r) in reqs.iter().enumerate() {
+        let path = &index.packs[r.pack];
+        let result = (|| {
+            let file = match files.entry(r.pack) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let on_disk = local[r.pack]
+                        .as_ref()
+                        .ok_or_else(|| ArchiveError::Internal {
+                            what: format!("no local file for pack {path}"),
+                        })?;
+                    v.insert(
+                        std::fs::File::open(on_disk).map_err(|e| ArchiveError::Corrupt {
+                            detail: format!("pack {path} cannot be opened: {e}"),
+                        })?,
+                    )
+                }
+            };
+            let mut buf = vec![0u8; (r.span.end - r.span.start) as usize];
+            file.read_exact_at(&mut buf, r.span.start)
+                .map_err(|_| short(path, &r.span, 0))?;
+            Ok::<_, ArchiveError>(bytes::Bytes::from(buf))
+        })();
+        let failed = result.is_err();
+        let msg = result.map(|b| (i, b)).map_err(Failure::Data);
+        if tx.blocking_send(msg).is_err() || failed {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Decompresses block `b` found at `off` in `bytes` and checks the chunks `uses` of it.
+fn decompress(
+    z: &mut zstd::bulk::Decompressor<'_>,
+    index: &Index,
+    b: u32,
+    bytes: &[u8],
+    off: usize,
+    uses: &[u32],
+) -> Result<Vec<u8>, ArchiveError> {
+    let block = &index.blocks[b as usize];
+    let pack = &index.packs[block.pack()];
+    let stored = bytes
+        .get(off..off + block.stored() as usize)
+        .ok_or_else(|| short(pack, &block.span(), bytes.len().saturating_sub(off)))?;
+    let bad = |e: std::io::Error| ArchiveError::Corrupt {
+        detail: format!(
+            "block at {} of pack {pack} does not decompress: {e}",
+            block.offset()
+        ),
+    };
+    // Only as much of the block as the chunks this restore reads reach is decompressed (a
+    // restore that needs one small file of it stops early).
+    let need = uses
+        .iter()
+        .map(|&c| index.chunks[c as usize].range().end)
+        .max()
+        .unwrap_or(0);
+    if need < block.raw() {
+        use std::io::Read;
+        let mut raw = vec![0u8; need];
+        zstd::stream::read::Decoder::with_buffer(stored)
+            .and_then(|mut d| d.read_exact(&mut raw))
+            .map_err(bad)?;
+        check_chunks(index, pack, block.offset(), &raw, uses)?;
+        return Ok(raw);
+    }
+    let raw = z.decompress(stored, block.raw()).map_err(bad)?;
+    if raw.len() != block.raw() {
+        return Err(ArchiveError::Corrupt {
+            detail: format!(
+                "block at {} of pack {pack} holds {} bytes, its index says {}",
+                block.offset(),
+                raw.len(),
+                block.raw()
+            ),
+        });
+    }
+    check_chunks(index, pack, block.offset(), &raw, uses)?;
+    Ok(raw)
+}
+
+/// Checks every chunk of `uses` in a block's raw bytes against its hash.
+fn check_chunks(
+    index: &Index,
+    pack: &str,
+    offset: u64,
+    raw: &[u8],
+    uses: &[u32],
+) -> Result<(), ArchiveError> {
+    for &c in uses {
+        let chunk = &index.chunks[c as usize];
+        if raw.get(chunk.range()).map(super::ChunkHash::of) != Some(*chunk.hash()) {
+            return Err(ArchiveError::Corrupt {
+                detail: format!(
+                    "chunk {} in the block at {offset} of pack {pack} does not match its hash",
+                    chunk.hash().to_hex(),
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunks::index::{Block, Chunk, INDEX_VERSION};
+    use crate::chunks::{ChunkHash, ChunkerParams};
+
+    fn index(blocks: Vec<Block>, chunks: Vec<(u32, u32)>) -> Index {
+        Index {
+            version: INDEX_VERSION,
+            chunker: ChunkerParams::default(),
+            packs: vec!["a".into(), "b".into()],
+            blocks,
+            chunks: chunks
+                .into_iter()
+                .map(|(b, len)| Chunk(b, 0, len, ChunkHash::of(b"")))
+                .collect(),
+            entries: vec![],
+            whole_roots: vec![],
+            excludes: vec![],
+        }
+    }
+
+    #[test]
+    fn a_block_is_loaded_once_while_it_is_at_hand_and_reused_chunks_are_kept() {
+        let i = index(
+            (0..40).map(|n| Block(0, n * 100, 100, 1000)).collect(),
+            (0..40).map(|n| (n, 10)).collect(),
+        );
+        // Chunk 0 is read first and last, with 30 other blocks between: it is kept.
+        let middle: Vec<u32> = (1..31).collect();
+        let files: Vec<&[u32]> = vec![&[0], &middle, &[0, 30]];
+        let loads = plan_loads(&i, &files);
+        assert_eq!(
+            loads,
+            (0..31).collect::<Vec<_>>(),
+            "chunk 0 is kept, block 30 at hand"
+        );
+    }
+
+    #[test]
+    fn adjacent_blocks_of_one_pack_share_a_request_and_others_do_not() {
+        let i = index(
+            vec![
+                Block(0, 0, 100, 1000),
+                Block(0, 100, 100, 1000),
+                Block(0, 100 + 100 + GAP + 1, 100, 1000),
+                Block(1, 300, 100, 1000),
+            ],
+            vec![],
+        );
+        let r = requests(&i, &[0, 1, 2, 3, 0]);
+        let spans: Vec<_> = r.iter().map(|r| (r.pack, r.span.clone())).collect();
+        assert_eq!(
+            spans,
+            [
+                (0, 0..200),
+                (0, 100 + 100 + GAP + 1..100 + 100 + GAP + 101),
+                (1, 300..400),
+                (0, 0..100)
+            ]
+        );
+        assert_eq!(r[0].blocks, [(0, 0), (1, 100)]);
+    }
+}

@@ -1,0 +1,588 @@
+//! Saving a chunked entry: walk the roots (the same walk as a tar archive), cut each file into
+//! chunks, keep the chunks the store already holds where they are, and gather the new ones
+//! into blocks that a pool of threads compresses and one writer appends, in order, to new
+//! packs of about [`PACK_TARGET`] bytes. The index goes last. Nothing is in memory whole but
+//! the index; every pack is streamed.
+//!
+//! Threads: the walker (reads, cuts, hashes and dedupes), one compressor per core, a thread
+//! putting compressed blocks back in order, and the pack writers of `transfer::upload`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+
+use super::index::{self, Block, Chunk, Entry, INDEX_VERSION, Index, Kind};
+use super::known::Known;
+use super::{BLOCK_TARGET, ChunkHash, ChunkerParams, Cutter, PACK_TARGET, PackRef, merge_ranges};
+use crate::archive::{self, ArchiveError, EntryKind, PackSpec, PackStats};
+use crate::entry::EntryError;
+use crate::manifest::DataRef;
+use crate::store::Store;
+use crate::transfer;
+
+/// Where and how a save writes its chunks.
+pub struct ChunkedPack {
+    /// Folder new packs are written to.
+    pub packs_dir: String,
+    /// The index object to write.
+    pub index_rel: String,
+    /// Chunks the store already holds, as far as this job knows.
+    pub known: Known,
+    /// zstd level of the blocks.
+    pub level: i32,
+    /// Roots saved whole (plain paths) and the exclude patterns, recorded in the index.
+    pub whole_roots: Vec<String>,
+    pub excludes: Vec<String>,
+}
+
+/// What a chunked save wrote.
+#[derive(Debug, Clone)]
+pub struct PackOutcome {
+    /// The index object.
+    pub data: DataRef,
+    /// Every pack the entry references, with the ranges it uses.
+    pub packs: Vec<PackRef>,
+    /// Packs this save wrote (to remove if it does not publish).
+    pub new_packs: Vec<String>,
+    /// Bytes written to the store: new packs and the index.
+    pub uploaded_bytes: u64,
+    /// Objects written: new packs and the index.
+    pub objects_written: u64,
+    /// Bytes of file content found in the store already.
+    pub reused_bytes: u64,
+    pub stats: PackStats,
+    pub listing: Vec<(String, EntryKind)>,
+}
+
+/// New blocks by sequence number, raw, as the walker sends them.
+type RawBlocks = Receiver<(u32, Vec<u8>)>;
+
+/// Raw blocks waiting for a compressor, and compressed ones waiting for the writer.
+const QUEUE: usize = 4;
+/// Bytes read from a file at a time; at least four of the largest chunk.
+const READ_BUF: usize = 1024 * 1024;
+
+/// Where a chunk of the new index lies while the save runs.
+#[derive(Clone, Copy)]
+enum Loc {
+    /// In new block `seq`.
+    New { seq: u32 },
+    /// In block `block` of [`Known::blocks`].
+    Known { block: u32 },
+}
+
+struct NewChunk {
+    loc: Loc,
+    offset: u32,
+    len: u32,
+    hash: ChunkHash,
+}
+
+/// What the walker made.
+struct Walked {
+    entries: Vec<Entry>,
+    chunks: Vec<NewChunk>,
+    stats: PackStats,
+    listing: Vec<(String, EntryKind)>,
+    reused_bytes: u64,
+}
+
+struct Walker<'a> {
+    cutter: Cutter,
+    known: &'a Known,
+    seen: HashMap<ChunkHash, u32>,
+    chunks: Vec<NewChunk>,
+    block: Vec<u8>,
+    seq: u32,
+    tx: SyncSender<(u32, Vec<u8>)>,
+    reused_bytes: u64,
+}
+
+fn stopped() -> ArchiveError {
+    ArchiveError::Write(std::io::Error::new(
+        std::io::ErrorKind::BrokenPipe,
+        "the upload stopped",
+    ))
+}
+
+impl Walker<'_> {
+    fn chunk(&mut self, data: &[u8]) -> Result<u32, ArchiveError> {
+        let hash = ChunkHash::of(data);
+        if let Some(&i) = self.seen.get(&hash) {
+            return Ok(i);
+        }
+        let len = data.len() as u32;
+        let (loc, offset) = match self.known.get(&hash) {
+            Some(p) if p.len == len => {
+                self.reused_bytes += u64::from(len);
+                (Loc::Known { block: p.block }, p.offset)
+            }
+            _ => {
+                let offset = self.block.len() as u32;
+                self.block.extend_from_slice(data);
+                let loc = Loc::New { seq: self.seq };
+                if self.block.len() >= BLOCK_TARGET {
+                    self.flush()?;
+                }
+                (loc, offset)
+            }
+        };
+        let i = self.chunks.len() as u32;
+        self.chunks.push(NewChunk {
+            loc,
+            offset,
+            len,
+            hash,
+        });
+        self.seen.insert(hash, i);
+        Ok(i)
+    }
+
+    fn flush(&mut self) -> Result<(), ArchiveError> {
+        if self.block.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK_TARGET * 5 / 4));
+        self.tx.send((self.seq, full)).map_err(|_| stopped())?;
+        self.seq += 1;
+        Ok(())
+    }
+
+    /// Cuts exactly `size` bytes of the file into chunks. A file that shrinks while it is
+    /// read is an error; one that grows is cut at `size`, as a tar header fixes it.
+    fn file(&mut self, path: &Path, size: u64, buf: &mut [u8]) -> Result<Vec<u32>, ArchiveError> {
+        let io = |op: &'static str| {
+            let path = path.display().to_string();
+            move |source| ArchiveError::Io { op, path, source }
+        };
+        let mut file = File::open(path).map_err(io("open"))?.take(size);
+        let mut out = Vec::new();
+        let (mut start, mut filled) = (0usize, 0usize);
+        let mut left = size;
+        let max = self.cutter.max();
+        loop {
+            if filled - start < max && left > 0 {
+                buf.copy_within(start..filled, 0);
+                filled -= start;
+                start = 0;
+                while filled < buf.len() && left > 0 {
+                    let n = file.read(&mut buf[filled..]).map_err(io("read"))?;
+                    if n == 0 {
+                        return Err(io("read")(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "it shrank while it was being saved",
+                        )));
+                    }
+                    filled += n;
+                    left -= n as u64;
+                }
+            }
+            if start == filled {
+                break;
+            }
+            let n = self.cutter.cut(&buf[start..filled]);
+            out.push(self.chunk(&buf[start..start + n])?);
+            start += n;
+        }
+        Ok(out)
+    }
+}
+
+/// Walks the spec and cuts every file, sending new blocks to `tx`.
+fn walk(
+    spec: &PackSpec,
+    known: &Known,
+    tx: SyncSender<(u32, Vec<u8>)>,
+) -> Result<Walked, ArchiveError> {
+    let mut w = Walker {
+        cutter: Cutter::default(),
+        known,
+        seen: HashMap::new(),
+        chunks: Vec::new(),
+        block: Vec::with_capacity(BLOCK_TARGET * 5 / 4),
+        seq: 0,
+        tx,
+        reused_bytes: 0,
+    };
+    let mut entries = Vec::new();
+    let mut stats = PackStats::default();
+    let mut listing = Vec::new();
+    let mut links: HashMap<String, String> = HashMap::new();
+    let mut inodes: HashMap<(u64, u64), String> = HashMap::new();
+    let mut buf = vec![0u8; READ_BUF];
+    archive::walk(spec, &mut |name, path, meta| {
+        let ft = meta.file_type();
+        let mode = meta.permissions().mode() & 0o7777;
+        let mtime = meta.mtime();
+        let (entry, kind) = if ft.is_dir() {
+            stats.dirs += 1;
+            let e = Entry {
+                name: name.to_string(),
+                kind: Kind::Dir,
+                mode,
+                mtime,
+                size: 0,
+                chunks: Vec::new(),
+                target: None,
+            };
+            (e, EntryKind::Dir)
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(path).map_err(|source| ArchiveError::Io {
+                op: "read the link",
+                path: path.display().to_string(),
+                source,
+            })?;
+            let target = target
+                .to_str()
+                .ok_or_else(|| ArchiveError::Io {
+                    op: "pack",
+                    path: path.display().to_string(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "link target is not UTF-8",
+                    ),
+                })?
+                .to_string();
+            stats.symlinks += 1;
+            links.insert(name.to_string(), target.clone());
+            let e = Entry {
+                name: name.to_string(),
+                kind: Kind::Symlink,
+                mode: 0,
+                mtime,
+                size: 0,
+                chunks: Vec::new(),
+                target: Some(target),
+            };
+            (e, EntryKind::Symlink)
+        } else if ft.is_file() && meta.nlink() > 1 && inodes.contains_key(&(meta.dev(), meta.ino()))
+        {
+            // Another name of a file already stored: a hard link to its first name.
+            let first = inodes[&(meta.dev(), meta.ino())].clone();
+            stats.files += 1;
+            let e = Entry {
+                name: name.to_string(),
+                kind: Kind::Hardlink,
+                mode: 0,
+                mtime,
+                size: 0,
+                chunks: Vec::new(),
+                target: Some(first),
+            };
+            (e, EntryKind::File)
+        } else if ft.is_file() {
+            if meta.nlink() > 1 {
+                inodes.insert((meta.dev(), meta.ino()), name.to_string());
+            }
+            let size = meta.len();
+            let chunks = w.file(path, size, &mut buf)?;
+            stats.files += 1;
+            stats.bytes += size;
+            let e = Entry {
+                name: name.to_string(),
+                kind: Kind::File,
+                mode,
+                mtime,
+                size,
+                chunks,
+                target: None,
+            };
+            (e, EntryKind::File)
+        } else {
+            // Sockets, fifos and devices are not cache material, as in a tar entry.
+            return Ok(());
+        };
+        stats.entries += 1;
+        listing.push((name.to_string(), kind));
+        entries.push(entry);
+        Ok(())
+    })?;
+    w.flush()?;
+    stats.links_out = archive::links_out(&links, &spec.paths);
+    Ok(Walked {
+        entries,
+        chunks: w.chunks,
+        stats,
+        listing,
+        reused_bytes: w.reused_bytes,
+    })
+}
+
+/// Compresses raw blocks from `rx` until it closes.
+fn compress(
+    rx: Arc<Mutex<RawBlocks>>,
+    tx: SyncSender<(u32, Vec<u8>, u32)>,
+    level: i32,
+) -> Result<(), ArchiveError> {
+    let mut z = zstd::bulk::Compressor::new(level).map_err(ArchiveError::Write)?;
+    loop {
+        let next = match rx.lock() {
+            Ok(r) => r.recv(),
+            Err(_) => return Err(stopped()),
+        };
+        let Ok((seq, raw)) = next else {
+            return Ok(());
+        };
+        let out = z.compress(&raw).map_err(ArchiveError::Write)?;
+        tx.send((seq, out, raw.len() as u32))
+            .map_err(|_| stopped())?;
+    }
+}
+
+/// Puts compressed blocks back in the walker's order.
+fn reorder(rx: Receiver<(u32, Vec<u8>, u32)>, tx: tokio::sync::mpsc::Sender<(Vec<u8>, u32)>) {
+    let mut pending: BTreeMap<u32, (Vec<u8>, u32)> = BTreeMap::new();
+    let mut next = 0u32;
+    for (seq, data, raw) in rx {
+        pending.insert(seq, (data, raw));
+        while let Some(b) = pending.remove(&next) {
+            if tx.blocking_send(b).is_err() {
+                return;
+            }
+            next += 1;
+        }
+    }
+}
+
+/// Saves the spec's tree as a chunked entry: new packs first, then the index. On failure
+/// every pack written is removed (best effort) and no index is written.
+pub async fn pack(
+    store: &Store,
+    spec: PackSpec,
+    target: ChunkedPack,
+) -> Result<PackOutcome, EntryError> {
+    let ChunkedPack {
+        packs_dir,
+        index_rel,
+        known,
+        level,
+        whole_roots,
+        excludes,
+    } = target;
+    let known = Arc::new(known);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (raw_tx, raw_rx) = sync_channel::<(u32, Vec<u8>)>(QUEUE);
+    let (z_tx, z_rx) = sync_channel::<(u32, Vec<u8>, u32)>(QUEUE);
+    let (ordered_tx, mut ordered_rx) = tokio::sync::mpsc::channel::<(Vec<u8>, u32)>(QUEUE);
+    let walker = {
+        let known = Arc::clone(&known);
+        std::thread::spawn(move || walk(&spec, &known, raw_tx))
+    };
+    let raw_rx = Arc::new(Mutex::new(raw_rx));
+    let compressors: Vec<_> = (0..threads)
+        .map(|_| {
+            let (rx, tx) = (Arc::clone(&raw_rx), z_tx.clone());
+            std::thread::spawn(move || compress(rx, tx, level))
+        })
+        .collect();
+    drop(z_tx);
+    let orderer = std::thread::spawn(move || reorder(z_rx, ordered_tx));
+
+    // Blocks by sequence number: (pack, offset, stored, raw).
+    let mut placed: Vec<Block> = Vec::new();
+    let mut new_packs: Vec<(String, u64)> = Vec::new();
+    let mut upload_error: Option<EntryError> = None;
+    while let Some(first) = ordered_rx.recv().await {
+        let rel = format!("{packs_dir}/{}.pack", crate::manifest::new_id());
+        let pack_no = new_packs.len() as u32;
+        let result = transfer::upload(store, &rel, move |out| {
+            let mut locs = Vec::new();
+            let mut written = 0u64;
+            let mut next = Some(first);
+            while let Some((data, raw)) = next.take() {
+                out.write_all(&data).map_err(ArchiveError::Write)?;
+                locs.push(Block(pack_no, written, data.len() as u32, raw));
+                written += data.len() as u64;
+                if written < PACK_TARGET {
+                    next = ordered_rx.blocking_recv();
+                }
+            }
+            Ok::<_, ArchiveError>((ordered_rx, locs))
+        })
+        .await;
+        match result {
+            Ok(((rx, locs), data)) => {
+                ordered_rx = rx;
+                placed.extend(locs);
+                new_packs.push((rel, data.size));
+            }
+            Err(e) => {
+                upload_error = Some(e.into());
+                break;
+            }
+        }
+    }
+    // Whatever happened, the threads end: the walker's sends fail once the writer stopped.
+    let joined = tokio::task::spawn_blocking(move || {
+        let walked = walker.join();
+        let compressed: Vec<_> = compressors.into_iter().map(|c| c.join()).collect();
+        let _ = orderer.join();
+        (walked, compressed)
+    })
+    .await;
+    let cleanup = |packs: &[(String, u64)]| {
+        let store = store.clone();
+        let packs: Vec<String> = packs.iter().map(|(p, _)| p.clone()).collect();
+        async move {
+            for p in packs {
+                let _ = store.delete(&p).await;
+            }
+        }
+    };
+    let internal = |what: &str| {
+        EntryError::Archive(ArchiveError::Internal {
+            what: what.to_string(),
+        })
+    };
+    let (walked, compressed) = match joined {
+        Ok(j) => j,
+        Err(_) => {
+            cleanup(&new_packs).await;
+            return Err(internal("the threads packing the data stopped"));
+        }
+    };
+    // The walker's own error names the file; a store error explains a stopped walker.
+    let walked = match (walked, upload_error) {
+        (_, Some(e)) => {
+            cleanup(&new_packs).await;
+            return Err(e);
+        }
+        (Ok(Ok(w)), None) => w,
+        (Ok(Err(e)), None) => {
+            cleanup(&new_packs).await;
+            return Err(e.into());
+        }
+        (Err(_), None) => {
+            cleanup(&new_packs).await;
+            return Err(internal("the thread reading the files stopped"));
+        }
+    };
+    for c in compressed {
+        let failed = match c {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(EntryError::Archive(e)),
+            Err(_) => Some(internal("a thread compressing the data stopped")),
+        };
+        if let Some(e) = failed {
+            cleanup(&new_packs).await;
+            return Err(e);
+        }
+    }
+    let blocks_sent = walked_blocks(&walked);
+    if placed.len() as u64 != u64::from(blocks_sent) {
+        cleanup(&new_packs).await;
+        return Err(internal(
+            "blocks went missing between the compressors and the packs",
+        ));
+    }
+
+    let (index, packs) = build_index(
+        walked.entries,
+        &walked.chunks,
+        &placed,
+        &new_packs,
+        &known,
+        whole_roots,
+        excludes,
+    );
+    let stored = index::encode(&index);
+    let data = DataRef {
+        path: index_rel.clone(),
+        size: stored.len() as u64,
+        sha256: sha256_hex(&stored),
+    };
+    if let Err(e) = store.create(&index_rel, stored.into()).await {
+        cleanup(&new_packs).await;
+        return Err(e.into());
+    }
+    let new_bytes: u64 = new_packs.iter().map(|(_, s)| s).sum();
+    Ok(PackOutcome {
+        uploaded_bytes: new_bytes + data.size,
+        objects_written: new_packs.len() as u64 + 1,
+        data,
+        packs,
+        new_packs: new_packs.into_iter().map(|(p, _)| p).collect(),
+        reused_bytes: walked.reused_bytes,
+        stats: walked.stats,
+        listing: walked.listing,
+    })
+}
+
+/// How many new blocks the walker sent.
+fn walked_blocks(w: &Walked) -> u32 {
+    w.chunks
+        .iter()
+        .filter_map(|c| match c.loc {
+            Loc::New { seq } => Some(seq + 1),
+            Loc::Known { .. } => None,
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// The index of the walked tree and the packs it references (new ones first).
+fn build_index(
+    entries: Vec<Entry>,
+    walked_chunks: &[NewChunk],
+    placed: &[Block],
+    new_packs: &[(String, u64)],
+    known: &Known,
+    whole_roots: Vec<String>,
+    excludes: Vec<String>,
+) -> (Index, Vec<PackRef>) {
+    let mut packs: Vec<(String, u64)> = new_packs.to_vec();
+    let mut blocks: Vec<Block> = placed.to_vec();
+    let mut known_block: HashMap<u32, u32> = HashMap::new();
+    let mut known_pack: HashMap<u32, u32> = HashMap::new();
+    let chunks: Vec<Chunk> = walked_chunks
+        .iter()
+        .map(|c| {
+            let block = match c.loc {
+                Loc::New { seq } => seq,
+                Loc::Known { block } => *known_block.entry(block).or_insert_with(|| {
+                    let b = known.blocks[block as usize];
+                    let pack = *known_pack.entry(b.0).or_insert_with(|| {
+                        packs.push(known.packs[b.pack()].clone());
+                        (packs.len() - 1) as u32
+                    });
+                    blocks.push(Block(pack, b.1, b.2, b.3));
+                    (blocks.len() - 1) as u32
+                }),
+            };
+            Chunk(block, c.offset, c.len, c.hash)
+        })
+        .collect();
+    let mut used: Vec<Vec<(u64, u64)>> = vec![Vec::new(); packs.len()];
+    for b in &blocks {
+        used[b.pack()].push((b.span().start, b.span().end));
+    }
+    let refs = packs
+        .iter()
+        .zip(used)
+        .map(|((path, size), used)| PackRef {
+            path: path.clone(),
+            size: *size,
+            used: merge_ranges(used),
+        })
+        .collect();
+    let index = Index {
+        version: INDEX_VERSION,
+        chunker: ChunkerParams::default(),
+        packs: packs.into_iter().map(|(p, _)| p).collect(),
+        blocks,
+        chunks,
+        entries,
+        whole_roots,
+        excludes,
+    };
+    (index, refs)
+}
+
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(bytes))
+}

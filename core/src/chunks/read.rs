@@ -1,0 +1,705 @@
+//! Reading a chunked entry: its index (checked against the manifest's digest and packs),
+//! then its blocks, laid down through the [`Lander`] (a restore) or written as a tar stream
+//! ([`export`]). Files already on disk with the entry's content are kept, not fetched.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::Receiver;
+
+use super::fetch::{self, Failure, Loaded, Residency};
+use super::index::{self, Index, Kind};
+use super::{ChunkHash, PackRef};
+use crate::archive::ArchiveError;
+use crate::entry::EntryError;
+use crate::manifest::DataRef;
+use crate::store::Store;
+use crate::unpack::{Lander, Mirror, Source};
+
+/// Reads an entry's index: exactly its recorded size, its SHA-256 checked, then parsed and
+/// checked; every pack it names must be one the manifest lists, and every block must lie
+/// within that pack's recorded size. A missing or mismatching index is an integrity failure.
+pub async fn read_index(
+    store: &Store,
+    data: &DataRef,
+    packs: &[PackRef],
+) -> Result<Index, EntryError> {
+    Ok(read_index_bytes(store, data, packs).await?.0)
+}
+
+/// [`read_index`], with the index object's bytes as stored (a job keeps them, so that its
+/// save knows the chunks even after the entry was pruned).
+pub async fn read_index_bytes(
+    store: &Store,
+    data: &DataRef,
+    packs: &[PackRef],
+) -> Result<(Index, bytes::Bytes), EntryError> {
+    let stored = store
+        .read_exactly(&data.path, data.size)
+        .await?
+        .ok_or_else(|| ArchiveError::Corrupt {
+            detail: format!(
+                "the chunk index {} is missing from the store; remove the entry and save it again",
+                data.path
+            ),
+        })?;
+    let kept = stored.clone();
+    let data = data.clone();
+    let packs = packs.to_vec();
+    let index = tokio::task::spawn_blocking(move || decode_index(&stored, &data, &packs))
+        .await
+        .map_err(|_| ArchiveError::Internal {
+            what: "the thread reading the index stopped".into(),
+        })??;
+    Ok((index, kept))
+}
+
+/// Checks an index object's bytes against the manifest's record of them (size, SHA-256)
+/// and its packs, and reads it.
+pub fn decode_index(
+    stored: &[u8],
+    data: &DataRef,
+    packs: &[PackRef],
+) -> Result<Index, ArchiveError> {
+    let sha256 = super::pack::sha256_hex(stored);
+    if stored.len() as u64 != data.size || sha256 != data.sha256 {
+        return Err(ArchiveError::Digest {
+            expected: data.sha256.clone(),
+            actual: sha256,
+            expected_size: data.size,
+            actual_size: stored.len() as u64,
+        });
+    }
+    let index = index::decode(stored)?;
+    let mut sizes = Vec::with_capacity(index.packs.len());
+    for p in &index.packs {
+        let size = packs
+            .iter()
+            .find(|r| &r.path == p)
+            .map(|r| r.size)
+            .ok_or_else(|| ArchiveError::Corrupt {
+                detail: format!("the chunk index names pack {p}, which its manifest does not list"),
+            })?;
+        sizes.push(size);
+    }
+    for b in &index.blocks {
+        if b.span().end > sizes[b.pack()] {
+            return Err(ArchiveError::Corrupt {
+                detail: format!(
+                    "a block of pack {} ends at {}, past the pack's {} bytes",
+                    index.packs[b.pack()],
+                    b.span().end,
+                    sizes[b.pack()]
+                ),
+            });
+        }
+    }
+    Ok(index)
+}
+
+/// What a restore did besides what the lander counts.
+#[derive(Debug, Clone, Default)]
+pub struct LandOutcome {
+    /// Bytes downloaded: the index and the byte ranges of packs.
+    pub downloaded: u64,
+    /// The index object as stored.
+    pub index: bytes::Bytes,
+}
+
+/// Where the entries of a chunked entry go.
+trait Sink {
+    fn dir(&mut self, name: &str, mode: u32, mtime: i64) -> Result<(), ArchiveError>;
+    fn symlink(&mut self, name: &str, target: &str, mtime: i64) -> Result<(), ArchiveError>;
+    fn file(
+        &mut self,
+        name: &str,
+        mode: u32,
+        mtime: i64,
+        size: u64,
+        data: &mut dyn Read,
+    ) -> Result<(), ArchiveError>;
+    fn keep(
+        &mut self,
+        name: &str,
+        mode: u32,
+        mtime: i64,
+        size: u64,
+        fix: bool,
+    ) -> Result<(), ArchiveError>;
+    fn hard_link(&mut self, name: &str, target: &str) -> Result<(), ArchiveError>;
+}
+
+fn corrupt(e: std::io::Error) -> ArchiveError {
+    ArchiveError::Corrupt {
+        detail: e.to_string(),
+    }
+}
+
+impl Sink for Lander {
+    fn dir(&mut self, name: &str, mode: u32, mtime: i64) -> Result<(), ArchiveError> {
+        Lander::dir(self, name.as_bytes(), mode, mtime)
+    }
+    fn symlink(&mut self, name: &str, target: &str, mtime: i64) -> Result<(), ArchiveError> {
+        Lander::symlink(self, name.as_bytes(), target.as_bytes(), mtime)
+    }
+    fn file(
+        &mut self,
+        name: &str,
+        mode: u32,
+        mtime: i64,
+        size: u64,
+        data: &mut dyn Read,
+    ) -> Result<(), ArchiveError> {
+        Lander::file(self, name.as_bytes(), mode, mtime, size, data, &corrupt)
+    }
+    fn keep(
+        &mut self,
+        name: &str,
+        mode: u32,
+        mtime: i64,
+        size: u64,
+        fix: bool,
+    ) -> Result<(), ArchiveError> {
+        Lander::keep(self, name.as_bytes(), mode, mtime, size, fix)
+    }
+    fn hard_link(&mut self, name: &str, target: &str) -> Result<(), ArchiveError> {
+        Lander::hard_link(self, name.as_bytes(), target.as_bytes())
+    }
+}
+
+/// Lays a chunked entry down through `lander` as its next source. With `keep_existing`,
+/// files already at their place with the entry's content are kept; with `mirror`, the
+/// source also makes its whole roots exactly the entry's (see [`crate::unpack`]). Nothing
+/// is in place until the lander's commit; on an error the lander is dropped.
+pub async fn land(
+    store: &Store,
+    mut lander: Lander,
+    mut source: Source,
+    data: &DataRef,
+    packs: &[PackRef],
+    keep_existing: bool,
+    mirror: bool,
+) -> Result<(Lander, LandOutcome), EntryError> {
+    let (index, index_bytes) = read_index_bytes(store, data, packs).await?;
+    let index = Arc::new(index);
+    if mirror {
+        source.mirror = Some(Mirror {
+            roots: index
+                .whole_roots
+                .iter()
+                .filter(|r| source.roots.contains(r))
+                .cloned()
+                .collect(),
+            excludes: crate::glob::set(&index.excludes).map_err(ArchiveError::from)?,
+        });
+    }
+    let planned = {
+        let index = Arc::clone(&index);
+        tokio::task::spawn_blocking(move || {
+            lander.begin(source);
+            let kept = if keep_existing {
+                kept_files(&lander, &index)
+            } else {
+                HashMap::new()
+            };
+            (lander, kept)
+        })
+        .await
+        .map_err(|_| ArchiveError::Internal {
+            what: "the thread checking files on disk stopped".into(),
+        })?
+    };
+    let (lander, kept) = planned;
+    let (lander, downloaded) = feed(store, lander, Arc::clone(&index), kept).await?;
+    Ok((
+        lander,
+        LandOutcome {
+            downloaded: downloaded + data.size,
+            index: index_bytes,
+        },
+    ))
+}
+
+/// Files of the index already on disk with its content (indexes into `entries`), checked on
+/// a few threads: each is read and hashed chunk by chunk against the index. Each comes with
+/// whether its mode or time differ from the entry's (and are set at commit).
+fn kept_files(lander: &Lander, index: &Index) -> HashMap<usize, bool> {
+    let prober = lander.prober();
+    // A file other names link to is written again with them: a hard link is made to a file
+    // this restore writes, never to one already on disk.
+    let linked: HashSet<&str> = index
+        .entries
+        .iter()
+        .filter(|e| e.kind == Kind::Hardlink)
+        .filter_map(|e| e.target.as_deref())
+        .collect();
+    let files: Vec<usize> = index
+        .entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.kind == Kind::File && !linked.contains(e.name.as_str()))
+        .map(|(i, _)| i)
+        .collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 4);
+    let part = files.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = files
+            .chunks(part)
+            .map(|part| {
+                let prober = &prober;
+                scope.spawn(move || {
+                    let mut buf = vec![0u8; super::CHUNK_MAX as usize];
+                    let mut folders = HashSet::new();
+                    part.iter()
+                        .copied()
+                        .filter_map(|i| {
+                            use std::os::unix::fs::MetadataExt;
+                            let e = &index.entries[i];
+                            let (file, meta) = prober.existing(&e.name, e.size, &mut folders)?;
+                            let fix = meta.mode() & 0o7777 != crate::unpack::restored_mode(e.mode)
+                                || meta.mtime() != e.mtime;
+                            same_content(file, index, &e.chunks, &mut buf).then_some((i, fix))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
+/// True when the file, already known to be as long as the chunks, holds their bytes.
+fn same_content(mut file: std::fs::File, index: &Index, chunks: &[u32], buf: &mut [u8]) -> bool {
+    for &c in chunks {
+        let chunk = &index.chunks[c as usize];
+        let len = chunk.len() as usize;
+        let Some(buf) = buf.get_mut(..len) else {
+            return false;
+        };
+        if file.read_exact(buf).is_err() || ChunkHash::of(buf) != *chunk.hash() {
+            return false;
+        }
+    }
+    // The prober found the file `size` bytes long on this handle: its chunks are all of it.
+    true
+}
+
+/// The blocks arriving from the fetcher and the chunks kept for reuse, replaying the plan's
+/// [`Residency`].
+struct Blocks {
+    rx: Receiver<Loaded>,
+    residency: Residency,
+    at_hand: std::collections::HashMap<u32, Arc<Vec<u8>>>,
+    retained: std::collections::HashMap<u32, Arc<Vec<u8>>>,
+    evicted: Vec<u32>,
+    index: Arc<Index>,
+    /// The first failure met, which the sink reports as a read error.
+    failure: Option<ArchiveError>,
+}
+
+impl Blocks {
+    /// The bytes of chunk `c`, as a shared buffer and a range of it.
+    fn take(&mut self, c: u32) -> Result<(Arc<Vec<u8>>, Range<usize>), ArchiveError> {
+        let chunk = &self.index.chunks[c as usize];
+        let block = chunk.0;
+        let range = chunk.range();
+        let step = self
+            .residency
+            .next(c, block, range.len(), &mut self.evicted);
+        for b in self.evicted.drain(..) {
+            self.at_hand.remove(&b);
+        }
+        if step.retained {
+            let bytes = self
+                .retained
+                .get(&c)
+                .cloned()
+                .ok_or_else(|| ArchiveError::Internal {
+                    what: "a kept chunk went missing".into(),
+                })?;
+            if step.release {
+                self.retained.remove(&c);
+            }
+            let len = bytes.len();
+            return Ok((bytes, 0..len));
+        }
+        if step.load {
+            let (b, bytes) = match self.rx.recv() {
+                Ok(Ok(x)) => x,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(ArchiveError::Corrupt {
+                        detail: "the blocks stopped arriving".into(),
+                    });
+                }
+            };
+            if b != block {
+                return Err(ArchiveError::Internal {
+                    what: format!("block {b} arrived where block {block} was planned"),
+                });
+            }
+            self.at_hand.insert(b, bytes);
+        }
+        let bytes = self
+            .at_hand
+            .get(&block)
+            .cloned()
+            .ok_or_else(|| ArchiveError::Internal {
+                what: format!("block {block} is not at hand"),
+            })?;
+        if step.retain {
+            self.retained
+                .insert(c, Arc::new(bytes[range.clone()].to_vec()));
+        }
+        Ok((bytes, range))
+    }
+}
+
+/// A file's bytes, chunk after chunk.
+struct FileReader<'a> {
+    blocks: &'a mut Blocks,
+    chunks: &'a [u32],
+    next: usize,
+    current: Option<(Arc<Vec<u8>>, Range<usize>)>,
+}
+
+impl Read for FileReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if let Some((bytes, range)) = &mut self.current {
+                if range.start < range.end {
+                    let n = out.len().min(range.len());
+                    out[..n].copy_from_slice(&bytes[range.start..range.start + n]);
+                    range.start += n;
+                    return Ok(n);
+                }
+            }
+            let Some(&c) = self.chunks.get(self.next) else {
+                return Ok(0);
+            };
+            self.next += 1;
+            match self.blocks.take(c) {
+                Ok(x) => self.current = Some(x),
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.blocks.failure.get_or_insert(e);
+                    return Err(std::io::Error::other(msg));
+                }
+            }
+        }
+    }
+}
+
+/// Plans the loads for every file not kept, fetches them and hands every entry to `sink`
+/// in index order. Returns the sink and the bytes fetched.
+async fn feed<S: Sink + Send + 'static>(
+    store: &Store,
+    sink: S,
+    index: Arc<Index>,
+    kept: HashMap<usize, bool>,
+) -> Result<(S, u64), EntryError> {
+    let written: Vec<usize> = index
+        .entries
+        .iter()
+        .enumerate()
+        .filter(|(i, e)| e.kind == Kind::File && !kept.contains_key(i))
+        .map(|(i, _)| i)
+        .collect();
+    let files: Vec<&[u32]> = written
+        .iter()
+        .map(|&i| index.entries[i].chunks.as_slice())
+        .collect();
+    let loads = fetch::plan_loads(&index, &files);
+    let mut uses = vec![0u32; index.chunks.len()];
+    for f in &files {
+        for &c in *f {
+            uses[c as usize] += 1;
+        }
+    }
+    let mut block_uses: Vec<Vec<u32>> = vec![Vec::new(); index.blocks.len()];
+    for (c, n) in uses.iter().enumerate() {
+        if *n > 0 {
+            block_uses[index.chunks[c].block()].push(c as u32);
+        }
+    }
+    let reqs = fetch::requests(&index, &loads);
+    let downloaded: u64 = reqs.iter().map(|r| r.span.end - r.span.start).sum();
+    let needed: Vec<usize> = {
+        let mut p: Vec<usize> = reqs.iter().map(|r| r.pack).collect();
+        p.sort_unstable();
+        p.dedup();
+        p
+    };
+    check_packs(store, &index, &needed).await?;
+    let (local, _temp) = local_packs(store, &index, &needed).await?;
+    let (rx, fetcher) = fetch::start(store, Arc::clone(&index), reqs, local, Arc::new(block_uses));
+    let residency = Residency::new(uses);
+    let fed = {
+        let index = Arc::clone(&index);
+        tokio::task::spawn_blocking(move || {
+            let mut sink = sink;
+            let mut blocks = Blocks {
+                rx,
+                residency,
+                at_hand: Default::default(),
+                retained: Default::default(),
+                evicted: Vec::new(),
+                index: Arc::clone(&index),
+                failure: None,
+            };
+            let result = (|| {
+                for (i, e) in index.entries.iter().enumerate() {
+                    match e.kind {
+                        Kind::Dir => sink.dir(&e.name, e.mode, e.mtime)?,
+                        Kind::Symlink => {
+                            sink.symlink(&e.name, e.target.as_deref().unwrap_or_default(), e.mtime)?
+                        }
+                        Kind::Hardlink => {
+                            sink.hard_link(&e.name, e.target.as_deref().unwrap_or_default())?
+                        }
+                        Kind::File if kept.contains_key(&i) => {
+                            let fix = kept.get(&i).copied().unwrap_or(true);
+                            sink.keep(&e.name, e.mode, e.mtime, e.size, fix)?
+                        }
+                        Kind::File => {
+                            let mut reader = FileReader {
+                                blocks: &mut blocks,
+                                chunks: &e.chunks,
+                                next: 0,
+                                current: None,
+                            };
+                            sink.file(&e.name, e.mode, e.mtime, e.size, &mut reader)?;
+                        }
+                    }
+                }
+                Ok::<(), ArchiveError>(())
+            })();
+            // A failure of the blocks is the cause; the sink's read error only repeats it.
+            match (result, blocks.failure.take()) {
+                (Ok(()), _) => Ok(sink),
+                (Err(_), Some(cause)) => Err(cause),
+                (Err(e), None) => Err(e),
+            }
+        })
+        .await
+    };
+    let fetched = fetcher.await.ok().flatten();
+    let sink = match fed {
+        Ok(Ok(sink)) => sink,
+        Ok(Err(e)) => {
+            return Err(match fetched {
+                Some(Failure::Store(s)) => EntryError::Store(s),
+                _ => EntryError::Archive(e),
+            });
+        }
+        Err(_) => {
+            return Err(ArchiveError::Internal {
+                what: "the thread restoring files stopped".into(),
+            }
+            .into());
+        }
+    };
+    Ok((sink, downloaded))
+}
+
+/// Every pack a restore reads must be there with its recorded size: a pack missing or
+/// truncated is an integrity failure before anything is fetched.
+async fn check_packs(store: &Store, index: &Index, needed: &[usize]) -> Result<(), EntryError> {
+    use futures::StreamExt;
+    let heads: Vec<_> = futures::stream::iter(needed.iter().copied())
+        .map(|p| async move { (p, store.head(&index.packs[p]).await) })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    for (p, head) in heads {
+        let path = &index.packs[p];
+        match head? {
+            None => {
+                return Err(ArchiveError::Corrupt {
+                    detail: format!(
+                        "pack {path} is missing from the store; remove the entry and save it again"
+                    ),
+                }
+                .into());
+            }
+            Some(info) => {
+                let end = index
+                    .blocks
+                    .iter()
+                    .filter(|b| b.pack() == p)
+                    .map(|b| b.span().end)
+                    .max()
+                    .unwrap_or(0);
+                if info.size < end {
+                    return Err(ArchiveError::Corrupt {
+                        detail: format!(
+                            "pack {path} holds {} bytes, its blocks reach {end} (truncated); remove the entry and save it again",
+                            info.size
+                        ),
+                    }
+                    .into());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Packs downloaded whole to temporary files, removed when dropped.
+struct TempPacks(Vec<PathBuf>);
+
+impl Drop for TempPacks {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// The packs as files on this machine, where they are: a local store's own files, or (on a
+/// store without ranged reads) each needed pack downloaded whole to a temporary file.
+async fn local_packs(
+    store: &Store,
+    index: &Index,
+    needed: &[usize],
+) -> Result<(fetch::LocalPacks, TempPacks), EntryError> {
+    let mut out: fetch::LocalPacks = vec![None; index.packs.len()];
+    let mut temp = TempPacks(Vec::new());
+    let ranged = store.capabilities().ranged_get;
+    for &p in needed {
+        if let Some(path) = store.local_path(&index.packs[p]) {
+            out[p] = Some(path);
+        } else if !ranged {
+            use futures::StreamExt;
+            let file_path =
+                std::env::temp_dir().join(format!(".ferry-pack-{}", crate::manifest::new_id()));
+            temp.0.push(file_path.clone());
+            let mut file = std::fs::File::create(&file_path).map_err(|e| ArchiveError::Io {
+                op: "create",
+                path: file_path.display().to_string(),
+                source: e,
+            })?;
+            let mut stream = store.get_stream(&index.packs[p]).await?;
+            while let Some(piece) = stream.next().await {
+                let piece =
+                    piece.map_err(|e| store.request_error("download", &index.packs[p], e))?;
+                file.write_all(&piece).map_err(|e| ArchiveError::Io {
+                    op: "write",
+                    path: file_path.display().to_string(),
+                    source: e,
+                })?;
+            }
+            out[p] = Some(file_path);
+        }
+    }
+    if needed.iter().any(|&p| out[p].is_none()) {
+        // Remote with ranges: none are local.
+        out.fill(None);
+    }
+    Ok((out, temp))
+}
+
+/// Writes tar entries of a chunked entry (GNU long names, as format 1 writes them).
+pub struct ExportSink<W: Write> {
+    builder: tar::Builder<W>,
+}
+
+impl<W: Write> ExportSink<W> {
+    pub fn new(out: W) -> Self {
+        let mut builder = tar::Builder::new(out);
+        builder.mode(tar::HeaderMode::Complete);
+        Self { builder }
+    }
+
+    fn header(kind: tar::EntryType, mode: u32, mtime: i64, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_mtime(mtime.max(0) as u64);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_size(size);
+        h
+    }
+
+    /// The tar stream's end; the writer back.
+    pub fn finish(self) -> Result<W, ArchiveError> {
+        self.builder.into_inner().map_err(ArchiveError::Write)
+    }
+}
+
+impl<W: Write> Sink for ExportSink<W> {
+    fn dir(&mut self, name: &str, mode: u32, mtime: i64) -> Result<(), ArchiveError> {
+        let mut h = Self::header(tar::EntryType::Directory, mode, mtime, 0);
+        crate::archive::append_raw(
+            &mut self.builder,
+            &mut h,
+            &format!("{name}/"),
+            None,
+            std::io::empty(),
+        )
+        .map_err(ArchiveError::Write)
+    }
+    fn symlink(&mut self, name: &str, target: &str, mtime: i64) -> Result<(), ArchiveError> {
+        let mut h = Self::header(tar::EntryType::Symlink, 0o777, mtime, 0);
+        crate::archive::append_raw(
+            &mut self.builder,
+            &mut h,
+            name,
+            Some(target),
+            std::io::empty(),
+        )
+        .map_err(ArchiveError::Write)
+    }
+    fn file(
+        &mut self,
+        name: &str,
+        mode: u32,
+        mtime: i64,
+        size: u64,
+        data: &mut dyn Read,
+    ) -> Result<(), ArchiveError> {
+        let mut h = Self::header(tar::EntryType::Regular, mode, mtime, size);
+        let mut data = data.take(size);
+        crate::archive::append_raw(&mut self.builder, &mut h, name, None, &mut data).map_err(|e| {
+            ArchiveError::Corrupt {
+                detail: e.to_string(),
+            }
+        })
+    }
+    fn keep(&mut self, _: &str, _: u32, _: i64, _: u64, _: bool) -> Result<(), ArchiveError> {
+        Err(ArchiveError::Internal {
+            what: "an export keeps no files".into(),
+        })
+    }
+    fn hard_link(&mut self, name: &str, target: &str) -> Result<(), ArchiveError> {
+        let mut h = Self::header(tar::EntryType::Link, 0o644, 0, 0);
+        crate::archive::append_raw(
+            &mut self.builder,
+            &mut h,
+            name,
+            Some(target),
+            std::io::empty(),
+        )
+        .map_err(ArchiveError::Write)
+    }
+}
+
+/// Writes a chunked entry as a tar stream to `out`, checking every chunk; the writer back.
+pub async fn export<W: Write + Send + 'static>(
+    store: &Store,
+    data: &DataRef,
+    packs: &[PackRef],
+    out: W,
+) -> Result<W, EntryError> {
+    let index = Arc::new(read_index(store, data, packs).await?);
+    let (sink, _) = feed(store, ExportSink::new(out), index, HashMap::new()).await?;
+    Ok(sink.finish()?)
+}

@@ -1,0 +1,192 @@
+//! Saves and restores of chunked entries against a local store: the tree comes back whole, a
+//! second save uploads only new chunks, and a restore into a folder holding most of the entry
+//! keeps what is right and leaves the tree equal to the entry.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use crate::archive::{self, PackPlan};
+use crate::entry::{self, Encoding, Land, PackRequest, Packed};
+use crate::env_vars::Environment;
+use crate::paths::PathContext;
+use crate::store::Store;
+use crate::unpack::{LandOptions, Lander, UnpackStats};
+
+use super::Known;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Kind, mode, mtime and content (or target) of everything below `root`.
+fn snapshot(root: &Path) -> BTreeMap<String, String> {
+    walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .into_iter()
+        .filter_map(std::result::Result::ok)
+        .map(|e| {
+            let m = std::fs::symlink_metadata(e.path()).expect("meta");
+            let rel = e
+                .path()
+                .strip_prefix(root)
+                .expect("below")
+                .display()
+                .to_string();
+            let what = if m.file_type().is_symlink() {
+                format!("link {:?}", std::fs::read_link(e.path()).expect("link"))
+            } else if m.is_dir() {
+                format!("dir {:o} {}", m.mode() & 0o7777, m.mtime())
+            } else {
+                let data = std::fs::read(e.path()).expect("read");
+                format!(
+                    "file {:o} {} {}",
+                    m.mode() & 0o7777,
+                    m.mtime(),
+                    super::ChunkHash::of(&data).to_hex()
+                )
+            };
+            (rel, what)
+        })
+        .collect()
+}
+
+fn tree(dir: &Path) -> Result<()> {
+    let t = dir.join("tree");
+    std::fs::create_dir_all(t.join("sub/empty"))?;
+    std::fs::write(t.join("small.txt"), b"hello\n")?;
+    std::fs::write(t.join("empty"), b"")?;
+    std::fs::write(t.join("sub/big.bin"), noise(3 << 20, 5))?;
+    std::fs::write(t.join("sub/copy.bin"), noise(3 << 20, 5))?;
+    std::fs::write(t.join("run.sh"), b"#!/bin/sh\n")?;
+    std::fs::set_permissions(t.join("run.sh"), std::fs::Permissions::from_mode(0o755))?;
+    std::os::unix::fs::symlink("small.txt", t.join("link"))?;
+    std::fs::hard_link(t.join("run.sh"), t.join("sub/run-again.sh"))?;
+    for (p, s) in [
+        ("small.txt", 1_600_000_000),
+        ("sub", 1_600_000_100),
+        ("sub/empty", 1_600_000_200),
+    ] {
+        let ft = filetime::FileTime::from_unix_time(s, 0);
+        filetime::set_file_times(t.join(p), ft, ft)?;
+    }
+    Ok(())
+}
+
+async fn save(store: &Store, dir: &Path, known: Known) -> Result<Packed> {
+    let at = PathContext {
+        cwd: dir.to_path_buf(),
+        env: Environment::default(),
+    };
+    let plan: PackPlan = archive::plan(&["tree".to_string()], &[], &at)?;
+    Ok(entry::pack(
+        store,
+        &format!("p/data/{}.index.zst", crate::manifest::new_id()),
+        PackRequest {
+            plan,
+            encoding: Encoding::Chunked,
+            compression: archive::Format::Zstd,
+            level: None,
+            packs_dir: "p/packs".into(),
+            known,
+        },
+    )
+    .await?)
+}
+
+async fn restore(store: &Store, packed: &Packed, into: &Path, keep: bool) -> Result<UnpackStats> {
+    let base = into.to_path_buf();
+    let (lander, _) = entry::land(
+        store,
+        Lander::new(LandOptions::default()),
+        Land {
+            data: packed.data.clone(),
+            encoding: Encoding::Chunked,
+            tree: packed.tree.clone(),
+            resolve: Box::new(move |n: &str| base.join(n)),
+            max_entries: None,
+            keep_existing: keep,
+            mirror: keep,
+        },
+    )
+    .await?;
+    Ok(lander.finish_async().await?.commit_async().await?)
+}
+
+async fn known_of(store: &Store, packed: &Packed) -> Result<Known> {
+    let index = super::read_index(store, &packed.data, &packed.tree.packs).await?;
+    let mut k = Known::default();
+    k.add(&index, &packed.tree.packs);
+    Ok(k)
+}
+
+#[tokio::test]
+async fn a_tree_saved_in_chunks_comes_back_whole_and_a_second_save_uploads_only_the_change()
+-> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(
+        &dir.path().join("store").display().to_string(),
+        &Environment::default(),
+    )?;
+    let work = dir.path().join("work");
+    tree(&work)?;
+    let first = save(&store, &work, Known::default()).await?;
+    assert_eq!(first.tree.files, 6);
+    assert_eq!(first.objects_written, 2, "one pack and the index");
+    assert!(
+        first.uploaded_bytes < (3 << 20) + 100_000,
+        "the copy is stored once: {}",
+        first.uploaded_bytes
+    );
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out)?;
+    restore(&store, &first, &out, false).await?;
+    assert_eq!(snapshot(&out.join("tree")), snapshot(&work.join("tree")));
+    let ino = |p: &Path| std::fs::metadata(p).map(|m| m.ino()).ok();
+    assert_eq!(
+        ino(&out.join("tree/run.sh")),
+        ino(&out.join("tree/sub/run-again.sh")),
+        "a hard link comes back as one"
+    );
+
+    // One file changed in its middle: the second save uploads a few of its chunks.
+    let mut big = noise(3 << 20, 5);
+    big[1_500_000..1_500_100].fill(0);
+    std::fs::write(work.join("tree/sub/big.bin"), &big)?;
+    let second = save(&store, &work, known_of(&store, &first).await?).await?;
+    assert_eq!(second.objects_written, 2);
+    assert!(
+        second.uploaded_bytes < 700_000,
+        "only the changed chunks: {} bytes",
+        second.uploaded_bytes
+    );
+    assert!(second.reused_bytes >= 3 << 20, "{}", second.reused_bytes);
+    assert_eq!(second.tree.packs.len(), 2, "the new pack and the first one");
+
+    // Restore the second entry over the first, with an extra file: only the changed file is
+    // written, the extra one goes, and the tree is the entry.
+    std::fs::write(out.join("tree/sub/extra.txt"), b"not in the entry")?;
+    std::fs::create_dir_all(out.join("tree/sub/extra-dir/deeper"))?;
+    std::fs::set_permissions(
+        out.join("tree/run.sh"),
+        std::fs::Permissions::from_mode(0o700),
+    )?;
+    let stats = restore(&store, &second, &out, true).await?;
+    assert_eq!(snapshot(&out.join("tree")), snapshot(&work.join("tree")));
+    assert_eq!(
+        stats.kept, 3,
+        "the linked file is written again with its link: {stats:?}"
+    );
+    assert_eq!(stats.removed, 2, "{stats:?}");
+    Ok(())
+}

@@ -1,0 +1,602 @@
+//! End-to-end tests of store format 2 (`--format chunked`) against the store under test: a
+//! round trip, saves that upload only what changed (counted in objects and bytes written),
+//! restores into a folder that holds most of the entry, racing saves, damaged packs, and
+//! `cache export` read back by GNU tar.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Stdio;
+
+use ferry_core::manifest;
+use ferry_tests::hostile::PROJECT;
+use ferry_tests::{TestContext, Value, snapshot};
+
+/// The same tree as the format-1 round trip: nested folders, an empty folder, an executable,
+/// a symlink, names with spaces and non-ASCII letters, fixed mtimes; and a few files large
+/// enough to be several chunks.
+fn make_tree(root: &Path) {
+    let files = [
+        ("a.txt", "alpha\n"),
+        ("nested/deeper/b.json", "{\"b\": 1}\n"),
+        ("nested/with space.txt", "spaced\n"),
+        ("nested/ünïcødé ñame.txt", "unicode\n"),
+        ("bin/run.sh", "#!/bin/sh\necho run\n"),
+    ];
+    for (rel, body) in files {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, body).expect("write");
+    }
+    for (i, size) in [(0u64, 700_000usize), (1, 2_000_000), (2, 300_000)] {
+        std::fs::write(root.join(format!("big{i}.bin")), noise(size, i + 1)).expect("write");
+    }
+    std::fs::set_permissions(
+        root.join("bin/run.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+    std::fs::set_permissions(root.join("a.txt"), std::fs::Permissions::from_mode(0o640))
+        .expect("chmod");
+    std::fs::create_dir_all(root.join("empty/folder")).expect("mkdir");
+    std::os::unix::fs::symlink("nested/deeper/b.json", root.join("link-to-b")).expect("symlink");
+    set_times(root);
+}
+
+fn set_times(root: &Path) {
+    let t = filetime::FileTime::from_unix_time(1_600_000_000, 0);
+    for e in walkdir::WalkDir::new(root).contents_first(true) {
+        let e = e.expect("walk");
+        filetime::set_symlink_file_times(e.path(), t, t).expect("set times");
+    }
+}
+
+/// Bytes no compressor shrinks, from a seed.
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn caches_dir() -> String {
+    format!("{}/caches", manifest::project_dir(PROJECT))
+}
+
+fn save(ctx: &TestContext, dir: &Path, key: &str, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "--json", "cache", "save", "--key", key, "--path", "tree", "--format", "chunked",
+    ];
+    args.extend_from_slice(extra);
+    let run = ctx.run_in(dir, &args);
+    run.ok();
+    run.json()
+}
+
+fn restore(ctx: &TestContext, dir: &Path, key: &str) -> ferry_tests::Run {
+    ctx.run_in(dir, &["--json", "cache", "restore", "--key", key])
+}
+
+#[test]
+fn chunked_round_trip_keeps_bytes_modes_mtimes_links_and_empty_folders() {
+    let ctx = TestContext::new();
+    make_tree(&ctx.work.join("tree"));
+    let saved = save(&ctx, &ctx.work, "v2-tree", &[]);
+    assert_eq!(saved["saved"], true);
+    assert_eq!(saved["format"], "chunked");
+    assert_eq!(saved["files"], 8);
+    assert_eq!(
+        saved["objects_written"], 2,
+        "one pack and the index: {saved}"
+    );
+
+    let dest = ctx.dir("elsewhere");
+    let run = restore(&ctx, &dest, "v2-tree");
+    run.ok();
+    let restored = run.json();
+    assert_eq!(restored["hit"], "exact");
+    assert_eq!(restored["format"], "chunked");
+    assert_eq!(
+        snapshot(&ctx.work.join("tree")),
+        snapshot(&dest.join("tree"))
+    );
+    assert_eq!(
+        std::fs::read_link(dest.join("tree/link-to-b"))
+            .expect("link")
+            .to_str(),
+        Some("nested/deeper/b.json")
+    );
+}
+
+#[test]
+fn a_second_save_after_one_file_changed_uploads_only_its_changed_chunks() {
+    let mut ctx = TestContext::new();
+    ctx.set_env(
+        "XDG_STATE_HOME",
+        ctx.root.join("state").display().to_string(),
+    );
+    let job1 = ctx.dir("job1");
+    make_tree(&job1.join("tree"));
+    let first = save(&ctx, &job1, "deps-1", &[]);
+
+    // The next job restores deps-1, one dependency changes a little, and it saves deps-2.
+    let job2 = ctx.dir("job2");
+    restore(&ctx, &job2, "deps-1").ok();
+    let direct = ctx.direct();
+    let before = direct.sizes(&caches_dir());
+    let mut big = noise(2_000_000, 2);
+    big[1_000_000..1_000_064].fill(7);
+    std::fs::write(job2.join("tree/big1.bin"), &big).expect("write");
+    set_times(&job2.join("tree"));
+    let second = save(&ctx, &job2, "deps-2", &[]);
+
+    let after = direct.sizes(&caches_dir());
+    let new: Vec<&(String, u64)> = after.iter().filter(|o| !before.contains(o)).collect();
+    let kinds: Vec<&str> = new
+        .iter()
+        .map(|(p, _)| p.rsplit('/').nth(1).expect("a folder"))
+        .collect();
+    let mut sorted = kinds.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        ["data", "keys", "packs"],
+        "one pack, the index and the manifest: {new:?}"
+    );
+    let pack_bytes: u64 = new
+        .iter()
+        .filter(|(p, _)| p.contains("/packs/"))
+        .map(|(_, s)| s)
+        .sum();
+    assert!(
+        pack_bytes < 600_000,
+        "only the changed chunks of a 2 MB file: {pack_bytes} bytes ({second})"
+    );
+    assert!(
+        second["uploaded_bytes"].as_u64()
+            < Some(first["uploaded_bytes"].as_u64().expect("bytes") / 4),
+        "{first} / {second}"
+    );
+    assert!(
+        second["reused_bytes"].as_u64() > Some(2_500_000),
+        "{second}"
+    );
+
+    let dest = ctx.dir("fresh");
+    restore(&ctx, &dest, "deps-2").ok();
+    assert_eq!(snapshot(&job2.join("tree")), snapshot(&dest.join("tree")));
+}
+
+#[test]
+fn a_save_shares_the_chunks_of_the_newest_entry_under_its_restore_keys() {
+    let ctx = TestContext::new();
+    make_tree(&ctx.work.join("tree"));
+    let first = save(&ctx, &ctx.work, "npm-aaa", &[]);
+    ctx.write("tree/new-package/index.js", "module.exports = 1;\n");
+    let second = save(&ctx, &ctx.work, "npm-bbb", &["--restore-key", "npm-"]);
+    assert!(
+        second["uploaded_bytes"].as_u64()
+            < Some(first["uploaded_bytes"].as_u64().expect("bytes") / 10),
+        "{first} / {second}"
+    );
+}
+
+#[test]
+fn a_restore_into_a_folder_holding_most_of_the_entry_rewrites_only_what_differs() {
+    let ctx = TestContext::new();
+    make_tree(&ctx.work.join("tree"));
+    save(&ctx, &ctx.work, "ws", &["--exclude", "tree/keep-out"]);
+
+    let target = ctx.dir("runner-workspace");
+    restore(&ctx, &target, "ws").ok();
+    let t = target.join("tree");
+    // Since then: one file edited, one removed, one mode changed, extra files and folders
+    // added (one where the entry has a file), and a file put where the entry has a folder.
+    std::fs::write(t.join("a.txt"), "edited\n").expect("write");
+    std::fs::remove_file(t.join("big2.bin")).expect("rm");
+    std::fs::set_permissions(t.join("bin/run.sh"), std::fs::Permissions::from_mode(0o700))
+        .expect("chmod");
+    std::fs::write(t.join("nested/extra.o"), "stale").expect("write");
+    std::fs::create_dir_all(t.join("extra-dir/deep")).expect("mkdir");
+    std::fs::write(t.join("extra-dir/deep/x"), "x").expect("write");
+    std::fs::remove_dir_all(t.join("empty/folder")).expect("rm");
+    std::fs::write(t.join("empty/folder"), "a file where a folder was").expect("write");
+    std::fs::create_dir_all(t.join("keep-out")).expect("mkdir");
+    std::fs::write(
+        t.join("keep-out/mine"),
+        "excluded from the save, so left alone",
+    )
+    .expect("write");
+    let outside = target.join("beside-the-tree.txt");
+    std::fs::write(&outside, "not below a saved path").expect("write");
+
+    let run = restore(&ctx, &target, "ws");
+    run.ok();
+    let out = run.json();
+    assert_eq!(out["kept_files"], 6, "{out}");
+    assert_eq!(out["files"], 8, "{out}");
+    assert_eq!(out["removed"], 3, "{out}");
+    let mut expected = snapshot(&ctx.work.join("tree"));
+    let mut got = snapshot(&t);
+    assert!(got.remove("keep-out").is_some() && got.remove("keep-out/mine").is_some());
+    expected.retain(|k, _| !k.starts_with("keep-out"));
+    assert_eq!(got, expected);
+    assert!(outside.exists());
+}
+
+#[test]
+fn racing_chunked_saves_of_one_key_publish_once_and_the_losers_leave_no_packs() {
+    let ctx = TestContext::new();
+    let mut children = Vec::new();
+    for i in 0..6 {
+        let dir = ctx.dir(&format!("job{i}"));
+        for f in 0..10 {
+            let p = dir.join(format!("tree/f{f}.bin"));
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&p, noise(50_000, i * 100 + f)).expect("write");
+        }
+        let child = ctx
+            .ferry_in(&dir)
+            .args([
+                "--json", "cache", "save", "--key", "race", "--path", "tree", "--format", "chunked",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        children.push(child);
+    }
+    let results: Vec<Value> = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().expect("wait");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice(&out.stdout).expect("json")
+        })
+        .collect();
+    let saved = results.iter().filter(|r| r["saved"] == true).count();
+    assert_eq!(saved, 1, "{results:?}");
+    let objects = ctx.direct().list(&caches_dir());
+    let packs = objects.iter().filter(|p| p.contains("/packs/")).count();
+    let indexes = objects.iter().filter(|p| p.contains("/data/")).count();
+    assert_eq!((packs, indexes), (1, 1), "{objects:?}");
+
+    let dest = ctx.dir("restored");
+    restore(&ctx, &dest, "race").ok();
+    let winner = (0..6)
+        .find(|i| std::fs::read(dest.join("tree/f0.bin")).ok() == Some(noise(50_000, i * 100)))
+        .expect("the files of one save");
+    for f in 0..10 {
+        assert_eq!(
+            std::fs::read(dest.join(format!("tree/f{f}.bin"))).expect("file"),
+            noise(50_000, winner * 100 + f),
+            "a restore mixes saves"
+        );
+    }
+}
+
+/// Saves `key` and returns its pack objects (path, size).
+fn saved_packs(ctx: &TestContext, key: &str) -> Vec<(String, u64)> {
+    make_tree(&ctx.work.join("tree"));
+    save(ctx, &ctx.work, key, &[]);
+    ctx.direct()
+        .sizes(&caches_dir())
+        .into_iter()
+        .filter(|(p, _)| p.contains("/packs/"))
+        .collect()
+}
+
+/// Restores `key` into a folder that already holds an older tree and checks the restore
+/// exits 5 naming `says`, and the folder is exactly as it was.
+fn refused_and_untouched(ctx: &TestContext, key: &str, says: &str) {
+    let target = ctx.dir("target");
+    std::fs::create_dir_all(target.join("tree/nested")).expect("mkdir");
+    std::fs::write(target.join("tree/a.txt"), "old contents").expect("write");
+    std::fs::write(target.join("tree/mine.txt"), "keep me").expect("write");
+    let before = snapshot(&target);
+    let run = restore(ctx, &target, key);
+    run.expect_code(5);
+    assert!(run.stderr.contains(says), "{}", run.stderr);
+    assert_eq!(
+        snapshot(&target),
+        before,
+        "a failed restore changed the tree"
+    );
+}
+
+#[test]
+fn a_corrupted_chunk_fails_with_5_and_leaves_the_target_as_it_was() {
+    let ctx = TestContext::new();
+    let packs = saved_packs(&ctx, "bad-chunk");
+    let (pack, _) = &packs[0];
+    let direct = ctx.direct();
+    let mut bytes = direct.get(pack).expect("pack");
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 16] {
+        *b ^= 0x55;
+    }
+    direct.put(pack, bytes);
+    refused_and_untouched(&ctx, "bad-chunk", "pack");
+}
+
+#[test]
+fn a_missing_pack_fails_with_5_and_leaves_the_target_as_it_was() {
+    let ctx = TestContext::new();
+    let packs = saved_packs(&ctx, "no-pack");
+    ctx.direct().delete(&packs[0].0);
+    refused_and_untouched(&ctx, "no-pack", "missing");
+}
+
+#[test]
+fn a_truncated_pack_fails_with_5_and_leaves_the_target_as_it_was() {
+    let ctx = TestContext::new();
+    let packs = saved_packs(&ctx, "short-pack");
+    let direct = ctx.direct();
+    let bytes = direct.get(&packs[0].0).expect("pack");
+    direct.put(&packs[0].0, bytes[..bytes.len() - 1000].to_vec());
+    refused_and_untouched(&ctx, "short-pack", "truncated");
+}
+
+#[test]
+fn cache_export_of_a_chunked_entry_unpacks_with_gnu_tar_to_the_same_tree() {
+    let ctx = TestContext::new();
+    make_tree(&ctx.work.join("tree"));
+    save(&ctx, &ctx.work, "to-export", &[]);
+    let tar_file = ctx.root.join("export.tar");
+    let run = ctx.run(&[
+        "--json",
+        "cache",
+        "export",
+        "to-export",
+        "-o",
+        tar_file.to_str().expect("utf-8"),
+    ]);
+    run.ok();
+    assert_eq!(run.json()["format"], "chunked");
+    let out = ctx.dir("by-hand");
+    let status = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(&tar_file)
+        .current_dir(&out)
+        .status()
+        .expect("GNU tar runs");
+    assert!(status.success());
+    assert_eq!(
+        snapshot(&ctx.work.join("tree")),
+        snapshot(&out.join("tree"))
+    );
+
+    // To standard output too, and a format-1 entry the same way.
+    ctx.run(&[
+        "cache", "save", "--key", "v1", "--path", "tree", "--format", "gzip",
+    ])
+    .ok();
+    for key in ["to-export", "v1"] {
+        let out = ctx
+            .ferry()
+            .args(["cache", "export", key])
+            .output()
+            .expect("ferry runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dir = ctx.dir(&format!("stdout-{key}"));
+        let mut tar = std::process::Command::new("tar")
+            .arg("-xf")
+            .arg("-")
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("tar");
+        use std::io::Write;
+        tar.stdin
+            .take()
+            .expect("stdin")
+            .write_all(&out.stdout)
+            .expect("pipe");
+        assert!(tar.wait().expect("tar ends").success());
+        assert_eq!(
+            snapshot(&ctx.work.join("tree")),
+            snapshot(&dir.join("tree")),
+            "{key}"
+        );
+    }
+}
+
+#[test]
+fn a_job_that_attaches_dist_and_persists_it_again_uploads_only_the_change() {
+    let mut ctx = TestContext::new();
+    ctx.set_env(
+        "XDG_STATE_HOME",
+        ctx.root.join("state").display().to_string(),
+    );
+    ctx.set_env("FERRY_WORKFLOW", "run-1");
+    ctx.set_env("FERRY_FORMAT", "chunked");
+    let build = ctx.dir("build");
+    make_tree(&build.join("dist"));
+    let persist = |dir: &Path, job: &str| -> Value {
+        let run = ctx.run_in(
+            dir,
+            &[
+                "--json",
+                "workspace",
+                "persist",
+                "--root",
+                ".",
+                "--path",
+                "dist",
+                "--job",
+                job,
+            ],
+        );
+        run.ok();
+        run.json()
+    };
+    let first = persist(&build, "build");
+
+    let package = ctx.dir("package");
+    ctx.run_in(
+        &package,
+        &["workspace", "attach", "--at", ".", "--job", "package"],
+    )
+    .ok();
+    std::fs::write(package.join("dist/a.txt"), "signed\n").expect("write");
+    let second = persist(&package, "package");
+    assert!(
+        second["uploaded_bytes"].as_u64() < Some(20_000),
+        "only the changed file: {second} (the first uploaded {})",
+        first["uploaded_bytes"]
+    );
+    assert_eq!(second["objects_written"], 2, "{second}");
+
+    let deploy = ctx.dir("deploy");
+    let run = ctx.run_in(&deploy, &["--json", "workspace", "attach", "--at", "."]);
+    run.ok();
+    assert_eq!(
+        std::fs::read_to_string(deploy.join("dist/a.txt")).expect("read"),
+        "signed\n"
+    );
+    assert_eq!(
+        std::fs::read(deploy.join("dist/big1.bin")).expect("read"),
+        noise(2_000_000, 2)
+    );
+}
+
+fn json(ctx: &TestContext, dir: &Path, args: &[&str]) -> Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let run = ctx.run_in(dir, &all);
+    run.ok();
+    run.json()
+}
+
+fn packs(ctx: &TestContext) -> Vec<String> {
+    ctx.direct()
+        .list(&caches_dir())
+        .into_iter()
+        .filter(|p| p.contains("/packs/"))
+        .collect()
+}
+
+#[test]
+fn prune_never_deletes_a_pack_a_live_entry_needs_even_one_a_running_save_found() {
+    let mut ctx = TestContext::new();
+    ctx.set_env(
+        "XDG_STATE_HOME",
+        ctx.root.join("state").display().to_string(),
+    );
+    ctx.set_env("FERRY_PRUNE_GRACE", "3s");
+    make_tree(&ctx.work.join("tree"));
+    save(&ctx, &ctx.work, "old", &["--ttl", "1s"]);
+    let first_pack = packs(&ctx);
+    assert_eq!(first_pack.len(), 1);
+    // A job restores the old entry; its save will share the old entry's pack.
+    let job = ctx.dir("job");
+    restore(&ctx, &job, "old").ok();
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+
+    // The entry expired and its pack is old: prune removes the entry and marks the pack.
+    let pruned = json(&ctx, &ctx.work, &["prune"]);
+    assert_eq!(
+        pruned["marked"].as_array().map(Vec::len),
+        Some(1),
+        "{pruned}"
+    );
+    assert_eq!(
+        packs(&ctx),
+        first_pack,
+        "a pack is never deleted on first sight"
+    );
+
+    // The job's save, still running then, publishes an entry using that pack.
+    std::fs::write(job.join("tree/a.txt"), "changed\n").expect("write");
+    let saved = save(&ctx, &job, "new", &[]);
+    assert!(saved["reused_bytes"].as_u64() > Some(2_000_000), "{saved}");
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+
+    // A grace period later the pack is used again: it stays, and the entry restores.
+    let pruned = json(&ctx, &ctx.work, &["prune"]);
+    assert!(
+        pruned["removed"].as_array().is_some_and(|r| r
+            .iter()
+            .all(|r| !r["name"].as_str().unwrap_or("").contains("packs/"))),
+        "{pruned}"
+    );
+    assert!(packs(&ctx).contains(&first_pack[0]));
+    let dest = ctx.dir("check");
+    restore(&ctx, &dest, "new").ok();
+    assert_eq!(snapshot(&job.join("tree")), snapshot(&dest.join("tree")));
+
+    // Once no entry uses them, packs go: marked by one prune, deleted by one a grace later.
+    json(&ctx, &ctx.work, &["cache", "rm", "new"]);
+    ctx.set_env("FERRY_PRUNE_GRACE", "0s");
+    let marked = json(&ctx, &ctx.work, &["prune"]);
+    assert_eq!(
+        marked["marked"].as_array().map(Vec::len),
+        Some(2),
+        "{marked}"
+    );
+    assert_eq!(packs(&ctx).len(), 2);
+    json(&ctx, &ctx.work, &["prune"]);
+    assert!(packs(&ctx).is_empty(), "{:?}", packs(&ctx));
+    assert!(
+        ctx.direct()
+            .list(&format!("{}/unused", manifest::project_dir(PROJECT)))
+            .is_empty()
+    );
+}
+
+#[test]
+fn prune_reports_mostly_dead_packs_and_repack_rewrites_them() {
+    let mut ctx = TestContext::new();
+    ctx.set_env(
+        "XDG_STATE_HOME",
+        ctx.root.join("state").display().to_string(),
+    );
+    make_tree(&ctx.work.join("tree"));
+    std::fs::write(ctx.work.join("tree/huge.bin"), noise(4_000_000, 9)).expect("write");
+    save(&ctx, &ctx.work, "a", &[]);
+    // The next entry keeps the small files and replaces the big ones.
+    let job = ctx.dir("job");
+    restore(&ctx, &job, "a").ok();
+    for (name, seed) in [
+        ("huge.bin", 19),
+        ("big0.bin", 11),
+        ("big1.bin", 12),
+        ("big2.bin", 13),
+    ] {
+        std::fs::write(job.join("tree").join(name), noise(1_000_000, seed)).expect("write");
+    }
+    save(&ctx, &job, "b", &[]);
+    json(&ctx, &ctx.work, &["cache", "rm", "a"]);
+
+    let dry = json(&ctx, &ctx.work, &["prune", "--dry-run"]);
+    assert_eq!(dry["dead"]["packs"], 1, "{dry}");
+    assert!(
+        dry["dead"]["dead_bytes"].as_u64() > Some(5_000_000),
+        "{dry}"
+    );
+
+    let repacked = json(&ctx, &ctx.work, &["prune", "--repack"]);
+    assert_eq!(repacked["repacked"]["packs_rewritten"], 1, "{repacked}");
+    assert_eq!(repacked["repacked"]["entries_rewritten"], 1, "{repacked}");
+    assert!(
+        repacked["repacked"]["bytes_written"].as_u64() < Some(1_500_000),
+        "{repacked}"
+    );
+    let dest = ctx.dir("after-repack");
+    restore(&ctx, &dest, "b").ok();
+    assert_eq!(snapshot(&job.join("tree")), snapshot(&dest.join("tree")));
+    let again = json(&ctx, &ctx.work, &["prune", "--dry-run"]);
+    assert_eq!(again["dead"]["packs"], 0, "{again}");
+}
