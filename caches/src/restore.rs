@@ -85,20 +85,32 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
     let started = Instant::now();
     let mut warnings = Vec::new();
     let mut untrusted = 0;
-    let found = find(store, &req, Utc::now(), &mut warnings, &mut untrusted).await?;
+    let miss = |warnings, untrusted| RestoreOutcome {
+        hit: Hit::Miss,
+        key: req.key.clone(),
+        matched_key: None,
+        scope: None,
+        bytes: 0,
+        files: 0,
+        seconds: started.elapsed().as_secs_f64(),
+        lookup_only: req.lookup_only,
+        warnings,
+        untrusted,
+    };
+    let found = match find(store, &req, Utc::now(), &mut warnings, &mut untrusted).await {
+        Ok(found) => found,
+        // A job that may not restore (a token without read, ACTIONS_CACHE_MODE) misses.
+        Err(CacheError::Store(e)) if e.is_denied() => {
+            warnings.push(format!(
+                "the store refused the lookup: {}",
+                e.denied_reason().unwrap_or("refused")
+            ));
+            return Ok(miss(warnings, untrusted));
+        }
+        Err(e) => return Err(e),
+    };
     let Some((found, scope)) = found else {
-        return Ok(RestoreOutcome {
-            hit: Hit::Miss,
-            key: req.key,
-            matched_key: None,
-            scope: None,
-            bytes: 0,
-            files: 0,
-            seconds: started.elapsed().as_secs_f64(),
-            lookup_only: req.lookup_only,
-            warnings,
-            untrusted,
-        });
+        return Ok(miss(warnings, untrusted));
     };
     let hit = if found.body.key == req.key {
         Hit::Exact
@@ -130,7 +142,7 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
     let lander = Lander::new(LandOptions {
         keep_root_links: req.keep_root_links,
     });
-    let lander = entry::land(
+    let landed = entry::land(
         store,
         lander,
         Land {
@@ -141,7 +153,18 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
             max_entries: None,
         },
     )
-    .await?;
+    .await;
+    let lander = match landed {
+        Ok(l) => l,
+        // Evicted between the lookup and the download: nothing was written.
+        Err(ferry_core::entry::EntryError::Store(e))
+            if e.is_not_found() && store.capabilities().evicts =>
+        {
+            warnings.push(evicted(&found.body.key));
+            return Ok(miss(warnings, untrusted));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let stats = lander.finish_async().await?.commit_async().await?;
     touch(store, &Layout::new(&req.project, scope.as_deref()), &found).await;
     Ok(RestoreOutcome {
@@ -188,9 +211,20 @@ fn check_expected(found: &CacheManifest, expected: &[String]) -> Result<(), Cach
     })
 }
 
+/// Why an entry whose data is gone was passed over.
+fn evicted(key: &str) -> String {
+    format!(
+        "skipped cache {key}: its data is no longer in the store, which evicts entries by \
+         itself (a miss; the next save stores the key again)"
+    )
+}
+
 /// Records a restore hit so the entry lives `ttl` past it (best effort: a failure only
-/// shortens the entry's life).
+/// shortens the entry's life). A store that evicts by itself records use on its own.
 async fn touch(store: &Store, layout: &Layout, found: &CacheManifest) {
+    if store.capabilities().evicts {
+        return;
+    }
     let now = Utc::now();
     let used = Used {
         key: found.body.key.clone(),
@@ -336,6 +370,20 @@ async fn accept(
                 ferry_core::units::format_duration(Duration::from_secs(m.body.ttl_seconds))
             ));
             return false;
+        }
+    }
+    // A store that evicts may have dropped the data and kept the manifest.
+    if store.capabilities().evicts {
+        match store.head(&m.data.path).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                warnings.push(evicted(&m.body.key));
+                return false;
+            }
+            Err(e) => {
+                warnings.push(format!("skipped cache {}: {e}", m.body.key));
+                return false;
+            }
         }
     }
     true

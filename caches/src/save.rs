@@ -39,8 +39,12 @@ pub struct SaveRequest {
 #[derive(Debug, Clone, Serialize)]
 pub struct SaveOutcome {
     pub saved: bool,
-    /// Why nothing was saved: `exists`.
+    /// Why nothing was saved: `exists`, or `denied` when the store refused the write (a
+    /// read-only token, a cache mode that forbids saves): not an error for the job.
     pub reason: Option<&'static str>,
+    /// What the store said when it refused the write.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub denied: Option<String>,
     pub key: String,
     /// Bytes stored (the compressed archive).
     pub bytes: u64,
@@ -66,6 +70,7 @@ pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheE
     let skipped = |warnings| SaveOutcome {
         saved: false,
         reason: Some("exists"),
+        denied: None,
         key: req.key.clone(),
         bytes: 0,
         files: 0,
@@ -75,10 +80,22 @@ pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheE
         expires: None,
         warnings,
     };
-    // An existing key is skipped, unless it has expired: it is a miss for every restore, so
-    // a save replaces it as `--force` would rather than leave the key dead until prune.
+    // An existing key is skipped, unless it has expired, or its data was evicted by a store
+    // that evicts: it is a miss for every restore, so a save replaces it as `--force` would
+    // rather than leave the key dead.
+    let evicts = store.capabilities().evicts;
     let mut replace = req.force;
-    if !req.force && store.head(&manifest_rel).await?.is_some() {
+    let existing = if req.force {
+        None
+    } else {
+        match store.head(&manifest_rel).await {
+            Ok(found) => found,
+            // A job that may save but not look up: the publish says whether the key is taken.
+            Err(e) if e.is_denied() => None,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if existing.is_some() {
         match crate::read_for_lookup(store, &manifest_rel).await? {
             Lookup::Found(r)
                 if crate::effective_expiry(store, &layout, &r.manifest)
@@ -87,11 +104,43 @@ pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheE
             {
                 replace = true;
             }
+            Lookup::Found(r) if evicts && store.head(&r.manifest.data.path).await?.is_none() => {
+                replace = true;
+            }
             Lookup::Gone => {}
             _ => return Ok(skipped(Vec::new())),
         }
     }
+    match publish(store, &req, &layout, &manifest_rel, replace, started).await {
+        Err(CacheError::Store(e)) if e.is_denied() => Ok(SaveOutcome {
+            saved: false,
+            reason: Some("denied"),
+            denied: e.denied_reason().map(str::to_string),
+            key: req.key.clone(),
+            bytes: 0,
+            files: 0,
+            unpacked_bytes: 0,
+            format: req.format,
+            seconds: started.elapsed().as_secs_f64(),
+            expires: None,
+            warnings: Vec::new(),
+        }),
+        Ok(Err(lost)) => Ok(skipped(lost)),
+        Ok(Ok(outcome)) => Ok(outcome),
+        Err(e) => Err(e),
+    }
+}
 
+/// Packs and publishes the entry; `Err` (with the packing's warnings) when another save
+/// published the key first.
+async fn publish(
+    store: &Store,
+    req: &SaveRequest,
+    layout: &Layout,
+    manifest_rel: &str,
+    replace: bool,
+    started: Instant,
+) -> Result<Result<SaveOutcome, Vec<String>>, CacheError> {
     let plan = archive::plan(&req.paths, &req.excludes, &req.at).map_err(|e| match e {
         PlanError::InvalidPath { path, reason } => CacheError::InvalidPath { path, reason },
         PlanError::Glob(g) => CacheError::Glob(g),
@@ -138,16 +187,24 @@ pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheE
     if replace {
         // The replaced archive is left for `ferry prune`, so a restore already reading it
         // finishes; it is no longer referenced and goes after the grace period.
-        store.overwrite(&manifest_rel, bytes).await?;
-    } else if store.create(&manifest_rel, bytes).await? == Published::Exists {
-        store.delete(&data_rel).await?;
-        return Ok(skipped(warnings));
+        store.overwrite(manifest_rel, bytes).await?;
+    } else if store.create(manifest_rel, bytes).await? == Published::Exists {
+        // A store that cannot delete here keeps the unpublished data until it evicts it.
+        if let Err(e) = store.delete(&data_rel).await {
+            if !e.is_unsupported() {
+                return Err(e.into());
+            }
+        }
+        return Ok(Err(warnings));
     }
-    let _ = store.delete(&layout.used(&req.key)).await;
-    Ok(SaveOutcome {
+    if !store.capabilities().evicts {
+        let _ = store.delete(&layout.used(&req.key)).await;
+    }
+    Ok(Ok(SaveOutcome {
         saved: true,
         reason: None,
-        key: req.key,
+        denied: None,
+        key: req.key.clone(),
         bytes: packed.data.size,
         files: packed.tree.files,
         unpacked_bytes: packed.tree.unpacked_bytes,
@@ -155,5 +212,5 @@ pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheE
         seconds: started.elapsed().as_secs_f64(),
         expires: Some(expires),
         warnings,
-    })
+    }))
 }
