@@ -282,49 +282,62 @@ async fn find(
             // clock, and only those are read: a group at a time, a group being those within a
             // second of its newest (some stores keep whole seconds), ordered by the creation
             // time each manifest records.
-            let found = store
-                .newest(&layout.keys_dir(), &manifest::name_prefix(candidate))
-                .await?;
-            let mut rest = found.as_slice();
-            while let Some(top) = rest.first() {
-                let cut = rest
-                    .iter()
-                    .position(|o| top.modified - o.modified > chrono::Duration::seconds(1))
-                    .unwrap_or(rest.len());
-                let (group, later) = rest.split_at(cut);
-                rest = later;
-                let names: Vec<&str> = group
-                    .iter()
-                    .map(|o| o.path.as_str())
-                    .filter(|p| !judged.contains(*p))
-                    .collect();
-                let read: Vec<(&str, Result<Lookup, CacheError>)> = futures::stream::iter(names)
+            let caps = store.capabilities();
+            let prefix = manifest::name_prefix(candidate);
+            let mut found = store.newest(&layout.keys_dir(), &prefix).await?;
+            // An object store's answer is every match already.
+            let mut listed_all = !caps.prefix_lookup;
+            loop {
+                let mut rest = found.as_slice();
+                while let Some(top) = rest.first() {
+                    let cut = rest
+                        .iter()
+                        .position(|o| top.modified - o.modified > chrono::Duration::seconds(1))
+                        .unwrap_or(rest.len());
+                    let (group, later) = rest.split_at(cut);
+                    rest = later;
+                    let names: Vec<&str> = group
+                        .iter()
+                        .map(|o| o.path.as_str())
+                        .filter(|p| !judged.contains(*p))
+                        .collect();
+                    let read: Vec<(&str, Result<Lookup, CacheError>)> = futures::stream::iter(
+                        names,
+                    )
                     .map(|rel| async move { (rel, crate::read_for_lookup(store, rel).await) })
                     .buffer_unordered(16)
                     .collect()
                     .await;
-                let mut usable: Vec<(String, Read)> = Vec::new();
-                for (rel, r) in read {
-                    judged.insert(rel.to_string());
-                    match r? {
-                        Lookup::Found(r) => usable.push((rel.to_string(), *r)),
-                        // Listed, then removed before it was read: passed over.
-                        Lookup::Gone => {}
-                        Lookup::Unusable(w) => warnings.push(w),
+                    let mut usable: Vec<(String, Read)> = Vec::new();
+                    for (rel, r) in read {
+                        judged.insert(rel.to_string());
+                        match r? {
+                            Lookup::Found(r) => usable.push((rel.to_string(), *r)),
+                            // Listed, then removed before it was read: passed over.
+                            Lookup::Gone => {}
+                            Lookup::Unusable(w) => warnings.push(w),
+                        }
+                    }
+                    usable.retain(|(_, r)| r.manifest.body.key.starts_with(candidate.as_str()));
+                    usable.sort_by(|(_, a), (_, b)| {
+                        b.manifest
+                            .created
+                            .cmp(&a.manifest.created)
+                            .then_with(|| b.manifest.body.key.cmp(&a.manifest.body.key))
+                    });
+                    for (rel, r) in usable {
+                        if accept(store, req, &layout, &rel, &r, now, warnings, untrusted).await {
+                            return Ok(Some((r.manifest, scope)));
+                        }
                     }
                 }
-                usable.retain(|(_, r)| r.manifest.body.key.starts_with(candidate.as_str()));
-                usable.sort_by(|(_, a), (_, b)| {
-                    b.manifest
-                        .created
-                        .cmp(&a.manifest.created)
-                        .then_with(|| b.manifest.body.key.cmp(&a.manifest.body.key))
-                });
-                for (rel, r) in usable {
-                    if accept(store, req, &layout, &rel, &r, now, warnings, untrusted).await {
-                        return Ok(Some((r.manifest, scope)));
-                    }
+                // A store's own lookup gives only the newest match: when that was passed over
+                // and the store can list, the older matches are tried too.
+                if listed_all || !caps.list || found.is_empty() {
+                    break;
                 }
+                listed_all = true;
+                found = store.list_newest(&layout.keys_dir(), &prefix).await?;
             }
         }
     }

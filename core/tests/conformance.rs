@@ -209,7 +209,12 @@ fn gha_job(file: &[(String, String)]) -> Vec<(String, String)> {
         .map(|(_, v)| v.clone())
         .expect("store-gha.env names the fake's admin API");
     let (status, body) = http_request("POST", &format!("{admin}/jobs"), "{}");
-    assert_eq!(status, 200, "POST {admin}/jobs: {}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        status,
+        200,
+        "POST {admin}/jobs: {}",
+        String::from_utf8_lossy(&body)
+    );
     let job: serde_json::Value = serde_json::from_slice(&body).expect("a job as JSON");
     job["env"]
         .as_object()

@@ -42,7 +42,7 @@ pub async fn save(globals: &Globals, request: SaveRequest) -> Result<(), CliErro
         ));
     } else {
         out.info(format!(
-            "cache {key} exists in {}; not saved (use --force to replace it)",
+            "cache {key} exists; not saved to {} (use --force to replace it)",
             out.store
         ));
     }

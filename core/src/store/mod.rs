@@ -475,6 +475,23 @@ impl Store {
             .map_err(|e| self.request_error("look up", dir, e))
     }
 
+    /// Every object of folder `dir` whose name starts with `name_prefix`, newest first, by
+    /// listing: where the store's own lookup ([`Store::newest`]) gives only the newest and
+    /// the older ones are wanted too.
+    pub async fn list_newest(
+        &self,
+        dir: &str,
+        name_prefix: &str,
+    ) -> Result<Vec<ObjectInfo>, StoreError> {
+        let folder = format!("{}/", dir.trim_end_matches('/'));
+        let listed = self
+            .backend
+            .list(&format!("{folder}{name_prefix}"))
+            .await
+            .map_err(|e| self.request_error("list", dir, e))?;
+        Ok(newest_of(listed, dir, name_prefix))
+    }
+
     /// Deletes `rel`; deleting what is not there is not an error.
     pub async fn delete(&self, rel: &str) -> Result<(), StoreError> {
         match self.backend.delete(rel).await {

@@ -51,7 +51,11 @@ struct Message {
 
 /// A REST client for one repository.
 pub(crate) struct Rest {
-    crab: Octocrab,
+    api: String,
+    token: String,
+    /// Made on first use: octocrab's client starts a task, so it needs the async runtime,
+    /// and opening a store does not.
+    crab: tokio::sync::OnceCell<Octocrab>,
     /// `/repos/{owner}/{repo}`.
     repo_route: String,
 }
@@ -69,20 +73,35 @@ impl Rest {
             .split_once('/')
             .filter(|(o, r)| !o.is_empty() && !r.is_empty() && !r.contains('/'))
             .ok_or_else(|| format!("GITHUB_REPOSITORY={repository:?} is not owner/repo"))?;
-        let crab = Octocrab::builder()
-            .base_uri(api)
-            .map_err(|e| format!("GITHUB_API_URL={api:?} is not a URL: {e}"))?
-            .personal_token(token.to_string())
-            .add_header(
-                http::header::HeaderName::from_static("x-github-api-version"),
-                "2022-11-28".to_string(),
-            )
-            .build()
-            .map_err(|e| format!("cannot set up GitHub's REST client: {e}"))?;
+        http::Uri::try_from(api)
+            .map_err(|e| format!("GITHUB_API_URL={api:?} is not a URL: {e}"))?;
         Ok(Self {
-            crab,
+            api: api.to_string(),
+            token: token.to_string(),
+            crab: tokio::sync::OnceCell::new(),
             repo_route: format!("/repos/{owner}/{repo}"),
         })
+    }
+
+    async fn crab(&self, what: &str) -> Result<&Octocrab, RestError> {
+        self.crab
+            .get_or_try_init(|| async {
+                Octocrab::builder()
+                    .base_uri(self.api.as_str())
+                    .and_then(|b| {
+                        b.personal_token(self.token.clone())
+                            .add_header(
+                                http::header::HeaderName::from_static("x-github-api-version"),
+                                "2022-11-28".to_string(),
+                            )
+                            .build()
+                    })
+                    .map_err(|e| RestError::Transport {
+                        what: what.to_string(),
+                        reason: format!("cannot set up GitHub's REST client: {e}"),
+                    })
+            })
+            .await
     }
 
     /// Sends one request (`delete` or get) to `route`, waiting out rate limits and retrying
@@ -97,13 +116,14 @@ impl Rest {
             what: what.to_string(),
             reason,
         };
+        let crab = self.crab(what).await?;
         let mut attempt = 0;
         loop {
             attempt += 1;
             let sent = if delete {
-                self.crab._delete(route, None::<&()>).await
+                crab._delete(route, None::<&()>).await
             } else {
-                self.crab._get(route).await
+                crab._get(route).await
             };
             let resp = match sent {
                 Ok(r) => r,
@@ -124,7 +144,7 @@ impl Rest {
                 .get(http::header::LOCATION)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
-            let body = match self.crab.body_to_string(resp).await {
+            let body = match crab.body_to_string(resp).await {
                 Ok(b) => b,
                 Err(_) if attempt < ATTEMPTS => {
                     tokio::time::sleep(backoff(attempt)).await;
