@@ -72,6 +72,11 @@ pub fn admin(
 
 /// A plain HTTP/1.1 request to a loopback server; the status and body.
 pub fn http(method: &str, url: &str, body: &str) -> (u16, String) {
+    http_with(method, url, &[], body)
+}
+
+/// [`http`] with extra headers.
+pub fn http_with(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
     let rest = url
         .strip_prefix("http://")
         .unwrap_or_else(|| panic!("the fake is plain http on loopback: {url}"));
@@ -81,9 +86,13 @@ pub fn http(method: &str, url: &str, body: &str) -> (u16, String) {
     let mut conn = std::net::TcpStream::connect(host_port).expect("connect to the fake");
     conn.set_read_timeout(Some(std::time::Duration::from_secs(60)))
         .expect("a read timeout");
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         conn,
-        "{method} {path} HTTP/1.1\r\nHost: {host_port}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {host_port}\r\nConnection: close\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .expect("send");

@@ -160,12 +160,30 @@ impl TestContext {
         self.env.insert("FERRY_STORE".into(), other.store.clone());
         self.store = other.store.clone();
         if let Some(run) = other.gha_run {
-            let job = gha::new_job(&self.env, &serde_json::json!({ "run_id": run }));
-            for (k, v) in gha::store_vars(&BTreeMap::new(), &job) {
-                self.env.insert(k, v);
-            }
-            self.gha_run = Some(run);
+            self.become_gha_job(&serde_json::json!({ "run_id": run }));
         }
+    }
+
+    /// On `gha`: makes this context a new job of the fake as `spec` describes it (`run_id`,
+    /// `job`, `ref`, `base_ref`, `cache_mode`, as `POST /_fake/jobs` takes them), with that
+    /// job's store variables; the fake's answer (its `env` has the whole CI context).
+    pub fn become_gha_job(&mut self, spec: &serde_json::Value) -> serde_json::Value {
+        let job = gha::new_job(&self.env, spec);
+        for (k, v) in gha::store_vars(&BTreeMap::new(), &job) {
+            self.env.insert(k, v);
+        }
+        self.gha_run = job["run_id"].as_u64();
+        job
+    }
+
+    /// A call to the gha fake's admin API (`route` below `/_fake`).
+    pub fn gha_admin(
+        &self,
+        method: &str,
+        route: &str,
+        body: Option<&serde_json::Value>,
+    ) -> serde_json::Value {
+        gha::admin(&self.env, method, route, body)
     }
 
     /// Sets a variable for every later command of this context.
