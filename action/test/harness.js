@@ -90,9 +90,11 @@ class Job {
    * @param {string} options.runId    GITHUB_RUN_ID, shared by the jobs of one workflow run
    * @param {object} [options.env]    extra environment (workflow or job `env:`)
    * @param {string} [options.path]   PATH (default this process's, where the real ferry is)
+   * @param {string} [options.githubToken]  `${{ github.token }}` (default none)
    */
-  constructor({ name, runId, env = {}, path: searchPath = process.env.PATH }) {
+  constructor({ name, runId, env = {}, path: searchPath = process.env.PATH, githubToken = '' }) {
     this.name = name;
+    this.githubToken = githubToken;
     this.root = mkdtemp(`ferry-action-${name}-`);
     this.workspace = path.join(this.root, 'workspace');
     this.temp = path.join(this.root, 'runner-temp');
@@ -167,7 +169,7 @@ class Job {
       throw new Error(`unexpected input(s) ${unexpected.join(', ')}; valid: ${Object.keys(declared).join(', ')}`);
     }
     const env = {};
-    const contexts = { job: { status: this.status } };
+    const contexts = { job: { status: this.status }, github: { token: this.githubToken } };
     for (const [name, spec] of Object.entries(declared)) {
       let value;
       if (name in inputs) value = String(inputs[name]);
