@@ -11,38 +11,8 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { before, describe, it } = require('node:test');
 
-const { Job, REPO_DIR } = require('./harness');
-
-const ENV_FILE = path.join(process.env.FERRY_SERVERS_DIR || path.join(REPO_DIR, '.ci', 'cache'), 'store-gha.env');
-
-/** The fake's admin API, from the env file `.ci/servers.sh` wrote; null when it is not running. */
-function fakeAdmin() {
-  if (!fs.existsSync(ENV_FILE)) {
-    if (process.env.FERRY_TEST_REQUIRE_SERVERS === '1') {
-      throw new Error(`${ENV_FILE} is missing; run .ci/servers.sh start-gha`);
-    }
-    return null;
-  }
-  const line = fs
-    .readFileSync(ENV_FILE, 'utf8')
-    .split('\n')
-    .find((l) => l.startsWith('export FERRY_GHA_FAKE_URL='));
-  return line ? line.split('=').slice(1).join('=').replace(/^'|'$/g, '') : null;
-}
-
-const ADMIN = fakeAdmin();
-const skip = ADMIN ? false : `the gha fake is not running (${ENV_FILE} is missing)`;
-
-/** A new job of the fake (`spec.run_id` joins that run): its runtime token and run. */
-async function fakeJob(spec = {}) {
-  const res = await fetch(`${ADMIN}/jobs`, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify(spec),
-  });
-  assert.equal(res.status, 200, await res.clone().text());
-  return res.json();
-}
+const { fakeJob, runnerVariables, skipWithoutFake: skip } = require('./fake');
+const { Job } = require('./harness');
 
 /** A runner job whose only link to GitHub's services is the two variables the runner gives. */
 async function runnerJob(name, { run } = {}) {
@@ -50,10 +20,7 @@ async function runnerJob(name, { run } = {}) {
   const job = new Job({
     name,
     runId: String(fake.run_id),
-    env: {
-      ACTIONS_RESULTS_URL: fake.env.ACTIONS_RESULTS_URL,
-      ACTIONS_RUNTIME_TOKEN: fake.env.ACTIONS_RUNTIME_TOKEN,
-    },
+    env: runnerVariables(fake),
   });
   return { job, fake };
 }

@@ -309,10 +309,11 @@ function stepShouldRun(condition, status) {
 /**
  * Runs a workflow's jobs in `needs` order, each on a fresh runner: `uses:` of
  * this action (any ref of ferry-ci/ferry/action) through main and post,
- * `actions/checkout` as a copy of `checkout`, `run:` steps in bash. Returns
+ * `actions/checkout` as a copy of `checkout`, `run:` steps in bash. `jobEnv(name)` adds what
+ * the runner gives that job alone (its runtime token). Returns
  * { [job]: { job, steps: [{ step, result }], posts } }.
  */
-function runWorkflow(workflow, { runId, checkout, vars = {}, secrets = {}, path: searchPath, env = {} }) {
+function runWorkflow(workflow, { runId, checkout, vars = {}, secrets = {}, path: searchPath, env = {}, jobEnv: jobEnvOf = () => ({}) }) {
   const jobs = workflow.jobs || {};
   const order = [];
   const needsOf = (name) => [].concat(jobs[name].needs || []);
@@ -329,7 +330,7 @@ function runWorkflow(workflow, { runId, checkout, vars = {}, secrets = {}, path:
     contexts.env = workflowEnv;
     const jobEnv = { ...workflowEnv };
     for (const [key, value] of Object.entries(jobs[name].env || {})) jobEnv[key] = evaluateExpressions(value, contexts);
-    const job = new Job({ name, runId, path: searchPath, env: { ...jobEnv, ...env } });
+    const job = new Job({ name, runId, path: searchPath, env: { ...jobEnv, ...env, ...jobEnvOf(name) } });
     const steps = [];
     for (const step of jobs[name].steps || []) {
       if (!stepShouldRun(step.if, job.status)) {
