@@ -3,14 +3,17 @@
 // It is loaded from tests/gha/clients (FERRY_BENCH_CLIENTS), where tests/gha/run.sh installs
 // the pinned version. Exits 1 when the client did not save or did not hit exactly: it warns
 // instead of throwing.
-import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 const [, , op, key, ...paths] = process.argv;
-const clients = process.env.FERRY_BENCH_CLIENTS;
-const require = createRequire(path.join(clients, 'package.json'));
-const mod = await import(pathToFileURL(require.resolve('@actions/cache')).href);
+// An ES module is found from the importing file, not the working folder: the package's own
+// entry point, as its `exports` name it.
+const pkg = path.join(process.env.FERRY_BENCH_CLIENTS, 'node_modules', '@actions', 'cache');
+const manifest = JSON.parse(readFileSync(path.join(pkg, 'package.json'), 'utf8'));
+const entry = manifest.exports?.['.']?.import ?? manifest.main;
+const mod = await import(pathToFileURL(path.join(pkg, entry)).href);
 const cache = mod.saveCache ? mod : mod.default;
 
 if (op === 'save') {
