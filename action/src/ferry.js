@@ -121,7 +121,12 @@ function artifactsDownloadArgs() {
  */
 function parseJson(stdout) {
   const objects = [];
-  const text = stdout.trim();
+  // Workflow commands (`::add-mask::...`) are for the runner, not results.
+  const text = stdout
+    .split(/\r?\n/)
+    .filter((line) => !line.startsWith('::'))
+    .join('\n')
+    .trim();
   try {
     if (text !== '') objects.push(JSON.parse(text));
   } catch {
@@ -152,13 +157,22 @@ function runFerry(ferry, args) {
   const argv = [...globalArgs(), ...args];
   const cwd = getInput('working-directory') || '.';
   log.info(`[command]${ferry} ${argv.map(quote).join(' ')}`);
+  // The job's token for GitHub's REST API (listing and removing caches on gha://); the
+  // runner gives actions ACTIONS_RESULTS_URL and ACTIONS_RUNTIME_TOKEN itself.
+  const env = { ...process.env };
+  const token = getInput('token');
+  if (token) env.GITHUB_TOKEN = token;
   return new Promise((resolve, reject) => {
-    const child = spawn(ferry, argv, { cwd, stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(ferry, argv, { cwd, env, stdio: ['ignore', 'pipe', 'inherit'] });
     const chunks = [];
     child.stdout.on('data', (chunk) => chunks.push(chunk));
     child.on('error', (error) => reject(new Error(`failed to run ${ferry}: ${error.message}`)));
     child.on('close', (code, signal) => {
       const stdout = Buffer.concat(chunks).toString('utf8');
+      // Masks ferry printed on stdout (it prints them on stderr with --json) reach the runner.
+      for (const line of stdout.split(/\r?\n/)) {
+        if (line.startsWith('::add-mask::')) process.stdout.write(`${line}\n`);
+      }
       const { result, error } = parseJson(stdout);
       if (result === null && error === null && stdout.trim() !== '') process.stdout.write(stdout);
       resolve({ code: code === null ? 128 : code, signal, json: result, error, stdout });

@@ -92,7 +92,9 @@ async function run() {
   }
   if (code !== EXIT.ok) throw failure(args.slice(0, 2).join(' '), code, error);
   if (command === 'cache-save' && json) {
-    log.info(json.saved ? `Cache saved with key: ${json.key}` : `Cache entry ${json.key} already exists; not saved`);
+    if (json.saved) log.info(`Cache saved with key: ${json.key}`);
+    else if (json.reason === 'denied') log.warning(`Cache not saved with key ${json.key}: ${json.denied || 'the store refused the write'}`);
+    else log.info(`Cache entry ${json.key} already exists; not saved`);
   }
 }
 

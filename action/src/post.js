@@ -38,7 +38,10 @@ async function run() {
     log.warning(`Failed to save the cache: ferry cache save exited with code ${code}${detail}`);
     return;
   }
-  if (json && json.saved === false) {
+  if (json && json.saved === false && json.reason === 'denied') {
+    // A job that may not save caches (read-only token, ACTIONS_CACHE_MODE) is not failed.
+    log.warning(`Cache not saved with key ${json.key}: ${json.denied || 'the store refused the write'}`);
+  } else if (json && json.saved === false) {
     log.info(`Cache entry ${json.key} already exists (${json.reason || 'not saved'}); not saving.`);
   } else {
     log.info(`Cache saved with key: ${(json && json.key) || key}`);

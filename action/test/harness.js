@@ -90,9 +90,11 @@ class Job {
    * @param {string} options.runId    GITHUB_RUN_ID, shared by the jobs of one workflow run
    * @param {object} [options.env]    extra environment (workflow or job `env:`)
    * @param {string} [options.path]   PATH (default this process's, where the real ferry is)
+   * @param {string} [options.githubToken]  `${{ github.token }}` (default none)
    */
-  constructor({ name, runId, env = {}, path: searchPath = process.env.PATH }) {
+  constructor({ name, runId, env = {}, path: searchPath = process.env.PATH, githubToken = '' }) {
     this.name = name;
+    this.githubToken = githubToken;
     this.root = mkdtemp(`ferry-action-${name}-`);
     this.workspace = path.join(this.root, 'workspace');
     this.temp = path.join(this.root, 'runner-temp');
@@ -167,7 +169,7 @@ class Job {
       throw new Error(`unexpected input(s) ${unexpected.join(', ')}; valid: ${Object.keys(declared).join(', ')}`);
     }
     const env = {};
-    const contexts = { job: { status: this.status } };
+    const contexts = { job: { status: this.status }, github: { token: this.githubToken } };
     for (const [name, spec] of Object.entries(declared)) {
       let value;
       if (name in inputs) value = String(inputs[name]);
@@ -307,10 +309,11 @@ function stepShouldRun(condition, status) {
 /**
  * Runs a workflow's jobs in `needs` order, each on a fresh runner: `uses:` of
  * this action (any ref of ferry-ci/ferry/action) through main and post,
- * `actions/checkout` as a copy of `checkout`, `run:` steps in bash. Returns
+ * `actions/checkout` as a copy of `checkout`, `run:` steps in bash. `jobEnv(name)` adds what
+ * the runner gives that job alone (its runtime token). Returns
  * { [job]: { job, steps: [{ step, result }], posts } }.
  */
-function runWorkflow(workflow, { runId, checkout, vars = {}, secrets = {}, path: searchPath, env = {} }) {
+function runWorkflow(workflow, { runId, checkout, vars = {}, secrets = {}, path: searchPath, env = {}, jobEnv: jobEnvOf = () => ({}) }) {
   const jobs = workflow.jobs || {};
   const order = [];
   const needsOf = (name) => [].concat(jobs[name].needs || []);
@@ -327,7 +330,7 @@ function runWorkflow(workflow, { runId, checkout, vars = {}, secrets = {}, path:
     contexts.env = workflowEnv;
     const jobEnv = { ...workflowEnv };
     for (const [key, value] of Object.entries(jobs[name].env || {})) jobEnv[key] = evaluateExpressions(value, contexts);
-    const job = new Job({ name, runId, path: searchPath, env: { ...jobEnv, ...env } });
+    const job = new Job({ name, runId, path: searchPath, env: { ...jobEnv, ...env, ...jobEnvOf(name) } });
     const steps = [];
     for (const step of jobs[name].steps || []) {
       if (!stepShouldRun(step.if, job.status)) {

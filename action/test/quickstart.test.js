@@ -11,7 +11,8 @@ const os = require('node:os');
 const path = require('node:path');
 const { describe, it } = require('node:test');
 
-const { ACTION_DIR, loadYaml, newRunId, quickstart, runWorkflow, tempStore } = require('./harness');
+const { fakeJob, fakeRun, runnerVariables, skipWithoutFake } = require('./fake');
+const { ACTION_DIR, loadYaml, quickstart, runWorkflow, tempStore } = require('./harness');
 
 const FIXTURES = path.join(__dirname, 'fixtures');
 const snippet = quickstart('github-actions', 'docs/ci/github-actions.md');
@@ -59,20 +60,25 @@ describe(`the GitHub Actions quick start (${path.relative(path.resolve(ACTION_DI
     assert.match(broken.stdout, /restore-kys/);
   });
 
-  it('runs: build misses and saves, test hits, attaches, uploads; a second run hits', () => {
+  // As a hosted runner runs it: no store and no secrets, only the runtime token each job gets,
+  // here from the fake of GitHub's services.
+  it('runs on GitHub\'s services: build misses and saves, test hits, attaches, uploads; a second run hits', { skip: skipWithoutFake }, async () => {
+    assert.doesNotMatch(snippet.yaml, /FERRY_STORE|secrets\.|vars\./, 'the quick start needs no bucket and no secrets');
     const dir = writeProject(snippet.yaml);
     const workflow = loadYaml(path.join(dir, '.github/workflows/ci.yml'));
-    const store = tempStore();
-    const npmLog = path.join(store, '..', `npm-${path.basename(store)}.log`);
+    const scratch = tempStore();
+    const npmLog = path.join(scratch, 'npm.log');
+    // A project of its own, so the fake's caches from earlier runs of this test do not hit.
+    const project = `acme/quickstart-${path.basename(scratch).replace(/[^A-Za-z0-9]/g, '')}`;
     const options = {
       checkout: path.join(FIXTURES, 'project'),
-      vars: { FERRY_STORE: store },
       path: `${path.join(FIXTURES, 'bin')}${path.delimiter}${process.env.PATH}`,
-      env: { NPM_STUB_LOG: npmLog },
+      env: { NPM_STUB_LOG: npmLog, FERRY_PROJECT: project },
     };
 
-    const runId = newRunId();
-    const first = runWorkflow(workflow, { ...options, runId });
+    const run = await fakeRun(Object.keys(workflow.jobs));
+    const runId = run.runId;
+    const first = runWorkflow(workflow, { ...options, runId, jobEnv: run.envFor });
     const everyStep = (jobs) =>
       Object.values(jobs).flatMap(({ steps, posts }) => [
         ...steps.map(({ step, result }) => ({ what: step.uses || step.run, result })),
@@ -93,18 +99,20 @@ describe(`the GitHub Actions quick start (${path.relative(path.resolve(ACTION_DI
     assert.equal(first.test.job.read('dist/app.js'), fs.readFileSync(path.join(FIXTURES, 'project/src/app.js'), 'utf8'));
     assert.deepEqual(fs.readFileSync(npmLog, 'utf8').trim().split('\n'), ['npm ci', 'npm run build', 'npm test']);
 
-    // The uploaded reports are there for anyone with ferry and the store.
+    // The uploaded reports are there for a later job of the run, with ferry and nothing else.
     const downloaded = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-action-reports-'));
+    const later = await fakeJob({ run_id: Number(runId), job: 'report' });
     const download = spawnSync(
       'ferry',
-      ['--store', store, '--project', 'ferry-ci/example', 'artifacts', 'download', '--run', runId, '--job', 'test', '--to', downloaded],
-      { encoding: 'utf8', env: { PATH: process.env.PATH, HOME: os.tmpdir() } },
+      ['--project', project, 'artifacts', 'download', '--run', runId, '--job', 'test', '--to', downloaded],
+      { encoding: 'utf8', env: { PATH: process.env.PATH, HOME: os.tmpdir(), ...runnerVariables(later) } },
     );
     assert.equal(download.status, 0, download.stderr);
     assert.match(fs.readFileSync(path.join(downloaded, 'test-results/junit.xml'), 'utf8'), /failures="0"/);
 
     // The next push: the build job's cache hits exactly and npm ci still runs but nothing is saved.
-    const second = runWorkflow(workflow, { ...options, runId: newRunId() });
+    const next = await fakeRun(Object.keys(workflow.jobs));
+    const second = runWorkflow(workflow, { ...options, runId: next.runId, jobEnv: next.envFor });
     assert.equal(second.build.steps[1].result.outputs['cache-hit'], 'true', ran(second.build.steps[1].result));
     assert.match(second.build.posts[0].stdout, /Cache hit on the primary key/);
     assert.equal(second.test.steps[4].result.code, 0, ran(second.test.steps[4].result));

@@ -19,7 +19,8 @@ echo "action tests: ferry at ${ferry}, node $(node --version)"
 # variables of an enclosing CI job out of the processes they start.
 while IFS= read -r name; do
   unset "$name"
-done < <(env | sed -n 's/^\(\(GITHUB\|RUNNER\|INPUT\|STATE\|CIRCLE\|FERRY\)_[A-Za-z0-9_-]*\)=.*/\1/p' | grep -v -- '-')
+done < <(env | sed -n 's/^\(\(GITHUB\|RUNNER\|INPUT\|STATE\|CIRCLE\|FERRY\|ACTIONS\)_[A-Za-z0-9_-]*\)=.*/\1/p' \
+  | grep -v -- '-' | grep -v '^FERRY_TEST_')
 unset GITHUB_ACTIONS CIRCLECI
 
 # Every test makes its folders under one private temporary folder, removed

@@ -299,13 +299,17 @@ fn file_object(out: &mut Objects, scope: Option<String>, rest: &str, info: Objec
     }
 }
 
-/// When a cache expires: its manifest's expiry, pushed forward by its last restore hit.
+/// When a cache expires: its manifest's expiry, pushed forward by its last restore hit (a
+/// store that evicts by itself keeps no used markers: its own record of use decides).
 pub(crate) async fn effective_expiry(
     store: &Store,
     layout: &Layout,
     m: &CacheManifest,
 ) -> Option<chrono::DateTime<Utc>> {
     let expires = m.expires?;
+    if store.capabilities().evicts {
+        return Some(expires);
+    }
     let used: Option<Used> = store
         .read(&layout.used(&m.body.key))
         .await

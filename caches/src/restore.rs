@@ -95,23 +95,35 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
     let started = Instant::now();
     let mut warnings = Vec::new();
     let mut untrusted = 0;
-    let found = find(store, &req, Utc::now(), &mut warnings, &mut untrusted).await?;
+    let miss = |warnings, untrusted| RestoreOutcome {
+        hit: Hit::Miss,
+        key: req.key.clone(),
+        matched_key: None,
+        scope: None,
+        bytes: 0,
+        files: 0,
+        kept_files: 0,
+        removed: 0,
+        format: None,
+        seconds: started.elapsed().as_secs_f64(),
+        lookup_only: req.lookup_only,
+        warnings,
+        untrusted,
+    };
+    let found = match find(store, &req, Utc::now(), &mut warnings, &mut untrusted).await {
+        Ok(found) => found,
+        // A job that may not restore (a token without read, ACTIONS_CACHE_MODE) misses.
+        Err(CacheError::Store(e)) if e.is_denied() => {
+            warnings.push(format!(
+                "the store refused the lookup: {}",
+                e.denied_reason().unwrap_or("refused")
+            ));
+            return Ok(miss(warnings, untrusted));
+        }
+        Err(e) => return Err(e),
+    };
     let Some((found, scope)) = found else {
-        return Ok(RestoreOutcome {
-            hit: Hit::Miss,
-            key: req.key,
-            matched_key: None,
-            scope: None,
-            bytes: 0,
-            files: 0,
-            kept_files: 0,
-            removed: 0,
-            format: None,
-            seconds: started.elapsed().as_secs_f64(),
-            lookup_only: req.lookup_only,
-            warnings,
-            untrusted,
-        });
+        return Ok(miss(warnings, untrusted));
     };
     let hit = if found.body.key == req.key {
         Hit::Exact
@@ -148,7 +160,7 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
     let lander = Lander::new(LandOptions {
         keep_root_links: req.keep_root_links,
     });
-    let (lander, landing) = entry::land(
+    let landed = entry::land(
         store,
         lander,
         Land {
@@ -161,7 +173,18 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
             mirror: true,
         },
     )
-    .await?;
+    .await;
+    let (lander, landing) = match landed {
+        Ok(l) => l,
+        // Evicted between the lookup and the download: nothing was written.
+        Err(ferry_core::entry::EntryError::Store(e))
+            if e.is_not_found() && store.capabilities().evicts =>
+        {
+            warnings.push(evicted(&found.body.key));
+            return Ok(miss(warnings, untrusted));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let stats = lander.finish_async().await?.commit_async().await?;
     touch(store, &Layout::new(&req.project, scope.as_deref()), &found).await;
     if let (Some(dir), Some(index)) = (&req.state_dir, &landing.index) {
@@ -226,9 +249,20 @@ fn check_expected(found: &CacheManifest, expected: &[String]) -> Result<(), Cach
     })
 }
 
+/// Why an entry whose data is gone was passed over.
+fn evicted(key: &str) -> String {
+    format!(
+        "skipped cache {key}: its data is no longer in the store, which evicts entries by \
+         itself (a miss; the next save stores the key again)"
+    )
+}
+
 /// Records a restore hit so the entry lives `ttl` past it (best effort: a failure only
-/// shortens the entry's life).
+/// shortens the entry's life). A store that evicts by itself records use on its own.
 async fn touch(store: &Store, layout: &Layout, found: &CacheManifest) {
+    if store.capabilities().evicts {
+        return;
+    }
     let now = Utc::now();
     let used = Used {
         key: found.body.key.clone(),
@@ -286,49 +320,62 @@ pub(crate) async fn find(
             // clock, and only those are read: a group at a time, a group being those within a
             // second of its newest (some stores keep whole seconds), ordered by the creation
             // time each manifest records.
-            let found = store
-                .newest(&layout.keys_dir(), &manifest::name_prefix(candidate))
-                .await?;
-            let mut rest = found.as_slice();
-            while let Some(top) = rest.first() {
-                let cut = rest
-                    .iter()
-                    .position(|o| top.modified - o.modified > chrono::Duration::seconds(1))
-                    .unwrap_or(rest.len());
-                let (group, later) = rest.split_at(cut);
-                rest = later;
-                let names: Vec<&str> = group
-                    .iter()
-                    .map(|o| o.path.as_str())
-                    .filter(|p| !judged.contains(*p))
-                    .collect();
-                let read: Vec<(&str, Result<Lookup, CacheError>)> = futures::stream::iter(names)
+            let caps = store.capabilities();
+            let prefix = manifest::name_prefix(candidate);
+            let mut found = store.newest(&layout.keys_dir(), &prefix).await?;
+            // An object store's answer is every match already.
+            let mut listed_all = !caps.prefix_lookup;
+            loop {
+                let mut rest = found.as_slice();
+                while let Some(top) = rest.first() {
+                    let cut = rest
+                        .iter()
+                        .position(|o| top.modified - o.modified > chrono::Duration::seconds(1))
+                        .unwrap_or(rest.len());
+                    let (group, later) = rest.split_at(cut);
+                    rest = later;
+                    let names: Vec<&str> = group
+                        .iter()
+                        .map(|o| o.path.as_str())
+                        .filter(|p| !judged.contains(*p))
+                        .collect();
+                    let read: Vec<(&str, Result<Lookup, CacheError>)> = futures::stream::iter(
+                        names,
+                    )
                     .map(|rel| async move { (rel, crate::read_for_lookup(store, rel).await) })
                     .buffer_unordered(16)
                     .collect()
                     .await;
-                let mut usable: Vec<(String, Read)> = Vec::new();
-                for (rel, r) in read {
-                    judged.insert(rel.to_string());
-                    match r? {
-                        Lookup::Found(r) => usable.push((rel.to_string(), *r)),
-                        // Listed, then removed before it was read: passed over.
-                        Lookup::Gone => {}
-                        Lookup::Unusable(w) => warnings.push(w),
+                    let mut usable: Vec<(String, Read)> = Vec::new();
+                    for (rel, r) in read {
+                        judged.insert(rel.to_string());
+                        match r? {
+                            Lookup::Found(r) => usable.push((rel.to_string(), *r)),
+                            // Listed, then removed before it was read: passed over.
+                            Lookup::Gone => {}
+                            Lookup::Unusable(w) => warnings.push(w),
+                        }
+                    }
+                    usable.retain(|(_, r)| r.manifest.body.key.starts_with(candidate.as_str()));
+                    usable.sort_by(|(_, a), (_, b)| {
+                        b.manifest
+                            .created
+                            .cmp(&a.manifest.created)
+                            .then_with(|| b.manifest.body.key.cmp(&a.manifest.body.key))
+                    });
+                    for (rel, r) in usable {
+                        if accept(store, req, &layout, &rel, &r, now, warnings, untrusted).await {
+                            return Ok(Some((r.manifest, scope)));
+                        }
                     }
                 }
-                usable.retain(|(_, r)| r.manifest.body.key.starts_with(candidate.as_str()));
-                usable.sort_by(|(_, a), (_, b)| {
-                    b.manifest
-                        .created
-                        .cmp(&a.manifest.created)
-                        .then_with(|| b.manifest.body.key.cmp(&a.manifest.body.key))
-                });
-                for (rel, r) in usable {
-                    if accept(store, req, &layout, &rel, &r, now, warnings, untrusted).await {
-                        return Ok(Some((r.manifest, scope)));
-                    }
+                // A store's own lookup gives only the newest match: when that was passed over
+                // and the store can list, the older matches are tried too.
+                if listed_all || !caps.list || found.is_empty() {
+                    break;
                 }
+                listed_all = true;
+                found = store.list_newest(&layout.keys_dir(), &prefix).await?;
             }
         }
     }
@@ -374,6 +421,20 @@ async fn accept(
                 ferry_core::units::format_duration(Duration::from_secs(m.body.ttl_seconds))
             ));
             return false;
+        }
+    }
+    // A store that evicts may have dropped the data and kept the manifest.
+    if store.capabilities().evicts {
+        match store.head(&m.data.path).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                warnings.push(evicted(&m.body.key));
+                return false;
+            }
+            Err(e) => {
+                warnings.push(format!("skipped cache {}: {e}", m.body.key));
+                return false;
+            }
         }
     }
     true

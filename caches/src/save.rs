@@ -49,8 +49,12 @@ pub struct SaveRequest {
 #[derive(Debug, Clone, Serialize)]
 pub struct SaveOutcome {
     pub saved: bool,
-    /// Why nothing was saved: `exists`.
+    /// Why nothing was saved: `exists`, or `denied` when the store refused the write (a
+    /// read-only token, a cache mode that forbids saves): not an error for the job.
     pub reason: Option<&'static str>,
+    /// What the store said when it refused the write.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub denied: Option<String>,
     pub key: String,
     /// Bytes of the store the entry takes (its archive; or its index and the parts of packs
     /// it uses, some of them shared with other entries).
@@ -84,6 +88,7 @@ pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheE
     let skipped = |warnings| SaveOutcome {
         saved: false,
         reason: Some("exists"),
+        denied: None,
         key: req.key.clone(),
         bytes: 0,
         uploaded_bytes: 0,
@@ -96,10 +101,22 @@ pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheE
         expires: None,
         warnings,
     };
-    // An existing key is skipped, unless it has expired: it is a miss for every restore, so
-    // a save replaces it as `--force` would rather than leave the key dead until prune.
+    // An existing key is skipped, unless it has expired, or its data was evicted by a store
+    // that evicts: it is a miss for every restore, so a save replaces it as `--force` would
+    // rather than leave the key dead.
+    let evicts = store.capabilities().evicts;
     let mut replace = req.force;
-    if !req.force && store.head(&manifest_rel).await?.is_some() {
+    let existing = if req.force {
+        None
+    } else {
+        match store.head(&manifest_rel).await {
+            Ok(found) => found,
+            // A job that may save but not look up: the publish says whether the key is taken.
+            Err(e) if e.is_denied() => None,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if existing.is_some() {
         match crate::read_for_lookup(store, &manifest_rel).await? {
             Lookup::Found(r)
                 if crate::effective_expiry(store, &layout, &r.manifest)
@@ -108,11 +125,46 @@ pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheE
             {
                 replace = true;
             }
+            Lookup::Found(r) if evicts && store.head(&r.manifest.data.path).await?.is_none() => {
+                replace = true;
+            }
             Lookup::Gone => {}
             _ => return Ok(skipped(Vec::new())),
         }
     }
+    match publish(store, &req, &layout, &manifest_rel, replace, started).await {
+        Err(CacheError::Store(e)) if e.is_denied() => Ok(SaveOutcome {
+            saved: false,
+            reason: Some("denied"),
+            denied: e.denied_reason().map(str::to_string),
+            key: req.key.clone(),
+            bytes: 0,
+            uploaded_bytes: 0,
+            objects_written: 0,
+            reused_bytes: 0,
+            files: 0,
+            unpacked_bytes: 0,
+            format: format_name(req.encoding, req.format),
+            seconds: started.elapsed().as_secs_f64(),
+            expires: None,
+            warnings: Vec::new(),
+        }),
+        Ok(Err(lost)) => Ok(skipped(lost)),
+        Ok(Ok(outcome)) => Ok(outcome),
+        Err(e) => Err(e),
+    }
+}
 
+/// Packs and publishes the entry; `Err` (with the packing's warnings) when another save
+/// published the key first.
+async fn publish(
+    store: &Store,
+    req: &SaveRequest,
+    layout: &Layout,
+    manifest_rel: &str,
+    replace: bool,
+    started: Instant,
+) -> Result<Result<SaveOutcome, Vec<String>>, CacheError> {
     let plan = archive::plan(&req.paths, &req.excludes, &req.at).map_err(|e| match e {
         PlanError::InvalidPath { path, reason } => CacheError::InvalidPath { path, reason },
         PlanError::Glob(g) => CacheError::Glob(g),
@@ -129,7 +181,7 @@ pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheE
     let data_rel = layout.data(entry::data_extension(encoding, req.format));
     let known = match encoding {
         Encoding::Chunked => {
-            crate::base::known(store, &req, &plan.manifest_roots, &mut warnings).await
+            crate::base::known(store, req, &plan.manifest_roots, &mut warnings).await
         }
         Encoding::Tar => Default::default(),
     };
@@ -185,15 +237,19 @@ pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheE
     if replace {
         // The replaced archive is left for `ferry prune`, so a restore already reading it
         // finishes; it is no longer referenced and goes after the grace period.
-        store.overwrite(&manifest_rel, bytes).await?;
-    } else if store.create(&manifest_rel, bytes).await? == Published::Exists {
+        store.overwrite(manifest_rel, bytes).await?;
+    } else if store.create(manifest_rel, bytes).await? == Published::Exists {
+        // A store that cannot delete keeps the unpublished data until it evicts it.
         packed.discard(store).await;
-        return Ok(skipped(warnings));
+        return Ok(Err(warnings));
     }
-    let _ = store.delete(&layout.used(&req.key)).await;
-    Ok(SaveOutcome {
+    if !store.capabilities().evicts {
+        let _ = store.delete(&layout.used(&req.key)).await;
+    }
+    Ok(Ok(SaveOutcome {
         saved: true,
         reason: None,
+        denied: None,
         bytes: packed.tree.stored_bytes(&packed.data),
         uploaded_bytes: packed.uploaded_bytes,
         objects_written: packed.objects_written,
@@ -201,11 +257,11 @@ pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheE
         files: packed.tree.files,
         unpacked_bytes: packed.tree.unpacked_bytes,
         format: format_name(req.encoding, req.format),
-        key: req.key,
+        key: req.key.clone(),
         seconds: started.elapsed().as_secs_f64(),
         expires: Some(expires),
         warnings,
-    })
+    }))
 }
 
 /// The name `--format` gives an encoding and compression.

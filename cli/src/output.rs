@@ -9,6 +9,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 pub struct Output {
+    /// The store URL, named in summaries and in every JSON result.
+    pub store: String,
+    /// Running as a step of GitHub Actions (`GITHUB_ACTIONS=true`): workflow commands work.
+    pub github_actions: bool,
     pub json: bool,
     pub quiet: bool,
     pub verbose: bool,
@@ -88,14 +92,45 @@ impl Output {
         eprintln!("warning: {}", msg.as_ref());
     }
 
-    /// The result object, printed on stdout with `--json`.
+    /// The result object, printed on stdout with `--json`; an object result also names the
+    /// store it came from (`"store"`).
     pub fn result<T: Serialize>(&self, value: &T) {
         if self.json {
-            match serde_json::to_string(value) {
-                Ok(s) => println!("{s}"),
-                Err(e) => eprintln!("error: failed to print the result as JSON: {e}"),
-            }
+            let value = match serde_json::to_value(value) {
+                Ok(serde_json::Value::Object(mut map)) => {
+                    map.entry("store")
+                        .or_insert_with(|| serde_json::Value::String(self.store.clone()));
+                    serde_json::Value::Object(map)
+                }
+                Ok(other) => other,
+                Err(e) => {
+                    eprintln!("error: failed to print the result as JSON: {e}");
+                    return;
+                }
+            };
+            println!("{value}");
         }
+    }
+
+    /// Where the store's secrets go on GitHub Actions: `::add-mask::` lines, which the runner
+    /// reads on both streams. They go to stdout, where masks belong, except with `--json`,
+    /// whose stdout is one object: there they go to stderr.
+    pub fn mask_sink(&self) -> Option<ferry_core::store::SecretSink> {
+        if !self.github_actions {
+            return None;
+        }
+        let to_stderr = self.json;
+        Some(std::sync::Arc::new(move |secret: &str| {
+            let line = mask_command(secret);
+            if to_stderr {
+                let mut err = std::io::stderr().lock();
+                let _ = err.write_all(line.as_bytes());
+            } else {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(line.as_bytes());
+                let _ = out.flush();
+            }
+        }))
     }
 
     /// A spinner while a long step runs, on a terminal only.
@@ -190,6 +225,16 @@ impl Output {
     }
 }
 
+/// The workflow command that masks `secret` in the job's log, escaped as the runner reads
+/// command data (`%`, CR and LF).
+fn mask_command(secret: &str) -> String {
+    let escaped = secret
+        .replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A");
+    format!("::add-mask::{escaped}\n")
+}
+
 /// One `$GITHUB_OUTPUT` record with a fresh random delimiter; a value holding the delimiter
 /// (which only a value made to forge outputs could) is refused.
 fn github_output_record(name: &str, value: &str) -> std::io::Result<String> {
@@ -206,6 +251,11 @@ fn github_output_record(name: &str, value: &str) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masks_are_workflow_commands_with_escaped_data() {
+        assert_eq!(mask_command("a%b\nc"), "::add-mask::a%25b%0Ac\n");
+    }
 
     #[test]
     fn output_records_use_a_new_delimiter_that_the_value_does_not_hold() {

@@ -43,6 +43,8 @@ impl Globals {
         let ci = CiContext::detect(&env, &cwd);
         let store_url = match &args.store {
             Some(s) if !s.trim().is_empty() => s.clone(),
+            // Inside GitHub Actions with no store set, GitHub's own services need no set-up.
+            _ if env.get(ev::ACTIONS_RESULTS_URL).is_some() => "gha://".to_string(),
             _ => ferry_core::store::default_store_url(&env).ok_or_else(|| {
                 CliError::Usage("no store given and neither XDG_CACHE_HOME nor HOME is set; pass --store or set FERRY_STORE".into())
             })?,
@@ -55,6 +57,8 @@ impl Globals {
             .or_else(|| cwd.file_name().and_then(|n| n.to_str()).map(str::to_string))
             .unwrap_or_else(|| "default".to_string());
         let output = Output {
+            store: store_url.clone(),
+            github_actions: env.is_true(ev::GITHUB_ACTIONS),
             json: args.json,
             quiet: args.quiet,
             verbose: args.verbose,
@@ -82,8 +86,17 @@ impl Globals {
         })
     }
 
+    /// Opens the store; on GitHub Actions every secret it comes to hold (the signatures of
+    /// the URLs GitHub's services sign) is masked in the job's log first.
     pub fn open_store(&self) -> Result<ferry_core::store::Store, CliError> {
-        Ok(ferry_core::store::Store::open(&self.store_url, &self.env)?)
+        let options = ferry_core::store::OpenOptions {
+            secrets: self.output.mask_sink(),
+        };
+        Ok(ferry_core::store::Store::open_with(
+            &self.store_url,
+            &self.env,
+            &options,
+        )?)
     }
 
     /// The store, with its transfers drawing a byte-count bar showing `msg` on a terminal.

@@ -18,7 +18,9 @@ macro_rules! env_vars {
 }
 
 env_vars! {
-    /// Store URL (`--store`): a path, `file:///abs`, `s3://bucket/prefix`, `gs://…`, `az://…` or `memory://`.
+    /// Store URL (`--store`): a path, `file:///abs`, `s3://bucket/prefix`, `gs://…`, `az://…`,
+    /// `gha://` or `memory://`. Inside GitHub Actions with neither it nor `--store` set, and
+    /// `ACTIONS_RESULTS_URL` present, the store is `gha://`.
     FERRY_STORE = "FERRY_STORE";
     /// Project namespace (`--project`) all three keyspaces live under.
     FERRY_PROJECT = "FERRY_PROJECT";
@@ -210,6 +212,20 @@ env_vars! {
     AZURE_STORAGE_USE_EMULATOR = "AZURE_STORAGE_USE_EMULATOR";
     /// Azurite's blob endpoint with `AZURE_STORAGE_USE_EMULATOR` (default `http://127.0.0.1:10000`).
     AZURITE_BLOB_STORAGE_URL = "AZURITE_BLOB_STORAGE_URL";
+    /// Base URL of GitHub's Actions results service (the cache and artifact services) that
+    /// `gha://` uses; the runner sets it for JavaScript and container actions, not `run:` steps.
+    ACTIONS_RESULTS_URL = "ACTIONS_RESULTS_URL";
+    /// The job's token for the results service (`gha://`), set beside `ACTIONS_RESULTS_URL`;
+    /// it lasts about 6 hours from the job's start.
+    ACTIONS_RUNTIME_TOKEN = "ACTIONS_RUNTIME_TOKEN";
+    /// What the job may do with caches on `gha://`: `read`, `write`, `write-only` or `none`;
+    /// a save it forbids is a warning, a restore it forbids a miss.
+    ACTIONS_CACHE_MODE = "ACTIONS_CACHE_MODE";
+    /// A GitHub token for the REST API: `gha://` lists and removes caches (`cache ls`, `cache
+    /// rm`, `prune`) and reads other runs' artifacts with it. The action passes `github.token`.
+    GITHUB_TOKEN = "GITHUB_TOKEN";
+    /// GitHub's REST API (`https://api.github.com`, or a GitHub Enterprise host's).
+    GITHUB_API_URL = "GITHUB_API_URL";
 }
 
 /// A snapshot of the environment, taken once by the settings step.

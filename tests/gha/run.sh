@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Checks tests/gha/fake_results.py against GitHub's own clients (@actions/cache,
-# @actions/artifact, octokit) and its REST answers against GitHub's OpenAPI description.
+# @actions/artifact, octokit) and its REST answers against GitHub's OpenAPI description, and
+# ferry's gha:// store beside those clients (test/ferry.test.mjs: FERRY_BIN, else
+# target/debug/ferry).
 # Needs the fake running (.ci/servers.sh start, or start-gha) and Node 20+. Installs the
 # pinned clients from clients/package-lock.json (npm ci) when the lockfile changed.
 #   tests/gha/run.sh [test/FILE.test.mjs ...]

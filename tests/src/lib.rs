@@ -3,10 +3,13 @@
 //! the real `ferry` binary.
 //!
 //! The store comes from `FERRY_TEST_STORE`: `local` (the default), `memory`, or the name of a
-//! server started by `.ci/servers.sh` (`seaweedfs`, `ministack`, `moto`, `azurite`, `gcs`),
-//! whose variables are read from `.ci/cache/store-<name>.env`. Cloud stores get a fresh
-//! prefix per test.
+//! server started by `.ci/servers.sh` (`seaweedfs`, `ministack`, `moto`, `azurite`, `gcs`,
+//! `gha`), whose variables are read from `.ci/cache/store-<name>.env`. Cloud stores get a
+//! fresh prefix per test; on `gha` (the fake of GitHub's results service) each test is also a
+//! job of a run of its own, with the variables a JavaScript action gets for GitHub's services
+//! and none of the `GITHUB_*` context, so tests see the store and not a CI.
 
+pub mod gha;
 pub mod hostile;
 
 use std::collections::BTreeMap;
@@ -48,6 +51,13 @@ pub fn store_name() -> String {
     std::env::var("FERRY_TEST_STORE").unwrap_or_else(|_| "local".into())
 }
 
+/// True on `gha://` (the fake of GitHub's services), where GitHub's documented rules differ
+/// from an object store's: the service records use and evicts by itself (no restore-hit
+/// markers), and a job uploads at most 500 artifacts.
+pub fn on_gha() -> bool {
+    store_name() == "gha"
+}
+
 /// Variables of a server-backed store, from `.ci/cache/store-<name>.env`.
 pub fn store_env(name: &str) -> BTreeMap<String, String> {
     let path = repo_root()
@@ -75,6 +85,8 @@ pub fn store_env(name: &str) -> BTreeMap<String, String> {
 
 /// One test's world: a temporary root with `home/`, `work/` and (locally) `store/`.
 pub struct TestContext {
+    /// On `gha`, the fake's run this context's job belongs to.
+    pub gha_run: Option<u64>,
     _root: tempfile::TempDir,
     pub root: PathBuf,
     pub home: PathBuf,
@@ -101,12 +113,18 @@ impl TestContext {
         std::fs::create_dir_all(&home).expect("create home");
         std::fs::create_dir_all(&work).expect("create work");
         let mut env = BTreeMap::new();
+        let mut gha_run = None;
         let name = store_name();
         let store = match name.as_str() {
             "local" => root.join("store").display().to_string(),
             "memory" => "memory://".to_string(),
             server => {
                 env = store_env(server);
+                if server == "gha" {
+                    let job = gha::new_job(&env, &serde_json::json!({}));
+                    gha_run = job["run_id"].as_u64();
+                    env = gha::store_vars(&env, &job);
+                }
                 let base = env
                     .remove("FERRY_STORE")
                     .unwrap_or_else(|| panic!("store-{server}.env sets no FERRY_STORE"));
@@ -121,6 +139,7 @@ impl TestContext {
         env.insert("FERRY_STORE".into(), store.clone());
         env.insert("FERRY_PROJECT".into(), "acme/app".into());
         Self {
+            gha_run,
             _root: dir,
             root,
             home,
@@ -133,6 +152,38 @@ impl TestContext {
     /// True when the store is a local folder (tests that reach into the store's files).
     pub fn local_store(&self) -> Option<PathBuf> {
         (store_name() == "local").then(|| PathBuf::from(&self.store))
+    }
+
+    /// Uses `other`'s store, as a later job of the same workflow run does: on `gha` this
+    /// context becomes a new job of `other`'s run (GitHub's artifact service is per run).
+    pub fn share_store_of(&mut self, other: &TestContext) {
+        self.env.insert("FERRY_STORE".into(), other.store.clone());
+        self.store = other.store.clone();
+        if let Some(run) = other.gha_run {
+            self.become_gha_job(&serde_json::json!({ "run_id": run }));
+        }
+    }
+
+    /// On `gha`: makes this context a new job of the fake as `spec` describes it (`run_id`,
+    /// `job`, `ref`, `base_ref`, `cache_mode`, as `POST /_fake/jobs` takes them), with that
+    /// job's store variables; the fake's answer (its `env` has the whole CI context).
+    pub fn become_gha_job(&mut self, spec: &serde_json::Value) -> serde_json::Value {
+        let job = gha::new_job(&self.env, spec);
+        for (k, v) in gha::store_vars(&BTreeMap::new(), &job) {
+            self.env.insert(k, v);
+        }
+        self.gha_run = job["run_id"].as_u64();
+        job
+    }
+
+    /// A call to the gha fake's admin API (`route` below `/_fake`).
+    pub fn gha_admin(
+        &self,
+        method: &str,
+        route: &str,
+        body: Option<&serde_json::Value>,
+    ) -> serde_json::Value {
+        gha::admin(&self.env, method, route, body)
     }
 
     /// Sets a variable for every later command of this context.

@@ -227,7 +227,7 @@ fn a_cache_saved_on_drone_under_a_seed_key_restores_on_drone_and_locally() {
     // The same template renders the same key on a developer's checkout of main, so the
     // developer restores what the pipeline saved.
     let mut local = on("local");
-    local.set_env("FERRY_STORE", drone.store.clone());
+    local.share_store_of(&drone);
     local.set_env("FERRY_PROJECT", "acme/app");
     let restored = local.run(&["--json", "cache", "restore", "--key", GRADLE_KEY]);
     restored.ok();

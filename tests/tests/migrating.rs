@@ -95,7 +95,7 @@ impl Job {
     fn new(store: Option<&Job>, env: &[(&str, &str)]) -> Self {
         let mut ctx = TestContext::new();
         if let Some(first) = store {
-            ctx.set_env("FERRY_STORE", first.ctx.store.clone());
+            ctx.share_store_of(&first.ctx);
         }
         for (k, v) in env {
             ctx.set_env(k, *v);
@@ -407,6 +407,12 @@ fn kestra_snippet_round_trips_with_its_ttl() {
         chrono::DateTime::parse_from_rfc3339(entry[field].as_str().expect(field))
             .expect("an RFC 3339 time")
     };
+    if ferry_tests::on_gha() {
+        // No record of restore hits on GitHub's cache service: the ttl runs from the save.
+        assert!(entry["last_used"].is_null(), "{entry}");
+        assert_eq!((at("expires") - at("created")).num_minutes(), 60, "{entry}");
+        return;
+    }
     let ttl = at("expires") - at("last_used");
     assert_eq!(ttl.num_minutes(), 60, "{entry}");
 }

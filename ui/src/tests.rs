@@ -36,6 +36,7 @@ impl Backend for NoListing {
             signed_urls: false,
             prefix_lookup: true,
             remote: true,
+            evicts: false,
         }
     }
     async fn put(&self, _: &str, _: Bytes, _: PutMode) -> Result<Published, BackendError> {

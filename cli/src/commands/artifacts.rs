@@ -46,10 +46,11 @@ pub async fn upload(globals: &Globals, request: UploadRequest) -> Result<(), Cli
         ));
     }
     out.info(format!(
-        "uploaded {} artifacts ({}) to {} in {:.2}s; kept {}",
+        "uploaded {} artifacts ({}) to {} in {} in {:.2}s; kept {}",
         outcome.files,
         format_size(outcome.bytes),
         keyspace(&target),
+        out.store,
         outcome.seconds,
         outcome
             .expires
@@ -113,10 +114,11 @@ pub async fn download(globals: &Globals, request: DownloadRequest) -> Result<(),
         ],
     );
     out.info(format!(
-        "downloaded {} artifacts ({}) of {} to {} in {:.2}s",
+        "downloaded {} artifacts ({}) of {} from {} to {} in {:.2}s",
         outcome.files,
         format_size(outcome.bytes),
         keyspace(&target),
+        out.store,
         outcome.to,
         outcome.seconds
     ));

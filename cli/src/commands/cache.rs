@@ -37,7 +37,8 @@ pub async fn save(globals: &Globals, request: SaveRequest) -> Result<(), CliErro
     }
     if outcome.saved {
         out.info(format!(
-            "saved cache {key}: {} files, {} uploaded in {} objects, {} stored ({} unpacked, {}) in {:.2}s",
+            "saved cache {key} to {}: {} files, {} uploaded in {} objects, {} stored ({} unpacked, {}) in {:.2}s",
+            out.store,
             outcome.files,
             format_size(outcome.uploaded_bytes),
             outcome.objects_written,
@@ -46,9 +47,21 @@ pub async fn save(globals: &Globals, request: SaveRequest) -> Result<(), CliErro
             outcome.format,
             outcome.seconds
         ));
+    } else if outcome.reason == Some("denied") {
+        // A job that may not save caches (a read-only token, ACTIONS_CACHE_MODE) is not a
+        // failed job: the warning says why nothing was saved.
+        out.warn(format!(
+            "cache {key} not saved to {}: {}",
+            out.store,
+            outcome
+                .denied
+                .as_deref()
+                .unwrap_or("the store refused the write")
+        ));
     } else {
         out.info(format!(
-            "cache {key} exists; not saved (use --force to replace it)"
+            "cache {key} exists; not saved to {} (use --force to replace it)",
+            out.store
         ));
     }
     out.result(&outcome);
@@ -116,19 +129,25 @@ pub async fn restore(
     .map_err(CliError::GithubOutput)?;
     match outcome.hit {
         Hit::Miss => out.warn(format!(
-            "no cache matched key {key}{}",
+            "no cache matched key {key}{} in {}{}",
             if restore_keys.is_empty() {
                 String::new()
             } else {
                 format!(" or restore keys {}", restore_keys.join(", "))
-            }
+            },
+            out.store,
+            store
+                .miss_note()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
         )),
         _ if outcome.lookup_only => out.info(format!(
             "cache {matched} would be restored ({:?} hit)",
             outcome.hit
         )),
         hit => out.info(format!(
-            "restored cache {matched} ({} hit): {} files{}, {} downloaded in {:.2}s",
+            "restored cache {matched} from {} ({} hit): {} files{}, {} downloaded in {:.2}s",
+            out.store,
             if hit == Hit::Exact {
                 "exact"
             } else {
@@ -177,9 +196,10 @@ pub async fn ls(globals: &Globals, prefix: Option<&str>) -> Result<(), CliError>
             "warnings": listing.warnings,
         }));
     } else if entries.is_empty() {
-        globals
-            .output
-            .info(format!("no caches in project {}", globals.project));
+        globals.output.info(format!(
+            "no caches in project {} in {}",
+            globals.project, globals.output.store
+        ));
     } else {
         for e in entries {
             eprintln!(

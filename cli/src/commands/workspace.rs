@@ -35,10 +35,11 @@ pub async fn persist(globals: &Globals, request: PersistRequest) -> Result<(), C
         out.warn(w);
     }
     out.info(format!(
-        "persisted layer {} of job {} to workflow {}: {} files, {} uploaded, {} stored ({} unpacked), {} in {:.2}s",
+        "persisted layer {} of job {} to workflow {} in {}: {} files, {} uploaded, {} stored ({} unpacked), {} in {:.2}s",
         outcome.id,
         outcome.job,
         outcome.workflow,
+        out.store,
         outcome.files,
         format_size(outcome.uploaded_bytes),
         format_size(outcome.bytes),
@@ -90,10 +91,11 @@ pub async fn attach(globals: &Globals, request: AttachRequest) -> Result<(), Cli
             }
         }
         out.info(format!(
-            "attached {} layer{} of workflow {} (jobs {}) at {}: {} files, {} downloaded in {:.2}s",
+            "attached {} layer{} of workflow {} from {} (jobs {}) at {}: {} files, {} downloaded in {:.2}s",
             outcome.layers.len(),
             if outcome.layers.len() == 1 { "" } else { "s" },
             outcome.workflow,
+            out.store,
             jobs.join(", "),
             outcome.at.display(),
             outcome.files,

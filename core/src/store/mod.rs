@@ -11,11 +11,13 @@
 //!
 //! Object stores (local folder, memory, S3, GCS, Azure) are one implementation over the
 //! `object_store` crate (`object.rs`); each backend file only turns a URL and the environment
-//! into one. Nothing outside this folder names `object_store`.
+//! into one. Nothing outside this folder names `object_store`. GitHub's Actions cache and
+//! artifact services, which are not object stores, are a backend of their own (`gha/`).
 
 mod azure;
 mod cloud;
 mod gcs;
+mod gha;
 mod local;
 mod memory;
 mod object;
@@ -52,6 +54,11 @@ pub struct Capabilities {
     pub prefix_lookup: bool,
     /// Reached over the network: worth several requests in flight.
     pub remote: bool,
+    /// Removes objects by itself, by its own record of when each was last read (GitHub's
+    /// cache service evicts what went unused for a week, or the least recently used over a
+    /// size limit): ferry writes no used markers there, and an entry whose data went before
+    /// its manifest is absent rather than broken.
+    pub evicts: bool,
 }
 
 /// Whether a put may replace what is there.
@@ -167,6 +174,12 @@ pub trait Backend: Send + Sync + 'static {
         let listed = self.list(&format!("{folder}{name_prefix}")).await?;
         Ok(newest_first(listed, &folder, name_prefix))
     }
+
+    /// What a restore that found nothing should tell the user about this store's lookups
+    /// (scoping, delays), if anything.
+    fn miss_note(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// The objects of `listed` directly in `folder` (ending in `/`) whose names start with
@@ -217,13 +230,52 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// True when the store refused a write it was allowed to refuse (a read-only token).
+    /// True when the store refused something it was allowed to refuse (a read-only token, a
+    /// cache mode that forbids saves or restores).
     pub fn is_denied(&self) -> bool {
         matches!(
             self,
             StoreError::Request { source, .. } if matches!(**source, BackendError::Denied(_))
         )
     }
+
+    /// Why the store refused, when it did (see [`StoreError::is_denied`]).
+    pub fn denied_reason(&self) -> Option<&str> {
+        match self {
+            StoreError::Request { source, .. } => match &**source {
+                BackendError::Denied(why) => Some(why),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// True when the object asked for is not in the store.
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Request { source, .. } if matches!(**source, BackendError::NotFound)
+        )
+    }
+
+    /// True when this kind of store cannot do what was asked (with the settings it has).
+    pub fn is_unsupported(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Request { source, .. } if matches!(**source, BackendError::Unsupported(_))
+        )
+    }
+}
+
+/// Where a store reports values that must not appear in logs (the signatures of the signed
+/// URLs a service hands out), so the caller can mask them (`::add-mask::` on GitHub Actions).
+pub type SecretSink = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// How to open a store, beyond its URL and the environment.
+#[derive(Clone, Default)]
+pub struct OpenOptions {
+    /// Told every secret the store comes to hold.
+    pub secrets: Option<SecretSink>,
 }
 
 /// Where transfers report the bytes they move, for a progress bar.
@@ -264,6 +316,19 @@ impl Store {
     /// Nothing is contacted yet: a store that cannot be reached fails on first use, with an
     /// error that names the URL and the variables to check.
     pub fn open(url: &str, env: &Environment) -> Result<Self, StoreError> {
+        Self::open_with(url, env, &OpenOptions::default())
+    }
+
+    /// [`Store::open`], with options.
+    pub fn open_with(
+        url: &str,
+        env: &Environment,
+        options: &OpenOptions,
+    ) -> Result<Self, StoreError> {
+        if let Some(parsed) = Url::parse(url).ok().filter(|u| u.scheme() == "gha") {
+            let backend = gha::build(url, &parsed, env, options.secrets.clone())?;
+            return Ok(Self::with_backend(url, backend, gha::HINT));
+        }
         let (parts, remote) = if url.starts_with("memory:") {
             (memory::build(), false)
         } else if let Some(parsed) = Url::parse(url).ok().filter(|u| u.scheme().len() > 1) {
@@ -276,7 +341,7 @@ impl Store {
                     return Err(StoreError::InvalidUrl {
                         url: url.to_string(),
                         reason: format!(
-                            "unknown scheme {other:?}; use a path, file://, s3://, gs://, az:// or memory://"
+                            "unknown scheme {other:?}; use a path, file://, s3://, gs://, az://, gha:// or memory://"
                         ),
                     });
                 }
@@ -320,6 +385,11 @@ impl Store {
 
     pub fn capabilities(&self) -> Capabilities {
         self.backend.capabilities()
+    }
+
+    /// What a restore that found nothing should add about this store's lookups, if anything.
+    pub fn miss_note(&self) -> Option<&'static str> {
+        self.backend.miss_note()
     }
 
     /// True for stores reached over the network (worth parallel requests).
@@ -432,6 +502,23 @@ impl Store {
             .newest(dir, name_prefix)
             .await
             .map_err(|e| self.request_error("look up", dir, e))
+    }
+
+    /// Every object of folder `dir` whose name starts with `name_prefix`, newest first, by
+    /// listing: where the store's own lookup ([`Store::newest`]) gives only the newest and
+    /// the older ones are wanted too.
+    pub async fn list_newest(
+        &self,
+        dir: &str,
+        name_prefix: &str,
+    ) -> Result<Vec<ObjectInfo>, StoreError> {
+        let folder = format!("{}/", dir.trim_end_matches('/'));
+        let listed = self
+            .backend
+            .list(&format!("{folder}{name_prefix}"))
+            .await
+            .map_err(|e| self.request_error("list", dir, e))?;
+        Ok(newest_first(listed, &folder, name_prefix))
     }
 
     /// Deletes `rel`; deleting what is not there is not an error.

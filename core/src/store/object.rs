@@ -173,6 +173,7 @@ impl Backend for ObjectBackend {
             signed_urls: self.signer.is_some() || self.local_root.is_some(),
             prefix_lookup: false,
             remote: self.remote,
+            evicts: false,
         }
     }
 

@@ -78,6 +78,7 @@ impl Backend for Reduced {
             signed_urls: false,
             prefix_lookup: true,
             remote: false,
+            evicts: false,
         }
     }
 
