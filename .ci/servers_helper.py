@@ -14,7 +14,7 @@
                                      create a blob container with Shared Key auth
   gcs-xml-proxy PORT UPSTREAM        serve the GCS XML write calls fake-gcs-server lacks
 
-Why the proxy: object_store's GCS client speaks the XML API. fake-gcs-server 1.54 serves
+Why the proxy: the object-store crate's GCS client speaks the XML API. fake-gcs-server 1.54 serves
 the XML API's reads (GET/HEAD object, list-type=2 listing, DELETE) but answers
 `400 invalid uploadType` to every XML write: a plain `PUT /bucket/object`, the same PUT
 with `x-goog-if-generation-match: 0`, and `POST /bucket/object?uploads` (see

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use ferry_core::archive::{self, Format, PlanError};
-use ferry_core::entry::{self, Encoding, PackRequest};
+use ferry_core::entry::{self, Encoding, PackRequest, Written};
 use ferry_core::manifest::{self, Envelope, Kind};
 use ferry_core::store::{Published, Store};
 use ferry_core::trust::sign::Trust;
@@ -56,18 +56,9 @@ pub struct SaveOutcome {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub denied: Option<String>,
     pub key: String,
-    /// Bytes of the store the entry takes (its archive; or its index and the parts of packs
-    /// it uses, some of them shared with other entries).
-    pub bytes: u64,
-    /// Bytes this save wrote to the store (besides the manifest).
-    pub uploaded_bytes: u64,
-    /// Objects this save wrote (besides the manifest).
-    pub objects_written: u64,
-    /// Format 2: bytes of file content the store held already and were not uploaded.
-    pub reused_bytes: u64,
-    pub files: u64,
-    /// Bytes of file content before compression.
-    pub unpacked_bytes: u64,
+    /// What the save put in the store (all zero when it saved nothing).
+    #[serde(flatten)]
+    pub written: Written,
     /// `chunked`, `zstd`, `gzip` or `tar`.
     pub format: String,
     pub seconds: f64,
@@ -90,12 +81,7 @@ pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheE
         reason: Some("exists"),
         denied: None,
         key: req.key.clone(),
-        bytes: 0,
-        uploaded_bytes: 0,
-        objects_written: 0,
-        reused_bytes: 0,
-        files: 0,
-        unpacked_bytes: 0,
+        written: Written::default(),
         format: format_name(req.encoding, req.format),
         seconds: started.elapsed().as_secs_f64(),
         expires: None,
@@ -138,12 +124,7 @@ pub async fn save(store: &Store, req: SaveRequest) -> Result<SaveOutcome, CacheE
             reason: Some("denied"),
             denied: e.denied_reason().map(str::to_string),
             key: req.key.clone(),
-            bytes: 0,
-            uploaded_bytes: 0,
-            objects_written: 0,
-            reused_bytes: 0,
-            files: 0,
-            unpacked_bytes: 0,
+            written: Written::default(),
             format: format_name(req.encoding, req.format),
             seconds: started.elapsed().as_secs_f64(),
             expires: None,
@@ -250,12 +231,7 @@ async fn publish(
         saved: true,
         reason: None,
         denied: None,
-        bytes: packed.tree.stored_bytes(&packed.data),
-        uploaded_bytes: packed.uploaded_bytes,
-        objects_written: packed.objects_written,
-        reused_bytes: packed.reused_bytes,
-        files: packed.tree.files,
-        unpacked_bytes: packed.tree.unpacked_bytes,
+        written: packed.written(),
         format: format_name(req.encoding, req.format),
         key: req.key.clone(),
         seconds: started.elapsed().as_secs_f64(),

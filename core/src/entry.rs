@@ -106,6 +106,23 @@ pub struct PackRequest {
     pub known: Known,
 }
 
+/// What writing an entry put in the store, as a save or a persist reports it.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Written {
+    /// Bytes of the store the entry takes (its archive; or its index and the parts of packs
+    /// it uses, some of them shared with other entries).
+    pub bytes: u64,
+    /// Bytes this write sent to the store (besides the manifest).
+    pub uploaded_bytes: u64,
+    /// Objects this write created (besides the manifest).
+    pub objects_written: u64,
+    /// Format 2: bytes of file content the store held already and were not uploaded.
+    pub reused_bytes: u64,
+    pub files: u64,
+    /// Bytes of file content before compression.
+    pub unpacked_bytes: u64,
+}
+
 /// An entry's data, written.
 #[derive(Debug, Clone)]
 pub struct Packed {
@@ -121,6 +138,20 @@ pub struct Packed {
     pub reused_bytes: u64,
     /// Format 2: packs this save wrote, removed with the data if it does not publish.
     pub new_packs: Vec<String>,
+}
+
+impl Packed {
+    /// What this entry's write put in the store.
+    pub fn written(&self) -> Written {
+        Written {
+            bytes: self.tree.stored_bytes(&self.data),
+            uploaded_bytes: self.uploaded_bytes,
+            objects_written: self.objects_written,
+            reused_bytes: self.reused_bytes,
+            files: self.tree.files,
+            unpacked_bytes: self.tree.unpacked_bytes,
+        }
+    }
 }
 
 impl Packed {

@@ -73,7 +73,11 @@ fn ci_logs_get_one_summary_line_and_no_bar() {
     let run = ctx.run(&["cache", "save", "--key", "k", "--path", "tree"]);
     run.ok();
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
-    assert!(run.stderr.starts_with("saved cache k to "), "{}", run.stderr);
+    assert!(
+        run.stderr.starts_with("saved cache k to "),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

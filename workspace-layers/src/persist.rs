@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use ferry_core::archive::{self, Format};
 use ferry_core::chunks::{self, Known};
-use ferry_core::entry::{self, Encoding, PackRequest};
+use ferry_core::entry::{self, Encoding, PackRequest, Written};
 use ferry_core::env_vars::Environment;
 use ferry_core::manifest::{self, Envelope, Kind};
 use ferry_core::paths::PathContext;
@@ -44,18 +44,9 @@ pub struct PersistOutcome {
     pub job: String,
     pub id: String,
     pub parents: Vec<String>,
-    /// Bytes of the store the layer takes (its archive; or its index and the parts of packs
-    /// it uses, some shared with other layers).
-    pub bytes: u64,
-    /// Bytes this persist wrote to the store (besides the manifest).
-    pub uploaded_bytes: u64,
-    /// Objects this persist wrote (besides the manifest).
-    pub objects_written: u64,
-    /// Format 2: bytes of file content the store held already.
-    pub reused_bytes: u64,
-    pub files: u64,
-    /// Bytes of file content before compression.
-    pub unpacked_bytes: u64,
+    /// What the persist put in the store.
+    #[serde(flatten)]
+    pub written: Written,
     pub created: DateTime<Utc>,
     pub expires: DateTime<Utc>,
     pub seconds: f64,
@@ -174,12 +165,7 @@ pub async fn persist(store: &Store, req: PersistRequest) -> Result<PersistOutcom
         job: req.job,
         id,
         parents,
-        bytes: packed.tree.stored_bytes(&packed.data),
-        uploaded_bytes: packed.uploaded_bytes,
-        objects_written: packed.objects_written,
-        reused_bytes: packed.reused_bytes,
-        files: packed.tree.files,
-        unpacked_bytes: packed.tree.unpacked_bytes,
+        written: packed.written(),
         created: now,
         expires,
         seconds: started.elapsed().as_secs_f64(),

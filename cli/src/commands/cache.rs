@@ -26,9 +26,9 @@ pub async fn save(globals: &Globals, request: SaveRequest) -> Result<(), CliErro
             } else {
                 "no (exists)".into()
             },
-            outcome.files.to_string(),
-            format_size(outcome.bytes),
-            format_size(outcome.unpacked_bytes),
+            outcome.written.files.to_string(),
+            format_size(outcome.written.bytes),
+            format_size(outcome.written.unpacked_bytes),
             format!("{:.2}", outcome.seconds),
         ],
     );
@@ -39,11 +39,11 @@ pub async fn save(globals: &Globals, request: SaveRequest) -> Result<(), CliErro
         out.info(format!(
             "saved cache {key} to {}: {} files, {} uploaded in {} objects, {} stored ({} unpacked, {}) in {:.2}s",
             out.store,
-            outcome.files,
-            format_size(outcome.uploaded_bytes),
-            outcome.objects_written,
-            format_size(outcome.bytes),
-            format_size(outcome.unpacked_bytes),
+            outcome.written.files,
+            format_size(outcome.written.uploaded_bytes),
+            outcome.written.objects_written,
+            format_size(outcome.written.bytes),
+            format_size(outcome.written.unpacked_bytes),
             outcome.format,
             outcome.seconds
         ));
