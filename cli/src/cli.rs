@@ -26,7 +26,9 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// Where data lives: a folder, file:///abs/path, s3://bucket[/prefix], gs://bucket[/prefix],
-    /// az://container[/prefix] or memory:// [default: $XDG_CACHE_HOME/ferry or ~/.cache/ferry]
+    /// az://container[/prefix], gha:// (GitHub's cache and artifact services) or memory://
+    /// [default: gha:// inside GitHub Actions when ACTIONS_RESULTS_URL is set, else
+    /// $XDG_CACHE_HOME/ferry or ~/.cache/ferry]
     #[arg(long, global = true, env = ev::FERRY_STORE, value_name = "URL")]
     pub store: Option<String>,
     /// Namespace of every key [default: GITHUB_REPOSITORY, CircleCI's user/repo, the git
