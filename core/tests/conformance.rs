@@ -532,6 +532,11 @@ async fn newest_by_name_prefix(s: &Store) {
 /// once: a lookup among thousands of caches sees every one of them, whatever character
 /// follows the prefix in their names.
 async fn newest_past_the_first_listing_page(s: &Store) {
+    if s.capabilities().prefix_lookup {
+        // A service that finds the newest match itself (gha://) pages nothing here; its own
+        // lookup is checked by `newest_by_name_prefix`, and a job may not write this many there.
+        return;
+    }
     let mut keys: Vec<String> = (0..1200).map(|i| format!("v1-{i}")).collect();
     keys.extend(
         [
@@ -559,10 +564,6 @@ async fn newest_past_the_first_listing_page(s: &Store) {
     .await
     .expect("write");
     let found = s.newest("n", "v1-").await.expect("newest");
-    if !s.capabilities().list {
-        assert_eq!(found.len(), 1, "a service's own lookup gives the newest");
-        return;
-    }
     let paths: Vec<&str> = found.iter().map(|o| o.path.as_str()).collect();
     let unique: std::collections::BTreeSet<String> = paths.iter().map(|p| p.to_string()).collect();
     assert_eq!(paths.len(), unique.len(), "each match once");
