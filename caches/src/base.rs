@@ -46,37 +46,55 @@ pub(crate) async fn known(
             }
         }
     }
-    if bases.is_empty() && known.is_empty() {
-        let lookup = RestoreRequest {
-            project: req.project.clone(),
-            key: req.key.clone(),
-            restore_keys: req.restore_keys.clone(),
-            exact: false,
-            lookup_only: true,
-            keep_root_links: false,
-            scope: req.scope.clone(),
-            fallback_scopes: req.fallback_scopes.clone(),
-            expected_paths: Vec::new(),
-            max_age: None,
-            trust: req.trust.clone(),
-            at: req.at.clone(),
-            state_dir: None,
-        };
-        let mut ignored = Vec::new();
-        let mut untrusted = 0;
-        match restore::find(store, &lookup, chrono::Utc::now(), &mut ignored, &mut untrusted).await
-        {
-            Ok(Some((m, _))) if m.encoding == Some(Encoding::Chunked) => {
-                if overlap(&m.body.tree.paths, roots) {
-                    bases.push((m.body.key, m.data, m.body.tree.packs));
-                }
-            }
-            Ok(_) => {}
-            Err(e) => warnings.push(format!(
-                "could not look for an earlier entry to share chunks with ({e}); every chunk is uploaded"
-            )),
-        }
+    // What the job restored, as far as this store still holds it: a job may have restored
+    // from another store, or the packs may have been pruned since.
+    add_bases(store, &mut known, bases, warnings).await;
+    if !known.is_empty() {
+        return known;
     }
+    // Else the newest entry under the save's key and restore keys.
+    let mut bases = Vec::new();
+    let lookup = RestoreRequest {
+        project: req.project.clone(),
+        key: req.key.clone(),
+        restore_keys: req.restore_keys.clone(),
+        exact: false,
+        lookup_only: true,
+        keep_root_links: false,
+        scope: req.scope.clone(),
+        fallback_scopes: req.fallback_scopes.clone(),
+        expected_paths: Vec::new(),
+        max_age: None,
+        trust: req.trust.clone(),
+        at: req.at.clone(),
+        state_dir: None,
+    };
+    let mut ignored = Vec::new();
+    let mut untrusted = 0;
+    match restore::find(store, &lookup, chrono::Utc::now(), &mut ignored, &mut untrusted).await
+    {
+        Ok(Some((m, _))) if m.encoding == Some(Encoding::Chunked) => {
+            if overlap(&m.body.tree.paths, roots) {
+                bases.push((m.body.key, m.data, m.body.tree.packs));
+            }
+        }
+        Ok(_) => {}
+        Err(e) => warnings.push(format!(
+            "could not look for an earlier entry to share chunks with ({e}); every chunk is uploaded"
+        )),
+    }
+    add_bases(store, &mut known, bases, warnings).await;
+    known
+}
+
+/// Adds the chunks of `bases` to `known`, then keeps only the packs the store holds (at the
+/// size recorded).
+async fn add_bases(
+    store: &Store,
+    known: &mut Known,
+    bases: Vec<(String, DataRef, Vec<PackRef>)>,
+    warnings: &mut Vec<String>,
+) {
     for (key, data, packs) in bases {
         match chunks::read_index(store, &data, &packs).await {
             Ok(index) => known.add(&index, &packs),
@@ -87,7 +105,6 @@ pub(crate) async fn known(
     }
     let present = present(store, &known.pack_paths()).await;
     known.keep_packs(&|p, size| present.get(p) == Some(&Some(size)));
-    known
 }
 
 /// The size of each pack in the store, `None` when it is gone (or cannot be looked up).

@@ -185,6 +185,41 @@ fn a_save_shares_the_chunks_of_the_newest_entry_under_its_restore_keys() {
     );
 }
 
+/// A job that restored from another store remembers packs this store does not hold: its save
+/// falls back to the newest entry under its restore keys instead of uploading everything.
+#[test]
+fn a_save_after_a_restore_from_another_store_shares_the_chunks_under_its_restore_keys() {
+    let mut ctx = TestContext::new();
+    ctx.set_env(
+        "XDG_STATE_HOME",
+        ctx.root.join("state").display().to_string(),
+    );
+    make_tree(&ctx.work.join("tree"));
+    let first = save(&ctx, &ctx.work, "npm-aaa", &[]);
+    // The same tree saved to a second, local store; the job restores from that one.
+    let elsewhere = ctx.root.join("elsewhere").display().to_string();
+    ctx.run(&[
+        "cache", "save", "--key", "npm-aaa", "--path", "tree", "--format", "chunked", "--store",
+        &elsewhere,
+    ])
+    .ok();
+    let job = ctx.dir("job");
+    ctx.run_in(
+        &job,
+        &[
+            "cache", "restore", "--key", "npm-aaa", "--store", &elsewhere,
+        ],
+    )
+    .ok();
+    std::fs::write(job.join("tree/new-package.js"), "module.exports = 1;\n").expect("write");
+    let second = save(&ctx, &job, "npm-bbb", &["--restore-key", "npm-"]);
+    assert!(
+        second["uploaded_bytes"].as_u64()
+            < Some(first["uploaded_bytes"].as_u64().expect("bytes") / 10),
+        "{first} / {second}"
+    );
+}
+
 #[test]
 fn a_restore_into_a_folder_holding_most_of_the_entry_rewrites_only_what_differs() {
     let ctx = TestContext::new();
