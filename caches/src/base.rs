@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use ferry_core::chunks::index::Index;
 use ferry_core::chunks::{self, Known, PackRef};
 use ferry_core::entry::Encoding;
 use ferry_core::manifest::DataRef;
@@ -30,10 +31,11 @@ pub(crate) async fn known(
     roots: &[String],
     warnings: &mut Vec<String>,
 ) -> Known {
-    let mut known = Known::default();
-    let mut bases: Vec<(String, DataRef, Vec<PackRef>)> = Vec::new();
+    let mut found: Vec<(Index, Vec<PackRef>)> = Vec::new();
+    let mut to_read: Vec<(String, DataRef, Vec<PackRef>)> = Vec::new();
     if let Some(dir) = &req.state_dir {
-        for r in state::restored(dir, &req.project) {
+        // Newest first, so a chunk held by several restored entries is taken from the latest.
+        for r in state::restored(dir, &req.project).into_iter().rev() {
             if !overlap(&r.paths, roots) {
                 continue;
             }
@@ -41,19 +43,20 @@ pub(crate) async fn known(
             match state::index_copy(dir, &r.data)
                 .and_then(|b| chunks::decode_index(&b, &r.data, &r.packs).ok())
             {
-                Some(index) => known.add(&index, &r.packs),
-                None => bases.push((r.key, r.data, r.packs)),
+                Some(index) => found.push((index, r.packs)),
+                None => to_read.push((r.key, r.data, r.packs)),
             }
         }
     }
+    read_indexes(store, to_read, &mut found, warnings).await;
     // What the job restored, as far as this store still holds it: a job may have restored
     // from another store, or the packs may have been pruned since.
-    add_bases(store, &mut known, bases, warnings).await;
+    let known = held(store, found).await;
     if !known.is_empty() {
         return known;
     }
     // Else the newest entry under the save's key and restore keys.
-    let mut bases = Vec::new();
+    let mut to_read = Vec::new();
     let lookup = RestoreRequest {
         project: req.project.clone(),
         key: req.key.clone(),
@@ -71,11 +74,10 @@ pub(crate) async fn known(
     };
     let mut ignored = Vec::new();
     let mut untrusted = 0;
-    match restore::find(store, &lookup, chrono::Utc::now(), &mut ignored, &mut untrusted).await
-    {
+    match restore::find(store, &lookup, chrono::Utc::now(), &mut ignored, &mut untrusted).await {
         Ok(Some((m, _))) if m.encoding == Some(Encoding::Chunked) => {
             if overlap(&m.body.tree.paths, roots) {
-                bases.push((m.body.key, m.data, m.body.tree.packs));
+                to_read.push((m.body.key, m.data, m.body.tree.packs));
             }
         }
         Ok(_) => {}
@@ -83,28 +85,45 @@ pub(crate) async fn known(
             "could not look for an earlier entry to share chunks with ({e}); every chunk is uploaded"
         )),
     }
-    add_bases(store, &mut known, bases, warnings).await;
-    known
+    let mut found = Vec::new();
+    read_indexes(store, to_read, &mut found, warnings).await;
+    held(store, found).await
 }
 
-/// Adds the chunks of `bases` to `known`, then keeps only the packs the store holds (at the
-/// size recorded).
-async fn add_bases(
+/// Reads the index of each entry from the store.
+async fn read_indexes(
     store: &Store,
-    known: &mut Known,
-    bases: Vec<(String, DataRef, Vec<PackRef>)>,
+    entries: Vec<(String, DataRef, Vec<PackRef>)>,
+    found: &mut Vec<(Index, Vec<PackRef>)>,
     warnings: &mut Vec<String>,
 ) {
-    for (key, data, packs) in bases {
+    for (key, data, packs) in entries {
         match chunks::read_index(store, &data, &packs).await {
-            Ok(index) => known.add(&index, &packs),
+            Ok(index) => found.push((index, packs)),
             Err(e) => warnings.push(format!(
                 "could not read the chunks of cache {key} ({e}); its chunks are uploaded again"
             )),
         }
     }
-    let present = present(store, &known.pack_paths()).await;
-    known.keep_packs(&|p, size| present.get(p) == Some(&Some(size)));
+}
+
+/// The chunks of `entries` that lie in packs the store holds (at the size recorded): each
+/// entry's packs are looked up first, so a chunk whose first-found pack is gone is still
+/// taken from another entry that has it.
+async fn held(store: &Store, entries: Vec<(Index, Vec<PackRef>)>) -> Known {
+    let mut all: Vec<(String, u64)> = entries
+        .iter()
+        .flat_map(|(_, packs)| packs.iter().map(|p| (p.path.clone(), p.size)))
+        .collect();
+    all.sort();
+    all.dedup();
+    let present = present(store, &all).await;
+    let mut known = Known::default();
+    for (index, mut packs) in entries {
+        packs.retain(|p| present.get(&p.path) == Some(&Some(p.size)));
+        known.add(&index, &packs);
+    }
+    known
 }
 
 /// The size of each pack in the store, `None` when it is gone (or cannot be looked up).

@@ -220,6 +220,45 @@ fn a_save_after_a_restore_from_another_store_shares_the_chunks_under_its_restore
     );
 }
 
+/// A job that restored the same tree from this store and from another, in either order: the
+/// chunks are taken from the entry whose packs this store holds.
+#[test]
+fn a_save_takes_known_chunks_from_the_restored_entry_this_store_holds() {
+    let mut ctx = TestContext::new();
+    make_tree(&ctx.work.join("tree"));
+    let first = save(&ctx, &ctx.work, "deps-1", &[]);
+    let elsewhere = ctx.root.join("elsewhere").display().to_string();
+    ctx.run(&[
+        "cache", "save", "--key", "deps-1", "--path", "tree", "--format", "chunked", "--store",
+        &elsewhere,
+    ])
+    .ok();
+    for (i, order) in [["here", "elsewhere"], ["elsewhere", "here"]]
+        .iter()
+        .enumerate()
+    {
+        ctx.set_env(
+            "XDG_STATE_HOME",
+            ctx.root.join(format!("state-{i}")).display().to_string(),
+        );
+        let job = ctx.dir(&format!("job-{i}"));
+        for from in order {
+            let mut args = vec!["cache", "restore", "--key", "deps-1"];
+            if *from == "elsewhere" {
+                args.extend(["--store", elsewhere.as_str()]);
+            }
+            ctx.run_in(&job, &args).ok();
+        }
+        std::fs::write(job.join("tree/new-package.js"), "module.exports = 1;\n").expect("write");
+        let second = save(&ctx, &job, &format!("deps-2-{i}"), &[]);
+        assert!(
+            second["uploaded_bytes"].as_u64()
+                < Some(first["uploaded_bytes"].as_u64().expect("bytes") / 10),
+            "restored from {order:?}: {first} / {second}"
+        );
+    }
+}
+
 #[test]
 fn a_restore_into_a_folder_holding_most_of_the_entry_rewrites_only_what_differs() {
     let ctx = TestContext::new();
