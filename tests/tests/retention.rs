@@ -277,7 +277,13 @@ fn max_cache_size_evicts_the_least_recently_restored_caches_first() {
     for key in ["c2", "c3", "c1"] {
         assert_eq!(hit(&restore(&ctx, key, &format!("r-{key}"))), "exact");
     }
-    let fits_two = (size["c1"] + size["c3"]).to_string();
+    // Room for exactly the two that should stay (their archives differ by a few bytes).
+    let fits_two = if ferry_tests::on_gha() {
+        size["c2"] + size["c3"]
+    } else {
+        size["c1"] + size["c3"]
+    }
+    .to_string();
     let dry = json_of(&ctx, &["prune", "--dry-run", "--max-cache-size", &fits_two]);
     if ferry_tests::on_gha() {
         // ferry keeps no record of restore hits on GitHub's cache service (which evicts by
