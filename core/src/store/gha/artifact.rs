@@ -19,7 +19,6 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures::StreamExt;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
@@ -506,16 +505,7 @@ impl ArtifactService {
             .read(full, |url| async move { blobs.get(&url).await })
             .await?
             .ok_or(BackendError::NotFound)?;
-        Ok(resp
-            .bytes_stream()
-            .map(|r| {
-                r.map_err(|e| {
-                    BackendError::Other(
-                        format!("the download broke off: {}", e.without_url()).into(),
-                    )
-                })
-            })
-            .boxed())
+        Ok(super::blob::body_stream(resp))
     }
 
     pub(crate) async fn get_range(

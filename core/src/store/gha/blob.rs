@@ -30,6 +30,23 @@ pub(crate) enum BlobError {
     Transport(String),
 }
 
+/// A download's body as a stream of the store's errors (the URL, which carries a signature,
+/// left out of them).
+pub(crate) fn body_stream(
+    resp: reqwest::Response,
+) -> futures::stream::BoxStream<'static, Result<Bytes, crate::store::BackendError>> {
+    use futures::StreamExt;
+    resp.bytes_stream()
+        .map(|r| {
+            r.map_err(|e| {
+                crate::store::BackendError::Other(
+                    format!("the download broke off: {}", e.without_url()).into(),
+                )
+            })
+        })
+        .boxed()
+}
+
 impl BlobError {
     pub(crate) fn status(&self) -> Option<u16> {
         match self {

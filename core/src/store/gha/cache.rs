@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -395,16 +394,7 @@ impl CacheService {
             .with_url(full, |url| async move { blobs.get(&url).await })
             .await?
             .ok_or(BackendError::NotFound)?;
-        Ok(resp
-            .bytes_stream()
-            .map(|r| {
-                r.map_err(|e| {
-                    BackendError::Other(
-                        format!("the download broke off: {}", e.without_url()).into(),
-                    )
-                })
-            })
-            .boxed())
+        Ok(super::blob::body_stream(resp))
     }
 
     pub(crate) async fn get_range(
