@@ -58,17 +58,7 @@ impl Retained for Caches {
                 expires,
                 last_used: used.map(|u| u.last_used),
                 data: vec![(m.data.path, m.data.size)],
-                shared: m
-                    .body
-                    .tree
-                    .packs
-                    .into_iter()
-                    .map(|p| SharedUse {
-                        path: p.path,
-                        size: p.size,
-                        used: p.used,
-                    })
-                    .collect(),
+                shared: m.body.tree.packs.into_iter().map(SharedUse::from).collect(),
                 companions: marker
                     .filter(|mk| markers.contains_key(mk))
                     .into_iter()

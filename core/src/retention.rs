@@ -86,6 +86,17 @@ impl SharedUse {
     }
 }
 
+/// A format-2 entry uses the byte ranges of each pack its manifest lists.
+impl From<crate::chunks::PackRef> for SharedUse {
+    fn from(p: crate::chunks::PackRef) -> Self {
+        Self {
+            path: p.path,
+            size: p.size,
+            used: p.used,
+        }
+    }
+}
+
 impl Entry {
     /// The object a manifest names as its data, which must be unchanged when prune deletes
     /// the entry.

@@ -42,17 +42,7 @@ impl Retained for Workspaces {
                 expires: m.expires,
                 last_used: None,
                 data: vec![(m.data.path, m.data.size)],
-                shared: m
-                    .body
-                    .tree
-                    .packs
-                    .into_iter()
-                    .map(|p| SharedUse {
-                        path: p.path,
-                        size: p.size,
-                        used: p.used,
-                    })
-                    .collect(),
+                shared: m.body.tree.packs.into_iter().map(SharedUse::from).collect(),
                 companions: Vec::new(),
                 evictable: false,
             }
