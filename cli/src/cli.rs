@@ -41,7 +41,7 @@ pub struct GlobalArgs {
     /// Print only warnings and errors
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
-    /// Print more detail
+    /// Print more detail (off a terminal, also a line when a transfer's data starts moving)
     #[arg(short, long, global = true)]
     pub verbose: bool,
     /// Never draw progress bars (they are drawn only when stderr is a terminal)
@@ -355,6 +355,10 @@ pub struct PruneArgs {
     /// Rewrite packs whose chunks are mostly dead (format 2), keeping only the live ones
     #[arg(long)]
     pub repack: bool,
+    /// Judge expiry as of TIME (RFC 3339, or +DURATION such as +7d): with --dry-run, what
+    /// will have expired by then
+    #[arg(long, value_name = "TIME")]
+    pub as_of: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -24,10 +24,13 @@ pub struct Output {
 }
 
 /// A byte-count progress bar (on a terminal only) that a store's transfers advance: a bar
-/// with rate and time left once a size is known, else the bytes moved and the rate.
+/// with rate and time left once a size is known, else the bytes moved and the rate. Off a
+/// terminal with `-v`, one line when the first bytes move instead.
 pub struct TransferBar {
-    bar: ProgressBar,
+    bar: Option<ProgressBar>,
+    msg: String,
     total: std::sync::atomic::AtomicU64,
+    moved: std::sync::atomic::AtomicBool,
 }
 
 impl TransferBar {
@@ -38,17 +41,28 @@ impl TransferBar {
         {
             bar.set_style(style);
         }
-        bar.set_message(msg);
+        bar.set_message(msg.clone());
         bar.enable_steady_tick(Duration::from_millis(120));
         Self {
-            bar,
+            bar: Some(bar),
+            ..Self::line(msg)
+        }
+    }
+
+    fn line(msg: String) -> Self {
+        Self {
+            bar: None,
+            msg,
             total: std::sync::atomic::AtomicU64::new(0),
+            moved: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     /// Clears the bar; the summary line follows.
     pub fn finish(&self) {
-        self.bar.finish_and_clear();
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
     }
 }
 
@@ -58,18 +72,26 @@ impl ferry_core::store::Progress for TransferBar {
             .total
             .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed)
             + bytes;
+        let Some(bar) = &self.bar else { return };
         if total == bytes {
             if let Ok(style) = ProgressStyle::with_template(
                 "{msg} [{bar:30}] {bytes}/{total_bytes} at {bytes_per_sec}, {eta} left",
             ) {
-                self.bar.set_style(style.progress_chars("=> "));
+                bar.set_style(style.progress_chars("=> "));
             }
         }
-        self.bar.set_length(total);
+        bar.set_length(total);
     }
 
     fn advance(&self, bytes: u64) {
-        self.bar.inc(bytes);
+        match &self.bar {
+            Some(bar) => bar.inc(bytes),
+            None => {
+                if !self.moved.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    eprintln!("{}: data is moving", self.msg);
+                }
+            }
+        }
     }
 }
 
@@ -147,10 +169,16 @@ impl Output {
         Some(pb)
     }
 
-    /// A byte-count bar for the transfers of one command, on a terminal only.
+    /// A byte-count bar for the transfers of one command, on a terminal; off one, with `-v`,
+    /// a line when the first bytes move.
     pub fn transfer_bar(&self, msg: impl Into<String>) -> Option<std::sync::Arc<TransferBar>> {
-        self.progress
-            .then(|| std::sync::Arc::new(TransferBar::new(msg.into())))
+        if self.progress {
+            Some(std::sync::Arc::new(TransferBar::new(msg.into())))
+        } else if self.verbose {
+            Some(std::sync::Arc::new(TransferBar::line(msg.into())))
+        } else {
+            None
+        }
     }
 
     /// Appends a short Markdown table to `$GITHUB_STEP_SUMMARY` on GitHub Actions: a

@@ -214,6 +214,11 @@ pub fn settle(cli: Cli) -> Result<(Globals, Action), CliError> {
                 .map(units::parse_size)
                 .transpose()?,
             grace: prune_grace(&globals.env)?,
+            as_of: args
+                .as_of
+                .as_deref()
+                .map(|t| units::parse_instant(t, chrono::Utc::now()))
+                .transpose()?,
             repack: args.repack,
             trust: globals.trust.clone(),
         }),

@@ -144,6 +144,9 @@ pub struct PruneRequest {
     pub max_cache_size: Option<u64>,
     /// Unreferenced data younger than this is left alone.
     pub grace: Duration,
+    /// Judge expiry as of this time instead of the clock's (`--as-of`). Grace periods are
+    /// still measured against the clock, so a save running now is never touched.
+    pub as_of: Option<DateTime<Utc>>,
     /// Rewrite packs whose bytes are mostly unused (format 2).
     pub repack: bool,
     /// Signs the manifests a repack rewrites; a signed entry is left alone without a key.
@@ -290,11 +293,14 @@ pub struct Plan {
 /// Decides what goes, from the surveys alone: a pure function of them, the markers of
 /// unused shared objects found in the store, and `now`.
 ///
-/// `within` is the project's folder: data a manifest names outside it is never deleted.
+/// Entries expire as of `as_of` (`now` without it); unreferenced data and markers age by
+/// `now` alone. `within` is the project's folder: data a manifest names outside it is never
+/// deleted.
 pub fn plan(
     surveys: Vec<Survey>,
     markers: &[ObjectInfo],
     now: DateTime<Utc>,
+    as_of: Option<DateTime<Utc>>,
     max_cache_size: Option<u64>,
     grace: Duration,
     within: &str,
@@ -311,9 +317,10 @@ pub fn plan(
         protected.extend(s.protected);
         warnings.extend(s.warnings);
     }
+    let expire_at = as_of.unwrap_or(now);
     let (mut expired, kept): (Vec<Entry>, Vec<Entry>) = entries
         .into_iter()
-        .partition(|e| e.expires.is_some_and(|t| t <= now));
+        .partition(|e| e.expires.is_some_and(|t| t <= expire_at));
     expired.sort_by(|a, b| a.name.cmp(&b.name));
     let (kept, evicted, cache_bytes) = evict(kept, max_cache_size);
 
@@ -583,6 +590,7 @@ pub async fn prune(
         surveys,
         &markers,
         now,
+        req.as_of,
         req.max_cache_size,
         req.grace,
         &within,
@@ -799,6 +807,37 @@ mod tests {
     }
 
     #[test]
+    fn as_of_moves_expiry_but_unreferenced_data_still_ages_by_the_clock() {
+        let grace = DEFAULT_GRACE.as_secs() as i64;
+        let mut soon = entry("soon", true, 5, 0, None);
+        soon.expires = Some(at(100));
+        let survey = || Survey {
+            entries: vec![soon.clone()],
+            // Written a moment ago by a save still running: no manifest names it yet.
+            loose: vec![object("p/data/being-written", 7, 50)],
+            ..Survey::default()
+        };
+        let now = plan(vec![survey()], &[], at(60), None, None, DEFAULT_GRACE, "p");
+        assert!(now.removals.is_empty());
+        let ahead = at(100 + 10 * grace);
+        let later = plan(
+            vec![survey()],
+            &[],
+            at(60),
+            Some(ahead),
+            None,
+            DEFAULT_GRACE,
+            "p",
+        );
+        assert_eq!(names(&later, Reason::Expired), ["soon"]);
+        assert!(
+            names(&later, Reason::Orphaned).is_empty(),
+            "data young by the clock stays, whatever the as-of: {:?}",
+            later.removals
+        );
+    }
+
+    #[test]
     fn entries_expire_at_their_time_and_not_a_second_before() {
         let mut soon = entry("soon", true, 5, 0, None);
         soon.expires = Some(at(100));
@@ -809,9 +848,9 @@ mod tests {
             entries: vec![soon.clone(), never.clone()],
             ..Survey::default()
         };
-        let before = plan(vec![survey()], &[], at(99), None, DEFAULT_GRACE, "p");
+        let before = plan(vec![survey()], &[], at(99), None, None, DEFAULT_GRACE, "p");
         assert!(before.removals.is_empty());
-        let after = plan(vec![survey()], &[], at(100), None, DEFAULT_GRACE, "p");
+        let after = plan(vec![survey()], &[], at(100), None, None, DEFAULT_GRACE, "p");
         assert_eq!(names(&after, Reason::Expired), ["soon"]);
         let (r, check) = &after.removals[0];
         assert_eq!(
@@ -843,7 +882,7 @@ mod tests {
         let mut with_newer = survey;
         with_newer.loose.push(object("p/data/newer-format", 1, 0));
         let now = at(1000 + 3600 * 6);
-        let p = plan(vec![with_newer], &[], now, None, DEFAULT_GRACE, "p");
+        let p = plan(vec![with_newer], &[], now, None, None, DEFAULT_GRACE, "p");
         assert_eq!(names(&p, Reason::Orphaned), ["data/abandoned"]);
     }
 
@@ -862,6 +901,7 @@ mod tests {
             }],
             &[],
             at(20),
+            None,
             None,
             DEFAULT_GRACE,
             "p",
@@ -894,7 +934,15 @@ mod tests {
         };
         let grace = DEFAULT_GRACE.as_secs() as i64;
         let now = grace + 10;
-        let first = plan(vec![survey(false)], &[], at(now), None, DEFAULT_GRACE, "p");
+        let first = plan(
+            vec![survey(false)],
+            &[],
+            at(now),
+            None,
+            None,
+            DEFAULT_GRACE,
+            "p",
+        );
         assert_eq!(first.marks, ["p/caches/packs/a.pack"]);
         assert!(first.removals.is_empty(), "never deleted on first sight");
 
@@ -903,6 +951,7 @@ mod tests {
             vec![survey(true)],
             std::slice::from_ref(&marker),
             at(now + grace - 1),
+            None,
             None,
             DEFAULT_GRACE,
             "p",
@@ -916,6 +965,7 @@ mod tests {
             vec![survey(true)],
             std::slice::from_ref(&marker),
             at(now + grace),
+            None,
             None,
             DEFAULT_GRACE,
             "p",
@@ -933,6 +983,7 @@ mod tests {
             vec![used],
             std::slice::from_ref(&marker),
             at(now + grace),
+            None,
             None,
             DEFAULT_GRACE,
             "p",
@@ -957,6 +1008,7 @@ mod tests {
             }],
             &[object(&marker_path("p", "p/caches/packs/gone.pack"), 0, 0)],
             at(2 * grace + 1),
+            None,
             None,
             DEFAULT_GRACE,
             "p",
@@ -998,6 +1050,7 @@ mod tests {
             }],
             &[],
             at(1),
+            None,
             None,
             DEFAULT_GRACE,
             "p",

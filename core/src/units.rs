@@ -1,4 +1,5 @@
-//! Durations (`90s`, `15d`, `2w`, ISO-8601 `PT1H`, `never`) and sizes (`10GB`, `512MiB`).
+//! Durations (`90s`, `15d`, `2w`, ISO-8601 `PT1H`, `never`), sizes (`10GB`, `512MiB`) and
+//! instants (`2026-12-31T00:00:00Z`, `+7d`).
 
 use std::time::Duration;
 
@@ -112,6 +113,26 @@ pub fn parse_ttl(input: &str, allow_never: bool) -> Result<Ttl, UnitError> {
     parse_duration(input).map(Ttl::After)
 }
 
+/// Reads an instant: an RFC 3339 time (`2026-12-31T00:00:00Z`), or `+DURATION` after `now`
+/// (`+7d`).
+pub fn parse_instant(
+    input: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>, UnitError> {
+    const HELP: &str = "use an RFC 3339 time (2026-12-31T00:00:00Z) or +DURATION (+7d)";
+    let s = input.trim();
+    if let Some(ahead) = s.strip_prefix('+') {
+        let d = parse_duration(ahead).map_err(|e| err("time", input, &e.reason))?;
+        return chrono::Duration::from_std(d)
+            .ok()
+            .and_then(|d| now.checked_add_signed(d))
+            .ok_or_else(|| err("time", input, "too far ahead"));
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| err("time", input, HELP))
+}
+
 /// Reads a size: `1024`, `10GB`, `512MiB`, `2g` (decimal `kB/MB/GB/TB`, binary `KiB/MiB/GiB/TiB`;
 /// a bare letter `k/m/g/t` is binary).
 pub fn parse_size(input: &str) -> Result<u64, UnitError> {
@@ -218,5 +239,22 @@ mod tests {
         assert_eq!(parse_size("512MiB").ok(), Some(512 * 1024 * 1024));
         assert_eq!(parse_size("1024").ok(), Some(1024));
         assert!(parse_size("ten").is_err());
+    }
+
+    #[test]
+    fn instants_are_rfc3339_times_or_a_duration_ahead() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-30T12:00:00Z")
+            .expect("time")
+            .with_timezone(&chrono::Utc);
+        let t = |s| parse_instant(s, now).map(|t| t.to_rfc3339());
+        assert_eq!(t("+7d").expect("ahead"), "2026-12-07T12:00:00+00:00");
+        assert_eq!(
+            t("2026-12-31T01:02:03.000000004+01:00").expect("rfc3339"),
+            "2026-12-31T00:02:03.000000004+00:00"
+        );
+        for bad in ["", "tomorrow", "+", "+7x", "2026-12-31", "-7d"] {
+            let e = t(bad).expect_err(bad).to_string();
+            assert!(e.starts_with("invalid time"), "{bad}: {e}");
+        }
     }
 }

@@ -569,18 +569,19 @@ fn prune_never_deletes_a_pack_a_live_entry_needs_even_one_a_running_save_found()
         "XDG_STATE_HOME",
         ctx.root.join("state").display().to_string(),
     );
-    ctx.set_env("FERRY_PRUNE_GRACE", "3s");
+    // No grace: every object counts as old at once, so only the mark-then-delete protocol
+    // keeps the pack; no wait on the clock.
+    ctx.set_env("FERRY_PRUNE_GRACE", "0s");
     make_tree(&ctx.work.join("tree"));
-    save(&ctx, &ctx.work, "old", &["--ttl", "1s"]);
+    save(&ctx, &ctx.work, "old", &["--ttl", "1h"]);
     let first_pack = packs(&ctx);
     assert_eq!(first_pack.len(), 1);
     // A job restores the old entry; its save will share the old entry's pack.
     let job = ctx.dir("job");
     restore(&ctx, &job, "old").ok();
-    std::thread::sleep(std::time::Duration::from_millis(3500));
 
-    // The entry expired and its pack is old: prune removes the entry and marks the pack.
-    let pruned = json(&ctx, &ctx.work, &["prune"]);
+    // As of two hours on, the entry has expired: prune removes it and marks its pack.
+    let pruned = json(&ctx, &ctx.work, &["prune", "--as-of", "+2h"]);
     assert_eq!(
         pruned["marked"].as_array().map(Vec::len),
         Some(1),
@@ -596,9 +597,9 @@ fn prune_never_deletes_a_pack_a_live_entry_needs_even_one_a_running_save_found()
     std::fs::write(job.join("tree/a.txt"), "changed\n").expect("write");
     let saved = save(&ctx, &job, "new", &[]);
     assert!(saved["reused_bytes"].as_u64() > Some(2_000_000), "{saved}");
-    std::thread::sleep(std::time::Duration::from_millis(3500));
 
-    // A grace period later the pack is used again: it stays, and the entry restores.
+    // Its mark is past the grace period, but the pack is used again: it stays, and the entry
+    // restores.
     let pruned = json(&ctx, &ctx.work, &["prune"]);
     assert!(
         pruned["removed"].as_array().is_some_and(|r| r
@@ -613,7 +614,6 @@ fn prune_never_deletes_a_pack_a_live_entry_needs_even_one_a_running_save_found()
 
     // Once no entry uses them, packs go: marked by one prune, deleted by one a grace later.
     json(&ctx, &ctx.work, &["cache", "rm", "new"]);
-    ctx.set_env("FERRY_PRUNE_GRACE", "0s");
     let marked = json(&ctx, &ctx.work, &["prune"]);
     assert_eq!(
         marked["marked"].as_array().map(Vec::len),

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use ferry_tests::{Run, TestContext, Value};
 
@@ -132,10 +132,10 @@ fn expired_entries_of_every_mode_are_listed_by_a_dry_run_then_pruned_and_the_res
         args.extend_from_slice(&["--ttl", ttl]);
         ctx.run_in(&dir, &args).ok();
     }
-    std::thread::sleep(Duration::from_secs(2));
-
+    // Judged an hour ahead, the 1-second entries have expired and the others have not.
+    let ahead = ["--as-of", "+1h"];
     let before = everything(&ctx);
-    let dry = json_of(&ctx, &["prune", "--dry-run"]);
+    let dry = json_of(&ctx, &["prune", "--dry-run", ahead[0], ahead[1]]);
     assert_eq!(dry["dry_run"], true);
     let expected_kinds: BTreeSet<(String, String)> = [
         ("expired", "artifact"),
@@ -172,7 +172,7 @@ fn expired_entries_of_every_mode_are_listed_by_a_dry_run_then_pruned_and_the_res
     );
     assert_eq!(everything(&ctx), before, "a dry run deletes nothing");
 
-    let pruned = json_of(&ctx, &["prune"]);
+    let pruned = json_of(&ctx, &["prune", ahead[0], ahead[1]]);
     assert_eq!(removals(&pruned), listed);
     assert_eq!(keys(&ctx), ["long"]);
     assert_eq!(artifact_paths(&ctx), ["forever.txt", "long.txt"]);
@@ -207,7 +207,7 @@ fn expired_entries_of_every_mode_are_listed_by_a_dry_run_then_pruned_and_the_res
         );
     }
     assert!(
-        removals(&json_of(&ctx, &["prune"])).is_empty(),
+        removals(&json_of(&ctx, &["prune", ahead[0], ahead[1]])).is_empty(),
         "a second prune finds nothing"
     );
 }
@@ -217,17 +217,32 @@ fn a_cache_restored_after_its_save_lives_past_its_original_expiry() {
     let ctx = TestContext::new();
     ctx.write("used/a.txt", "restored once\n");
     ctx.write("unused/a.txt", "never restored\n");
-    save(&ctx, "used", "used", &["--ttl", "4s"]);
-    save(&ctx, "unused", "unused", &["--ttl", "4s"]);
-    // Both saves set their expiry before this instant, so 4 s after it both have passed.
-    let saved = Instant::now();
-    std::thread::sleep(Duration::from_secs(2));
+    save(&ctx, "used", "used", &["--ttl", "1h"]);
+    save(&ctx, "unused", "unused", &["--ttl", "1h"]);
     assert_eq!(hit(&restore(&ctx, "used", "first")), "exact");
 
-    std::thread::sleep(
-        (saved + Duration::from_millis(4200)).saturating_duration_since(Instant::now()),
-    );
-    let pruned = json_of(&ctx, &["prune"]);
+    // Prune as of a time past both saves' expiry but before the restore's (times are kept to
+    // the nanosecond, and the restore came after the second save).
+    let expires: std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>> =
+        json_of(&ctx, &["cache", "ls"])["caches"]
+            .as_array()
+            .expect("caches")
+            .iter()
+            .map(|c| {
+                let at = c["expires"].as_str().expect("an expiry");
+                let at = chrono::DateTime::parse_from_rfc3339(at).expect("an RFC 3339 time");
+                (c["key"].as_str().expect("key").to_string(), at.to_utc())
+            })
+            .collect();
+    let (used, unused) = (expires["used"], expires["unused"]);
+    let as_of = if ferry_tests::on_gha() {
+        used.max(unused)
+    } else {
+        assert!(used > unused, "the restore extended the used cache's life");
+        unused + (used - unused) / 2
+    };
+    let as_of = as_of.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let pruned = json_of(&ctx, &["prune", "--as-of", &as_of]);
     if ferry_tests::on_gha() {
         // GitHub's cache service records use itself and ferry writes no markers there: a
         // restore hit does not extend `--ttl` (docs/stores.md), so both have expired.
@@ -346,34 +361,24 @@ fn a_prune_started_while_a_large_save_is_uploading_leaves_it_intact_and_it_resto
     incompressible(&ctx.work.join("big/blob"), 32 << 20);
     let mut child = ctx
         .ferry()
-        .args(["--json", "cache", "save", "--key", "big", "--path", "big"])
+        .args([
+            "-v", "--json", "cache", "save", "--key", "big", "--path", "big",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn the save");
-    // Wait until the save is writing its data (locally: its data object is in the store).
-    let data_dir = ctx
-        .local_store()
-        .map(|s| s.join("ferry-v1/acme=2Fapp/caches/data"));
+    // Wait until the save says its data is moving to the store (`-v`), on every store.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut said = String::new();
     loop {
-        assert!(
-            child.try_wait().expect("poll").is_none(),
-            "the save ended before prune could start"
-        );
-        match &data_dir {
-            Some(d)
-                if std::fs::read_dir(d)
-                    .map(|mut e| e.next().is_some())
-                    .unwrap_or(false) =>
-            {
-                break;
-            }
-            Some(_) => std::thread::sleep(Duration::from_millis(20)),
-            None => {
-                std::thread::sleep(Duration::from_millis(500));
-                break;
-            }
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut stderr, &mut line).expect("read stderr");
+        said.push_str(&line);
+        if line.contains("saving cache big: data is moving") {
+            break;
         }
+        assert!(n > 0, "the save ended before its data moved: {said}");
     }
     let mut prunes_during_save = 0;
     while child.try_wait().expect("poll").is_none() {
@@ -391,11 +396,8 @@ fn a_prune_started_while_a_large_save_is_uploading_leaves_it_intact_and_it_resto
     assert!(prunes_during_save > 0);
     eprintln!("{prunes_during_save} prunes ran during the save");
     let out = child.wait_with_output().expect("the save ends");
-    assert!(
-        out.status.success(),
-        "save failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    std::io::Read::read_to_string(&mut stderr, &mut said).expect("read stderr");
+    assert!(out.status.success(), "save failed: {said}");
 
     let run = restore(&ctx, "big", "restored");
     assert_eq!(hit(&run), "exact");

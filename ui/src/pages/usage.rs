@@ -167,7 +167,15 @@ async fn render_prune(app: &App, project: &str) -> Result<Markup, PageError> {
         .await
         .map_err(|e| PageError::from_error("what prune would delete", &e))?;
     let now = Utc::now();
-    let plan = retention::plan(surveys, &markers, now, None, app.req.prune_grace, &within);
+    let plan = retention::plan(
+        surveys,
+        &markers,
+        now,
+        None,
+        None,
+        app.req.prune_grace,
+        &within,
+    );
     let bytes: u64 = plan.removals.iter().map(|(r, _)| r.bytes).sum();
     Ok(html! {
         p.summary #prune-summary {
