@@ -57,6 +57,30 @@ def _med(s: dict, key: str):
     return s.get(key, {}).get("median_seconds")
 
 
+def baseline_table(meta: dict, benches: dict, cache: list[str]) -> list[str]:
+    """This ferry against the baseline binary timed beside it (`--baseline`), if any: each
+    one's ratio to the reference of the same run, and this one's time over the baseline's."""
+    rows = [b for b in cache if "baseline save" in benches[b].get("series", {})]
+    base = meta.get("baseline") or {}
+    if not rows:
+        return []
+    out = [f"This ferry against the baseline `{base.get('name', '?')}` (binary sha256 "
+           f"{base.get('binary_sha256', '')[:12]}), timed in the same runs, alternating:", "",
+           "| corpus | step | ferry | baseline | ferry / baseline | ferry / ref | baseline / ref |",
+           "|---|---|--:|--:|--:|--:|--:|"]
+    for b in rows:
+        s = benches[b]["series"]
+        for step, ref in (("save", "tar|zstd save"), ("restore", "zstd -d|tar restore")):
+            f, g, r = _med(s, f"ferry {step}"), _med(s, f"baseline {step}"), _med(s, ref)
+            out.append(f"| {b} | {step} | {secs(f)} | {secs(g)} | {ratio(f, g)} | {ratio(f, r)} | {ratio(g, r)} |")
+    out.append("")
+    checks = [f"{b}: {benches[b]['verify']['baseline']}" for b in rows if "baseline" in benches[b].get("verify", {})]
+    if checks:
+        out.append("The baseline's restores compared with the corpus: " + "; ".join(checks) + ".")
+        out.append("")
+    return out
+
+
 def markdown(doc: dict) -> str:
     meta = doc["meta"]
     m = meta["machine"]
@@ -135,6 +159,7 @@ def markdown(doc: dict) -> str:
             for t in benches[b].get("targets", []):
                 out.append(f"| {b} | {esc(t['target'])} | {fmt_value(t)} | {t['limit']} | {verdict(t['pass'])} |")
         out.append("")
+        out.extend(baseline_table(meta, benches, cache))
         checks = [f"{b}: ferry {benches[b]['verify'].get('ferry', 'not checked')}"
                   for b in cache if "verify" in benches[b]]
         if checks:

@@ -56,6 +56,10 @@ PROJECT = "bench"
 DEST = WORK / "dest"
 DEST_INFO: dict = {"kind": "root file system", "path": str(DEST)}
 
+# --baseline: an older ferry binary timed beside this one, alternating, on the cache corpora,
+# so that a regression is measured in one run rather than across runs.
+BASELINE: "Ferry | None" = None
+
 # Targets of issue 7.
 SAVE_RATIO_MAX = 1.0
 SAVE_RATIO_AIM = 0.8
@@ -279,6 +283,10 @@ def bench_cache(name: str, ferry: Ferry | None, stamp: dict, runs: int, gzip: bo
 
     s = {k: Series(k) for k in ["ferry save", "tar|zstd save", "tar -z save", "ferry save, key exists",
                                 "ferry restore", "zstd -d|tar restore", "tar -xz restore", "cp -a"]}
+    base = BASELINE if ferry else None
+    base_store = work / "store-warm-baseline"
+    if base:
+        s["baseline save"], s["baseline restore"] = Series("baseline save"), Series("baseline restore")
     verify = {}
     notes = []
 
@@ -291,6 +299,11 @@ def bench_cache(name: str, ferry: Ferry | None, stamp: dict, runs: int, gzip: bo
             log("    " + notes[-1])
             ferry_ok = False
         s["ferry save"].extra["json"] = r.json
+    if base:
+        r = base.run(fresh_dir(base_store), "cache", "save", "--key", key, *path_args, cwd=src)
+        if not r.ok:
+            notes.append("the baseline's cache save failed: " + r.failure())
+            base = None
     measure.run(zstd_save, cwd=src, scratch=WORK)
     if gzip:
         measure.run(gzip_save, cwd=src, scratch=WORK)
@@ -304,6 +317,11 @@ def bench_cache(name: str, ferry: Ferry | None, stamp: dict, runs: int, gzip: bo
                       reset=lambda: fresh_dir(store), warm=[src / p for p in paths])
             if r.ok:
                 stored.append(measure.store_data_bytes(store))
+            remove(store)
+        if base:
+            store = fresh_dir(work / "store")
+            timed(s["baseline save"], lambda: base.run(store, "cache", "save", "--key", key, *path_args, cwd=src),
+                  reset=lambda: fresh_dir(store), warm=[src / p for p in paths])
             remove(store)
         remove(ref_zst)
         timed(s["tar|zstd save"], lambda: measure.run(zstd_save, cwd=src, scratch=WORK), reset=lambda: remove(ref_zst),
@@ -342,6 +360,13 @@ def bench_cache(name: str, ferry: Ferry | None, stamp: dict, runs: int, gzip: bo
         else:
             verify["ferry"] = compare_trees(want, entries_of(restore_dir, paths))
             log(f"    ferry restore: {verify['ferry']}")
+    if base:
+        r = base.run(base_store, "cache", "restore", "--key", key, cwd=fresh_dir(restore_dir))
+        if r.ok:
+            verify["baseline"] = compare_trees(want, entries_of(restore_dir, paths))
+        else:
+            notes.append("the baseline's cache restore failed: " + r.failure())
+            base = None
     measure.run(zstd_restore, cwd=fresh_dir(restore_dir), scratch=WORK)
     verify["tar|zstd"] = compare_trees(want, entries_of(restore_dir, paths))
     log(f"    zstd -d | tar -x: {verify['tar|zstd']}")
@@ -358,6 +383,10 @@ def bench_cache(name: str, ferry: Ferry | None, stamp: dict, runs: int, gzip: bo
             d = fresh_dir(restore_dir)
             timed(s["ferry restore"], lambda: ferry.run(warm_store, "cache", "restore", "--key", key, cwd=d),
                   reset=lambda: fresh_dir(d), warm=[warm_store])
+        if base:
+            d = fresh_dir(restore_dir)
+            timed(s["baseline restore"], lambda: base.run(base_store, "cache", "restore", "--key", key, cwd=d),
+                  reset=lambda: fresh_dir(d), warm=[base_store])
         d = fresh_dir(restore_dir)
         timed(s["zstd -d|tar restore"], lambda: measure.run(zstd_restore, cwd=d, scratch=WORK), reset=lambda: fresh_dir(d),
               warm=[ref_zst])
@@ -633,6 +662,9 @@ def main() -> int:
     ap.add_argument("--corpus", action="append", choices=BENCHES, metavar="NAME",
                     help=f"only this benchmark or lane (repeatable): {', '.join(BENCHES)}")
     ap.add_argument("--ferry", type=Path, metavar="PATH", help="use this binary instead of building one")
+    ap.add_argument("--baseline", type=Path, metavar="PATH",
+                    help="an older ferry binary to time beside this one on the cache corpora, alternating")
+    ap.add_argument("--baseline-name", metavar="TEXT", help="what the baseline is (its commit), for the report")
     ap.add_argument("--no-gzip", action="store_true", help="skip the gzip tar reference (the slowest part)")
     ap.add_argument("--no-real", action="store_true",
                     help="skip the real-tree corpora (npm-real, cargo-real), which need npm and crates.io once")
@@ -699,7 +731,14 @@ def main() -> int:
         built = build_ferry()
     exe, exe_sha256 = private_copy(built)
     ferry = Ferry(exe, ferry_env())
-    TOOLS[:] = [str(exe)] + [p for p in (measure.which(t) for t in ("tar", "zstd", "gzip", "cp")) if p]
+    global BASELINE
+    baseline_meta = None
+    if args.baseline:
+        base_exe, base_sha256 = private_copy(args.baseline.resolve())
+        BASELINE = Ferry(base_exe, ferry_env())
+        baseline_meta = {"binary": str(args.baseline), "binary_sha256": base_sha256,
+                         "name": args.baseline_name or str(args.baseline)}
+    TOOLS[:] = [str(exe)] + ([str(BASELINE.exe)] if BASELINE else []) + [p for p in (measure.which(t) for t in ("tar", "zstd", "gzip", "cp")) if p]
 
     with contextlib.ExitStack() as stack:
         global DEST, DEST_INFO
@@ -730,6 +769,7 @@ def main() -> int:
             "seed": args.seed,
             "generator_version": corpora.GENERATOR_VERSION,
             "restore_fs": DEST_INFO,
+            "baseline": baseline_meta,
             "argv": sys.argv[1:],
         }
         log(f"bench: ferry {meta['ferry_version']} ({exe}), commit {commit}, {runs} runs each, "
