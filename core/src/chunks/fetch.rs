@@ -28,6 +28,9 @@ const REMOTE_CONCURRENCY: usize = 6;
 const DECOMPRESSORS: usize = 4;
 /// Decompressed blocks queued for the reading side.
 const DECOMPRESSED_QUEUE: usize = 4;
+/// Decompressed blocks each decompressing thread may finish before the reading side asks
+/// for them.
+const WORKER_AHEAD: usize = 4;
 
 /// Where the next use of a chunk comes from, as decided by [`Residency::next`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,36 +216,37 @@ pub(crate) fn start(
         let mut outputs = Vec::with_capacity(workers);
         for _ in 0..workers {
             let (in_tx, in_rx) = std::sync::mpsc::sync_channel::<Fetched>(1);
-            let (out_tx, out_rx) = std::sync::mpsc::sync_channel::<Vec<Loaded>>(1);
+            // Blocks go back one by one, a few ahead: a request carries up to 2 MiB of
+            // stored blocks, several times that unpacked, and whole requests waiting on
+            // every worker were most of a restore's memory.
+            let (out_tx, out_rx) = std::sync::mpsc::sync_channel::<Loaded>(WORKER_AHEAD);
             let (index, reqs, uses) = (Arc::clone(&index), Arc::clone(&reqs), Arc::clone(&uses));
             std::thread::spawn(move || {
                 let mut z = zstd::bulk::Decompressor::new().ok();
                 for next in in_rx {
-                    let out = match (next, z.as_mut()) {
+                    let failure = match (next, z.as_mut()) {
                         (Ok((i, bytes)), Some(z)) => {
-                            let mut out = Vec::with_capacity(reqs[i].blocks.len());
                             for &(b, off) in &reqs[i].blocks {
                                 let loaded =
-                                    decompress(z, &index, b, &bytes, off, &uses[b as usize]);
+                                    decompress(z, &index, b, &bytes, off, &uses[b as usize])
+                                        .map(|d| (b, Arc::new(d)));
                                 let failed = loaded.is_err();
-                                out.push(loaded.map(|d| (b, Arc::new(d))));
-                                if failed {
-                                    break;
+                                if out_tx.send(loaded).is_err() || failed {
+                                    return;
                                 }
                             }
-                            out
+                            continue;
                         }
-                        (Ok(_), None) => vec![Err(ArchiveError::Internal {
+                        (Ok(_), None) => ArchiveError::Internal {
                             what: "no zstd decompressor".into(),
-                        })],
-                        (Err(Failure::Data(e)), _) => vec![Err(e)],
-                        (Err(Failure::Store(e)), _) => vec![Err(ArchiveError::Corrupt {
+                        },
+                        (Err(Failure::Data(e)), _) => e,
+                        (Err(Failure::Store(e)), _) => ArchiveError::Corrupt {
                             detail: format!("the store failed: {e}"),
-                        })],
+                        },
                     };
-                    if out_tx.send(out).is_err() {
-                        return;
-                    }
+                    let _ = out_tx.send(Err(failure));
+                    return;
                 }
             });
             inputs.push(in_tx);
@@ -257,11 +261,15 @@ pub(crate) fn start(
                 n += 1;
             }
         });
+        // Request `n` comes back from worker `n % workers` as its blocks, one by one, or as
+        // the error that ended it.
+        let order = Arc::clone(&reqs);
         std::thread::spawn(move || {
-            let mut n = 0usize;
-            while let Ok(out) = outputs[n % workers].recv() {
-                n += 1;
-                for loaded in out {
+            for (n, req) in order.iter().enumerate() {
+                for _ in &req.blocks {
+                    let Ok(loaded) = outputs[n % workers].recv() else {
+                        return;
+                    };
                     let failed = loaded.is_err();
                     if loaded_tx.send(loaded).is_err() || failed {
                         return;
