@@ -1063,11 +1063,20 @@ impl Prober<'_> {
             folders.insert(folder.to_string());
         }
         let dest = (self.source.resolve)(&name);
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(dest)
-            .ok()?;
+        // Without O_NOATIME every file read marks its inode dirty (relatime updates an
+        // access time older than the change), a journal write per file; the flag is only
+        // allowed on files this user owns.
+        let open = |flags| {
+            fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | flags)
+                .open(&dest)
+        };
+        let file = match open(libc::O_NOATIME) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
+            r => r,
+        }
+        .ok()?;
         let m = file.metadata().ok()?;
         (m.file_type().is_file() && m.len() == size).then_some((file, m))
     }
