@@ -240,10 +240,15 @@ async fn pack_tar(store: &Store, data_rel: &str, req: PackRequest) -> Result<Pac
     let format = req.compression;
     let level = req.level.unwrap_or_else(|| format.default_level());
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    // Data that is not written straight to a file is uploaded in parts held in memory.
+    let job_size = store
+        .local_path(data_rel)
+        .is_none()
+        .then_some(archive::ZSTD_REMOTE_JOB);
     let ((stats, listing), data) = transfer::upload(store, data_rel, move |out| {
         let mut listing = Vec::new();
-        let mut w =
-            archive::compressor(format, level, threads, out).map_err(ArchiveError::Write)?;
+        let mut w = archive::compressor(format, level, threads, job_size, out)
+            .map_err(ArchiveError::Write)?;
         let stats = archive::pack_listing(&spec, &mut w, &mut |name, kind| {
             listing.push((name.to_string(), kind));
         })?;

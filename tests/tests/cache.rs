@@ -208,7 +208,6 @@ fn restore_key_prefix_picks_the_most_recently_saved() {
     for n in ["1", "3", "2"] {
         ctx.write("tree/which", n);
         save(&ctx, &format!("deps-{n}"), &[]);
-        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let dest = ctx.dir("r");
     let run = ctx.run_in(

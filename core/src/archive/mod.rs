@@ -114,10 +114,12 @@ impl ArchiveError {
     }
 }
 
-/// Input of each multi-threaded zstd job. zstd's default at level 3 is 8 MiB, and each
-/// worker holds its job's input and output: 4 MiB jobs took a save's RSS from 70 to 42 MiB,
-/// at the same speed, and stored 0.4% more on the benchmark's `target/`.
-const ZSTD_JOB: u32 = 4 * 1024 * 1024;
+/// Input of each multi-threaded zstd job when the data goes to a remote store, whose upload
+/// parts in flight already hold tens of MiB: zstd's default at level 3 (8 MiB, each worker
+/// holding its job's input and output) took a `target/` save through SeaweedFS to 113 MiB of
+/// RSS, 4 MiB jobs to 85 MiB. Saves to a local file keep the default: 4 MiB jobs were 3-4%
+/// slower there.
+pub const ZSTD_REMOTE_JOB: u32 = 4 * 1024 * 1024;
 
 /// Output buffer of the zstd compressor. Each write hands zstd some input and takes back at
 /// most this much output; multi-threaded zstd keeps finished jobs (8 MiB each at level 3)
@@ -127,10 +129,12 @@ const ZSTD_JOB: u32 = 4 * 1024 * 1024;
 const ZSTD_OUTPUT: usize = 1024 * 1024;
 
 /// Wraps `out` in the compressor of `format`; `finish` must be called on the result.
+/// `job_size` is the input of each multi-threaded zstd job (zstd's default when `None`).
 pub fn compressor<'a, W: Write + 'a>(
     format: Format,
     level: i32,
     threads: u32,
+    job_size: Option<u32>,
     out: W,
 ) -> std::io::Result<Box<dyn FinishWrite + 'a>> {
     Ok(match format {
@@ -138,7 +142,9 @@ pub fn compressor<'a, W: Write + 'a>(
             let mut enc = zstd::stream::raw::Encoder::new(level)?;
             if threads > 1 {
                 enc.set_parameter(zstd::zstd_safe::CParameter::NbWorkers(threads))?;
-                enc.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB))?;
+                if let Some(size) = job_size {
+                    enc.set_parameter(zstd::zstd_safe::CParameter::JobSize(size))?;
+                }
             }
             Box::new(zstd::stream::zio::Writer::with_output_buffer(
                 Vec::with_capacity(ZSTD_OUTPUT),
