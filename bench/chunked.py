@@ -275,9 +275,14 @@ FERRY: Path = Path()
 
 
 def ferry(lane: Lane, store: str, *args: str, cwd: Path, state: Path | None = None) -> Run:
+    """Runs ferry as a job whose state (what it restored) is in `state`; without it, as a
+    fresh job that restored nothing (never the user's own state, which may name entries of
+    earlier runs that a save would then look up)."""
     env = dict(lane.env)
-    if state is not None:
-        env["XDG_STATE_HOME"] = str(state)
+    if state is None:
+        state = WORK / "state-fresh-job"
+        measure.remove(state)
+    env["XDG_STATE_HOME"] = str(state)
     argv = lane.wrap([str(FERRY), "--store", store, "--project", PROJECT, "--json",
                       "--no-progress", *args])
     return measure.run([argv], cwd=cwd, env=env, scratch=WORK)

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 
-use ferry_core::chunks::index::Index;
 use ferry_core::chunks::{self, Known, PackRef};
 use ferry_core::entry::Encoding;
 use ferry_core::manifest::DataRef;
@@ -24,6 +23,13 @@ fn overlap(a: &[String], b: &[String]) -> bool {
     })
 }
 
+/// An entry a save may share chunks with: its key, its index and the packs its manifest lists.
+struct Base {
+    key: String,
+    data: DataRef,
+    packs: Vec<PackRef>,
+}
+
 /// The chunks the store holds as far as this job knows, for a save of `roots`.
 pub(crate) async fn known(
     store: &Store,
@@ -31,32 +37,26 @@ pub(crate) async fn known(
     roots: &[String],
     warnings: &mut Vec<String>,
 ) -> Known {
-    let mut found: Vec<(Index, Vec<PackRef>)> = Vec::new();
-    let mut to_read: Vec<(String, DataRef, Vec<PackRef>)> = Vec::new();
     if let Some(dir) = &req.state_dir {
         // Newest first, so a chunk held by several restored entries is taken from the latest.
-        for r in state::restored(dir, &req.project).into_iter().rev() {
-            if !overlap(&r.paths, roots) {
-                continue;
-            }
-            // The copy the restore kept, else the store's (the entry may be gone since).
-            match state::index_copy(dir, &r.data)
-                .and_then(|b| chunks::decode_index(&b, &r.data, &r.packs).ok())
-            {
-                Some(index) => found.push((index, r.packs)),
-                None => to_read.push((r.key, r.data, r.packs)),
-            }
+        let restored = state::restored(dir, &req.project)
+            .into_iter()
+            .rev()
+            .filter(|r| overlap(&r.paths, roots))
+            .map(|r| Base {
+                key: r.key,
+                data: r.data,
+                packs: r.packs,
+            })
+            .collect();
+        // What the job restored, as far as this store still holds it: a job may have restored
+        // from another store, or the packs may have been pruned since.
+        let known = held(store, restored, Some(dir), warnings).await;
+        if !known.is_empty() {
+            return known;
         }
     }
-    read_indexes(store, to_read, &mut found, warnings).await;
-    // What the job restored, as far as this store still holds it: a job may have restored
-    // from another store, or the packs may have been pruned since.
-    let known = held(store, found).await;
-    if !known.is_empty() {
-        return known;
-    }
     // Else the newest entry under the save's key and restore keys.
-    let mut to_read = Vec::new();
     let lookup = RestoreRequest {
         project: req.project.clone(),
         key: req.key.clone(),
@@ -74,10 +74,15 @@ pub(crate) async fn known(
     };
     let mut ignored = Vec::new();
     let mut untrusted = 0;
+    let mut newest = Vec::new();
     match restore::find(store, &lookup, chrono::Utc::now(), &mut ignored, &mut untrusted).await {
         Ok(Some((m, _))) if m.encoding == Some(Encoding::Chunked) => {
             if overlap(&m.body.tree.paths, roots) {
-                to_read.push((m.body.key, m.data, m.body.tree.packs));
+                newest.push(Base {
+                    key: m.body.key,
+                    data: m.data,
+                    packs: m.body.tree.packs,
+                });
             }
         }
         Ok(_) => {}
@@ -85,43 +90,53 @@ pub(crate) async fn known(
             "could not look for an earlier entry to share chunks with ({e}); every chunk is uploaded"
         )),
     }
-    let mut found = Vec::new();
-    read_indexes(store, to_read, &mut found, warnings).await;
-    held(store, found).await
+    held(store, newest, None, warnings).await
 }
 
-/// Reads the index of each entry from the store.
-async fn read_indexes(
+/// The chunks of `bases` that lie in packs the store holds (at the size recorded). Every
+/// pack is looked up first, and only the indexes of entries with a pack still there are read
+/// (from the job's copy in `state_dir`, else from the store): a job's state may name entries
+/// of another store. A chunk whose first-found pack is gone is still taken from another
+/// entry that has it.
+async fn held(
     store: &Store,
-    entries: Vec<(String, DataRef, Vec<PackRef>)>,
-    found: &mut Vec<(Index, Vec<PackRef>)>,
+    bases: Vec<Base>,
+    state_dir: Option<&std::path::Path>,
     warnings: &mut Vec<String>,
-) {
-    for (key, data, packs) in entries {
-        match chunks::read_index(store, &data, &packs).await {
-            Ok(index) => found.push((index, packs)),
-            Err(e) => warnings.push(format!(
-                "could not read the chunks of cache {key} ({e}); its chunks are uploaded again"
-            )),
-        }
-    }
-}
-
-/// The chunks of `entries` that lie in packs the store holds (at the size recorded): each
-/// entry's packs are looked up first, so a chunk whose first-found pack is gone is still
-/// taken from another entry that has it.
-async fn held(store: &Store, entries: Vec<(Index, Vec<PackRef>)>) -> Known {
-    let mut all: Vec<(String, u64)> = entries
+) -> Known {
+    let mut all: Vec<(String, u64)> = bases
         .iter()
-        .flat_map(|(_, packs)| packs.iter().map(|p| (p.path.clone(), p.size)))
+        .flat_map(|b| b.packs.iter().map(|p| (p.path.clone(), p.size)))
         .collect();
     all.sort();
     all.dedup();
     let present = present(store, &all).await;
     let mut known = Known::default();
-    for (index, mut packs) in entries {
-        packs.retain(|p| present.get(&p.path) == Some(&Some(p.size)));
-        known.add(&index, &packs);
+    for Base { key, data, packs } in bases {
+        let kept: Vec<PackRef> = packs
+            .iter()
+            .filter(|p| present.get(&p.path) == Some(&Some(p.size)))
+            .cloned()
+            .collect();
+        if kept.is_empty() {
+            continue;
+        }
+        let copy = state_dir
+            .and_then(|dir| state::index_copy(dir, &data))
+            .and_then(|b| chunks::decode_index(&b, &data, &packs).ok());
+        let index = match copy {
+            Some(index) => index,
+            None => match chunks::read_index(store, &data, &packs).await {
+                Ok(index) => index,
+                Err(e) => {
+                    warnings.push(format!(
+                        "could not read the chunks of cache {key} ({e}); its chunks are uploaded again"
+                    ));
+                    continue;
+                }
+            },
+        };
+        known.add(&index, &kept);
     }
     known
 }

@@ -185,6 +185,24 @@ fn a_save_shares_the_chunks_of_the_newest_entry_under_its_restore_keys() {
     );
 }
 
+/// The work tree saved under `key` to a second, local store, and a job folder that restored
+/// it from there.
+fn restored_from_elsewhere(ctx: &TestContext, key: &str) -> std::path::PathBuf {
+    let elsewhere = ctx.root.join("elsewhere").display().to_string();
+    ctx.run(&[
+        "cache", "save", "--key", key, "--path", "tree", "--format", "chunked", "--store",
+        &elsewhere,
+    ])
+    .ok();
+    let job = ctx.dir("job");
+    ctx.run_in(
+        &job,
+        &["cache", "restore", "--key", key, "--store", &elsewhere],
+    )
+    .ok();
+    job
+}
+
 /// A job that restored from another store remembers packs this store does not hold: its save
 /// falls back to the newest entry under its restore keys instead of uploading everything.
 #[test]
@@ -196,21 +214,7 @@ fn a_save_after_a_restore_from_another_store_shares_the_chunks_under_its_restore
     );
     make_tree(&ctx.work.join("tree"));
     let first = save(&ctx, &ctx.work, "npm-aaa", &[]);
-    // The same tree saved to a second, local store; the job restores from that one.
-    let elsewhere = ctx.root.join("elsewhere").display().to_string();
-    ctx.run(&[
-        "cache", "save", "--key", "npm-aaa", "--path", "tree", "--format", "chunked", "--store",
-        &elsewhere,
-    ])
-    .ok();
-    let job = ctx.dir("job");
-    ctx.run_in(
-        &job,
-        &[
-            "cache", "restore", "--key", "npm-aaa", "--store", &elsewhere,
-        ],
-    )
-    .ok();
+    let job = restored_from_elsewhere(&ctx, "npm-aaa");
     std::fs::write(job.join("tree/new-package.js"), "module.exports = 1;\n").expect("write");
     let second = save(&ctx, &job, "npm-bbb", &["--restore-key", "npm-"]);
     assert!(
@@ -218,6 +222,30 @@ fn a_save_after_a_restore_from_another_store_shares_the_chunks_under_its_restore
             < Some(first["uploaded_bytes"].as_u64().expect("bytes") / 10),
         "{first} / {second}"
     );
+}
+
+/// A job's state may name entries of another store (or long pruned) whose index copies are
+/// gone: the save looks their packs up first and reads no index of an entry this store does
+/// not hold, so it neither warns about them nor pays for them.
+#[test]
+fn a_save_reads_no_index_of_a_restored_entry_whose_packs_this_store_lacks() {
+    let mut ctx = TestContext::new();
+    let state = ctx.root.join("state");
+    ctx.set_env("XDG_STATE_HOME", state.display().to_string());
+    make_tree(&ctx.work.join("tree"));
+    let job = restored_from_elsewhere(&ctx, "npm-aaa");
+    let copies = state.join("ferry/caches/indexes");
+    assert!(copies.is_dir(), "the restore keeps a copy of its index");
+    std::fs::remove_dir_all(&copies).expect("remove the copies");
+    let run = ctx.run_in(
+        &job,
+        &[
+            "--json", "cache", "save", "--key", "npm-bbb", "--path", "tree", "--format", "chunked",
+        ],
+    );
+    run.ok();
+    assert_eq!(run.json()["saved"], true);
+    assert!(!run.stderr.contains("could not read"), "{}", run.stderr);
 }
 
 /// A job that restored the same tree from this store and from another, in either order: the
