@@ -22,8 +22,10 @@ use std::sync::Arc;
 const CHUNK: usize = 1024 * 1024;
 /// Chunks in flight between the threads.
 const CHANNEL_DEPTH: usize = 8;
-/// Range size and parallelism of downloads from remote stores.
-const RANGE_SIZE: u64 = 16 * 1024 * 1024;
+/// Range size and parallelism of downloads from remote stores. A range is held whole until
+/// the last of it is unpacked, so they bound a download's memory: 16 MiB ranges took a
+/// restore of `target/` through SeaweedFS to 105 MiB, 8 MiB ones to 74.
+const RANGE_SIZE: u64 = 8 * 1024 * 1024;
 const DOWNLOAD_CONCURRENCY: usize = 4;
 
 /// A failed transfer: the store's failure or the producer's/consumer's.

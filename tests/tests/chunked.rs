@@ -224,6 +224,26 @@ fn a_save_after_a_restore_from_another_store_shares_the_chunks_under_its_restore
     );
 }
 
+/// An entry larger than a pack is written as several packs, in order, and comes back whole.
+#[test]
+fn an_entry_of_several_packs_comes_back_whole() {
+    let ctx = TestContext::new();
+    let tree = ctx.work.join("tree");
+    std::fs::create_dir_all(&tree).expect("mkdir");
+    for i in 0..3u64 {
+        std::fs::write(tree.join(format!("part{i}.bin")), noise(24 << 20, i + 7)).expect("write");
+    }
+    std::fs::write(tree.join("small.txt"), "after the large ones\n").expect("write");
+    let saved = save(&ctx, &ctx.work, "several-packs", &[]);
+    assert_eq!(
+        saved["objects_written"], 4,
+        "three packs and the index: {saved}"
+    );
+    let dir = ctx.dir("restored");
+    restore(&ctx, &dir, "several-packs").ok();
+    assert_eq!(snapshot(&dir.join("tree")), snapshot(&tree));
+}
+
 /// A job's state may name entries of another store (or long pruned) whose index copies are
 /// gone: the save looks their packs up first and reads no index of an entry this store does
 /// not hold, so it neither warns about them nor pays for them.

