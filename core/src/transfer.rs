@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::{BufWriter as StdBufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -22,6 +22,9 @@ use std::sync::Arc;
 const CHUNK: usize = 1024 * 1024;
 /// Chunks in flight between the threads.
 const CHANNEL_DEPTH: usize = 8;
+/// Chunks an upload holds between its producer and the store, beside the part being filled
+/// and the parts in flight: the store's parts are the buffer that matters.
+const UPLOAD_QUEUE: usize = 2;
 /// Range size and parallelism of downloads from remote stores. A range is held whole until
 /// the last of it is unpacked, so they bound a download's memory: 16 MiB ranges took a
 /// restore of `target/` through SeaweedFS to 105 MiB, 8 MiB ones to 74.
@@ -96,11 +99,11 @@ where
     if let Some(path) = store.local_path(rel) {
         return upload_local(store, rel, path, produce).await;
     }
-    let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+    let (tx, mut rx) = mpsc::channel::<Bytes>(UPLOAD_QUEUE);
     let producer = tokio::task::spawn_blocking(move || {
         let mut w = Hashing::new(ChannelSink {
             tx,
-            buf: BytesMut::with_capacity(CHUNK),
+            buf: piece_buffer(),
         });
         let out = produce(&mut w)?;
         // The sink holds the channel's sender: it must go here, or the uploader below waits
@@ -297,10 +300,47 @@ pub(crate) fn read_full<R: Read + ?Sized>(input: &mut R, buf: &mut [u8]) -> std:
     Ok(filled)
 }
 
+/// Buffers of [`CHUNK`] bytes for upload pieces, handed back when the store is done with a
+/// piece. One fresh buffer per MiB uploaded, freed on the store's threads, left glibc's
+/// arenas holding freed memory: a format-2 save of `target/` through SeaweedFS peaked at
+/// 82–109 MiB of RSS for 66 MiB of live buffers.
+static PIECES: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+/// Buffers kept for reuse at most (more are never live at once).
+const PIECES_KEPT: usize = 64;
+
+fn piece_buffer() -> Vec<u8> {
+    PIECES
+        .lock()
+        .ok()
+        .and_then(|mut p| p.pop())
+        .unwrap_or_else(|| Vec::with_capacity(CHUNK))
+}
+
+/// A piece's bytes; its buffer goes back to [`PIECES`] when the last reference drops.
+struct Piece(Vec<u8>);
+
+impl AsRef<[u8]> for Piece {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Piece {
+    fn drop(&mut self) {
+        let mut buf = std::mem::take(&mut self.0);
+        buf.clear();
+        if let Ok(mut kept) = PIECES.lock() {
+            if kept.len() < PIECES_KEPT {
+                kept.push(buf);
+            }
+        }
+    }
+}
+
 /// Hands written bytes to the uploader in chunks of [`CHUNK`].
 struct ChannelSink {
     tx: mpsc::Sender<Bytes>,
-    buf: BytesMut,
+    buf: Vec<u8>,
 }
 
 impl ChannelSink {
@@ -308,8 +348,7 @@ impl ChannelSink {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let chunk = self.buf.split().freeze();
-        self.buf.reserve(CHUNK);
+        let chunk = Bytes::from_owner(Piece(std::mem::replace(&mut self.buf, piece_buffer())));
         self.tx
             .blocking_send(chunk)
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped"))

@@ -12,8 +12,11 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
 
 use super::index::{self, Block, Chunk, Entry, INDEX_VERSION, Index, Kind};
 use super::known::Known;
@@ -367,7 +370,7 @@ pub async fn pack(
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (raw_tx, raw_rx) = sync_channel::<(u32, Vec<u8>)>(QUEUE);
     let (z_tx, z_rx) = sync_channel::<(u32, Vec<u8>, u32)>(QUEUE);
-    let (ordered_tx, mut ordered_rx) = tokio::sync::mpsc::channel::<(Vec<u8>, u32)>(QUEUE);
+    let (ordered_tx, ordered_rx) = tokio::sync::mpsc::channel::<(Vec<u8>, u32)>(QUEUE);
     let walker = {
         let known = Arc::clone(&known);
         std::thread::spawn(move || walk(&spec, &known, raw_tx))
@@ -386,36 +389,90 @@ pub async fn pack(
     let mut placed: Vec<Block> = Vec::new();
     let mut new_packs: Vec<(String, u64)> = Vec::new();
     let mut upload_error: Option<EntryError> = None;
-    while let Some(first) = ordered_rx.recv().await {
-        let rel = format!("{packs_dir}/{}.pack", crate::manifest::new_id());
-        let pack_no = new_packs.len() as u32;
-        let result = transfer::upload(store, &rel, move |out| {
-            let mut locs = Vec::new();
-            let mut written = 0u64;
-            let mut next = Some(first);
-            while let Some((data, raw)) = next.take() {
-                out.write_all(&data).map_err(ArchiveError::Write)?;
-                locs.push(Block(pack_no, written, data.len() as u32, raw));
-                written += data.len() as u64;
-                if written < PACK_TARGET {
-                    next = ordered_rx.blocking_recv();
+    // A pack's upload finishes (its last parts, then the object's completion) while the next
+    // pack fills, so a remote link never waits for a round trip per pack; the store bounds
+    // the parts in flight across both.
+    let ordered_rx = Arc::new(tokio::sync::Mutex::new(ordered_rx));
+    // Set when an upload failed: the pack still filling stops at its next block.
+    let failed = Arc::new(AtomicBool::new(false));
+    let mut uploads = futures::stream::FuturesOrdered::new();
+    let mut filling = 0u32;
+    'packs: loop {
+        let first = loop {
+            tokio::select! {
+                first = async { ordered_rx.lock().await.recv().await } => break first,
+                Some(done) = uploads.next(), if !uploads.is_empty() => {
+                    if let Err(e) = record(done, &mut placed, &mut new_packs) {
+                        upload_error = Some(e);
+                        break 'packs;
+                    }
                 }
             }
-            Ok::<_, ArchiveError>((ordered_rx, locs))
-        })
-        .await;
-        match result {
-            Ok(((rx, locs), data)) => {
-                ordered_rx = rx;
-                placed.extend(locs);
-                new_packs.push((rel, data.size));
+        };
+        let Some(first) = first else {
+            break;
+        };
+        let rel = format!("{packs_dir}/{}.pack", crate::manifest::new_id());
+        let pack_no = filling;
+        filling += 1;
+        let (filled_tx, mut filled) = tokio::sync::oneshot::channel::<()>();
+        let (rx, stop, store) = (Arc::clone(&ordered_rx), Arc::clone(&failed), store.clone());
+        uploads.push_back(async move {
+            let result = transfer::upload(&store, &rel, move |out| {
+                let mut rx = rx.blocking_lock();
+                let mut locs = Vec::new();
+                let mut written = 0u64;
+                let mut next = Some(first);
+                while let Some((data, raw)) = next.take() {
+                    if stop.load(Ordering::Relaxed) {
+                        return Err(stopped());
+                    }
+                    out.write_all(&data).map_err(ArchiveError::Write)?;
+                    locs.push(Block(pack_no, written, data.len() as u32, raw));
+                    written += data.len() as u64;
+                    if written < PACK_TARGET {
+                        next = rx.blocking_recv();
+                    }
+                }
+                drop(rx);
+                let _ = filled_tx.send(());
+                Ok::<_, ArchiveError>(locs)
+            })
+            .await;
+            (rel, result)
+        });
+        // The next pack starts once this one has all its blocks (or its upload ended early);
+        // meanwhile the uploads are driven, and one that finishes is recorded.
+        loop {
+            tokio::select! {
+                _ = &mut filled => break,
+                Some(done) = uploads.next(), if !uploads.is_empty() => {
+                    if let Err(e) = record(done, &mut placed, &mut new_packs) {
+                        upload_error = Some(e);
+                        break 'packs;
+                    }
+                }
             }
-            Err(e) => {
-                upload_error = Some(e.into());
+        }
+        while uploads.len() > 1 {
+            let Some(done) = uploads.next().await else {
                 break;
+            };
+            if let Err(e) = record(done, &mut placed, &mut new_packs) {
+                upload_error = Some(e);
+                break 'packs;
             }
         }
     }
+    if upload_error.is_some() {
+        failed.store(true, Ordering::Relaxed);
+    }
+    while let Some(done) = uploads.next().await {
+        if let Err(e) = record(done, &mut placed, &mut new_packs) {
+            upload_error.get_or_insert(e);
+        }
+    }
+    drop(ordered_rx);
     // Whatever happened, the threads end: the walker's sends fail once the writer stopped.
     let joined = tokio::task::spawn_blocking(move || {
         let walked = walker.join();
@@ -510,6 +567,23 @@ pub async fn pack(
         stats: walked.stats,
         listing: walked.listing,
     })
+}
+
+type PackUpload = (
+    String,
+    Result<(Vec<Block>, DataRef), transfer::TransferError<ArchiveError>>,
+);
+
+/// Notes a finished pack upload: its blocks and the pack, or the error that ended it.
+fn record(
+    (rel, result): PackUpload,
+    placed: &mut Vec<Block>,
+    new_packs: &mut Vec<(String, u64)>,
+) -> Result<(), EntryError> {
+    let (locs, data) = result.map_err(EntryError::from)?;
+    placed.extend(locs);
+    new_packs.push((rel, data.size));
+    Ok(())
 }
 
 /// How many new blocks the walker sent.

@@ -1,7 +1,7 @@
 //! Object stores (a local folder, memory, S3, GCS, Azure Blob) behind ferry's [`Backend`],
 //! over the `object_store` crate: the one place that crate is used. Publishing uses its
 //! `PutMode::Create` (If-None-Match on S3/GCS, 409 on Azure, an exclusive create locally);
-//! streamed writes are multipart above 16 MiB; a local folder also hands out its files, so
+//! streamed writes are multipart from 8 MiB; a local folder also hands out its files, so
 //! transfers there skip the async layer.
 
 use std::collections::HashSet;
@@ -13,11 +13,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use object_store::buffered::BufWriter;
 use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::path::Path;
 use object_store::signer::Signer;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
+use object_store::{
+    MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt, PutOptions, PutPayload, PutPayloadMut,
+};
 use url::Url;
 
 use crate::manifest;
@@ -145,23 +146,106 @@ impl ObjectBackend {
     }
 }
 
+/// Parts in flight across every upload of the process: the bound on a save's memory holds
+/// when one object's upload finishes while the next one fills (a format-2 save's packs).
+static PARTS_IN_FLIGHT: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(UPLOAD_CONCURRENCY);
+
+/// A streamed write: one PUT when the object is smaller than a part, else a multipart
+/// upload whose parts go out as they fill, at most [`UPLOAD_CONCURRENCY`] at once.
 struct Writer {
-    inner: BufWriter,
+    objects: Arc<dyn ObjectStore>,
+    path: Path,
+    buffer: PutPayloadMut,
+    upload: Option<Box<dyn MultipartUpload>>,
+    parts: tokio::task::JoinSet<Result<(), object_store::Error>>,
+}
+
+impl Writer {
+    /// Starts the upload of a full part once a slot is free.
+    async fn put_part(&mut self, part: PutPayload) -> Result<(), BackendError> {
+        // A part that failed ends the upload now rather than at its end.
+        while let Some(done) = self.parts.try_join_next() {
+            done.map_err(BackendError::other)?.map_err(convert)?;
+        }
+        let upload = match &mut self.upload {
+            Some(u) => u,
+            None => self.upload.insert(
+                self.objects
+                    .put_multipart(&self.path)
+                    .await
+                    .map_err(convert)?,
+            ),
+        };
+        let permit = PARTS_IN_FLIGHT
+            .acquire()
+            .await
+            .map_err(BackendError::other)?;
+        let sent = upload.put_part(part);
+        self.parts.spawn(async move {
+            let _slot = permit;
+            sent.await
+        });
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]
 impl ObjectWriter for Writer {
-    async fn write(&mut self, chunk: Bytes) -> Result<(), BackendError> {
-        self.inner.put(chunk).await.map_err(convert)
+    async fn write(&mut self, mut chunk: Bytes) -> Result<(), BackendError> {
+        while !chunk.is_empty() {
+            let room = PART_SIZE - self.buffer.content_length();
+            if chunk.len() < room {
+                self.buffer.push(chunk);
+                return Ok(());
+            }
+            self.buffer.push(chunk.split_to(room));
+            let part = std::mem::take(&mut self.buffer);
+            self.put_part(part.into()).await?;
+        }
+        Ok(())
     }
 
     async fn finish(mut self: Box<Self>) -> Result<(), BackendError> {
-        use tokio::io::AsyncWriteExt;
-        self.inner.shutdown().await.map_err(BackendError::other)
+        if self.upload.is_some() && !self.buffer.is_empty() {
+            let last = std::mem::take(&mut self.buffer);
+            self.put_part(last.into()).await?;
+        }
+        let Some(mut upload) = self.upload.take() else {
+            let whole = std::mem::take(&mut self.buffer);
+            return self
+                .objects
+                .put(&self.path, whole.into())
+                .await
+                .map(|_| ())
+                .map_err(convert);
+        };
+        let mut failed = None;
+        while let Some(done) = self.parts.join_next().await {
+            if let Err(e) = done
+                .map_err(BackendError::other)
+                .and_then(|r| r.map_err(convert))
+            {
+                failed = Some(e);
+                break;
+            }
+        }
+        let result = match failed {
+            Some(e) => Err(e),
+            None => upload.complete().await.map(|_| ()).map_err(convert),
+        };
+        if result.is_err() {
+            self.parts.shutdown().await;
+            let _ = upload.abort().await;
+        }
+        result
     }
 
     async fn abort(mut self: Box<Self>) {
-        let _ = self.inner.abort().await;
+        self.parts.shutdown().await;
+        if let Some(upload) = self.upload.as_mut() {
+            let _ = upload.abort().await;
+        }
     }
 }
 
@@ -211,9 +295,13 @@ impl Backend for ObjectBackend {
     }
 
     async fn writer(&self, rel: &str) -> Result<Box<dyn ObjectWriter>, BackendError> {
-        let inner = BufWriter::with_capacity(Arc::clone(&self.objects), self.path(rel), PART_SIZE)
-            .with_max_concurrency(UPLOAD_CONCURRENCY);
-        Ok(Box::new(Writer { inner }))
+        Ok(Box::new(Writer {
+            objects: Arc::clone(&self.objects),
+            path: self.path(rel),
+            buffer: PutPayloadMut::new(),
+            upload: None,
+            parts: tokio::task::JoinSet::new(),
+        }))
     }
 
     async fn get(&self, rel: &str) -> Result<Option<Bytes>, BackendError> {
