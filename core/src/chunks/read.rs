@@ -222,6 +222,9 @@ pub async fn land(
     ))
 }
 
+/// Files from this size on are checked first, largest first.
+const LARGE_FILE: u64 = 1024 * 1024;
+
 /// Files of the index already on disk with its content (indexes into `entries`), checked on
 /// a few threads: each is read and hashed chunk by chunk against the index. Each comes with
 /// whether its mode or time differ from the entry's (and are set at commit).
@@ -235,36 +238,50 @@ fn kept_files(lander: &Lander, index: &Index) -> HashMap<usize, bool> {
         .filter(|e| e.kind == Kind::Hardlink)
         .filter_map(|e| e.target.as_deref())
         .collect();
-    let files: Vec<usize> = index
+    let mut files: Vec<usize> = index
         .entries
         .iter()
         .enumerate()
         .filter(|(_, e)| e.kind == Kind::File && !linked.contains(e.name.as_str()))
         .map(|(i, _)| i)
         .collect();
+    // The threads take files one at a time, the large ones first (largest first), then the
+    // rest in the index's order (folder by folder): a share fixed in advance left one
+    // thread hashing most of a `target/` whose bytes sit in a few large files.
+    files.sort_by_key(|&i| match index.entries[i].size {
+        size if size >= LARGE_FILE => (0, u64::MAX - size),
+        _ => (1, i as u64),
+    });
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(2, 4);
-    let part = files.len().div_ceil(threads).max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = files
-            .chunks(part)
-            .map(|part| {
-                let prober = &prober;
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (prober, files, next) = (&prober, &files, &next);
                 scope.spawn(move || {
+                    use std::os::unix::fs::MetadataExt;
                     let mut buf = vec![0u8; super::CHUNK_MAX as usize];
                     let mut folders = HashSet::new();
-                    part.iter()
-                        .copied()
-                        .filter_map(|i| {
-                            use std::os::unix::fs::MetadataExt;
-                            let e = &index.entries[i];
-                            let (file, meta) = prober.existing(&e.name, e.size, &mut folders)?;
-                            let fix = meta.mode() & 0o7777 != crate::unpack::restored_mode(e.mode)
-                                || meta.mtime() != e.mtime;
-                            same_content(file, index, &e.chunks, &mut buf).then_some((i, fix))
-                        })
-                        .collect::<Vec<_>>()
+                    let mut kept = Vec::new();
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&i) = files.get(k) else {
+                            break;
+                        };
+                        let e = &index.entries[i];
+                        let Some((file, meta)) = prober.existing(&e.name, e.size, &mut folders)
+                        else {
+                            continue;
+                        };
+                        let fix = meta.mode() & 0o7777 != crate::unpack::restored_mode(e.mode)
+                            || meta.mtime() != e.mtime;
+                        if same_content(file, index, &e.chunks, &mut buf) {
+                            kept.push((i, fix));
+                        }
+                    }
+                    kept
                 })
             })
             .collect();
