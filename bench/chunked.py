@@ -463,7 +463,11 @@ def targets(out: dict) -> list[dict]:
         row("cold save: objects besides the manifest", objects, f"<= {allowed}", objects <= allowed)
     t = ratio(med(out, "restore f2"), med(out, "restore f1"))
     row("restore into an empty folder: time, f2/f1", t, f"<= {RESTORE_TIME}", t is not None and t <= RESTORE_TIME)
-    t = ratio(med(out, "restore B f2 98%"), med(out, "restore B f2 empty"))
+    # Against the faster of the two empty restores of (nearly) the same tree: on the root
+    # file system the restores of B, which follow the warm lane's copies and deletions, can
+    # meet ext4's slowness after a mass deletion, and a slow denominator flatters the ratio.
+    empties = [m for m in (med(out, "restore B f2 empty"), med(out, "restore f2")) if m]
+    t = ratio(med(out, "restore B f2 98%"), min(empties) if empties else None)
     row("restore into a folder holding 98%: time, /empty", t, f"<= {RESTORE_98}", t is not None and t <= RESTORE_98)
     peak = max((v.get("peak_rss_bytes") or 0) for k, v in out.items()
                if isinstance(v, dict) and (" f2" in k or " f1" in k))
