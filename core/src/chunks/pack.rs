@@ -20,7 +20,10 @@ use futures::StreamExt;
 
 use super::index::{self, Block, Chunk, Entry, INDEX_VERSION, Index, Kind};
 use super::known::Known;
-use super::{BLOCK_TARGET, ChunkHash, ChunkerParams, Cutter, PACK_TARGET, PackRef, merge_ranges};
+use super::{
+    BLOCK_TARGET, BLOCK_TARGET_LARGE, ChunkHash, ChunkerParams, Cutter, LARGE_FILE, PACK_TARGET,
+    PackRef, merge_ranges,
+};
 use crate::archive::{self, ArchiveError, EntryKind, PackSpec, PackStats};
 use crate::entry::EntryError;
 use crate::manifest::DataRef;
@@ -103,6 +106,9 @@ struct Walker<'a> {
     seq: u32,
     tx: SyncSender<(u32, Vec<u8>)>,
     reused_bytes: u64,
+    /// Raw bytes the current block gathers before it is sent: [`BLOCK_TARGET`], or
+    /// [`BLOCK_TARGET_LARGE`] while a large file is cut (its blocks hold nothing else).
+    target: usize,
 }
 
 fn stopped() -> ArchiveError {
@@ -128,7 +134,7 @@ impl Walker<'_> {
                 let offset = self.block.len() as u32;
                 self.block.extend_from_slice(data);
                 let loc = Loc::New { seq: self.seq };
-                if self.block.len() >= BLOCK_TARGET {
+                if self.block.len() >= self.target {
                     self.flush()?;
                 }
                 (loc, offset)
@@ -149,7 +155,7 @@ impl Walker<'_> {
         if self.block.is_empty() {
             return Ok(());
         }
-        let full = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK_TARGET * 5 / 4));
+        let full = std::mem::replace(&mut self.block, Vec::with_capacity(self.target * 5 / 4));
         self.tx.send((self.seq, full)).map_err(|_| stopped())?;
         self.seq += 1;
         Ok(())
@@ -163,6 +169,13 @@ impl Walker<'_> {
             move |source| ArchiveError::Io { op, path, source }
         };
         let mut file = File::open(path).map_err(io("open"))?.take(size);
+        // A large file's new chunks have blocks of their own: a restore that needs the file
+        // fetches only its bytes, and prune finds them dead together.
+        let large = size >= LARGE_FILE;
+        if large {
+            self.flush()?;
+            self.target = BLOCK_TARGET_LARGE;
+        }
         let mut out = Vec::new();
         let (mut start, mut filled) = (0usize, 0usize);
         let mut left = size;
@@ -191,6 +204,10 @@ impl Walker<'_> {
             out.push(self.chunk(&buf[start..start + n])?);
             start += n;
         }
+        if large {
+            self.flush()?;
+            self.target = BLOCK_TARGET;
+        }
         Ok(out)
     }
 }
@@ -210,6 +227,7 @@ fn walk(
         seq: 0,
         tx,
         reused_bytes: 0,
+        target: BLOCK_TARGET,
     };
     let mut entries = Vec::new();
     let mut stats = PackStats::default();

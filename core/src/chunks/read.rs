@@ -222,9 +222,6 @@ pub async fn land(
     ))
 }
 
-/// Files from this size on are checked first, largest first.
-const LARGE_FILE: u64 = 1024 * 1024;
-
 /// Files of the index already on disk with its content (indexes into `entries`), checked on
 /// a few threads: each is read and hashed chunk by chunk against the index. Each comes with
 /// whether its mode or time differ from the entry's (and are set at commit).
@@ -249,7 +246,7 @@ fn kept_files(lander: &Lander, index: &Index) -> HashMap<usize, bool> {
     // rest in the index's order (folder by folder): a share fixed in advance left one
     // thread hashing most of a `target/` whose bytes sit in a few large files.
     files.sort_by_key(|&i| match index.entries[i].size {
-        size if size >= LARGE_FILE => (0, u64::MAX - size),
+        size if size >= super::LARGE_FILE => (0, u64::MAX - size),
         _ => (1, i as u64),
     });
     let threads = std::thread::available_parallelism()
@@ -263,7 +260,7 @@ fn kept_files(lander: &Lander, index: &Index) -> HashMap<usize, bool> {
                 scope.spawn(move || {
                     use std::os::unix::fs::MetadataExt;
                     let mut buf = vec![0u8; super::CHUNK_MAX as usize];
-                    let mut folders = HashSet::new();
+                    let mut folders = HashMap::new();
                     let mut kept = Vec::new();
                     loop {
                         let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

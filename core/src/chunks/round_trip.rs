@@ -190,3 +190,47 @@ async fn a_tree_saved_in_chunks_comes_back_whole_and_a_second_save_uploads_only_
     assert_eq!(stats.removed, 2, "{stats:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_large_files_chunks_share_larger_blocks_than_small_files() -> Result<()> {
+    use super::{BLOCK_TARGET, BLOCK_TARGET_LARGE, CHUNK_MAX};
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(
+        &dir.path().join("store").display().to_string(),
+        &Environment::default(),
+    )?;
+    let raw_blocks = |index: &super::index::Index| -> Vec<usize> {
+        index.blocks.iter().map(|b| b.raw()).collect::<Vec<_>>()
+    };
+
+    // Small files only: blocks of about BLOCK_TARGET.
+    let small = dir.path().join("small");
+    std::fs::create_dir_all(small.join("tree"))?;
+    for i in 0..48 {
+        std::fs::write(small.join(format!("tree/f{i}")), noise(100_000, 2 * i + 1))?;
+    }
+    let packed = save(&store, &small, Known::default()).await?;
+    let index = super::read_index(&store, &packed.data, &packed.tree.packs).await?;
+    let blocks = raw_blocks(&index);
+    assert!(blocks.len() >= 8, "{blocks:?}");
+    for b in &blocks[..blocks.len() - 1] {
+        assert!(
+            (BLOCK_TARGET..BLOCK_TARGET + 100_000).contains(b),
+            "{blocks:?}"
+        );
+    }
+
+    // One file of 5 MiB: its chunks go into blocks of about BLOCK_TARGET_LARGE.
+    let large = dir.path().join("large");
+    std::fs::create_dir_all(large.join("tree"))?;
+    std::fs::write(large.join("tree/big"), noise(5 << 20, 9))?;
+    let packed = save(&store, &large, Known::default()).await?;
+    let index = super::read_index(&store, &packed.data, &packed.tree.packs).await?;
+    let blocks = raw_blocks(&index);
+    assert_eq!(blocks.len(), 3, "{blocks:?}");
+    for b in &blocks[..2] {
+        let range = BLOCK_TARGET_LARGE..BLOCK_TARGET_LARGE + CHUNK_MAX as usize;
+        assert!(range.contains(b), "{blocks:?}");
+    }
+    Ok(())
+}

@@ -1027,7 +1027,7 @@ impl Prober<'_> {
         &self,
         name: &str,
         size: u64,
-        folders: &mut HashSet<String>,
+        folders: &mut HashMap<String, bool>,
     ) -> Option<(fs::File, fs::Metadata)> {
         use std::os::unix::fs::OpenOptionsExt;
         let name = rules::check_name(name.as_bytes(), &self.source.roots).ok()?;
@@ -1036,12 +1036,15 @@ impl Prober<'_> {
             return None;
         }
         // Every folder from the root down to the file's must be a real folder (`folders`
-        // remembers those already checked by this caller).
+        // remembers those this caller already found to be one, or not: into an empty
+        // target, one failed look at the root answers for every file).
         let mut below = Vec::new();
         let mut a = parent_name(&name)?;
         loop {
-            if folders.contains(a) {
-                break;
+            match folders.get(a) {
+                Some(true) => break,
+                Some(false) => return None,
+                None => {}
             }
             below.push(a);
             if a == root {
@@ -1051,16 +1054,17 @@ impl Prober<'_> {
         }
         for folder in below.iter().rev() {
             let path = (self.source.resolve)(folder);
-            let m = fs::symlink_metadata(&path).ok()?;
-            let ok = m.is_dir()
-                || (*folder == root
-                    && self.keep_root_links
-                    && m.file_type().is_symlink()
-                    && fs::metadata(&path).is_ok_and(|t| t.is_dir()));
+            let ok = fs::symlink_metadata(&path).is_ok_and(|m| {
+                m.is_dir()
+                    || (*folder == root
+                        && self.keep_root_links
+                        && m.file_type().is_symlink()
+                        && fs::metadata(&path).is_ok_and(|t| t.is_dir()))
+            });
+            folders.insert(folder.to_string(), ok);
             if !ok {
                 return None;
             }
-            folders.insert(folder.to_string());
         }
         let dest = (self.source.resolve)(&name);
         // Without O_NOATIME every file read marks its inode dirty (relatime updates an
