@@ -40,7 +40,7 @@ pub const BLOCK_TARGET: usize = 512 * 1024;
 /// Raw bytes gathered into one block while a file of [`LARGE_FILE`] bytes or more is cut:
 /// its chunks come back together (a restore fetches the whole file or none of it), and a
 /// longer frame compresses them nearly as well as one stream does.
-pub const BLOCK_TARGET_LARGE: usize = 2 * 1024 * 1024;
+pub const BLOCK_TARGET_LARGE: usize = 1024 * 1024;
 /// Files from this size on have their chunks gathered in larger blocks.
 pub const LARGE_FILE: u64 = 1024 * 1024;
 /// The most raw bytes a block may hold (a reader refuses more).

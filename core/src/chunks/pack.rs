@@ -67,8 +67,11 @@ pub struct PackOutcome {
 /// New blocks by sequence number, raw, as the walker sends them.
 type RawBlocks = Receiver<(u32, Vec<u8>)>;
 
-/// Raw blocks waiting for a compressor, and compressed ones waiting for the writer.
-const QUEUE: usize = 4;
+/// Raw blocks waiting for a compressor, and compressed ones waiting for the writer. The
+/// compressors are the slow stage (the walker cuts and hashes several times faster), so two
+/// keep them busy; on a slow link every queue is full, and each holds up to two blocks of
+/// a large file (about 1 MiB raw).
+const QUEUE: usize = 2;
 /// Bytes read from a file at a time; at least four of the largest chunk.
 const READ_BUF: usize = 1024 * 1024;
 

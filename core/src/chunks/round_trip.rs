@@ -192,7 +192,7 @@ async fn a_tree_saved_in_chunks_comes_back_whole_and_a_second_save_uploads_only_
 }
 
 #[tokio::test]
-async fn a_large_files_chunks_share_larger_blocks_than_small_files() -> Result<()> {
+async fn a_large_file_has_larger_blocks_of_its_own() -> Result<()> {
     use super::{BLOCK_TARGET, BLOCK_TARGET_LARGE, CHUNK_MAX};
     let dir = tempfile::tempdir()?;
     let store = Store::open(
@@ -220,16 +220,32 @@ async fn a_large_files_chunks_share_larger_blocks_than_small_files() -> Result<(
         );
     }
 
-    // One file of 5 MiB: its chunks go into blocks of about BLOCK_TARGET_LARGE.
+    // One file of 5 MiB between two small ones: its chunks go into blocks of about
+    // BLOCK_TARGET_LARGE that hold nothing else.
     let large = dir.path().join("large");
     std::fs::create_dir_all(large.join("tree"))?;
+    std::fs::write(large.join("tree/a-small"), noise(100_000, 7))?;
     std::fs::write(large.join("tree/big"), noise(5 << 20, 9))?;
+    std::fs::write(large.join("tree/z-small"), noise(100_000, 11))?;
     let packed = save(&store, &large, Known::default()).await?;
     let index = super::read_index(&store, &packed.data, &packed.tree.packs).await?;
-    let blocks = raw_blocks(&index);
-    assert_eq!(blocks.len(), 3, "{blocks:?}");
-    for b in &blocks[..2] {
-        let range = BLOCK_TARGET_LARGE..BLOCK_TARGET_LARGE + CHUNK_MAX as usize;
+    let chunks_of = |name: &str| -> Vec<u32> {
+        let e = index.entries.iter().find(|e| e.name.ends_with(name));
+        e.map(|e| e.chunks.clone()).unwrap_or_default()
+    };
+    let block_of = |c: &u32| index.chunks[*c as usize].block();
+    let big: std::collections::HashSet<usize> = chunks_of("big").iter().map(block_of).collect();
+    for small in ["a-small", "z-small"] {
+        assert!(
+            chunks_of(small).iter().all(|c| !big.contains(&block_of(c))),
+            "{small} shares a block with the large file"
+        );
+    }
+    let mut blocks: Vec<usize> = big.iter().map(|&b| index.blocks[b].raw()).collect();
+    blocks.sort_unstable_by(|a, b| b.cmp(a));
+    let range = BLOCK_TARGET_LARGE..BLOCK_TARGET_LARGE + CHUNK_MAX as usize;
+    assert!(blocks.len() <= (5 << 20) / BLOCK_TARGET_LARGE, "{blocks:?}");
+    for b in &blocks[..blocks.len() - 1] {
         assert!(range.contains(b), "{blocks:?}");
     }
     Ok(())
