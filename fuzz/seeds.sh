@@ -10,7 +10,7 @@ ferry="${FERRY_BIN:-$repo/target/debug/ferry}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 corpus="$fuzz/corpus"
-mkdir -p "$corpus/unpack_tar" "$corpus/manifest" "$corpus/rules"
+mkdir -p "$corpus/unpack_tar" "$corpus/manifest" "$corpus/rules" "$corpus/chunk_index"
 
 # The fixed key the `manifest` target trusts (fuzz_targets/manifest.rs, SECRET).
 secret='ferry-ed25519-secret:0f0e0d0c0b0a09080706050403020100f0e0d0c0b0a09080706050403020100f'
@@ -33,6 +33,7 @@ for format in tar zstd gzip; do
 done
 "$ferry" -q workspace persist --root . --path a --workflow seed --job build
 "$ferry" -q artifacts upload a/f --run seed --job build
+"$ferry" -q cache save --key seed-chunked --format chunked --path a --path b/c --path '~/.x'
 unset FERRY_SIGNING_KEY
 "$ferry" -q cache save --key seed-unsigned --format tar --path a
 cd "$work"
@@ -47,12 +48,18 @@ for path in sys.stdin.read().split():
         continue  # a cache'"'"'s last-use record
     label = "-".join(x for x in (m["kind"], m.get("key") or m.get("job"), "signed" if "signature" in m else "") if x)
     open(os.path.join(corpus, "manifest", "ferry-" + label + ".json"), "w").write(open(path).read())
-    if m["kind"] in ("cache", "layer"):
+    if m.get("encoding") == "chunked":
+        data = open(os.path.join(store, m["data"]["path"]), "rb").read()
+        open(os.path.join(corpus, "chunk_index", "ferry-" + label + ".index.zst"), "wb").write(data)
+    elif m["kind"] in ("cache", "layer"):
         data = open(os.path.join(store, m["data"]["path"]), "rb").read()
         flags = {"tar": 0, "zstd": 6, "gzip": 7}[m["compression"]]
         open(os.path.join(corpus, "unpack_tar", "ferry-" + label), "wb").write(bytes([flags, 0]) + data)
 ' "$FERRY_STORE" "$corpus"
 cp "$repo"/tests/fixtures/store-v1/ferry-v1/*/caches/keys/*.json "$corpus/manifest/fixture-v1.json"
+cp "$repo"/tests/fixtures/store-v2/ferry-v1/*/caches/data/*.index.zst "$corpus/chunk_index/fixture-v2.index.zst"
+# The fixture's index as its JSON (the target also reads its input as JSON it compresses).
+zstd -dcq "$corpus/chunk_index/fixture-v2.index.zst" > "$corpus/chunk_index/fixture-v2.json"
 
 # Hostile tars, each meant to be refused or to stay inside (see the `unpack_tar` oracle).
 python3 - "$corpus/unpack_tar" <<'EOF'
@@ -167,4 +174,4 @@ EOF
 # `rules` takes structured input (arbitrary); a few bytes are enough to start from.
 printf '\x7f\x00\x01\x02\x03\x04\x05\x06\x07' > "$corpus/rules/seed-0"
 printf '\xff\xff\x02\x00\x01\x09\x00\x09\x01\x02\x00\x09\x05\x09' > "$corpus/rules/seed-1"
-echo "seeds: $(ls "$corpus/unpack_tar" | wc -l) unpack_tar, $(ls "$corpus/manifest" | wc -l) manifest, $(ls "$corpus/rules" | wc -l) rules"
+echo "seeds: $(ls "$corpus/unpack_tar" | wc -l) unpack_tar, $(ls "$corpus/manifest" | wc -l) manifest, $(ls "$corpus/rules" | wc -l) rules, $(ls "$corpus/chunk_index" | wc -l) chunk_index"
