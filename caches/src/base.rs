@@ -71,6 +71,7 @@ pub(crate) async fn known(
         trust: req.trust.clone(),
         at: req.at.clone(),
         state_dir: None,
+        footprints: None,
     };
     let mut ignored = Vec::new();
     let mut untrusted = 0;

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use ferry_core::chunks;
 use ferry_core::entry::{self, Land};
 use ferry_core::manifest;
 use ferry_core::paths::{self, PathContext};
@@ -44,6 +45,11 @@ pub struct RestoreRequest {
     /// Folder of the job state that remembers what the job restored, so its save uploads
     /// only new chunks (none: nothing is remembered).
     pub state_dir: Option<std::path::PathBuf>,
+    /// Folder of the footprints a chunked restore leaves, which let the next restore into
+    /// the same folders keep unchanged files without reading them (none: every file on
+    /// disk is read). Outside the job's temporary folder: a self-hosted runner's next job
+    /// restores into the tree this one left.
+    pub footprints: Option<std::path::PathBuf>,
 }
 
 /// How well the restore matched.
@@ -171,6 +177,7 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
             max_entries: None,
             keep_existing: true,
             mirror: true,
+            footprints: req.footprints.clone(),
         },
     )
     .await;
@@ -186,6 +193,20 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
         Err(e) => return Err(e.into()),
     };
     let stats = lander.finish_async().await?.commit_async().await?;
+    if let (Some(dir), Some(index)) = (req.footprints.clone(), landing.decoded.clone()) {
+        let (at, roots) = (req.at.clone(), found.body.tree.paths.clone());
+        let remembered = tokio::task::spawn_blocking(move || {
+            chunks::footprint::remember(&dir, &index, &roots, &|n: &str| at.resolve(n))
+                .map_err(|e| format!("{} ({e})", dir.display()))
+        })
+        .await
+        .unwrap_or_else(|_| Err("a stopped thread".into()));
+        if let Err(e) = remembered {
+            warnings.push(format!(
+                "could not write this restore's footprint in {e}; the next restore into these folders reads every file"
+            ));
+        }
+    }
     touch(store, &Layout::new(&req.project, scope.as_deref()), &found).await;
     if let (Some(dir), Some(index)) = (&req.state_dir, &landing.index) {
         let restored = crate::state::Restored {

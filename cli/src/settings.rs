@@ -355,6 +355,7 @@ fn settle_cache(command: CacheCommand, globals: &Globals) -> Result<Action, CliE
                     trust: globals.trust.clone(),
                     at: globals.path_context(),
                     state_dir: state_dir(&globals.env, "caches"),
+                    footprints: footprint_dir(&globals.env),
                 },
                 fail_on_miss: args.fail_on_miss,
             }
@@ -461,6 +462,17 @@ fn state_dir(env: &Environment, what: &str) -> Option<PathBuf> {
     }
     env.get(ev::HOME)
         .map(|home| PathBuf::from(home).join(".local/state/ferry").join(what))
+}
+
+/// Where chunked restores leave their footprints: `$XDG_STATE_HOME/ferry/footprints`, else
+/// `~/.local/state/ferry/footprints`; never the job's temporary folder, since what they
+/// describe is the tree a self-hosted runner's next job restores into.
+fn footprint_dir(env: &Environment) -> Option<PathBuf> {
+    if let Some(state) = env.get(ev::XDG_STATE_HOME) {
+        return Some(PathBuf::from(state).join("ferry/footprints"));
+    }
+    env.get(ev::HOME)
+        .map(|home| PathBuf::from(home).join(".local/state/ferry/footprints"))
 }
 
 /// A file named on the command line, resolved against the current folder and `~/`.

@@ -290,6 +290,9 @@ pub struct Land {
     /// Format 2: make the entry's whole roots exactly the entry (remove what it does not
     /// hold). Format 1 never removes anything, as `tar -x`.
     pub mirror: bool,
+    /// Format 2: the folder of footprints (see [`chunks::footprint`]) that spare reading
+    /// files a restore left unchanged; none: every file on disk is read.
+    pub footprints: Option<PathBuf>,
 }
 
 /// What laying an entry down did besides what the lander counts.
@@ -299,6 +302,8 @@ pub struct Landing {
     pub downloaded: u64,
     /// Format 2: the entry's index object as stored.
     pub index: Option<bytes::Bytes>,
+    /// Format 2: the index as read.
+    pub decoded: Option<std::sync::Arc<chunks::index::Index>>,
 }
 
 /// Lays an entry's data down through `lander` as its next source, checking the data against
@@ -325,8 +330,11 @@ pub async fn land(
                 source,
                 &land.data,
                 &land.tree.packs,
-                land.keep_existing,
-                land.mirror,
+                chunks::OnDisk {
+                    keep: land.keep_existing,
+                    mirror: land.mirror,
+                    footprints: land.footprints.as_deref(),
+                },
             )
             .await?;
             Ok((
@@ -334,6 +342,7 @@ pub async fn land(
                 Landing {
                     downloaded: out.downloaded,
                     index: Some(out.index),
+                    decoded: Some(out.decoded),
                 },
             ))
         }
@@ -352,6 +361,7 @@ pub async fn land(
                 Landing {
                     downloaded: land.data.size,
                     index: None,
+                    decoded: None,
                 },
             ))
         }

@@ -351,6 +351,42 @@ fn a_restore_into_a_folder_holding_most_of_the_entry_rewrites_only_what_differs(
 }
 
 #[test]
+fn a_file_changed_behind_a_restores_footprint_is_read_and_put_back() {
+    let ctx = TestContext::new();
+    make_tree(&ctx.work.join("tree"));
+    save(&ctx, &ctx.work, "ws", &[]);
+    let target = ctx.dir("runner-workspace");
+    restore(&ctx, &target, "ws").ok();
+    let footprints = ctx.home.join(".local/state/ferry/footprints");
+    assert_eq!(
+        std::fs::read_dir(&footprints).expect("footprints").count(),
+        1,
+        "one footprint for the one saved path"
+    );
+
+    // What a later step of the job could do: the same bytes count with the time set back,
+    // in place and by putting another file over it.
+    let t = target.join("tree");
+    let then = filetime::FileTime::from_unix_time(1_600_000_000, 0);
+    std::fs::write(t.join("a.txt"), "ALPHA\n").expect("write");
+    filetime::set_file_times(t.join("a.txt"), then, then).expect("time");
+    let other = target.join("other.bin");
+    std::fs::write(&other, noise(2_000_000, 99)).expect("write");
+    filetime::set_file_times(&other, then, then).expect("time");
+    std::fs::rename(&other, t.join("big1.bin")).expect("rename");
+
+    let run = restore(&ctx, &target, "ws");
+    run.ok();
+    assert_eq!(run.json()["kept_files"], 6, "{}", run.json());
+    assert_eq!(snapshot(&t), snapshot(&ctx.work.join("tree")));
+    // Nothing changed since: every file is kept.
+    let run = restore(&ctx, &target, "ws");
+    run.ok();
+    assert_eq!(run.json()["kept_files"], 8, "{}", run.json());
+    assert_eq!(snapshot(&t), snapshot(&ctx.work.join("tree")));
+}
+
+#[test]
 fn racing_chunked_saves_of_one_key_publish_once_and_the_losers_leave_no_packs() {
     let ctx = TestContext::new();
     let mut children = Vec::new();

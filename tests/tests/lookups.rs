@@ -208,6 +208,7 @@ fn a_manifest_listed_but_deleted_before_it_is_read_is_passed_over() {
                         env: env.clone(),
                     },
                     state_dir: None,
+                    footprints: None,
                 },
             )
             .await

@@ -155,6 +155,7 @@ async fn stage(
         max_entries: Some(layer.body.entries.iter().count() as u64),
         keep_existing: true,
         mirror: false,
+        footprints: None,
     };
     let (lander, landing) = entry::land(store, lander, land).await?;
     Ok((lander, landing.downloaded))

@@ -11,6 +11,7 @@
 //! are kept. `docs/FORMAT.md` ("Chunked entries") describes the layout.
 
 mod fetch;
+pub mod footprint;
 pub mod index;
 mod known;
 mod pack;
@@ -21,9 +22,12 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use footprint::Footprint;
 pub use known::Known;
 pub use pack::{ChunkedPack, PackOutcome, pack};
-pub use read::{ExportSink, LandOutcome, decode_index, export, land, read_index, read_index_bytes};
+pub use read::{
+    ExportSink, LandOutcome, OnDisk, decode_index, export, land, read_index, read_index_bytes,
+};
 pub use repack::{RepackOutcome, repack};
 
 /// Smallest, average and largest chunk, in bytes. 64 KiB on average is what the measurement

@@ -5,18 +5,19 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 
 use super::fetch::{self, Failure, Loaded, Residency};
+use super::footprint::{Footprint, content_id};
 use super::index::{self, Index, Kind};
 use super::{ChunkHash, PackRef};
 use crate::archive::ArchiveError;
 use crate::entry::EntryError;
 use crate::manifest::DataRef;
 use crate::store::Store;
-use crate::unpack::{Lander, Mirror, Source};
+use crate::unpack::{Lander, Mirror, Prober, Source};
 
 /// Reads an entry's index: exactly its recorded size, its SHA-256 checked, then parsed and
 /// checked; every pack it names must be one the manifest lists, and every block must lie
@@ -100,12 +101,14 @@ pub fn decode_index(
 }
 
 /// What a restore did besides what the lander counts.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LandOutcome {
     /// Bytes downloaded: the index and the byte ranges of packs.
     pub downloaded: u64,
     /// The index object as stored.
     pub index: bytes::Bytes,
+    /// The index as read, for the restore's [`footprint`](super::footprint) once committed.
+    pub decoded: Arc<Index>,
 }
 
 /// Where the entries of a chunked entry go.
@@ -169,22 +172,31 @@ impl Sink for Lander {
     }
 }
 
-/// Lays a chunked entry down through `lander` as its next source. With `keep_existing`,
-/// files already at their place with the entry's content are kept; with `mirror`, the
-/// source also makes its whole roots exactly the entry's (see [`crate::unpack`]). Nothing
-/// is in place until the lander's commit; on an error the lander is dropped.
+/// What a restore does with the tree already on disk.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OnDisk<'a> {
+    /// Keep files already at their place with the entry's content.
+    pub keep: bool,
+    /// Make the source's whole roots exactly the entry's (see [`crate::unpack`]).
+    pub mirror: bool,
+    /// With `keep`, the folder of the footprints that vouch for files without reading them.
+    pub footprints: Option<&'a Path>,
+}
+
+/// Lays a chunked entry down through `lander` as its next source, treating what is on disk
+/// as `on_disk` says. Nothing is in place until the lander's commit; on an error the lander
+/// is dropped.
 pub async fn land(
     store: &Store,
     mut lander: Lander,
     mut source: Source,
     data: &DataRef,
     packs: &[PackRef],
-    keep_existing: bool,
-    mirror: bool,
+    on_disk: OnDisk<'_>,
 ) -> Result<(Lander, LandOutcome), EntryError> {
     let (index, index_bytes) = read_index_bytes(store, data, packs).await?;
     let index = Arc::new(index);
-    if mirror {
+    if on_disk.mirror {
         source.mirror = Some(Mirror {
             roots: index
                 .whole_roots
@@ -195,12 +207,17 @@ pub async fn land(
             excludes: crate::glob::set(&index.excludes).map_err(ArchiveError::from)?,
         });
     }
+    let (keep_existing, footprints) = (on_disk.keep, on_disk.footprints.map(Path::to_path_buf));
     let planned = {
         let index = Arc::clone(&index);
         tokio::task::spawn_blocking(move || {
+            let footprint = match &footprints {
+                Some(dir) if keep_existing => Footprint::load(dir, &source.roots, &source.resolve),
+                _ => Footprint::default(),
+            };
             lander.begin(source);
             let kept = if keep_existing {
-                kept_files(&lander, &index)
+                kept_files(&lander, &index, &footprint)
             } else {
                 HashMap::new()
             };
@@ -218,6 +235,7 @@ pub async fn land(
         LandOutcome {
             downloaded: downloaded + data.size,
             index: index_bytes,
+            decoded: index,
         },
     ))
 }
@@ -225,7 +243,7 @@ pub async fn land(
 /// Files of the index already on disk with its content (indexes into `entries`), checked on
 /// a few threads: each is read and hashed chunk by chunk against the index. Each comes with
 /// whether its mode or time differ from the entry's (and are set at commit).
-fn kept_files(lander: &Lander, index: &Index) -> HashMap<usize, bool> {
+fn kept_files(lander: &Lander, index: &Index, footprint: &Footprint) -> HashMap<usize, bool> {
     let prober = lander.prober();
     // A file other names link to is written again with them: a hard link is made to a file
     // this restore writes, never to one already on disk.
@@ -268,13 +286,19 @@ fn kept_files(lander: &Lander, index: &Index) -> HashMap<usize, bool> {
                             break;
                         };
                         let e = &index.entries[i];
-                        let Some((file, meta)) = prober.existing(&e.name, e.size, &mut folders)
-                        else {
+                        let Some((dest, meta)) = prober.found(&e.name, e.size, &mut folders) else {
                             continue;
                         };
                         let fix = meta.mode() & 0o7777 != crate::unpack::restored_mode(e.mode)
                             || meta.mtime() != e.mtime;
-                        if same_content(file, index, &e.chunks, &mut buf) {
+                        // A file its footprint vouches for is kept unread; any other is read
+                        // through a handle that is still the file looked at.
+                        let same = (!footprint.is_empty()
+                            && footprint.vouches(&e.name, &meta, &content_id(index, &e.chunks)))
+                            || Prober::open(&dest, &meta).is_some_and(|(file, _)| {
+                                same_content(file, index, &e.chunks, &mut buf)
+                            });
+                        if same {
                             kept.push((i, fix));
                         }
                     }

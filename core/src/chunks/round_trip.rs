@@ -83,6 +83,14 @@ fn tree(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A local store in `dir`.
+fn local_store(dir: &Path) -> Result<Store> {
+    Ok(Store::open(
+        &dir.join("store").display().to_string(),
+        &Environment::default(),
+    )?)
+}
+
 async fn save(store: &Store, dir: &Path, known: Known) -> Result<Packed> {
     let at = PathContext {
         cwd: dir.to_path_buf(),
@@ -105,8 +113,19 @@ async fn save(store: &Store, dir: &Path, known: Known) -> Result<Packed> {
 }
 
 async fn restore(store: &Store, packed: &Packed, into: &Path, keep: bool) -> Result<UnpackStats> {
+    restore_with(store, packed, into, keep, None).await
+}
+
+/// A restore that reads and writes footprints in `footprints`.
+async fn restore_with(
+    store: &Store,
+    packed: &Packed,
+    into: &Path,
+    keep: bool,
+    footprints: Option<&Path>,
+) -> Result<UnpackStats> {
     let base = into.to_path_buf();
-    let (lander, _) = entry::land(
+    let (lander, landing) = entry::land(
         store,
         Lander::new(LandOptions::default()),
         Land {
@@ -117,10 +136,15 @@ async fn restore(store: &Store, packed: &Packed, into: &Path, keep: bool) -> Res
             max_entries: None,
             keep_existing: keep,
             mirror: keep,
+            footprints: footprints.map(Path::to_path_buf),
         },
     )
     .await?;
-    Ok(lander.finish_async().await?.commit_async().await?)
+    let stats = lander.finish_async().await?.commit_async().await?;
+    if let (Some(dir), Some(index)) = (footprints, landing.decoded) {
+        super::footprint::remember(dir, &index, &packed.tree.paths, &|n: &str| into.join(n))?;
+    }
+    Ok(stats)
 }
 
 async fn known_of(store: &Store, packed: &Packed) -> Result<Known> {
@@ -134,10 +158,7 @@ async fn known_of(store: &Store, packed: &Packed) -> Result<Known> {
 async fn a_tree_saved_in_chunks_comes_back_whole_and_a_second_save_uploads_only_the_change()
 -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = Store::open(
-        &dir.path().join("store").display().to_string(),
-        &Environment::default(),
-    )?;
+    let store = local_store(dir.path())?;
     let work = dir.path().join("work");
     tree(&work)?;
     let first = save(&store, &work, Known::default()).await?;
@@ -195,10 +216,7 @@ async fn a_tree_saved_in_chunks_comes_back_whole_and_a_second_save_uploads_only_
 async fn a_large_file_has_larger_blocks_of_its_own() -> Result<()> {
     use super::{BLOCK_TARGET, BLOCK_TARGET_LARGE, CHUNK_MAX};
     let dir = tempfile::tempdir()?;
-    let store = Store::open(
-        &dir.path().join("store").display().to_string(),
-        &Environment::default(),
-    )?;
+    let store = local_store(dir.path())?;
     let raw_blocks = |index: &super::index::Index| -> Vec<usize> {
         index.blocks.iter().map(|b| b.raw()).collect::<Vec<_>>()
     };
@@ -248,5 +266,97 @@ async fn a_large_file_has_larger_blocks_of_its_own() -> Result<()> {
     for b in &blocks[..blocks.len() - 1] {
         assert!(range.contains(b), "{blocks:?}");
     }
+    Ok(())
+}
+
+/// Returns once the file system's clock, which stamps ctimes in ticks of a few milliseconds,
+/// has moved past every ctime below `root`: a footprint written then is newer than them all.
+fn past_ctimes_below(root: &Path) -> Result<()> {
+    let newest = walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(std::result::Result::ok)
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| (m.ctime(), m.ctime_nsec()))
+        .max()
+        .unwrap_or_default();
+    let probe = root.with_extension("clock");
+    loop {
+        std::fs::write(&probe, b"")?;
+        let m = std::fs::metadata(&probe)?;
+        if (m.ctime(), m.ctime_nsec()) > newest {
+            return Ok(std::fs::remove_file(&probe)?);
+        }
+        std::thread::yield_now();
+    }
+}
+
+#[tokio::test]
+async fn a_footprint_vouches_only_for_files_untouched_since_it_was_written() -> Result<()> {
+    use super::footprint::{Footprint, content_id};
+    let dir = tempfile::tempdir()?;
+    let store = local_store(dir.path())?;
+    let work = dir.path().join("work");
+    tree(&work)?;
+    std::fs::write(work.join("tree/sub/a.txt"), b"AAAA")?;
+    std::fs::write(work.join("tree/sub/b.txt"), b"BBBB")?;
+    let packed = save(&store, &work, Known::default()).await?;
+    let index = super::read_index(&store, &packed.data, &packed.tree.packs).await?;
+    let out = dir.path().join("out");
+    let prints = dir.path().join("footprints");
+    std::fs::create_dir_all(&out)?;
+    restore_with(&store, &packed, &out, false, None).await?;
+    past_ctimes_below(&out)?;
+    super::footprint::remember(&prints, &index, &packed.tree.paths, &|n: &str| out.join(n))?;
+
+    let resolve = |n: &str| out.join(n);
+    let vouched = |name: &str| -> bool {
+        let print = Footprint::load(&prints, &packed.tree.paths, &resolve);
+        let e = index.entries.iter().find(|e| e.name == name).expect(name);
+        let meta = std::fs::symlink_metadata(out.join(name)).expect(name);
+        print.vouches(name, &meta, &content_id(&index, &e.chunks))
+    };
+    for name in [
+        "tree/small.txt",
+        "tree/sub/big.bin",
+        "tree/sub/a.txt",
+        "tree/sub/b.txt",
+    ] {
+        assert!(vouched(name), "{name} is as the restore left it");
+    }
+    assert!(
+        !vouched("tree/run.sh"),
+        "a file another name links to is written again, never kept"
+    );
+
+    // Same size, same mtime, other bytes: its ctime is newer than the footprint.
+    let small = out.join("tree/small.txt");
+    std::fs::write(&small, b"HELLO\n")?;
+    let ft = filetime::FileTime::from_unix_time(1_600_000_000, 0);
+    filetime::set_file_times(&small, ft, ft)?;
+    assert!(
+        !vouched("tree/small.txt"),
+        "a rewritten file with its time set back"
+    );
+
+    // Two files of one size swapped: each name now holds the other's inode.
+    std::fs::rename(out.join("tree/sub/a.txt"), out.join("tree/sub/t"))?;
+    std::fs::rename(out.join("tree/sub/b.txt"), out.join("tree/sub/a.txt"))?;
+    std::fs::rename(out.join("tree/sub/t"), out.join("tree/sub/b.txt"))?;
+    assert!(!vouched("tree/sub/a.txt") && !vouched("tree/sub/b.txt"));
+
+    // A footprint that is not one is none.
+    let files: Vec<_> = std::fs::read_dir(&prints)?.collect::<std::io::Result<_>>()?;
+    assert_eq!(files.len(), 1, "one root, one footprint");
+    std::fs::write(files[0].path(), b"ferry-footprint 1\n\x09\x00\x00\x00tree/")?;
+    assert!(!vouched("tree/sub/big.bin"), "a malformed footprint");
+
+    // A restore that reads footprints kept the untouched files and put back the others.
+    restore_with(&store, &packed, &out, true, Some(&prints)).await?;
+    past_ctimes_below(&out)?;
+    super::footprint::remember(&prints, &index, &packed.tree.paths, &|n: &str| out.join(n))?;
+    assert_eq!(snapshot(&out.join("tree")), snapshot(&work.join("tree")));
+    let stats = restore_with(&store, &packed, &out, true, Some(&prints)).await?;
+    assert_eq!(snapshot(&out.join("tree")), snapshot(&work.join("tree")));
+    assert_eq!(stats.kept, 6, "{stats:?}");
     Ok(())
 }

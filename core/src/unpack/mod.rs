@@ -1029,7 +1029,18 @@ impl Prober<'_> {
         size: u64,
         folders: &mut HashMap<String, bool>,
     ) -> Option<(fs::File, fs::Metadata)> {
-        use std::os::unix::fs::OpenOptionsExt;
+        let (dest, seen) = self.found(name, size, folders)?;
+        Self::open(&dest, &seen)
+    }
+
+    /// Where the file at `name`'s place is and what `lstat` says of it, when it may be kept
+    /// as it is (as [`Prober::existing`] judges), without opening it.
+    pub fn found(
+        &self,
+        name: &str,
+        size: u64,
+        folders: &mut HashMap<String, bool>,
+    ) -> Option<(PathBuf, fs::Metadata)> {
         let name = rules::check_name(name.as_bytes(), &self.source.roots).ok()?;
         let root = rules::root_of(&name, &self.source.roots)?.to_string();
         if name == root {
@@ -1067,6 +1078,14 @@ impl Prober<'_> {
             }
         }
         let dest = (self.source.resolve)(&name);
+        let m = fs::symlink_metadata(&dest).ok()?;
+        (m.file_type().is_file() && m.len() == size).then_some((dest, m))
+    }
+
+    /// The file [`Prober::found`] saw at `dest`, opened for reading: still the same file
+    /// (device and inode), never through a link.
+    pub fn open(dest: &Path, seen: &fs::Metadata) -> Option<(fs::File, fs::Metadata)> {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
         // Without O_NOATIME every file read marks its inode dirty (relatime updates an
         // access time older than the change), a journal write per file; the flag is only
         // allowed on files this user owns.
@@ -1074,7 +1093,7 @@ impl Prober<'_> {
             fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | flags)
-                .open(&dest)
+                .open(dest)
         };
         let file = match open(libc::O_NOATIME) {
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
@@ -1082,7 +1101,11 @@ impl Prober<'_> {
         }
         .ok()?;
         let m = file.metadata().ok()?;
-        (m.file_type().is_file() && m.len() == size).then_some((file, m))
+        (m.file_type().is_file()
+            && m.len() == seen.len()
+            && m.ino() == seen.ino()
+            && m.dev() == seen.dev())
+        .then_some((file, m))
     }
 }
 

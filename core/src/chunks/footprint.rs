@@ -1,0 +1,222 @@
+//! Footprints: what a restore left on disk, so that the next restore into the same folder
+//! keeps an unchanged file without reading it.
+//!
+//! After a chunked restore commits, ferry writes one footprint per saved root, outside the
+//! tree: each file of the entry below that root with the identity the file system gives it
+//! (device, inode, size, modification time) and the content the entry gave it (the BLAKE3
+//! of its chunk hashes). A later restore keeps a file without reading it only when the
+//! file on disk still has that identity, the entry asks for the same content, and the
+//! file's status-change time is older than the footprint. The kernel sets that time on
+//! every write, truncation, rename, link and change of times or mode, and nobody can set
+//! it back, so any change made to a file after its footprint was written (by a build, a
+//! user, or a hostile step) sends it back to be read and hashed as without a footprint;
+//! a folder moved or swapped brings inodes the footprint gave other names. A change made
+//! while the restore that wrote the footprint was still running is the one it can miss,
+//! as git's index can.
+//!
+//! A footprint that is missing, unreadable or malformed is no footprint: it only ever
+//! spares reading a file, never decides what a file holds on its own.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use super::index::{Index, Kind};
+
+const MAGIC: &[u8] = b"ferry-footprint 1\n";
+/// Bytes of one record besides its name: device, inode, size, mtime (seconds and
+/// nanoseconds), content.
+const FIXED: usize = 8 * 5 + 32;
+
+/// A file as a restore left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    content: [u8; 32],
+    /// When its footprint was written (the footprint file's own mtime).
+    stamp: (i64, i64),
+}
+
+/// The footprints of the roots a restore lays down, by entry name.
+#[derive(Debug, Default)]
+pub struct Footprint {
+    files: HashMap<String, Seen>,
+}
+
+/// What a file of the index holds, as a footprint names it: the BLAKE3 of its chunks'
+/// hashes, in order.
+pub fn content_id(index: &Index, chunks: &[u32]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    for &c in chunks {
+        if let Some(chunk) = index.chunks.get(c as usize) {
+            h.update(&chunk.hash().0);
+        }
+    }
+    *h.finalize().as_bytes()
+}
+
+/// The footprint file of the folder `root` is laid down at.
+fn file_of(dir: &Path, root: &Path) -> PathBuf {
+    let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+    let id = blake3::hash(root.as_os_str().as_encoded_bytes());
+    dir.join(&id.to_hex()[..32])
+}
+
+impl Footprint {
+    /// The footprints in `dir` of the folders `roots` go to (through `resolve`); an
+    /// unreadable one is left out.
+    pub fn load(dir: &Path, roots: &[String], resolve: &dyn Fn(&str) -> PathBuf) -> Self {
+        let mut files = HashMap::new();
+        for root in roots {
+            let path = file_of(dir, &resolve(root));
+            let Ok(bytes) = fs::read(&path) else {
+                continue;
+            };
+            let Ok(meta) = fs::metadata(&path) else {
+                continue;
+            };
+            let stamp = (meta.mtime(), meta.mtime_nsec());
+            if let Some(parsed) = parse(&bytes, root, stamp) {
+                files.extend(parsed);
+            }
+        }
+        Footprint { files }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// True when the file `name`, as `meta` (its `lstat`) describes it, is the one
+    /// a footprint recorded with `content`, untouched since.
+    pub fn vouches(&self, name: &str, meta: &fs::Metadata, content: &[u8; 32]) -> bool {
+        let Some(s) = self.files.get(name) else {
+            return false;
+        };
+        s.content == *content
+            && s.dev == meta.dev()
+            && s.ino == meta.ino()
+            && s.size == meta.len()
+            && s.mtime == (meta.mtime(), meta.mtime_nsec())
+            && (meta.ctime(), meta.ctime_nsec()) < s.stamp
+    }
+}
+
+/// Records below `root`, stamped `stamp`; `None` when the bytes are not a footprint.
+fn parse(bytes: &[u8], root: &str, stamp: (i64, i64)) -> Option<HashMap<String, Seen>> {
+    let mut rest = bytes.strip_prefix(MAGIC)?;
+    let mut files = HashMap::new();
+    let u64_at = |b: &[u8], at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+    };
+    while !rest.is_empty() {
+        let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let name = std::str::from_utf8(rest.get(4..4 + len)?).ok()?;
+        let f = rest.get(4 + len..4 + len + FIXED)?;
+        if !crate::paths::is_within(name, root) {
+            return None;
+        }
+        files.insert(
+            name.to_string(),
+            Seen {
+                dev: u64_at(f, 0)?,
+                ino: u64_at(f, 8)?,
+                size: u64_at(f, 16)?,
+                mtime: (u64_at(f, 24)? as i64, u64_at(f, 32)? as i64),
+                content: f.get(40..72)?.try_into().ok()?,
+                stamp,
+            },
+        );
+        rest = &rest[4 + len + FIXED..];
+    }
+    Some(files)
+}
+
+/// Writes the footprints of a restore of `index` just committed: one per root in `roots`,
+/// into `dir`, each file found where `resolve` puts it as the index describes it.
+pub fn remember(
+    dir: &Path,
+    index: &Index,
+    roots: &[String],
+    resolve: &(dyn Fn(&str) -> PathBuf + Sync),
+) -> std::io::Result<()> {
+    // A file other names link to is written again with them on every restore (never kept),
+    // so neither has a footprint.
+    let linked: std::collections::HashSet<&str> = index
+        .entries
+        .iter()
+        .filter(|e| e.kind == Kind::Hardlink)
+        .filter_map(|e| e.target.as_deref())
+        .collect();
+    fs::create_dir_all(dir)?;
+    for root in roots {
+        let files: Vec<&super::index::Entry> = index
+            .entries
+            .iter()
+            .filter(|e| {
+                e.kind == Kind::File
+                    && !linked.contains(e.name.as_str())
+                    && crate::paths::is_within(&e.name, root)
+            })
+            .collect();
+        // Looking each file up by its path is most of the time: a few threads share it.
+        let threads = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, 4);
+        let share = files.len().div_ceil(threads).max(1);
+        let parts: Vec<Vec<u8>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = files
+                .chunks(share)
+                .map(|part| scope.spawn(move || records(index, part, resolve)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        let mut out = MAGIC.to_vec();
+        for p in parts {
+            out.extend_from_slice(&p);
+        }
+        let path = file_of(dir, &resolve(root));
+        let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+        let written = fs::File::create(&tmp).and_then(|mut f| f.write_all(&out));
+        if let Err(e) = written.and_then(|()| fs::rename(&tmp, &path)) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// The records of `files`, as they are on disk now.
+fn records(
+    index: &Index,
+    files: &[&super::index::Entry],
+    resolve: &(dyn Fn(&str) -> PathBuf + Sync),
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(files.len() * (FIXED + 64));
+    for e in files {
+        let Ok(m) = fs::symlink_metadata(resolve(&e.name)) else {
+            continue;
+        };
+        if !m.file_type().is_file() || m.len() != e.size {
+            continue;
+        }
+        out.extend_from_slice(&(e.name.len() as u32).to_le_bytes());
+        out.extend_from_slice(e.name.as_bytes());
+        for v in [m.dev(), m.ino(), m.len()] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [m.mtime(), m.mtime_nsec()] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&content_id(index, &e.chunks));
+    }
+    out
+}
