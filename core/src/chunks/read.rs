@@ -197,14 +197,36 @@ pub async fn land(
     let (index, index_bytes) = read_index_bytes(store, data, packs).await?;
     let index = Arc::new(index);
     if on_disk.mirror {
+        let roots: Vec<String> = index
+            .whole_roots
+            .iter()
+            .filter(|r| source.roots.contains(r))
+            .cloned()
+            .collect();
+        let excludes = crate::glob::set(&index.excludes).map_err(ArchiveError::from)?;
+        // Each root already a folder on disk is walked for names the entry does not hold
+        // while its files are checked and fetched; the lander takes the walk at its end.
+        let prewalks = roots
+            .iter()
+            .filter(|r| std::fs::symlink_metadata((source.resolve)(r)).is_ok_and(|m| m.is_dir()))
+            .map(|root| {
+                let (dest, root_name) = ((source.resolve)(root), root.clone());
+                let (index, excludes) = (Arc::clone(&index), excludes.clone());
+                let tag = lander.tag().to_string();
+                let walk = std::thread::spawn(move || {
+                    let known: HashSet<&str> =
+                        index.entries.iter().map(|e| e.name.as_str()).collect();
+                    crate::unpack::unknown_below(&dest, &root_name, &tag, &excludes, &|n| {
+                        known.contains(n)
+                    })
+                });
+                (root.clone(), walk)
+            })
+            .collect();
         source.mirror = Some(Mirror {
-            roots: index
-                .whole_roots
-                .iter()
-                .filter(|r| source.roots.contains(r))
-                .cloned()
-                .collect(),
-            excludes: crate::glob::set(&index.excludes).map_err(ArchiveError::from)?,
+            roots,
+            excludes,
+            prewalks,
         });
     }
     let (keep_existing, footprints) = (on_disk.keep, on_disk.footprints.map(Path::to_path_buf));

@@ -77,6 +77,92 @@ pub struct Source {
 pub struct Mirror {
     pub roots: Vec<String>,
     pub excludes: globset::GlobSet,
+    /// Walks of roots already under way (see [`unknown_below`]), started before the entries
+    /// arrive so that the walk overlaps them; a root without one is walked at the end.
+    pub prewalks: Vec<(String, Prewalk)>,
+}
+
+/// A walk of a mirrored root on a thread of its own.
+pub type Prewalk = std::thread::JoinHandle<Result<Vec<Unknown>, ArchiveError>>;
+
+/// A name on disk below a mirrored root that the walk's caller does not know.
+#[derive(Debug)]
+pub struct Unknown {
+    pub name: String,
+    pub path: PathBuf,
+    pub is_dir: bool,
+}
+
+/// What lies on disk below `dest` (the place of the name `root`) that `known` does not name:
+/// files, links and folders, in walk order; nothing below an unknown folder (it goes whole).
+/// Names starting with `tag` (a restore's staged ones) and names `excludes` match are passed
+/// over. Nothing is followed: a link is listed as a link.
+pub fn unknown_below(
+    dest: &Path,
+    root: &str,
+    tag: &str,
+    excludes: &globset::GlobSet,
+    known: &dyn Fn(&str) -> bool,
+) -> Result<Vec<Unknown>, ArchiveError> {
+    let mut out = Vec::new();
+    let mut it = walkdir::WalkDir::new(dest)
+        .min_depth(1)
+        .follow_links(false)
+        .into_iter();
+    while let Some(entry) = it.next() {
+        let entry = entry.map_err(|e| ArchiveError::Io {
+            op: "read the folder",
+            path: e
+                .path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| dest.display().to_string()),
+            source: e
+                .into_io_error()
+                .unwrap_or_else(|| std::io::Error::other("filesystem loop")),
+        })?;
+        let ft = entry.file_type();
+        let is_dir = ft.is_dir();
+        let ours = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(tag));
+        let rel = entry
+            .path()
+            .strip_prefix(dest)
+            .ok()
+            .and_then(|r| crate::paths::to_slash(r).ok());
+        let Some(rel) = rel.filter(|_| !ours) else {
+            if is_dir {
+                it.skip_current_dir();
+            }
+            continue;
+        };
+        let name = if root == "." {
+            rel
+        } else {
+            format!("{root}/{rel}")
+        };
+        if excludes.is_match(&name) {
+            if is_dir {
+                it.skip_current_dir();
+            }
+            continue;
+        }
+        if known(&name) {
+            continue;
+        }
+        if ft.is_file() || ft.is_symlink() || is_dir {
+            out.push(Unknown {
+                name,
+                path: entry.path().to_path_buf(),
+                is_dir,
+            });
+        }
+        if is_dir {
+            it.skip_current_dir();
+        }
+    }
+    Ok(out)
 }
 
 /// What was laid down.
@@ -237,6 +323,11 @@ impl Lander {
             bytes: 0,
             entries: 0,
         });
+    }
+
+    /// The prefix of the names this restore stages files and folders under.
+    pub fn tag(&self) -> &str {
+        &self.tag
     }
 
     fn current(&self) -> usize {
@@ -896,7 +987,15 @@ impl Lander {
     /// staged names. Nothing is followed: a link is removed as a link.
     fn stage_extras(&mut self) -> Result<(), ArchiveError> {
         let mut extras = Vec::new();
-        for state in &self.sources {
+        let mut prewalks = HashMap::new();
+        for (i, state) in self.sources.iter_mut().enumerate() {
+            if let Some(mirror) = &mut state.source.mirror {
+                for (root, walk) in mirror.prewalks.drain(..) {
+                    prewalks.insert((i, root), walk);
+                }
+            }
+        }
+        for (i, state) in self.sources.iter().enumerate() {
             let Some(mirror) = &state.source.mirror else {
                 continue;
             };
@@ -914,57 +1013,30 @@ impl Lander {
                 if !matches!(self.dirs.get(&dest), Some(Dir::Existing)) {
                     continue;
                 }
-                let mut it = walkdir::WalkDir::new(&dest)
-                    .min_depth(1)
-                    .follow_links(false)
-                    .into_iter();
-                while let Some(entry) = it.next() {
-                    let entry = entry.map_err(|e| ArchiveError::Io {
-                        op: "read the folder",
-                        path: e
-                            .path()
-                            .map(|p| p.display().to_string())
-                            .unwrap_or_else(|| dest.display().to_string()),
-                        source: e
-                            .into_io_error()
-                            .unwrap_or_else(|| std::io::Error::other("filesystem loop")),
-                    })?;
-                    let is_dir = entry.file_type().is_dir();
-                    let ours = entry
-                        .file_name()
-                        .to_str()
-                        .is_some_and(|n| n.starts_with(&self.tag));
-                    let rel = entry
-                        .path()
-                        .strip_prefix(&dest)
-                        .ok()
-                        .and_then(|r| crate::paths::to_slash(r).ok());
-                    let Some(rel) = rel.filter(|_| !ours) else {
-                        if is_dir {
-                            it.skip_current_dir();
-                        }
-                        continue;
-                    };
-                    let name = if root == "." {
-                        rel
-                    } else {
-                        format!("{root}/{rel}")
-                    };
-                    if mirror.excludes.is_match(&name) {
-                        if is_dir {
-                            it.skip_current_dir();
-                        }
-                        continue;
-                    }
-                    if self.names.contains_key(&name) {
-                        continue;
-                    }
-                    let ft = entry.file_type();
-                    if ft.is_file() || ft.is_symlink() || is_dir {
-                        extras.push(entry.path().to_path_buf());
-                    }
-                    if is_dir {
-                        it.skip_current_dir();
+                let listed = match prewalks.remove(&(i, root.clone())) {
+                    Some(walk) => walk.join().unwrap_or_else(|_| {
+                        Err(ArchiveError::Internal {
+                            what: "the thread reading the folders stopped".into(),
+                        })
+                    })?,
+                    None => unknown_below(&dest, root, &self.tag, &mirror.excludes, &|n| {
+                        self.names.contains_key(n)
+                    })?,
+                };
+                let mut queue = listed;
+                while let Some(u) = queue.pop() {
+                    if !self.names.contains_key(&u.name) {
+                        extras.push(u.path);
+                    } else if u.is_dir {
+                        // A folder some source holds that the walk, which knew only this
+                        // source's index, did not go into.
+                        queue.extend(unknown_below(
+                            &u.path,
+                            &u.name,
+                            &self.tag,
+                            &mirror.excludes,
+                            &|n| self.names.contains_key(n),
+                        )?);
                     }
                 }
             }
