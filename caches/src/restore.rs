@@ -181,7 +181,7 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
         },
     )
     .await;
-    let (lander, landing) = match landed {
+    let (lander, mut landing) = match landed {
         Ok(l) => l,
         // Evicted between the lookup and the download: nothing was written.
         Err(ferry_core::entry::EntryError::Store(e))
@@ -195,8 +195,9 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
     let stats = lander.finish_async().await?.commit_async().await?;
     if let (Some(dir), Some(index)) = (req.footprints.clone(), landing.decoded.clone()) {
         let (at, roots) = (req.at.clone(), found.body.tree.paths.clone());
+        let unchanged = std::mem::take(&mut landing.unchanged);
         let remembered = tokio::task::spawn_blocking(move || {
-            chunks::footprint::remember(&dir, &index, &roots, &|n: &str| at.resolve(n))
+            chunks::footprint::remember(&dir, &index, &unchanged, &roots, &|n: &str| at.resolve(n))
                 .map_err(|e| format!("{} ({e})", dir.display()))
         })
         .await

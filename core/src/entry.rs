@@ -304,6 +304,8 @@ pub struct Landing {
     pub index: Option<bytes::Bytes>,
     /// Format 2: the index as read.
     pub decoded: Option<std::sync::Arc<chunks::index::Index>>,
+    /// Format 2: the files kept with nothing set on them, as they were found.
+    pub unchanged: std::collections::HashMap<usize, chunks::footprint::FileId>,
 }
 
 /// Lays an entry's data down through `lander` as its next source, checking the data against
@@ -343,6 +345,7 @@ pub async fn land(
                     downloaded: out.downloaded,
                     index: Some(out.index),
                     decoded: Some(out.decoded),
+                    unchanged: out.unchanged,
                 },
             ))
         }
@@ -362,6 +365,7 @@ pub async fn land(
                     downloaded: land.data.size,
                     index: None,
                     decoded: None,
+                    unchanged: Default::default(),
                 },
             ))
         }

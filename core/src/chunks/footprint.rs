@@ -48,6 +48,26 @@ pub struct Footprint {
     files: HashMap<String, Seen>,
 }
 
+/// A file as the file system names it: what a footprint records of it besides its content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+}
+
+impl FileId {
+    pub fn of(m: &fs::Metadata) -> Self {
+        FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+        }
+    }
+}
+
 /// What a file of the index holds, as a footprint names it: the BLAKE3 of its chunks'
 /// hashes, in order.
 pub fn content_id(index: &Index, chunks: &[u32]) -> [u8; 32] {
@@ -139,9 +159,12 @@ fn parse(bytes: &[u8], root: &str, stamp: (i64, i64)) -> Option<HashMap<String, 
 
 /// Writes the footprints of a restore of `index` just committed: one per root in `roots`,
 /// into `dir`, each file found where `resolve` puts it as the index describes it.
+/// `unchanged` holds the files (by index in `entries`) the restore kept without setting
+/// anything on them, as it found them: they are not looked at again.
 pub fn remember(
     dir: &Path,
     index: &Index,
+    unchanged: &HashMap<usize, FileId>,
     roots: &[String],
     resolve: &(dyn Fn(&str) -> PathBuf + Sync),
 ) -> std::io::Result<()> {
@@ -155,10 +178,11 @@ pub fn remember(
         .collect();
     fs::create_dir_all(dir)?;
     for root in roots {
-        let files: Vec<&super::index::Entry> = index
+        let files: Vec<(usize, &super::index::Entry)> = index
             .entries
             .iter()
-            .filter(|e| {
+            .enumerate()
+            .filter(|(_, e)| {
                 e.kind == Kind::File
                     && !linked.contains(e.name.as_str())
                     && crate::paths::is_within(&e.name, root)
@@ -172,7 +196,7 @@ pub fn remember(
         let parts: Vec<Vec<u8>> = std::thread::scope(|scope| {
             let handles: Vec<_> = files
                 .chunks(share)
-                .map(|part| scope.spawn(move || records(index, part, resolve)))
+                .map(|part| scope.spawn(move || records(index, part, unchanged, resolve)))
                 .collect();
             handles
                 .into_iter()
@@ -197,23 +221,28 @@ pub fn remember(
 /// The records of `files`, as they are on disk now.
 fn records(
     index: &Index,
-    files: &[&super::index::Entry],
+    files: &[(usize, &super::index::Entry)],
+    unchanged: &HashMap<usize, FileId>,
     resolve: &(dyn Fn(&str) -> PathBuf + Sync),
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(files.len() * (FIXED + 64));
-    for e in files {
-        let Ok(m) = fs::symlink_metadata(resolve(&e.name)) else {
-            continue;
+    for (i, e) in files {
+        let id = match unchanged.get(i) {
+            Some(id) => *id,
+            None => match fs::symlink_metadata(resolve(&e.name)) {
+                Ok(m) if m.file_type().is_file() => FileId::of(&m),
+                _ => continue,
+            },
         };
-        if !m.file_type().is_file() || m.len() != e.size {
+        if id.size != e.size {
             continue;
         }
         out.extend_from_slice(&(e.name.len() as u32).to_le_bytes());
         out.extend_from_slice(e.name.as_bytes());
-        for v in [m.dev(), m.ino(), m.len()] {
+        for v in [id.dev, id.ino, id.size] {
             out.extend_from_slice(&v.to_le_bytes());
         }
-        for v in [m.mtime(), m.mtime_nsec()] {
+        for v in [id.mtime.0, id.mtime.1] {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.extend_from_slice(&content_id(index, &e.chunks));

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 
 use super::fetch::{self, Failure, Loaded, Residency};
-use super::footprint::{Footprint, content_id};
+use super::footprint::{FileId, Footprint, content_id};
 use super::index::{self, Index, Kind};
 use super::{ChunkHash, PackRef};
 use crate::archive::ArchiveError;
@@ -109,6 +109,8 @@ pub struct LandOutcome {
     pub index: bytes::Bytes,
     /// The index as read, for the restore's [`footprint`](super::footprint) once committed.
     pub decoded: Arc<Index>,
+    /// Files kept with nothing set on them, as they were found (by index in `entries`).
+    pub unchanged: HashMap<usize, FileId>,
 }
 
 /// Where the entries of a chunked entry go.
@@ -241,7 +243,7 @@ pub async fn land(
             let kept = if keep_existing {
                 kept_files(&lander, &index, &footprint)
             } else {
-                HashMap::new()
+                Vec::new()
             };
             (lander, kept)
         })
@@ -250,7 +252,13 @@ pub async fn land(
             what: "the thread checking files on disk stopped".into(),
         })?
     };
-    let (lander, kept) = planned;
+    let (lander, found) = planned;
+    let kept: HashMap<usize, bool> = found.iter().map(|&(i, fix, _)| (i, fix)).collect();
+    let unchanged = found
+        .into_iter()
+        .filter(|&(_, fix, _)| !fix)
+        .map(|(i, _, id)| (i, id))
+        .collect();
     let (lander, downloaded) = feed(store, lander, Arc::clone(&index), kept).await?;
     Ok((
         lander,
@@ -258,14 +266,16 @@ pub async fn land(
             downloaded: downloaded + data.size,
             index: index_bytes,
             decoded: index,
+            unchanged,
         },
     ))
 }
 
 /// Files of the index already on disk with its content (indexes into `entries`), checked on
-/// a few threads: each is read and hashed chunk by chunk against the index. Each comes with
-/// whether its mode or time differ from the entry's (and are set at commit).
-fn kept_files(lander: &Lander, index: &Index, footprint: &Footprint) -> HashMap<usize, bool> {
+/// a few threads: each is read and hashed chunk by chunk against the index, unless
+/// `footprint` vouches for it. Each comes with whether its mode or time differ from the
+/// entry's (and are set at commit), and what `lstat` said of it.
+fn kept_files(lander: &Lander, index: &Index, footprint: &Footprint) -> Vec<(usize, bool, FileId)> {
     let prober = lander.prober();
     // A file other names link to is written again with them: a hard link is made to a file
     // this restore writes, never to one already on disk.
@@ -321,7 +331,7 @@ fn kept_files(lander: &Lander, index: &Index, footprint: &Footprint) -> HashMap<
                                 same_content(file, index, &e.chunks, &mut buf)
                             });
                         if same {
-                            kept.push((i, fix));
+                            kept.push((i, fix, FileId::of(&meta)));
                         }
                     }
                     kept

@@ -142,7 +142,13 @@ async fn restore_with(
     .await?;
     let stats = lander.finish_async().await?.commit_async().await?;
     if let (Some(dir), Some(index)) = (footprints, landing.decoded) {
-        super::footprint::remember(dir, &index, &packed.tree.paths, &|n: &str| into.join(n))?;
+        super::footprint::remember(
+            dir,
+            &index,
+            &landing.unchanged,
+            &packed.tree.paths,
+            &|n: &str| into.join(n),
+        )?;
     }
     Ok(stats)
 }
@@ -306,7 +312,13 @@ async fn a_footprint_vouches_only_for_files_untouched_since_it_was_written() -> 
     std::fs::create_dir_all(&out)?;
     restore_with(&store, &packed, &out, false, None).await?;
     past_ctimes_below(&out)?;
-    super::footprint::remember(&prints, &index, &packed.tree.paths, &|n: &str| out.join(n))?;
+    super::footprint::remember(
+        &prints,
+        &index,
+        &Default::default(),
+        &packed.tree.paths,
+        &|n: &str| out.join(n),
+    )?;
 
     let resolve = |n: &str| out.join(n);
     let vouched = |name: &str| -> bool {
@@ -353,7 +365,13 @@ async fn a_footprint_vouches_only_for_files_untouched_since_it_was_written() -> 
     // A restore that reads footprints kept the untouched files and put back the others.
     restore_with(&store, &packed, &out, true, Some(&prints)).await?;
     past_ctimes_below(&out)?;
-    super::footprint::remember(&prints, &index, &packed.tree.paths, &|n: &str| out.join(n))?;
+    super::footprint::remember(
+        &prints,
+        &index,
+        &Default::default(),
+        &packed.tree.paths,
+        &|n: &str| out.join(n),
+    )?;
     assert_eq!(snapshot(&out.join("tree")), snapshot(&work.join("tree")));
     let stats = restore_with(&store, &packed, &out, true, Some(&prints)).await?;
     assert_eq!(snapshot(&out.join("tree")), snapshot(&work.join("tree")));
