@@ -311,14 +311,20 @@ async fn a_footprint_vouches_only_for_files_untouched_since_it_was_written() -> 
     let prints = dir.path().join("footprints");
     std::fs::create_dir_all(&out)?;
     restore_with(&store, &packed, &out, false, None).await?;
-    past_ctimes_below(&out)?;
-    super::footprint::remember(
-        &prints,
-        &index,
-        &Default::default(),
-        &packed.tree.paths,
-        &|n: &str| out.join(n),
-    )?;
+    // Footprints written once the clock has passed the restore's last change.
+    let remember = || -> Result<()> {
+        past_ctimes_below(&out)?;
+        let resolve = |n: &str| out.join(n);
+        super::footprint::remember(
+            &prints,
+            &index,
+            &Default::default(),
+            &packed.tree.paths,
+            &resolve,
+        )?;
+        Ok(())
+    };
+    remember()?;
 
     let resolve = |n: &str| out.join(n);
     let vouched = |name: &str| -> bool {
@@ -364,14 +370,7 @@ async fn a_footprint_vouches_only_for_files_untouched_since_it_was_written() -> 
 
     // A restore that reads footprints kept the untouched files and put back the others.
     restore_with(&store, &packed, &out, true, Some(&prints)).await?;
-    past_ctimes_below(&out)?;
-    super::footprint::remember(
-        &prints,
-        &index,
-        &Default::default(),
-        &packed.tree.paths,
-        &|n: &str| out.join(n),
-    )?;
+    remember()?;
     assert_eq!(snapshot(&out.join("tree")), snapshot(&work.join("tree")));
     let stats = restore_with(&store, &packed, &out, true, Some(&prints)).await?;
     assert_eq!(snapshot(&out.join("tree")), snapshot(&work.join("tree")));
