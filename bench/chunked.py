@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Format 2 (`--format chunked`) the way users feel it: a cold save and a restore into an
 empty folder, a save after a dependency bump ("warm": restore A, change it as a bump does,
-save B), and a restore into a folder that already holds 98% of the entry; each on the local
+save B), and a restore into a folder that already holds 98% of the entry (one an empty
+restore wrote, so its footprint vouches for the files left untouched, and, beside it, a
+`cp -a` copy, where every file is read); each on the local
 store and through a 125 MB/s link (a hosted runner's) to an S3 server, format 2 against
 format 1 (`--format zstd`) and `tar | zstd -T0`.
 
