@@ -89,11 +89,17 @@ fn file_of(dir: &Path, root: &Path) -> PathBuf {
 
 impl Footprint {
     /// The footprints in `dir` of the folders `roots` go to (through `resolve`); an
-    /// unreadable one is left out.
+    /// unreadable one is left out, and so is that of a folder not on disk (a restore into
+    /// an empty target has nothing to keep, and the footprint's names would only take
+    /// memory while it fetches everything).
     pub fn load(dir: &Path, roots: &[String], resolve: &dyn Fn(&str) -> PathBuf) -> Self {
         let mut files = HashMap::new();
         for root in roots {
-            let path = file_of(dir, &resolve(root));
+            let at = resolve(root);
+            if !fs::metadata(&at).is_ok_and(|m| m.is_dir()) {
+                continue;
+            }
+            let path = file_of(dir, &at);
             let Ok(bytes) = fs::read(&path) else {
                 continue;
             };
