@@ -193,21 +193,20 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
         Err(e) => return Err(e.into()),
     };
     let stats = lander.finish_async().await?.commit_async().await?;
-    if let (Some(dir), Some(index)) = (req.footprints.clone(), landing.decoded.clone()) {
-        let (at, roots) = (req.at.clone(), found.body.tree.paths.clone());
-        let unchanged = std::mem::take(&mut landing.unchanged);
-        let remembered = tokio::task::spawn_blocking(move || {
-            chunks::footprint::remember(&dir, &index, &unchanged, &roots, &|n: &str| at.resolve(n))
+    // The footprint is written on a thread of its own while the store records the hit.
+    let footprint = match (req.footprints.clone(), landing.decoded.take()) {
+        (Some(dir), Some(index)) => {
+            let (at, roots) = (req.at.clone(), found.body.tree.paths.clone());
+            let unchanged = std::mem::take(&mut landing.unchanged);
+            Some(tokio::task::spawn_blocking(move || {
+                chunks::footprint::remember(&dir, &index, &unchanged, &roots, &|n: &str| {
+                    at.resolve(n)
+                })
                 .map_err(|e| format!("{} ({e})", dir.display()))
-        })
-        .await
-        .unwrap_or_else(|_| Err("a stopped thread".into()));
-        if let Err(e) = remembered {
-            warnings.push(format!(
-                "could not write this restore's footprint in {e}; the next restore into these folders reads every file"
-            ));
+            }))
         }
-    }
+        _ => None,
+    };
     touch(store, &Layout::new(&req.project, scope.as_deref()), &found).await;
     if let (Some(dir), Some(index)) = (&req.state_dir, &landing.index) {
         let restored = crate::state::Restored {
@@ -221,6 +220,16 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
             warnings.push(format!(
                 "could not remember this restore in {} ({e}); a save in this job uploads every chunk",
                 dir.display()
+            ));
+        }
+    }
+    if let Some(task) = footprint {
+        let written = task
+            .await
+            .unwrap_or_else(|_| Err("a stopped thread".into()));
+        if let Err(e) = written {
+            warnings.push(format!(
+                "could not write this restore's footprint in {e}; the next restore into these folders reads every file"
             ));
         }
     }
