@@ -199,23 +199,36 @@ pub fn remember(
             .map_or(2, |n| n.get())
             .clamp(1, 4);
         let share = files.len().div_ceil(threads).max(1);
-        let parts: Vec<Vec<u8>> = std::thread::scope(|scope| {
+        let ids: Vec<Option<FileId>> = std::thread::scope(|scope| {
             let handles: Vec<_> = files
                 .chunks(share)
-                .map(|part| scope.spawn(move || records(index, part, unchanged, resolve)))
+                .map(|part| scope.spawn(move || found(part, unchanged, resolve)))
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_default())
+                .flat_map(|h| h.join().unwrap_or_default())
                 .collect()
         });
-        let mut out = MAGIC.to_vec();
-        for p in parts {
-            out.extend_from_slice(&p);
-        }
         let path = file_of(dir, &resolve(root));
         let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-        let written = fs::File::create(&tmp).and_then(|mut f| f.write_all(&out));
+        let written = fs::File::create(&tmp).and_then(|f| {
+            let mut out = std::io::BufWriter::new(f);
+            out.write_all(MAGIC)?;
+            for ((_, e), id) in files.iter().zip(&ids) {
+                if let Some(id) = id.filter(|id| id.size == e.size) {
+                    out.write_all(&(e.name.len() as u32).to_le_bytes())?;
+                    out.write_all(e.name.as_bytes())?;
+                    for v in [id.dev, id.ino, id.size] {
+                        out.write_all(&v.to_le_bytes())?;
+                    }
+                    for v in [id.mtime.0, id.mtime.1] {
+                        out.write_all(&v.to_le_bytes())?;
+                    }
+                    out.write_all(&content_id(index, &e.chunks))?;
+                }
+            }
+            out.flush()
+        });
         if let Err(e) = written.and_then(|()| fs::rename(&tmp, &path)) {
             let _ = fs::remove_file(&tmp);
             return Err(e);
@@ -224,34 +237,20 @@ pub fn remember(
     Ok(())
 }
 
-/// The records of `files`, as they are on disk now.
-fn records(
-    index: &Index,
+/// What each of `files` is on disk now, as a regular file (none: not one, or not there).
+fn found(
     files: &[(usize, &super::index::Entry)],
     unchanged: &HashMap<usize, FileId>,
     resolve: &(dyn Fn(&str) -> PathBuf + Sync),
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(files.len() * (FIXED + 64));
-    for (i, e) in files {
-        let id = match unchanged.get(i) {
-            Some(id) => *id,
-            None => match fs::symlink_metadata(resolve(&e.name)) {
-                Ok(m) if m.file_type().is_file() => FileId::of(&m),
-                _ => continue,
-            },
-        };
-        if id.size != e.size {
-            continue;
-        }
-        out.extend_from_slice(&(e.name.len() as u32).to_le_bytes());
-        out.extend_from_slice(e.name.as_bytes());
-        for v in [id.dev, id.ino, id.size] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        for v in [id.mtime.0, id.mtime.1] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out.extend_from_slice(&content_id(index, &e.chunks));
-    }
-    out
+) -> Vec<Option<FileId>> {
+    files
+        .iter()
+        .map(|(i, e)| match unchanged.get(i) {
+            Some(id) => Some(*id),
+            None => fs::symlink_metadata(resolve(&e.name))
+                .ok()
+                .filter(|m| m.file_type().is_file())
+                .map(|m| FileId::of(&m)),
+        })
+        .collect()
 }
