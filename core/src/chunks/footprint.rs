@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -100,10 +100,12 @@ impl Footprint {
                 continue;
             }
             let path = file_of(dir, &at);
-            let Ok(bytes) = fs::read(&path) else {
-                continue;
-            };
-            let Ok(meta) = fs::metadata(&path) else {
+            // Its time from the handle it is read through: one written over it meanwhile is
+            // another file, and stamps only its own records.
+            let mut bytes = Vec::new();
+            let read = fs::File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut bytes).and_then(|_| f.metadata()));
+            let Ok(meta) = read else {
                 continue;
             };
             let stamp = (meta.mtime(), meta.mtime_nsec());

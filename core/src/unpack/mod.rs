@@ -1091,22 +1091,11 @@ pub struct Prober<'a> {
 }
 
 impl Prober<'_> {
-    /// The file at `name`'s place, opened for reading, when it may be kept as it is: a
-    /// regular file of `size` bytes reached without a symlink below its root (the root
-    /// itself a link only with `keep_root_links`), as [`Lander::keep`] will find it. The
-    /// caller compares its content with the entry's.
-    pub fn existing(
-        &self,
-        name: &str,
-        size: u64,
-        folders: &mut HashMap<String, bool>,
-    ) -> Option<(fs::File, fs::Metadata)> {
-        let (dest, seen) = self.found(name, size, folders)?;
-        Self::open(&dest, &seen)
-    }
-
     /// Where the file at `name`'s place is and what `lstat` says of it, when it may be kept
-    /// as it is (as [`Prober::existing`] judges), without opening it.
+    /// as it is: a regular file of `size` bytes reached without a symlink below its root (the
+    /// root itself a link only with `keep_root_links`), as [`Lander::keep`] will find it. The
+    /// caller compares its content with the entry's, through [`Prober::open`], or trusts a
+    /// footprint that vouches for it.
     pub fn found(
         &self,
         name: &str,
