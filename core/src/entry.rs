@@ -8,7 +8,6 @@
 //! files' content-defined chunks, packed into pack objects shared by a project's entries
 //! (`chunks/`).
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -305,7 +304,7 @@ pub struct Landing {
     /// Format 2: the index as read.
     pub decoded: Option<std::sync::Arc<chunks::index::Index>>,
     /// Format 2: the files kept with nothing set on them, as they were found.
-    pub unchanged: std::collections::HashMap<usize, chunks::footprint::FileId>,
+    pub unchanged: foldhash::HashMap<usize, chunks::footprint::FileId>,
 }
 
 /// Lays an entry's data down through `lander` as its next source, checking the data against
@@ -318,7 +317,7 @@ pub async fn land(
 ) -> Result<(Lander, Landing), EntryError> {
     let source = Source {
         roots: land.tree.paths.clone(),
-        links_out: land.tree.links_out.iter().cloned().collect::<HashSet<_>>(),
+        links_out: land.tree.links_out.iter().cloned().collect(),
         resolve: land.resolve,
         max_bytes: Some(land.tree.unpacked_bytes),
         max_entries: land.max_entries.or(land.tree.entry_count),

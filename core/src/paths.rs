@@ -49,6 +49,14 @@ pub fn normalize(raw: &str) -> String {
     }
 }
 
+/// True when [`normalize`] leaves `raw` as it is.
+pub fn is_normal(raw: &str) -> bool {
+    // Most names are relative and made of plain parts: no need to build the normal form.
+    raw.split('/')
+        .all(|p| !p.is_empty() && p != "." && p != "..")
+        || normalize(raw) == raw
+}
+
 /// True when `path` equals `root` or lies below it (both normalised, `/`-separated). A `..`
 /// below the root climbs back out of it: normalising keeps `..` after leading `..` parts and
 /// after a lone `~`, so `../..` is not within `..`, nor `~/../x` within `~`.
@@ -142,8 +150,12 @@ pub struct PathContext {
 impl PathContext {
     /// The filesystem path of a name as given.
     pub fn resolve(&self, name: &str) -> PathBuf {
-        let p = expand_home(name, &self.env).unwrap_or_else(|_| PathBuf::from(name));
-        if p.is_absolute() { p } else { self.cwd.join(p) }
+        if name.starts_with('~') {
+            let p = expand_home(name, &self.env).unwrap_or_else(|_| PathBuf::from(name));
+            return if p.is_absolute() { p } else { self.cwd.join(p) };
+        }
+        // `join` keeps an absolute name as it is.
+        self.cwd.join(name)
     }
 
     /// Checks that a name can be resolved here (a `~/` name needs `HOME`).
@@ -166,6 +178,16 @@ mod tests {
         assert_eq!(normalize("/abs//p/.."), "/abs");
         assert_eq!(normalize("~/.cargo/registry"), "~/.cargo/registry");
         assert_eq!(normalize("."), ".");
+    }
+
+    #[test]
+    fn is_normal_says_what_normalize_says() {
+        for raw in [
+            "a/b", "a//b", "./a", "a/.", "a/..", "..", "../a", "/abs", "/", ".", "~", "~/x", "a/",
+            "", "~/../x", "a/b/../c", "a/./b", "~/.cargo", "..a/b.",
+        ] {
+            assert_eq!(is_normal(raw), normalize(raw) == raw, "{raw:?}");
+        }
     }
 
     #[test]

@@ -387,6 +387,43 @@ fn a_file_changed_behind_a_restores_footprint_is_read_and_put_back() {
 }
 
 #[test]
+fn a_file_reached_through_a_symlinked_folder_below_the_saved_path_is_never_kept() {
+    let ctx = TestContext::new();
+    make_tree(&ctx.work.join("tree"));
+    save(&ctx, &ctx.work, "ws", &[]);
+    let target = ctx.dir("runner-workspace");
+    restore(&ctx, &target, "ws").ok();
+    // An earlier step moved `nested` out of the tree and left a link to it: every file
+    // below the link holds the entry's bytes, with its footprint's identity.
+    let t = target.join("tree");
+    let moved = target.join("moved-out");
+    std::fs::rename(t.join("nested"), &moved).expect("move");
+    std::os::unix::fs::symlink(&moved, t.join("nested")).expect("symlink");
+    let outside_before = snapshot(&moved);
+
+    let run = restore(&ctx, &target, "ws");
+    run.ok();
+    assert_eq!(
+        run.json()["kept_files"],
+        5,
+        "the 3 files below the link are written again: {}",
+        run.json()
+    );
+    assert!(
+        std::fs::symlink_metadata(t.join("nested"))
+            .expect("nested")
+            .is_dir(),
+        "the link was replaced by a folder"
+    );
+    assert_eq!(snapshot(&t), snapshot(&ctx.work.join("tree")));
+    assert_eq!(
+        snapshot(&moved),
+        outside_before,
+        "nothing changed through the link"
+    );
+}
+
+#[test]
 fn racing_chunked_saves_of_one_key_publish_once_and_the_losers_leave_no_packs() {
     let ctx = TestContext::new();
     let mut children = Vec::new();

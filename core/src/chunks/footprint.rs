@@ -17,13 +17,14 @@
 //! A footprint that is missing, unreadable or malformed is no footprint: it only ever
 //! spares reading a file, never decides what a file holds on its own.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::index::{Index, Kind};
+use crate::unpack::Stat;
 
 const MAGIC: &[u8] = b"ferry-footprint 1\n";
 /// Bytes of one record besides its name: device, inode, size, mtime (seconds and
@@ -58,12 +59,12 @@ pub struct FileId {
 }
 
 impl FileId {
-    pub fn of(m: &fs::Metadata) -> Self {
+    pub fn of(s: &Stat) -> Self {
         FileId {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.len(),
-            mtime: (m.mtime(), m.mtime_nsec()),
+            dev: s.dev,
+            ino: s.ino,
+            size: s.size,
+            mtime: s.mtime,
         }
     }
 }
@@ -88,18 +89,17 @@ fn file_of(dir: &Path, root: &Path) -> PathBuf {
 }
 
 impl Footprint {
-    /// The footprints in `dir` of the folders `roots` go to (through `resolve`); an
-    /// unreadable one is left out, and so is that of a folder not on disk (a restore into
-    /// an empty target has nothing to keep, and the footprint's names would only take
-    /// memory while it fetches everything).
-    pub fn load(dir: &Path, roots: &[String], resolve: &dyn Fn(&str) -> PathBuf) -> Self {
+    /// The footprints in `dir` of the folders `roots` (each a root's name and where it is)
+    /// go to; an unreadable one is left out, and so is that of a folder not on disk (a
+    /// restore into an empty target has nothing to keep, and the footprint's names would
+    /// only take memory while it fetches everything).
+    pub fn load(dir: &Path, roots: &[(String, PathBuf)]) -> Self {
         let mut files = HashMap::new();
-        for root in roots {
-            let at = resolve(root);
-            if !fs::metadata(&at).is_ok_and(|m| m.is_dir()) {
+        for (root, at) in roots {
+            if !fs::metadata(at).is_ok_and(|m| m.is_dir()) {
                 continue;
             }
-            let path = file_of(dir, &at);
+            let path = file_of(dir, at);
             // Its time from the handle it is read through: one written over it meanwhile is
             // another file, and stamps only its own records.
             let mut bytes = Vec::new();
@@ -120,18 +120,18 @@ impl Footprint {
         self.files.is_empty()
     }
 
-    /// True when the file `name`, as `meta` (its `lstat`) describes it, is the one
+    /// True when the file `name`, as `now` (its `lstat`) describes it, is the one
     /// a footprint recorded with `content`, untouched since.
-    pub fn vouches(&self, name: &str, meta: &fs::Metadata, content: &[u8; 32]) -> bool {
+    pub fn vouches(&self, name: &str, now: &Stat, content: &[u8; 32]) -> bool {
         let Some(s) = self.files.get(name) else {
             return false;
         };
         s.content == *content
-            && s.dev == meta.dev()
-            && s.ino == meta.ino()
-            && s.size == meta.len()
-            && s.mtime == (meta.mtime(), meta.mtime_nsec())
-            && (meta.ctime(), meta.ctime_nsec()) < s.stamp
+            && s.dev == now.dev
+            && s.ino == now.ino
+            && s.size == now.size
+            && s.mtime == now.mtime
+            && now.ctime < s.stamp
     }
 }
 
@@ -252,7 +252,7 @@ fn found(
             None => fs::symlink_metadata(resolve(&e.name))
                 .ok()
                 .filter(|m| m.file_type().is_file())
-                .map(|m| FileId::of(&m)),
+                .map(|m| FileId::of(&Stat::from(&m))),
         })
         .collect()
 }

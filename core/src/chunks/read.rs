@@ -2,7 +2,7 @@
 //! then its blocks, laid down through the [`Lander`] (a restore) or written as a tar stream
 //! ([`export`]). Files already on disk with the entry's content are kept, not fetched.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet};
 use std::io::{Read, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ use crate::archive::ArchiveError;
 use crate::entry::EntryError;
 use crate::manifest::DataRef;
 use crate::store::Store;
-use crate::unpack::{Lander, Mirror, Prober, Source};
+use crate::unpack::{Lander, Mirror, Probe, Prober, Source};
 
 /// Reads an entry's index: exactly its recorded size, its SHA-256 checked, then parsed and
 /// checked; every pack it names must be one the manifest lists, and every block must lie
@@ -196,6 +196,21 @@ pub async fn land(
     packs: &[PackRef],
     on_disk: OnDisk<'_>,
 ) -> Result<(Lander, LandOutcome), EntryError> {
+    // The footprints are read while the index is fetched and decoded.
+    let footprint = match on_disk.footprints {
+        Some(dir) if on_disk.keep => {
+            let dir = dir.to_path_buf();
+            let roots: Vec<(String, PathBuf)> = source
+                .roots
+                .iter()
+                .map(|r| (r.clone(), (source.resolve)(r)))
+                .collect();
+            Some(tokio::task::spawn_blocking(move || {
+                Footprint::load(&dir, &roots)
+            }))
+        }
+        _ => None,
+    };
     let (index, index_bytes) = read_index_bytes(store, data, packs).await?;
     let index = Arc::new(index);
     if on_disk.mirror {
@@ -231,17 +246,18 @@ pub async fn land(
             prewalks,
         });
     }
-    let (keep_existing, footprints) = (on_disk.keep, on_disk.footprints.map(Path::to_path_buf));
+    let footprint = match footprint {
+        Some(task) => task.await.unwrap_or_default(),
+        None => Footprint::default(),
+    };
+    let keep_existing = on_disk.keep;
     let planned = {
         let index = Arc::clone(&index);
         tokio::task::spawn_blocking(move || {
-            let footprint = match &footprints {
-                Some(dir) if keep_existing => Footprint::load(dir, &source.roots, &source.resolve),
-                _ => Footprint::default(),
-            };
             lander.begin(source);
+            lander.reserve(index.entries.len());
             let kept = if keep_existing {
-                kept_files(&lander, &index, &footprint)
+                kept_files(&mut lander, &index, &footprint)
             } else {
                 Vec::new()
             };
@@ -274,8 +290,13 @@ pub async fn land(
 /// Files of the index already on disk with its content (indexes into `entries`), checked on
 /// a few threads: each is read and hashed chunk by chunk against the index, unless
 /// `footprint` vouches for it. Each comes with whether its mode or time differ from the
-/// entry's (and are set at commit), and what `lstat` said of it.
-fn kept_files(lander: &Lander, index: &Index, footprint: &Footprint) -> Vec<(usize, bool, FileId)> {
+/// entry's (and are set at commit), and what `lstat` said of it. The lander takes the
+/// folders the check found as its own look at them.
+fn kept_files(
+    lander: &mut Lander,
+    index: &Index,
+    footprint: &Footprint,
+) -> Vec<(usize, bool, FileId)> {
     let prober = lander.prober();
     // A file other names link to is written again with them: a hard link is made to a file
     // this restore writes, never to one already on disk.
@@ -303,14 +324,13 @@ fn kept_files(lander: &Lander, index: &Index, footprint: &Footprint) -> Vec<(usi
         .map_or(2, |n| n.get())
         .clamp(2, 4);
     let next = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|scope| {
+    let (kept, found) = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 let (prober, files, next) = (&prober, &files, &next);
                 scope.spawn(move || {
-                    use std::os::unix::fs::MetadataExt;
                     let mut buf = vec![0u8; super::CHUNK_MAX as usize];
-                    let mut folders = HashMap::new();
+                    let mut probe = Probe::default();
                     let mut kept = Vec::new();
                     loop {
                         let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -318,31 +338,36 @@ fn kept_files(lander: &Lander, index: &Index, footprint: &Footprint) -> Vec<(usi
                             break;
                         };
                         let e = &index.entries[i];
-                        let Some((dest, meta)) = prober.found(&e.name, e.size, &mut folders) else {
+                        let Some(stat) = prober.found(&e.name, e.size, &mut probe) else {
                             continue;
                         };
-                        let fix = meta.mode() & 0o7777 != crate::unpack::restored_mode(e.mode)
-                            || meta.mtime() != e.mtime;
+                        let fix = stat.mode & 0o7777 != crate::unpack::restored_mode(e.mode)
+                            || stat.mtime.0 != e.mtime;
                         // A file its footprint vouches for is kept unread; any other is read
                         // through a handle that is still the file looked at.
                         let same = (!footprint.is_empty()
-                            && footprint.vouches(&e.name, &meta, &content_id(index, &e.chunks)))
-                            || Prober::open(&dest, &meta).is_some_and(|(file, _)| {
-                                same_content(file, index, &e.chunks, &mut buf)
-                            });
+                            && footprint.vouches(&e.name, &stat, &content_id(index, &e.chunks)))
+                            || Prober::open(&probe, &e.name, &stat)
+                                .is_some_and(|file| same_content(file, index, &e.chunks, &mut buf));
                         if same {
-                            kept.push((i, fix, FileId::of(&meta)));
+                            kept.push((i, fix, FileId::of(&stat)));
                         }
                     }
-                    kept
+                    (kept, probe)
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    })
+        let mut kept = Vec::new();
+        let mut found: HashMap<String, _> = HashMap::new();
+        for h in handles {
+            let (k, probe) = h.join().unwrap_or_default();
+            kept.extend(k);
+            found.extend(probe.into_folders());
+        }
+        (kept, found)
+    });
+    lander.probed(found);
+    kept
 }
 
 /// True when the file, already known to be as long as the chunks, holds their bytes.

@@ -328,10 +328,16 @@ async fn a_footprint_vouches_only_for_files_untouched_since_it_was_written() -> 
 
     let resolve = |n: &str| out.join(n);
     let vouched = |name: &str| -> bool {
-        let print = Footprint::load(&prints, &packed.tree.paths, &resolve);
+        let roots: Vec<_> = packed
+            .tree
+            .paths
+            .iter()
+            .map(|r| (r.clone(), resolve(r)))
+            .collect();
+        let print = Footprint::load(&prints, &roots);
         let e = index.entries.iter().find(|e| e.name == name).expect(name);
         let meta = std::fs::symlink_metadata(out.join(name)).expect(name);
-        print.vouches(name, &meta, &content_id(&index, &e.chunks))
+        print.vouches(name, &(&meta).into(), &content_id(&index, &e.chunks))
     };
     for name in [
         "tree/small.txt",

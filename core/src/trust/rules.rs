@@ -89,7 +89,7 @@ pub fn shown(raw: &[u8]) -> String {
 pub fn check_name(raw: &[u8], roots: &[String]) -> Result<String, Refusal> {
     let trimmed = trim_slashes(raw);
     let name = check_shape(trimmed)?;
-    if paths::normalize(name) != name {
+    if !paths::is_normal(name) {
         return Err(Refusal::NotNormal);
     }
     if root_of(name, roots).is_none() {

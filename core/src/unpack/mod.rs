@@ -33,12 +33,13 @@
 mod stage;
 mod writers;
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use filetime::FileTime;
+use rustix::fs::Mode;
 
 use crate::archive::ArchiveError;
 use crate::trust::rules::{self, Node};
@@ -225,6 +226,9 @@ pub struct Lander {
     /// Symlinks at saved paths kept by [`LandOptions::keep_root_links`]: their targets' modes
     /// and times are the user's, not the entry's.
     kept_links: HashSet<PathBuf>,
+    /// Folders the prober already found to be real folders, with their mode and mtime when
+    /// that mtime is whole seconds: [`Lander::folder`] takes them as its own look.
+    probed: HashMap<PathBuf, Option<(u32, i64)>>,
     plan: Plan,
     writers: Option<Writers>,
     /// Hard links to make once the writers are done: the file they name may still be queued.
@@ -309,6 +313,7 @@ impl Lander {
             names: HashMap::new(),
             dirs: HashMap::new(),
             kept_links: HashSet::new(),
+            probed: HashMap::new(),
             plan: Plan::default(),
             writers: None,
             pending_links: Vec::new(),
@@ -323,6 +328,11 @@ impl Lander {
             bytes: 0,
             entries: 0,
         });
+    }
+
+    /// Room for `entries` more names (a source that knows how many it holds).
+    pub fn reserve(&mut self, entries: usize) {
+        self.names.reserve(entries);
     }
 
     /// The prefix of the names this restore stages files and folders under.
@@ -379,11 +389,18 @@ impl Lander {
             .to_string();
         // Ancestors within the root must be folders; they are folders from now on. Above the
         // root (another saved path may hold them) they must at least not be files or links.
+        // A folder this source already claimed ends the walk: its own ancestors were walked
+        // when it was, against the same roots.
         let mut a = name;
         let mut within = a != root;
         while let Some(p) = parent_name(a) {
             a = p;
             match self.names.get(a) {
+                Some(Named {
+                    kind: Kind::Dir { .. },
+                    source,
+                    ..
+                }) if *source == cur => break,
                 None if within => {
                     self.names.insert(
                         a.to_string(),
@@ -551,9 +568,13 @@ impl Lander {
             );
             return Ok((actual, true));
         }
+        if let Some(found) = self.probed.remove(&dest) {
+            self.existing(dest.clone(), found);
+            return Ok((dest, false));
+        }
         let replaces_link = match fs::symlink_metadata(&dest) {
             Ok(m) if m.is_dir() => {
-                self.dirs.insert(dest.clone(), Dir::Existing);
+                self.existing(dest.clone(), FolderSeen::of(&m).0);
                 return Ok((dest, false));
             }
             Ok(m) if m.file_type().is_symlink() => {
@@ -610,6 +631,26 @@ impl Lander {
             },
         );
         Ok((tmp, true))
+    }
+
+    /// Records a folder that was there before, with its mode and mtime as found (when they
+    /// can be compared with an entry's).
+    fn existing(&mut self, dest: PathBuf, found: Option<(u32, i64)>) {
+        if let Some(found) = found {
+            self.plan.as_found.insert(dest.clone(), found);
+        }
+        self.dirs.insert(dest, Dir::Existing);
+    }
+
+    /// Takes the prober's findings (see [`Prober::found`]) as this restore's own look at
+    /// those folders.
+    pub fn probed(&mut self, folders: HashMap<String, FolderSeen>) {
+        for (name, seen) in folders {
+            if let FolderSeen(found, true) = seen {
+                let dest = (self.src().resolve)(&name);
+                self.probed.insert(dest, found);
+            }
+        }
     }
 
     /// A folder above the saved paths: followed as it is; missing ones are made (staged).
@@ -1085,88 +1126,220 @@ fn link_on_disk(path: &Path) -> Node {
 
 /// Read-only questions about the tree on disk, asked for the current source before its
 /// entries arrive; safe to ask from several threads at once.
+/// A folder as [`Prober::found`] saw it: its mode and mtime (when the mtime is whole
+/// seconds, as a restore sets it), and whether it is a real folder rather than a saved
+/// path's symlink kept by [`LandOptions::keep_root_links`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FolderSeen(Option<(u32, i64)>, bool);
+
+impl FolderSeen {
+    fn of(m: &fs::Metadata) -> Self {
+        Self::of_stat(&Stat::from(m))
+    }
+
+    fn of_stat(s: &Stat) -> Self {
+        let found = (s.mtime.1 == 0).then_some((s.mode & 0o7777, s.mtime.0));
+        FolderSeen(found, true)
+    }
+}
+
+/// What `lstat` says of a file, as far as a restore compares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    /// Type and permission bits.
+    pub mode: u32,
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+}
+
+impl From<&fs::Metadata> for Stat {
+    fn from(m: &fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Stat {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.len(),
+            mode: m.mode(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+impl From<&rustix::fs::Stat> for Stat {
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    fn from(s: &rustix::fs::Stat) -> Self {
+        Stat {
+            dev: s.st_dev as u64,
+            ino: s.st_ino as u64,
+            size: s.st_size as u64,
+            mode: s.st_mode as u32,
+            mtime: (s.st_mtime as i64, s.st_mtime_nsec as i64),
+            ctime: (s.st_ctime as i64, s.st_ctime_nsec as i64),
+        }
+    }
+}
+
+impl Stat {
+    fn is_file(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+}
+
 pub struct Prober<'a> {
     source: &'a Source,
     keep_root_links: bool,
 }
 
+/// One checking thread's way through the tree: the folders it holds open, from a root down
+/// to the folder of the last file it looked at, so that each file is looked up within its
+/// folder (one part, never through a link), and what it found at every folder.
+#[derive(Default)]
+pub struct Probe {
+    open: Vec<(String, rustix::fd::OwnedFd)>,
+    folders: HashMap<String, Option<FolderSeen>>,
+}
+
+impl Probe {
+    /// The folders found to be there, by name.
+    pub fn into_folders(self) -> impl Iterator<Item = (String, FolderSeen)> {
+        self.folders.into_iter().filter_map(|(n, f)| Some((n, f?)))
+    }
+}
+
+/// The part of `name` below `folder` (which holds it); all of it below `.`.
+fn below<'n>(name: &'n str, folder: &str) -> &'n str {
+    if folder == "." {
+        name
+    } else {
+        name[folder.len()..].trim_start_matches('/')
+    }
+}
+
+/// Flags of a folder held open only to look up names in it.
+fn folder_flags() -> rustix::fs::OFlags {
+    use rustix::fs::OFlags;
+    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC
+}
+
 impl Prober<'_> {
-    /// Where the file at `name`'s place is and what `lstat` says of it, when it may be kept
-    /// as it is: a regular file of `size` bytes reached without a symlink below its root (the
-    /// root itself a link only with `keep_root_links`), as [`Lander::keep`] will find it. The
+    /// What `lstat` says of the file at `name`'s place, when it may be kept as it is: a
+    /// regular file of `size` bytes reached without a symlink below its root (the root
+    /// itself a link only with `keep_root_links`), as [`Lander::keep`] will find it. The
     /// caller compares its content with the entry's, through [`Prober::open`], or trusts a
     /// footprint that vouches for it.
-    pub fn found(
-        &self,
-        name: &str,
-        size: u64,
-        folders: &mut HashMap<String, bool>,
-    ) -> Option<(PathBuf, fs::Metadata)> {
+    pub fn found(&self, name: &str, size: u64, probe: &mut Probe) -> Option<Stat> {
         let name = rules::check_name(name.as_bytes(), &self.source.roots).ok()?;
-        let root = rules::root_of(&name, &self.source.roots)?.to_string();
+        let root = rules::root_of(&name, &self.source.roots)?;
         if name == root {
             return None;
         }
-        // Every folder from the root down to the file's must be a real folder (`folders`
-        // remembers those this caller already found to be one, or not: into an empty
-        // target, one failed look at the root answers for every file).
-        let mut below = Vec::new();
-        let mut a = parent_name(&name)?;
-        loop {
-            match folders.get(a) {
-                Some(true) => break,
-                Some(false) => return None,
-                None => {}
-            }
-            below.push(a);
-            if a == root {
-                break;
-            }
-            a = parent_name(a)?;
-        }
-        for folder in below.iter().rev() {
-            let path = (self.source.resolve)(folder);
-            let ok = fs::symlink_metadata(&path).is_ok_and(|m| {
-                m.is_dir()
-                    || (*folder == root
-                        && self.keep_root_links
-                        && m.file_type().is_symlink()
-                        && fs::metadata(&path).is_ok_and(|t| t.is_dir()))
-            });
-            folders.insert(folder.to_string(), ok);
-            if !ok {
-                return None;
-            }
-        }
-        let dest = (self.source.resolve)(&name);
-        let m = fs::symlink_metadata(&dest).ok()?;
-        (m.file_type().is_file() && m.len() == size).then_some((dest, m))
+        let folder = self.descend(parent_name(&name)?, root, probe)?;
+        let file = below(&name, parent_name(&name)?);
+        let stat = rustix::fs::statat(folder, file, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        let stat = Stat::from(&stat);
+        (stat.is_file() && stat.size == size).then_some(stat)
     }
 
-    /// The file [`Prober::found`] saw at `dest`, opened for reading: still the same file
-    /// (device and inode), never through a link.
-    pub fn open(dest: &Path, seen: &fs::Metadata) -> Option<(fs::File, fs::Metadata)> {
-        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    /// The folder `folder` (below or at `root`) held open, reached from the root one part
+    /// at a time, every part a real folder; `None` when one is not.
+    fn descend<'p>(
+        &self,
+        folder: &str,
+        root: &str,
+        probe: &'p mut Probe,
+    ) -> Option<&'p rustix::fd::OwnedFd> {
+        use rustix::fs::{CWD, OFlags, openat};
+        while probe
+            .open
+            .last()
+            .is_some_and(|(top, _)| !crate::paths::is_within(folder, top))
+        {
+            probe.open.pop();
+        }
+        if let Some(None) = probe.folders.get(folder) {
+            return None;
+        }
+        if probe.open.is_empty() {
+            if let Some(None) = probe.folders.get(root) {
+                return None;
+            }
+            let path = (self.source.resolve)(root);
+            let opened = match openat(CWD, &path, folder_flags() | OFlags::NOFOLLOW, Mode::empty())
+            {
+                Ok(fd) => rustix::fs::fstat(&fd)
+                    .ok()
+                    .map(|s| (fd, FolderSeen::of_stat(&Stat::from(&s)))),
+                // A saved path kept as a link leads to the folder it names.
+                Err(_)
+                    if self.keep_root_links
+                        && fs::symlink_metadata(&path)
+                            .is_ok_and(|m| m.file_type().is_symlink()) =>
+                {
+                    openat(CWD, &path, folder_flags(), Mode::empty())
+                        .ok()
+                        .map(|fd| (fd, FolderSeen(None, false)))
+                }
+                Err(_) => None,
+            };
+            probe
+                .folders
+                .insert(root.to_string(), opened.as_ref().map(|(_, f)| *f));
+            probe.open.push((root.to_string(), opened?.0));
+        }
+        loop {
+            let (top, fd) = probe.open.last()?;
+            if top == folder {
+                break;
+            }
+            let part = below(folder, top).split('/').next()?;
+            let next = if top == "." {
+                part.to_string()
+            } else {
+                format!("{top}/{part}")
+            };
+            if let Some(None) = probe.folders.get(&next) {
+                return None;
+            }
+            let opened = openat(fd, part, folder_flags() | OFlags::NOFOLLOW, Mode::empty())
+                .ok()
+                .and_then(|fd| {
+                    let s = rustix::fs::fstat(&fd).ok()?;
+                    Some((fd, FolderSeen::of_stat(&Stat::from(&s))))
+                });
+            probe
+                .folders
+                .insert(next.clone(), opened.as_ref().map(|(_, f)| *f));
+            probe.open.push((next, opened?.0));
+        }
+        probe.open.last().map(|(_, fd)| fd)
+    }
+
+    /// The file [`Prober::found`] just saw at `name` (with `probe`), opened for reading:
+    /// still the same file (device and inode), never through a link.
+    pub fn open(probe: &Probe, name: &str, seen: &Stat) -> Option<fs::File> {
+        use rustix::fs::{OFlags, openat};
+        let (folder, fd) = probe.open.last()?;
+        let parent = parent_name(name)?;
+        if parent != folder {
+            return None;
+        }
         // Without O_NOATIME every file read marks its inode dirty (relatime updates an
         // access time older than the change), a journal write per file; the flag is only
         // allowed on files this user owns.
-        let open = |flags| {
-            fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | flags)
-                .open(dest)
-        };
-        let file = match open(libc::O_NOATIME) {
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let file = below(name, parent);
+        let opened = match openat(fd, file, flags | OFlags::NOATIME, Mode::empty()) {
+            Err(e) if e == rustix::io::Errno::PERM => openat(fd, file, flags, Mode::empty()),
             r => r,
-        }
-        .ok()?;
-        let m = file.metadata().ok()?;
-        (m.file_type().is_file()
-            && m.len() == seen.len()
-            && m.ino() == seen.ino()
-            && m.dev() == seen.dev())
-        .then_some((file, m))
+        };
+        let file = fs::File::from(opened.ok()?);
+        let now = Stat::from(&file.metadata().ok()?);
+        (now.is_file() && now.size == seen.size && now.ino == seen.ino && now.dev == seen.dev)
+            .then_some(file)
     }
 }
 

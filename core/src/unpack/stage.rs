@@ -8,7 +8,7 @@
 //! points to. Folder modes and times are set last, on the folders themselves, never through a
 //! link.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet};
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -54,6 +54,10 @@ pub(crate) struct Plan {
     pub folders: Vec<Folder>,
     /// Mode and mtime of every folder entry, by destination, applied last (deepest first).
     pub dir_meta: HashMap<PathBuf, (u32, i64)>,
+    /// Folders that were there before, with the mode and mtime they had when the restore
+    /// looked: one that already has its entry's and holds no staged name, nothing moved
+    /// aside, is left as it is at commit without being opened again.
+    pub as_found: HashMap<PathBuf, (u32, i64)>,
     /// Folders that were there before and now hold staged names, with their times then: a
     /// rollback puts the times back, so a refused restore leaves even those as they were.
     pub touched: HashMap<PathBuf, (FileTime, FileTime)>,
@@ -101,8 +105,16 @@ impl Plan {
     /// system changing underneath (a folder made meanwhile where a new one goes, a full
     /// disk for metadata). Then the error names the path and the rest is removed.
     pub fn commit(&mut self) -> Result<(), ArchiveError> {
-        self.touched.clear();
-        self.seen.clear();
+        // Every folder whose listing this commit changes was given to `touch` (as named, and
+        // as reached through a link): the others keep the times they were found with.
+        let changed: HashSet<PathBuf> = self
+            .seen
+            .drain()
+            .chain(self.touched.drain().map(|(dir, _)| dir))
+            .collect();
+        self.dir_meta
+            .retain(|dir, meta| changed.contains(dir) || self.as_found.get(dir) != Some(meta));
+        self.as_found.clear();
         if let Err(e) = self.move_aside() {
             self.put_back();
             return Err(e);
@@ -194,6 +206,7 @@ impl Plan {
             let _ = fs::remove_dir_all(&f.tmp);
         }
         self.dir_meta.clear();
+        self.as_found.clear();
         self.seen.clear();
         self.kept.clear();
         self.removals.clear();
