@@ -313,13 +313,27 @@ fn kept_files(
         .filter(|(_, e)| e.kind == Kind::File && !linked.contains(e.name.as_str()))
         .map(|(i, _)| i)
         .collect();
-    // The threads take files one at a time, the large ones first (largest first), then the
-    // rest in the index's order (folder by folder): a share fixed in advance left one
-    // thread hashing most of a `target/` whose bytes sit in a few large files.
+    // The threads take the large files one at a time (largest first), then the rest in the
+    // index's order (folder by folder) in runs of `SMALL_RUN`: a share fixed in advance left
+    // one thread hashing most of a `target/` whose bytes sit in a few large files, and runs
+    // keep each folder to one thread, which opens it once.
+    const SMALL_RUN: usize = 32;
     files.sort_by_key(|&i| match index.entries[i].size {
         size if size >= super::LARGE_FILE => (0, u64::MAX - size),
         _ => (1, i as u64),
     });
+    let large = files
+        .iter()
+        .take_while(|&&i| index.entries[i].size >= super::LARGE_FILE)
+        .count();
+    let runs: Vec<std::ops::Range<usize>> = (0..large)
+        .map(|k| k..k + 1)
+        .chain(
+            (large..files.len())
+                .step_by(SMALL_RUN)
+                .map(|k| k..(k + SMALL_RUN).min(files.len())),
+        )
+        .collect();
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(2, 4);
@@ -327,16 +341,15 @@ fn kept_files(
     let (kept, found) = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
-                let (prober, files, next) = (&prober, &files, &next);
+                let (prober, files, runs, next) = (&prober, &files, &runs, &next);
                 scope.spawn(move || {
                     let mut buf = vec![0u8; super::CHUNK_MAX as usize];
                     let mut probe = Probe::default();
                     let mut kept = Vec::new();
-                    loop {
-                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(&i) = files.get(k) else {
-                            break;
-                        };
+                    let claimed = std::iter::from_fn(|| {
+                        runs.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                    });
+                    for &i in claimed.flat_map(|run| &files[run.clone()]) {
                         let e = &index.entries[i];
                         let Some(stat) = prober.found(&e.name, e.size, &mut probe) else {
                             continue;
