@@ -81,6 +81,15 @@ fn restore(ctx: &TestContext, dir: &Path, key: &str) -> ferry_tests::Run {
     ctx.run_in(dir, &["--json", "cache", "restore", "--key", key])
 }
 
+/// A runner's workspace into which the tree, saved as `ws`, was restored.
+fn restored_workspace(ctx: &TestContext) -> std::path::PathBuf {
+    make_tree(&ctx.work.join("tree"));
+    save(ctx, &ctx.work, "ws", &[]);
+    let target = ctx.dir("runner-workspace");
+    restore(ctx, &target, "ws").ok();
+    target
+}
+
 #[test]
 fn chunked_round_trip_keeps_bytes_modes_mtimes_links_and_empty_folders() {
     let ctx = TestContext::new();
@@ -353,10 +362,7 @@ fn a_restore_into_a_folder_holding_most_of_the_entry_rewrites_only_what_differs(
 #[test]
 fn a_file_changed_behind_a_restores_footprint_is_read_and_put_back() {
     let ctx = TestContext::new();
-    make_tree(&ctx.work.join("tree"));
-    save(&ctx, &ctx.work, "ws", &[]);
-    let target = ctx.dir("runner-workspace");
-    restore(&ctx, &target, "ws").ok();
+    let target = restored_workspace(&ctx);
     let footprints = ctx.home.join(".local/state/ferry/footprints");
     assert_eq!(
         std::fs::read_dir(&footprints).expect("footprints").count(),
@@ -389,10 +395,7 @@ fn a_file_changed_behind_a_restores_footprint_is_read_and_put_back() {
 #[test]
 fn a_file_reached_through_a_symlinked_folder_below_the_saved_path_is_never_kept() {
     let ctx = TestContext::new();
-    make_tree(&ctx.work.join("tree"));
-    save(&ctx, &ctx.work, "ws", &[]);
-    let target = ctx.dir("runner-workspace");
-    restore(&ctx, &target, "ws").ok();
+    let target = restored_workspace(&ctx);
     // An earlier step moved `nested` out of the tree and left a link to it: every file
     // below the link holds the entry's bytes, with its footprint's identity.
     let t = target.join("tree");
@@ -420,6 +423,44 @@ fn a_file_reached_through_a_symlinked_folder_below_the_saved_path_is_never_kept(
         snapshot(&moved),
         outside_before,
         "nothing changed through the link"
+    );
+}
+
+#[test]
+fn a_file_appended_to_or_rewritten_in_place_gives_back_the_chunks_it_still_holds() {
+    let ctx = TestContext::new();
+    let target = restored_workspace(&ctx);
+    let t = target.join("tree");
+    let index_only = restore(&ctx, &target, "ws");
+    index_only.ok();
+    let index_only = index_only.json()["bytes"].as_u64().expect("bytes");
+
+    // Appended to: every chunk of the entry's file is still at its offset.
+    let mut big = std::fs::read(t.join("big1.bin")).expect("read");
+    big.extend_from_slice(b"appended by a later step\n");
+    std::fs::write(t.join("big1.bin"), &big).expect("write");
+    let run = restore(&ctx, &target, "ws");
+    run.ok();
+    assert_eq!(snapshot(&t), snapshot(&ctx.work.join("tree")));
+    assert_eq!(
+        run.json()["bytes"].as_u64(),
+        Some(index_only),
+        "nothing but the index is fetched: {}",
+        run.json()
+    );
+
+    // 100 bytes rewritten in the middle of 2 MB: only the chunk holding them is fetched,
+    // with the block it is stored in (about 1 MiB), not the whole file.
+    let mut big = std::fs::read(t.join("big1.bin")).expect("read");
+    big[1_000_000..1_000_100].fill(b'x');
+    std::fs::write(t.join("big1.bin"), &big).expect("write");
+    let run = restore(&ctx, &target, "ws");
+    run.ok();
+    assert_eq!(snapshot(&t), snapshot(&ctx.work.join("tree")));
+    let fetched = run.json()["bytes"].as_u64().expect("bytes") - index_only;
+    assert!(
+        fetched > 0 && fetched < 1_500_000,
+        "{fetched} bytes of packs fetched for one changed chunk of a 2 MB file"
     );
 }
 

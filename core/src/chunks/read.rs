@@ -134,6 +134,8 @@ trait Sink {
         fix: bool,
     ) -> Result<(), ArchiveError>;
     fn hard_link(&mut self, name: &str, target: &str) -> Result<(), ArchiveError>;
+    /// The file the check found at `name`'s place (device and inode), opened for reading.
+    fn existing(&mut self, name: &str, dev: u64, ino: u64) -> Result<std::fs::File, ArchiveError>;
 }
 
 fn corrupt(e: std::io::Error) -> ArchiveError {
@@ -171,6 +173,9 @@ impl Sink for Lander {
     }
     fn hard_link(&mut self, name: &str, target: &str) -> Result<(), ArchiveError> {
         Lander::hard_link(self, name.as_bytes(), target.as_bytes())
+    }
+    fn existing(&mut self, name: &str, dev: u64, ino: u64) -> Result<std::fs::File, ArchiveError> {
+        Lander::existing_file(self, name, dev, ino)
     }
 }
 
@@ -256,26 +261,26 @@ pub async fn land(
         tokio::task::spawn_blocking(move || {
             lander.begin(source);
             lander.reserve(index.entries.len());
-            let kept = if keep_existing {
-                kept_files(&mut lander, &index, &footprint)
+            let checked = if keep_existing {
+                check_files(&mut lander, &index, &footprint)
             } else {
-                Vec::new()
+                Checked::default()
             };
-            (lander, kept)
+            (lander, checked)
         })
         .await
         .map_err(|_| ArchiveError::Internal {
             what: "the thread checking files on disk stopped".into(),
         })?
     };
-    let (lander, found) = planned;
-    let kept: HashMap<usize, bool> = found.iter().map(|&(i, fix, _)| (i, fix)).collect();
-    let unchanged = found
-        .into_iter()
-        .filter(|&(_, fix, _)| !fix)
-        .map(|(i, _, id)| (i, id))
+    let (lander, checked) = planned;
+    let unchanged = checked
+        .kept
+        .iter()
+        .filter(|(_, k)| !k.fix)
+        .map(|(&i, k)| (i, k.id))
         .collect();
-    let (lander, downloaded) = feed(store, lander, Arc::clone(&index), kept).await?;
+    let (lander, downloaded) = feed(store, lander, Arc::clone(&index), checked).await?;
     Ok((
         lander,
         LandOutcome {
@@ -287,16 +292,39 @@ pub async fn land(
     ))
 }
 
-/// Files of the index already on disk with its content (indexes into `entries`), checked on
-/// a few threads: each is read and hashed chunk by chunk against the index, unless
-/// `footprint` vouches for it. Each comes with whether its mode or time differ from the
-/// entry's (and are set at commit), and what `lstat` said of it. The lander takes the
-/// folders the check found as its own look at them.
-fn kept_files(
-    lander: &mut Lander,
-    index: &Index,
-    footprint: &Footprint,
-) -> Vec<(usize, bool, FileId)> {
+/// A file already at its place with the entry's content, kept.
+#[derive(Debug, Clone, Copy)]
+struct Kept {
+    /// Its mode or time differ from the entry's and are set at commit.
+    fix: bool,
+    /// What `lstat` said of it.
+    id: FileId,
+}
+
+/// A file at its place whose content differs from the entry's but holds some of its chunks
+/// at their offsets (a file appended to, or partly rewritten in place): those are copied
+/// from it, checked again, rather than fetched.
+#[derive(Debug, Clone)]
+struct Seed {
+    /// For each of the entry's chunks of the file, whether the file on disk holds it.
+    local: Vec<bool>,
+    dev: u64,
+    ino: u64,
+}
+
+/// What the check of the files on disk found, by index into `entries`.
+#[derive(Debug, Default)]
+struct Checked {
+    kept: HashMap<usize, Kept>,
+    seeds: HashMap<usize, Seed>,
+}
+
+/// Checks the files of the index already on disk, on a few threads: each file at its place
+/// is read and hashed chunk by chunk against the index, unless `footprint` vouches for it.
+/// A file with the entry's content is kept; one holding only some of its chunks at their
+/// offsets seeds the file written in its place. The lander takes the folders the check
+/// found as its own look at them.
+fn check_files(lander: &mut Lander, index: &Index, footprint: &Footprint) -> Checked {
     let prober = lander.prober();
     // A file other names link to is written again with them: a hard link is made to a file
     // this restore writes, never to one already on disk.
@@ -338,65 +366,87 @@ fn kept_files(
         .map_or(2, |n| n.get())
         .clamp(2, 4);
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let (kept, found) = std::thread::scope(|scope| {
+    let (checked, found) = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 let (prober, files, runs, next) = (&prober, &files, &runs, &next);
                 scope.spawn(move || {
                     let mut buf = vec![0u8; super::CHUNK_MAX as usize];
                     let mut probe = Probe::default();
-                    let mut kept = Vec::new();
+                    let mut checked = Checked::default();
                     let claimed = std::iter::from_fn(|| {
                         runs.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
                     });
                     for &i in claimed.flat_map(|run| &files[run.clone()]) {
                         let e = &index.entries[i];
-                        let Some(stat) = prober.found(&e.name, e.size, &mut probe) else {
+                        let Some(stat) = prober.found(&e.name, &mut probe) else {
                             continue;
                         };
-                        let fix = stat.mode & 0o7777 != crate::unpack::restored_mode(e.mode)
-                            || stat.mtime.0 != e.mtime;
+                        let kept = Kept {
+                            fix: stat.mode & 0o7777 != crate::unpack::restored_mode(e.mode)
+                                || stat.mtime.0 != e.mtime,
+                            id: FileId::of(&stat),
+                        };
                         // A file its footprint vouches for is kept unread; any other is read
                         // through a handle that is still the file looked at.
-                        let same = (!footprint.is_empty()
-                            && footprint.vouches(&e.name, &stat, &content_id(index, &e.chunks)))
-                            || Prober::open(&probe, &e.name, &stat)
-                                .is_some_and(|file| same_content(file, index, &e.chunks, &mut buf));
-                        if same {
-                            kept.push((i, fix, FileId::of(&stat)));
+                        if stat.size == e.size
+                            && !footprint.is_empty()
+                            && footprint.vouches(&e.name, &stat, &content_id(index, &e.chunks))
+                        {
+                            checked.kept.insert(i, kept);
+                            continue;
+                        }
+                        let Some(file) = Prober::open(&probe, &e.name, &stat) else {
+                            continue;
+                        };
+                        let local = chunks_held(file, index, &e.chunks, &mut buf);
+                        if stat.size == e.size && local.iter().all(|&held| held) {
+                            checked.kept.insert(i, kept);
+                        } else if local.contains(&true) {
+                            let (dev, ino) = (stat.dev, stat.ino);
+                            checked.seeds.insert(i, Seed { local, dev, ino });
                         }
                     }
-                    (kept, probe)
+                    (checked, probe)
                 })
             })
             .collect();
-        let mut kept = Vec::new();
+        let mut checked = Checked::default();
         let mut found: HashMap<String, _> = HashMap::new();
         for h in handles {
-            let (k, probe) = h.join().unwrap_or_default();
-            kept.extend(k);
+            let (c, probe) = h.join().unwrap_or_default();
+            checked.kept.extend(c.kept);
+            checked.seeds.extend(c.seeds);
             found.extend(probe.into_folders());
         }
-        (kept, found)
+        (checked, found)
     });
     lander.probed(found);
-    kept
+    checked
 }
 
-/// True when the file, already known to be as long as the chunks, holds their bytes.
-fn same_content(mut file: std::fs::File, index: &Index, chunks: &[u32], buf: &mut [u8]) -> bool {
+/// For each of `chunks`, whether the file holds its bytes at its offset (read in order, up
+/// to the end of the chunks or of the file).
+fn chunks_held(
+    mut file: std::fs::File,
+    index: &Index,
+    chunks: &[u32],
+    buf: &mut [u8],
+) -> Vec<bool> {
+    let mut held = Vec::with_capacity(chunks.len());
     for &c in chunks {
         let chunk = &index.chunks[c as usize];
-        let len = chunk.len() as usize;
-        let Some(buf) = buf.get_mut(..len) else {
-            return false;
+        let Some(buf) = buf.get_mut(..chunk.len() as usize) else {
+            break;
         };
-        if file.read_exact(buf).is_err() || ChunkHash::of(buf) != *chunk.hash() {
-            return false;
+        // A short read leaves the offset unknown: nothing after it is compared.
+        if file.read_exact(buf).is_err() {
+            break;
         }
+        held.push(ChunkHash::of(buf) == *chunk.hash());
     }
-    // The prober found the file `size` bytes long on this handle: its chunks are all of it.
-    true
+    held.resize(chunks.len(), false);
+    held
 }
 
 /// The blocks arriving from the fetcher and the chunks kept for reuse, replaying the plan's
@@ -470,12 +520,46 @@ impl Blocks {
     }
 }
 
-/// A file's bytes, chunk after chunk.
+/// A file's bytes, chunk after chunk: from the blocks, or from the file on disk it replaces
+/// where that holds the chunk (checked again as it is read).
 struct FileReader<'a> {
     blocks: &'a mut Blocks,
     chunks: &'a [u32],
+    seed: Option<(&'a [bool], std::fs::File)>,
+    name: &'a str,
     next: usize,
+    /// Where in the file the next chunk starts.
+    at: u64,
     current: Option<(Arc<Vec<u8>>, Range<usize>)>,
+}
+
+impl FileReader<'_> {
+    /// Chunk `c`, the `k`th of the file, which starts at `offset`.
+    fn chunk(
+        &mut self,
+        k: usize,
+        c: u32,
+        offset: u64,
+    ) -> Result<(Arc<Vec<u8>>, Range<usize>), ArchiveError> {
+        let Some((local, file)) = self.seed.as_mut() else {
+            return self.blocks.take(c);
+        };
+        if !local.get(k).is_some_and(|&held| held) {
+            return self.blocks.take(c);
+        }
+        let chunk = &self.blocks.index.chunks[c as usize];
+        let mut bytes = vec![0u8; chunk.len() as usize];
+        use std::os::unix::fs::FileExt;
+        if file.read_exact_at(&mut bytes, offset).is_err() || ChunkHash::of(&bytes) != *chunk.hash()
+        {
+            return Err(ArchiveError::Conflict {
+                path: self.name.to_string(),
+                reason: "it changed while it was being restored; restore again".into(),
+            });
+        }
+        let len = bytes.len();
+        Ok((Arc::new(bytes), 0..len))
+    }
 }
 
 impl Read for FileReader<'_> {
@@ -489,11 +573,14 @@ impl Read for FileReader<'_> {
                     return Ok(n);
                 }
             }
-            let Some(&c) = self.chunks.get(self.next) else {
+            let k = self.next;
+            let Some(&c) = self.chunks.get(k) else {
                 return Ok(0);
             };
             self.next += 1;
-            match self.blocks.take(c) {
+            let offset = self.at;
+            self.at += self.blocks.index.chunks[c as usize].len();
+            match self.chunk(k, c, offset) {
                 Ok(x) => self.current = Some(x),
                 Err(e) => {
                     let msg = e.to_string();
@@ -511,19 +598,28 @@ async fn feed<S: Sink + Send + 'static>(
     store: &Store,
     sink: S,
     index: Arc<Index>,
-    kept: HashMap<usize, bool>,
+    checked: Checked,
 ) -> Result<(S, u64), EntryError> {
-    let written: Vec<usize> = index
+    let Checked { kept, seeds } = checked;
+    // The chunks each written file takes from the blocks: all of them, but those its seed
+    // holds.
+    let fetched: Vec<std::borrow::Cow<[u32]>> = index
         .entries
         .iter()
         .enumerate()
         .filter(|(i, e)| e.kind == Kind::File && !kept.contains_key(i))
-        .map(|(i, _)| i)
+        .map(|(i, e)| match seeds.get(&i) {
+            Some(seed) => e
+                .chunks
+                .iter()
+                .zip(&seed.local)
+                .filter(|&(_, &held)| !held)
+                .map(|(&c, _)| c)
+                .collect(),
+            None => std::borrow::Cow::Borrowed(e.chunks.as_slice()),
+        })
         .collect();
-    let files: Vec<&[u32]> = written
-        .iter()
-        .map(|&i| index.entries[i].chunks.as_slice())
-        .collect();
+    let files: Vec<&[u32]> = fetched.iter().map(|f| f.as_ref()).collect();
     let loads = fetch::plan_loads(&index, &files);
     let mut uses = vec![0u32; index.chunks.len()];
     for f in &files {
@@ -573,14 +669,24 @@ async fn feed<S: Sink + Send + 'static>(
                             sink.hard_link(&e.name, e.target.as_deref().unwrap_or_default())?
                         }
                         Kind::File if kept.contains_key(&i) => {
-                            let fix = kept.get(&i).copied().unwrap_or(true);
+                            let fix = kept.get(&i).is_none_or(|k| k.fix);
                             sink.keep(&e.name, e.mode, e.mtime, e.size, fix)?
                         }
                         Kind::File => {
+                            let seed = match seeds.get(&i) {
+                                Some(s) => Some((
+                                    s.local.as_slice(),
+                                    sink.existing(&e.name, s.dev, s.ino)?,
+                                )),
+                                None => None,
+                            };
                             let mut reader = FileReader {
                                 blocks: &mut blocks,
                                 chunks: &e.chunks,
+                                seed,
+                                name: &e.name,
                                 next: 0,
+                                at: 0,
                                 current: None,
                             };
                             sink.file(&e.name, e.mode, e.mtime, e.size, &mut reader)?;
@@ -787,6 +893,11 @@ impl<W: Write> Sink for ExportSink<W> {
             what: "an export keeps no files".into(),
         })
     }
+    fn existing(&mut self, _: &str, _: u64, _: u64) -> Result<std::fs::File, ArchiveError> {
+        Err(ArchiveError::Internal {
+            what: "an export reads no files on disk".into(),
+        })
+    }
     fn hard_link(&mut self, name: &str, target: &str) -> Result<(), ArchiveError> {
         let mut h = Self::header(tar::EntryType::Link, 0o644, 0, 0);
         crate::archive::append_raw(
@@ -808,6 +919,6 @@ pub async fn export<W: Write + Send + 'static>(
     out: W,
 ) -> Result<W, EntryError> {
     let index = Arc::new(read_index(store, data, packs).await?);
-    let (sink, _) = feed(store, ExportSink::new(out), index, HashMap::new()).await?;
+    let (sink, _) = feed(store, ExportSink::new(out), index, Checked::default()).await?;
     Ok(sink.finish()?)
 }

@@ -798,6 +798,29 @@ impl Lander {
         Ok((tmp, Some(i)))
     }
 
+    /// The regular file at `name`'s place, opened for reading (never through a link there),
+    /// when it is still the one found before (device and inode).
+    pub fn existing_file(&self, name: &str, dev: u64, ino: u64) -> Result<fs::File, ArchiveError> {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let name = rules::check_name(name.as_bytes(), &self.src().roots)
+            .map_err(|r| unsafe_entry(name.as_bytes(), r.to_string()))?;
+        let dest = (self.src().resolve)(&name);
+        let changed = || ArchiveError::Conflict {
+            path: dest.display().to_string(),
+            reason: "it changed while it was being restored; restore again".into(),
+        };
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&dest)
+            .map_err(|_| changed())?;
+        let m = file.metadata().map_err(|_| changed())?;
+        if !m.file_type().is_file() || m.dev() != dev || m.ino() != ino {
+            return Err(changed());
+        }
+        Ok(file)
+    }
+
     /// What the current source may ask about the tree on disk before it lays entries down.
     pub fn prober(&self) -> Prober<'_> {
         Prober {
@@ -1226,12 +1249,12 @@ fn folder_flags() -> rustix::fs::OFlags {
 }
 
 impl Prober<'_> {
-    /// What `lstat` says of the file at `name`'s place, when it may be kept as it is: a
-    /// regular file of `size` bytes reached without a symlink below its root (the root
+    /// What `lstat` says of the file at `name`'s place, when it is one a restore may keep or
+    /// copy chunks from: a regular file reached without a symlink below its root (the root
     /// itself a link only with `keep_root_links`), as [`Lander::keep`] will find it. The
     /// caller compares its content with the entry's, through [`Prober::open`], or trusts a
     /// footprint that vouches for it.
-    pub fn found(&self, name: &str, size: u64, probe: &mut Probe) -> Option<Stat> {
+    pub fn found(&self, name: &str, probe: &mut Probe) -> Option<Stat> {
         let name = rules::check_name(name.as_bytes(), &self.source.roots).ok()?;
         let root = rules::root_of(&name, &self.source.roots)?;
         if name == root {
@@ -1241,7 +1264,7 @@ impl Prober<'_> {
         let file = below(&name, parent_name(&name)?);
         let stat = rustix::fs::statat(folder, file, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).ok()?;
         let stat = Stat::from(&stat);
-        (stat.is_file() && stat.size == size).then_some(stat)
+        stat.is_file().then_some(stat)
     }
 
     /// The folder `folder` (below or at `root`) held open, reached from the root one part
