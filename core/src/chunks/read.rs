@@ -426,7 +426,9 @@ fn check_files(lander: &mut Lander, index: &Index, footprint: &Footprint) -> Che
 }
 
 /// For each of `chunks`, whether the file holds its bytes at its offset (read in order, up
-/// to the end of the chunks or of the file).
+/// to the end of the chunks or of the file). A file that holds neither of its first two
+/// chunks is taken as rewritten through and not read further: restoring over a rebuilt
+/// tree reads at most two chunks of each file it cannot use.
 fn chunks_held(
     mut file: std::fs::File,
     index: &Index,
@@ -444,6 +446,9 @@ fn chunks_held(
             break;
         }
         held.push(ChunkHash::of(buf) == *chunk.hash());
+        if held == [false, false] {
+            break;
+        }
     }
     held.resize(chunks.len(), false);
     held
@@ -921,4 +926,42 @@ pub async fn export<W: Write + Send + 'static>(
     let index = Arc::new(read_index(store, data, packs).await?);
     let (sink, _) = feed(store, ExportSink::new(out), index, Checked::default()).await?;
     Ok(sink.finish()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunks::index::{Chunk, INDEX_VERSION};
+    use crate::chunks::{ChunkHash, ChunkerParams};
+
+    #[test]
+    fn a_file_holding_neither_of_its_first_two_chunks_is_read_no_further() {
+        let parts: [&[u8]; 4] = [b"aaaa", b"bbbb", b"cccc", b"dddd"];
+        let index = Index {
+            version: INDEX_VERSION,
+            chunker: ChunkerParams::default(),
+            packs: vec![],
+            blocks: vec![],
+            chunks: parts
+                .iter()
+                .map(|p| Chunk(0, 0, p.len() as u32, ChunkHash::of(p)))
+                .collect(),
+            entries: vec![],
+            whole_roots: vec![],
+            excludes: vec![],
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let held = |bytes: &[u8]| {
+            let path = dir.path().join("f");
+            std::fs::write(&path, bytes).expect("write");
+            let file = std::fs::File::open(&path).expect("open");
+            chunks_held(file, &index, &[0, 1, 2, 3], &mut [0u8; 16])
+        };
+        assert_eq!(held(b"aaaabbbbccccddddappended"), [true; 4]);
+        assert_eq!(held(b"aaaabbbbXXXXdddd"), [true, true, false, true]);
+        assert_eq!(held(b"XXXXbbbbccccdddd"), [false, true, true, true]);
+        assert_eq!(held(b"aaaabb"), [true, false, false, false]);
+        // Rewritten through, though its end matches again: not read past two chunks.
+        assert_eq!(held(b"XXXXYYYYccccdddd"), [false; 4]);
+    }
 }
