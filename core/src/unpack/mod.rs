@@ -105,62 +105,115 @@ pub fn unknown_below(
     excludes: &globset::GlobSet,
     known: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<Unknown>, ArchiveError> {
-    let mut out = Vec::new();
-    let mut it = walkdir::WalkDir::new(dest)
-        .min_depth(1)
-        .follow_links(false)
-        .into_iter();
-    while let Some(entry) = it.next() {
-        let entry = entry.map_err(|e| ArchiveError::Io {
+    use rustix::fs::{AtFlags, CWD, Dir, FileType, OFlags, openat, statat};
+    // Folders are read whole and looked into by their parent's handle (one name to look
+    // up, not a path); past `HELD` levels a folder is reopened by its path, so a deep tree
+    // does not hold a handle per level.
+    const HELD: usize = 32;
+    struct Frame {
+        /// The folder's name (as an entry holds it) and its path.
+        name: String,
+        path: PathBuf,
+        /// Held open to look into its folders, down to `HELD` levels.
+        dir: Option<Dir>,
+        listed: std::vec::IntoIter<(String, FileType)>,
+    }
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let read = |fd: rustix::fd::OwnedFd, path: &Path, depth: usize| {
+        let failed = |e: rustix::io::Errno| ArchiveError::Io {
             op: "read the folder",
-            path: e
-                .path()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| dest.display().to_string()),
-            source: e
-                .into_io_error()
-                .unwrap_or_else(|| std::io::Error::other("filesystem loop")),
-        })?;
-        let ft = entry.file_type();
-        let is_dir = ft.is_dir();
-        let ours = entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.starts_with(tag));
-        let rel = entry
-            .path()
-            .strip_prefix(dest)
-            .ok()
-            .and_then(|r| crate::paths::to_slash(r).ok());
-        let Some(rel) = rel.filter(|_| !ours) else {
-            if is_dir {
-                it.skip_current_dir();
+            path: path.display().to_string(),
+            source: e.into(),
+        };
+        let mut dir = Dir::new(fd).map_err(failed)?;
+        let mut listed = Vec::new();
+        while let Some(entry) = dir.read() {
+            let entry = entry.map_err(failed)?;
+            let bytes = entry.file_name().to_bytes();
+            if bytes == b"." || bytes == b".." {
+                continue;
             }
+            // A name that is not UTF-8 is no entry's and passed over, as a staged one is.
+            let Ok(file) = std::str::from_utf8(bytes) else {
+                continue;
+            };
+            if file.starts_with(tag) {
+                continue;
+            }
+            let mut kind = entry.file_type();
+            if kind == FileType::Unknown {
+                kind = statat(dir.fd().map_err(failed)?, file, AtFlags::SYMLINK_NOFOLLOW)
+                    .map(|s| FileType::from_raw_mode(s.st_mode))
+                    .map_err(failed)?;
+            }
+            listed.push((file.to_string(), kind));
+        }
+        Ok::<_, ArchiveError>(((depth < HELD).then_some(dir), listed.into_iter()))
+    };
+    let opened = |at: Option<&Dir>, file: &str, path: &Path| {
+        match at.and_then(|d| d.fd().ok()) {
+            Some(fd) => openat(fd, file, flags | OFlags::NOFOLLOW, Mode::empty()),
+            None => openat(CWD, path, flags | OFlags::NOFOLLOW, Mode::empty()),
+        }
+        .map_err(|e| ArchiveError::Io {
+            op: "read the folder",
+            path: path.display().to_string(),
+            source: e.into(),
+        })
+    };
+    // The root itself is followed if it is a link, as a walk starting there would.
+    let top = openat(CWD, dest, flags, Mode::empty()).map_err(|e| ArchiveError::Io {
+        op: "read the folder",
+        path: dest.display().to_string(),
+        source: e.into(),
+    })?;
+    let (dir, listed) = read(top, dest, 0)?;
+    let mut stack = vec![Frame {
+        name: root.to_string(),
+        path: dest.to_path_buf(),
+        dir,
+        listed,
+    }];
+    let mut out = Vec::new();
+    let mut name = String::new();
+    while let Some(frame) = stack.last_mut() {
+        let Some((file, kind)) = frame.listed.next() else {
+            stack.pop();
             continue;
         };
-        let name = if root == "." {
-            rel
-        } else {
-            format!("{root}/{rel}")
-        };
-        if excludes.is_match(&name) {
-            if is_dir {
-                it.skip_current_dir();
-            }
+        name.clear();
+        if frame.name != "." {
+            name.push_str(&frame.name);
+            name.push('/');
+        }
+        name.push_str(&file);
+        let is_dir = kind == FileType::Directory;
+        if !excludes.is_empty() && excludes.is_match(&name) {
             continue;
         }
         if known(&name) {
+            if is_dir {
+                let path = frame.path.join(&file);
+                let fd = opened(frame.dir.as_ref(), &file, &path)?;
+                let (dir, listed) = read(fd, &path, stack.len())?;
+                stack.push(Frame {
+                    name: name.clone(),
+                    path,
+                    dir,
+                    listed,
+                });
+            }
             continue;
         }
-        if ft.is_file() || ft.is_symlink() || is_dir {
+        if matches!(
+            kind,
+            FileType::RegularFile | FileType::Symlink | FileType::Directory
+        ) {
             out.push(Unknown {
-                name,
-                path: entry.path().to_path_buf(),
+                name: name.clone(),
+                path: frame.path.join(&file),
                 is_dir,
             });
-        }
-        if is_dir {
-            it.skip_current_dir();
         }
     }
     Ok(out)
@@ -1642,6 +1695,50 @@ mod tests {
         assert_eq!(
             fs::read_link(root.join("abs/l")).expect("a link"),
             Path::new("x")
+        );
+    }
+
+    #[test]
+    fn the_walk_for_unknown_names_reaches_below_its_held_folders_and_follows_no_link() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = dir.path().join("root");
+        let outside = dir.path().join("outside");
+        fs::create_dir_all(outside.join("inner")).expect("outside");
+        let mut known = vec!["r".to_string()];
+        let mut at = dest.clone();
+        let mut name = "r".to_string();
+        // Deeper than the walk holds folders open: the bottom ones are reopened by path.
+        for level in 0..40 {
+            at = at.join(format!("d{level}"));
+            name = format!("{name}/d{level}");
+            fs::create_dir_all(&at).expect("folder");
+            fs::write(at.join("kept"), b"k").expect("file");
+            known.push(name.clone());
+            known.push(format!("{name}/kept"));
+        }
+        fs::write(at.join("stray"), b"s").expect("stray");
+        std::os::unix::fs::symlink(&outside, dest.join("d0/link")).expect("link");
+        // A known name that is a link to a folder is not walked into.
+        std::os::unix::fs::symlink(&outside, dest.join("d0/d1/known-link")).expect("link");
+        known.push("r/d0/d1/known-link".into());
+        fs::create_dir(dest.join(".ferry-staged")).expect("staged");
+        fs::create_dir(dest.join("skipped")).expect("excluded");
+        let excludes = crate::glob::set(&["r/skipped".to_string()]).expect("globs");
+        let found = unknown_below(&dest, "r", ".ferry-", &excludes, &|n| {
+            known.iter().any(|k| k == n)
+        })
+        .expect("walked");
+        let mut names: Vec<(String, PathBuf, bool)> = found
+            .into_iter()
+            .map(|u| (u.name, u.path, u.is_dir))
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                (format!("{name}/stray"), at.join("stray"), false),
+                ("r/d0/link".to_string(), dest.join("d0/link"), false),
+            ]
         );
     }
 }
