@@ -51,9 +51,19 @@ pub fn normalize(raw: &str) -> String {
 
 /// True when [`normalize`] leaves `raw` as it is.
 pub fn is_normal(raw: &str) -> bool {
-    // Most names are relative and made of plain parts: no need to build the normal form.
-    raw.split('/')
-        .all(|p| !p.is_empty() && p != "." && p != "..")
+    // Most names are relative and made of plain parts: no need to build the normal form, nor
+    // to split them where no part can be empty, `.` or `..`.
+    let plain = |raw: &str| {
+        !raw.is_empty()
+            && !raw.starts_with(['/', '.'])
+            && !raw.ends_with('/')
+            && !raw.contains("//")
+            && !raw.contains("/.")
+    };
+    plain(raw)
+        || raw
+            .split('/')
+            .all(|p| !p.is_empty() && p != "." && p != "..")
         || normalize(raw) == raw
 }
 
@@ -74,7 +84,7 @@ pub fn is_within(path: &str, root: &str) -> bool {
             _ => return false,
         }
     };
-    !below.split('/').any(|part| part == "..")
+    !below.contains("..") || !below.split('/').any(|part| part == "..")
 }
 
 /// Converts a filesystem path to a `/`-separated string, refusing non-UTF-8 names.

@@ -109,8 +109,10 @@ impl Footprint {
                 continue;
             };
             let stamp = (meta.mtime(), meta.mtime_nsec());
-            if let Some(parsed) = parse(&bytes, root, stamp) {
-                files.extend(parsed);
+            match parse(&bytes, root, stamp) {
+                Some(parsed) if files.is_empty() => files = parsed,
+                Some(parsed) => files.extend(parsed),
+                None => {}
             }
         }
         Footprint { files }
@@ -138,7 +140,8 @@ impl Footprint {
 /// Records below `root`, stamped `stamp`; `None` when the bytes are not a footprint.
 fn parse(bytes: &[u8], root: &str, stamp: (i64, i64)) -> Option<HashMap<String, Seen>> {
     let mut rest = bytes.strip_prefix(MAGIC)?;
-    let mut files = HashMap::new();
+    // Names of about 64 bytes: sized once rather than grown record by record.
+    let mut files = HashMap::with_capacity(rest.len() / (4 + 64 + FIXED));
     let u64_at = |b: &[u8], at: usize| -> Option<u64> {
         Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
     };

@@ -123,23 +123,11 @@ impl ChunkHash {
     }
 
     pub fn to_hex(&self) -> String {
-        use std::fmt::Write;
-        let mut s = String::with_capacity(64);
-        for b in self.0 {
-            let _ = write!(s, "{b:02x}");
-        }
-        s
+        blake3::Hash::from_bytes(self.0).to_hex().to_string()
     }
 
     pub fn from_hex(s: &str) -> Option<Self> {
-        if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        let mut out = [0u8; 32];
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-        }
-        Some(Self(out))
+        blake3::Hash::from_hex(s).ok().map(|h| Self(*h.as_bytes()))
     }
 }
 

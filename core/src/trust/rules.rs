@@ -131,7 +131,10 @@ fn check_shape(raw: &[u8]) -> Result<&str, Refusal> {
         return Err(Refusal::Nul);
     }
     let text = std::str::from_utf8(raw).map_err(|_| Refusal::NotUtf8)?;
-    if let Some(long) = text.split('/').map(str::len).find(|&l| l > COMPONENT_MAX) {
+    // A name no longer than the limit has no part longer than it.
+    if text.len() > COMPONENT_MAX
+        && let Some(long) = text.split('/').map(str::len).find(|&l| l > COMPONENT_MAX)
+    {
         return Err(Refusal::ComponentTooLong { len: long });
     }
     Ok(text)
