@@ -223,7 +223,8 @@ pub(crate) fn start(
             let (out_tx, out_rx) = std::sync::mpsc::sync_channel::<Loaded>(WORKER_AHEAD);
             let (index, reqs, uses) = (Arc::clone(&index), Arc::clone(&reqs), Arc::clone(&uses));
             std::thread::spawn(move || {
-                let mut z = zstd::bulk::Decompressor::new().ok();
+                // One context per thread, reused for every block it decompresses.
+                let mut z = zstd::zstd_safe::DCtx::try_create();
                 for next in in_rx {
                     let failure = match (next, z.as_mut()) {
                         (Ok((i, bytes)), Some(z)) => {
@@ -411,7 +412,7 @@ fn read_local(
 
 /// Decompresses block `b` found at `off` in `bytes` and checks the chunks `uses` of it.
 fn decompress(
-    z: &mut zstd::bulk::Decompressor<'_>,
+    z: &mut zstd::zstd_safe::DCtx<'static>,
     index: &Index,
     b: u32,
     bytes: &[u8],
@@ -439,13 +440,15 @@ fn decompress(
     if need < block.raw() {
         use std::io::Read;
         let mut raw = vec![0u8; need];
-        zstd::stream::read::Decoder::with_buffer(stored)
-            .and_then(|mut d| d.read_exact(&mut raw))
+        zstd::stream::read::Decoder::with_context(stored, z)
+            .read_exact(&mut raw)
             .map_err(bad)?;
         check_chunks(index, pack, block.offset(), &raw, uses)?;
         return Ok(raw);
     }
-    let raw = z.decompress(stored, block.raw()).map_err(bad)?;
+    let mut raw = Vec::with_capacity(block.raw());
+    z.decompress(&mut raw, stored)
+        .map_err(|code| bad(std::io::Error::other(zstd::zstd_safe::get_error_name(code))))?;
     if raw.len() != block.raw() {
         return Err(ArchiveError::Corrupt {
             detail: format!(
