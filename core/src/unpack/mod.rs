@@ -119,12 +119,16 @@ pub fn unknown_below(
         listed: std::vec::IntoIter<(String, FileType)>,
     }
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    let read = |fd: rustix::fd::OwnedFd, path: &Path, depth: usize| {
-        let failed = |e: rustix::io::Errno| ArchiveError::Io {
+    let unread = |path: &Path| {
+        let path = path.display().to_string();
+        move |e: rustix::io::Errno| ArchiveError::Io {
             op: "read the folder",
-            path: path.display().to_string(),
+            path,
             source: e.into(),
-        };
+        }
+    };
+    let read = |fd: rustix::fd::OwnedFd, path: &Path, depth: usize| {
+        let failed = |e| unread(path)(e);
         let mut dir = Dir::new(fd).map_err(failed)?;
         let mut listed = Vec::new();
         while let Some(entry) = dir.read() {
@@ -155,18 +159,10 @@ pub fn unknown_below(
             Some(fd) => openat(fd, file, flags | OFlags::NOFOLLOW, Mode::empty()),
             None => openat(CWD, path, flags | OFlags::NOFOLLOW, Mode::empty()),
         }
-        .map_err(|e| ArchiveError::Io {
-            op: "read the folder",
-            path: path.display().to_string(),
-            source: e.into(),
-        })
+        .map_err(unread(path))
     };
     // The root itself is followed if it is a link, as a walk starting there would.
-    let top = openat(CWD, dest, flags, Mode::empty()).map_err(|e| ArchiveError::Io {
-        op: "read the folder",
-        path: dest.display().to_string(),
-        source: e.into(),
-    })?;
+    let top = openat(CWD, dest, flags, Mode::empty()).map_err(unread(dest))?;
     let (dir, listed) = read(top, dest, 0)?;
     let mut stack = vec![Frame {
         name: root.to_string(),
