@@ -22,6 +22,7 @@ table printed at the end is what bench/README.md shows.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import math
@@ -34,12 +35,18 @@ import time
 from pathlib import Path
 
 import measure
+import scratchfs
 from measure import MiB, Run, Series
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 WORK = BENCH_DIR / "work" / "chunked"
 RESULTS = BENCH_DIR / "chunked-results.json"
+# Where restores, the warm job's tree and the copies write: a journaled ext4 made for the run
+# (scratchfs.py) unless --no-ext4 or it cannot be made here; then WORK on the root file system,
+# which is slow to create files for minutes after a mass deletion.
+TREES = WORK
+TREES_INFO: dict = {"kind": "root file system", "path": str(WORK)}
 PROJECT = "bench"
 NETNS = "ferrybench"
 RATE = "1000mbit"  # 125 MB/s
@@ -317,7 +324,7 @@ def bench_corpus(name: str, corpus: Path, lane: Lane, runs: int) -> dict:
     paths = spec["paths"]
     save_args = ["cache", "save", *sum((["--path", p] for p in paths), [])]
     out: dict = {"corpus": name, "lane": lane.name, "paths": paths}
-    work = WORK / name
+    work = TREES / name
     measure.remove(work)
     work.mkdir(parents=True)
     warm_inputs = [corpus / p for p in paths]
@@ -522,6 +529,8 @@ def main() -> int:
     ap.add_argument("--quiet", type=float, default=0.0,
                     help="wait before each run until others use less than this share of the CPU (0: never)")
     ap.add_argument("--record", action="store_true", help=f"write {RESULTS.name}")
+    ap.add_argument("--no-ext4", action="store_true",
+                    help="write trees on the root file system, not on a journaled ext4 made for the run")
     args = ap.parse_args()
     FERRY = Path(args.ferry).resolve()
     measure.QUIET = args.quiet
@@ -536,7 +545,19 @@ def main() -> int:
     env["NO_COLOR"] = "1"
     results = []
     started = dt.datetime.now(dt.timezone.utc)
+    stack = contextlib.ExitStack()
     try:
+        global TREES, TREES_INFO
+        why_not = "--no-ext4" if args.no_ext4 else scratchfs.why_unavailable()
+        if why_not is None:
+            fs = scratchfs.LoopExt4(WORK / "scratch-ext4", 8 * scratchfs.GiB)
+            TREES = stack.enter_context(fs)
+            TREES_INFO = {"kind": "journaled ext4 made for the run (loop-mounted image)", **fs.info}
+            measure.FAST_DELETE.append(TREES)
+            log(f"bench: trees are written to {TREES} ({fs.info['mount']})")
+        else:
+            TREES_INFO = {"kind": "root file system", "path": str(WORK), "why": why_not}
+            log(f"bench: trees are written to {WORK} on the root file system ({why_not})")
         for lane_name in lanes:
             lane = Network(env) if lane_name == "network" else Lane(env)
             try:
@@ -551,6 +572,7 @@ def main() -> int:
             finally:
                 lane.close()
     finally:
+        stack.close()
         measure.TRASH.empty()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                             capture_output=True, text=True).stdout.strip()
@@ -558,7 +580,7 @@ def main() -> int:
                            capture_output=True, text=True).stdout.strip()
     record = {"measured": started.isoformat(timespec="seconds"), "commit": commit,
               "dirty": bool(dirty), "runs": args.runs, "machine": os.cpu_count(),
-              "load_average": os.getloadavg(), "results": results,
+              "load_average": os.getloadavg(), "trees": TREES_INFO, "results": results,
               "targets": [t for out in results for t in targets(out)]}
     text = json.dumps(record, indent=1)
     (BENCH_DIR / "work" / f"chunked-results-{started:%Y%m%dT%H%M%S}.json").write_text(text)
