@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use ferry_core::chunks;
-use ferry_core::entry::{self, Encoding, Land};
+use ferry_core::entry::{self, Land};
 use ferry_core::manifest;
 use ferry_core::paths::{self, PathContext};
 use ferry_core::store::Store;
@@ -165,7 +165,6 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
     let at = req.at.clone();
     let lander = Lander::new(LandOptions {
         keep_root_links: req.keep_root_links,
-        remember_files: encoding == Encoding::Chunked && req.footprints.is_some(),
     });
     let landed = entry::land(
         store,
@@ -193,23 +192,16 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
         }
         Err(e) => return Err(e.into()),
     };
-    let mut landed = lander.finish_async().await?;
-    let written = landed.take_written();
-    let stats = landed.commit_async().await?;
+    let stats = lander.finish_async().await?.commit_async().await?;
     // The footprint is written on a thread of its own while the store records the hit.
     let footprint = match (req.footprints.clone(), landing.decoded.take()) {
         (Some(dir), Some(index)) => {
             let (at, roots) = (req.at.clone(), found.body.tree.paths.clone());
             let unchanged = std::mem::take(&mut landing.unchanged);
             Some(tokio::task::spawn_blocking(move || {
-                chunks::footprint::remember(
-                    &dir,
-                    &index,
-                    &unchanged,
-                    &written,
-                    &roots,
-                    &|n: &str| at.resolve(n),
-                )
+                chunks::footprint::remember(&dir, &index, &unchanged, &roots, &|n: &str| {
+                    at.resolve(n)
+                })
                 .map_err(|e| format!("{} ({e})", dir.display()))
             }))
         }

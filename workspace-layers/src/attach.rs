@@ -100,7 +100,6 @@ pub async fn attach(store: &Store, req: AttachRequest) -> Result<AttachOutcome, 
 
     let mut lander = Lander::new(LandOptions {
         keep_root_links: req.keep_root_links,
-        remember_files: false,
     });
     let mut bytes = 0;
     for &i in &ordered {

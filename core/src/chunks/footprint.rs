@@ -171,13 +171,11 @@ fn parse(bytes: &[u8], root: &str, stamp: (i64, i64)) -> Option<HashMap<String, 
 /// Writes the footprints of a restore of `index` just committed: one per root in `roots`,
 /// into `dir`, each file found where `resolve` puts it as the index describes it.
 /// `unchanged` holds the files (by index in `entries`) the restore kept without setting
-/// anything on them, as it found them, and `written` those it wrote, by name, as their
-/// handles saw them: neither is looked at again.
+/// anything on them, as it found them: they are not looked at again.
 pub fn remember(
     dir: &Path,
     index: &Index,
     unchanged: &HashMap<usize, FileId>,
-    written: &HashMap<String, Stat>,
     roots: &[String],
     resolve: &(dyn Fn(&str) -> PathBuf + Sync),
 ) -> std::io::Result<()> {
@@ -209,7 +207,7 @@ pub fn remember(
         let ids: Vec<Option<FileId>> = std::thread::scope(|scope| {
             let handles: Vec<_> = files
                 .chunks(share)
-                .map(|part| scope.spawn(move || found(part, unchanged, written, resolve)))
+                .map(|part| scope.spawn(move || found(part, unchanged, resolve)))
                 .collect();
             handles
                 .into_iter()
@@ -248,22 +246,16 @@ pub fn remember(
 fn found(
     files: &[(usize, &super::index::Entry)],
     unchanged: &HashMap<usize, FileId>,
-    written: &HashMap<String, Stat>,
     resolve: &(dyn Fn(&str) -> PathBuf + Sync),
 ) -> Vec<Option<FileId>> {
     files
         .iter()
-        .map(|(i, e)| {
-            if let Some(id) = unchanged.get(i) {
-                return Some(*id);
-            }
-            if let Some(stat) = written.get(&e.name) {
-                return Some(FileId::of(stat));
-            }
-            fs::symlink_metadata(resolve(&e.name))
+        .map(|(i, e)| match unchanged.get(i) {
+            Some(id) => Some(*id),
+            None => fs::symlink_metadata(resolve(&e.name))
                 .ok()
                 .filter(|m| m.file_type().is_file())
-                .map(|m| FileId::of(&Stat::from(&m)))
+                .map(|m| FileId::of(&Stat::from(&m))),
         })
         .collect()
 }

@@ -124,37 +124,10 @@ async fn restore_with(
     keep: bool,
     footprints: Option<&Path>,
 ) -> Result<UnpackStats> {
-    let (mut landed, landing) = land(store, packed, into, keep, footprints).await?;
-    let written = landed.take_written();
-    let stats = landed.commit_async().await?;
-    if let (Some(dir), Some(index)) = (footprints, landing.decoded) {
-        super::footprint::remember(
-            dir,
-            &index,
-            &landing.unchanged,
-            &written,
-            &packed.tree.paths,
-            &|n: &str| into.join(n),
-        )?;
-    }
-    Ok(stats)
-}
-
-/// Lays `packed` down into `into`, staged and not yet committed.
-async fn land(
-    store: &Store,
-    packed: &Packed,
-    into: &Path,
-    keep: bool,
-    footprints: Option<&Path>,
-) -> Result<(crate::unpack::Landed, entry::Landing)> {
     let base = into.to_path_buf();
     let (lander, landing) = entry::land(
         store,
-        Lander::new(LandOptions {
-            remember_files: footprints.is_some(),
-            ..LandOptions::default()
-        }),
+        Lander::new(LandOptions::default()),
         Land {
             data: packed.data.clone(),
             encoding: Encoding::Chunked,
@@ -167,7 +140,17 @@ async fn land(
         },
     )
     .await?;
-    Ok((lander.finish_async().await?, landing))
+    let stats = lander.finish_async().await?.commit_async().await?;
+    if let (Some(dir), Some(index)) = (footprints, landing.decoded) {
+        super::footprint::remember(
+            dir,
+            &index,
+            &landing.unchanged,
+            &packed.tree.paths,
+            &|n: &str| into.join(n),
+        )?;
+    }
+    Ok(stats)
 }
 
 async fn known_of(store: &Store, packed: &Packed) -> Result<Known> {
@@ -336,7 +319,6 @@ async fn a_footprint_vouches_only_for_files_untouched_since_it_was_written() -> 
             &prints,
             &index,
             &Default::default(),
-            &Default::default(),
             &packed.tree.paths,
             &resolve,
         )?;
@@ -399,46 +381,5 @@ async fn a_footprint_vouches_only_for_files_untouched_since_it_was_written() -> 
     let stats = restore_with(&store, &packed, &out, true, Some(&prints)).await?;
     assert_eq!(snapshot(&out.join("tree")), snapshot(&work.join("tree")));
     assert_eq!(stats.kept, 6, "{stats:?}");
-    Ok(())
-}
-
-#[tokio::test]
-async fn the_files_a_restore_notes_for_its_footprint_are_what_lstat_finds_after_the_commit()
--> Result<()> {
-    use super::footprint::FileId;
-    use crate::unpack::Stat;
-    let dir = tempfile::tempdir()?;
-    let store = local_store(dir.path())?;
-    let work = dir.path().join("work");
-    tree(&work)?;
-    let packed = save(&store, &work, Known::default()).await?;
-    let out = dir.path().join("out");
-    std::fs::create_dir_all(&out)?;
-    let prints = dir.path().join("footprints");
-    let (mut landed, _) = land(&store, &packed, &out, true, Some(&prints)).await?;
-    let written = landed.take_written();
-    landed.commit_async().await?;
-    let mut names: Vec<&str> = written.keys().map(String::as_str).collect();
-    names.sort_unstable();
-    // Small files come from the pool of writers, large ones from the streaming thread; the
-    // hard link's two names are one file, written under its first name only.
-    assert_eq!(
-        names,
-        [
-            "tree/empty",
-            "tree/run.sh",
-            "tree/small.txt",
-            "tree/sub/big.bin",
-            "tree/sub/copy.bin"
-        ]
-    );
-    for (name, noted) in &written {
-        let now = std::fs::symlink_metadata(out.join(name))?;
-        assert_eq!(
-            FileId::of(noted),
-            FileId::of(&Stat::from(&now)),
-            "{name} as its handle saw it and as it is after the commit"
-        );
-    }
     Ok(())
 }

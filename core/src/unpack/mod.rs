@@ -55,8 +55,6 @@ pub struct LandOptions {
     /// Follow a symlink found at a saved path itself (a user pointing `node_modules` at
     /// another disk on purpose) instead of replacing it with the entry's folder.
     pub keep_root_links: bool,
-    /// Note what each file written is on disk ([`Landed::take_written`]), for a footprint.
-    pub remember_files: bool,
 }
 
 /// One archive or index laid down by a [`Lander`]: where its names go and what bounds it.
@@ -302,19 +300,10 @@ struct PendingLink {
 pub struct Landed {
     plan: Plan,
     pub stats: UnpackStats,
-    /// With [`LandOptions::remember_files`]: each file written, by name, as its handle's
-    /// `fstat` saw it; the commit's renames change none of that.
-    written: HashMap<String, Stat>,
 }
 
 impl Landed {
     /// Moves everything into place.
-    /// The files written ([`LandOptions::remember_files`]), by name: what they are on disk
-    /// once this restore is committed.
-    pub fn take_written(&mut self) -> HashMap<String, Stat> {
-        std::mem::take(&mut self.written)
-    }
-
     pub fn commit(mut self) -> Result<UnpackStats, ArchiveError> {
         self.plan.commit()?;
         Ok(std::mem::take(&mut self.stats))
@@ -409,8 +398,7 @@ impl Lander {
     }
 
     fn writers(&mut self) -> &mut Writers {
-        let remember = self.options.remember_files;
-        self.writers.get_or_insert_with(|| Writers::new(remember))
+        self.writers.get_or_insert_with(Writers::new)
     }
 
     fn temp_name(&mut self, dir: &Path) -> PathBuf {
@@ -1055,35 +1043,16 @@ impl Lander {
     /// Waits for the writers, judges every symlink where it leads, and hands back the staged
     /// restore. On any failure everything staged is removed.
     pub fn finish(mut self) -> Result<Landed, ArchiveError> {
-        let written = match self.writers.take() {
-            Some(w) => w.finish()?,
-            None => Vec::new(),
-        };
+        if let Some(w) = self.writers.take() {
+            w.finish()?;
+        }
         self.make_links(|_| true)?;
         self.judge_links()?;
         self.stage_extras()?;
         Ok(Landed {
             plan: std::mem::take(&mut self.plan),
             stats: std::mem::take(&mut self.stats),
-            written: self.written_by_name(written),
         })
-    }
-
-    /// What the writers wrote, by the name each file is staged for: a file a later source
-    /// replaced, or one staged again, is not its name's any more.
-    fn written_by_name(&self, written: writers::Written) -> HashMap<String, Stat> {
-        if written.is_empty() {
-            return Default::default();
-        }
-        let mut at: HashMap<PathBuf, Stat> = written.into_iter().collect();
-        self.names
-            .iter()
-            .filter(|(_, n)| n.kind == Kind::File)
-            .filter_map(|(name, n)| {
-                let (path, _) = n.staged.as_ref()?;
-                Some((name.clone(), at.remove(path)?))
-            })
-            .collect()
     }
 
     /// [`Lander::finish`] on a blocking thread, for async callers.
@@ -1628,7 +1597,6 @@ mod tests {
         tar.resize(512 + 1024, 0);
         let mut lander = Lander::new(LandOptions {
             keep_root_links: true,
-            ..LandOptions::default()
         });
         lander.begin(source(root, &["a", "b/c"]));
         crate::archive::unpack(&mut lander, crate::archive::Format::Tar, &tar[..])
@@ -1653,7 +1621,6 @@ mod tests {
             std::os::unix::fs::symlink("elsewhere/a2", root.join("a")).expect("link");
             let mut lander = Lander::new(LandOptions {
                 keep_root_links: true,
-                ..LandOptions::default()
             });
             lander.begin(source(root, &["a", "b/c"]));
             if folder_entry {

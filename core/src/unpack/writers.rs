@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 
 use filetime::FileTime;
 
-use super::Stat;
 use crate::archive::ArchiveError;
 
 /// Files up to this size are written whole by the pool; larger ones are streamed.
@@ -92,12 +91,6 @@ enum Piece {
 
 type ErrorSlot = Arc<Mutex<Option<ArchiveError>>>;
 
-/// Files written, by the path they were created at, with what their handle's `fstat` said
-/// once their mode and time were set. A restore that leaves a footprint takes them from here
-/// rather than looking every file up by its path after the commit (25,000 path lookups in a
-/// restore of `node_modules`, where the rename at commit changes none of what it records).
-pub(crate) type Written = Vec<(PathBuf, Stat)>;
-
 /// The writer threads and their queues. Each pool thread has a queue of its own, and every
 /// file of one folder goes to the same thread: creating a file holds its folder's lock in
 /// the kernel, and right after many deletions the kernel searches for a free inode under
@@ -107,19 +100,14 @@ pub(crate) struct Writers {
     pool: Vec<std::sync::mpsc::Sender<(Job, Lease)>>,
     budget: Arc<Budget>,
     stream_tx: Option<SyncSender<Piece>>,
-    handles: Vec<std::thread::JoinHandle<Written>>,
-    /// Whether the threads note what they wrote ([`Written`]).
-    remember: bool,
-    /// What the threads of earlier rounds ([`Writers::drain`]) wrote.
-    written: Written,
+    handles: Vec<std::thread::JoinHandle<()>>,
     /// Emptied chunk buffers, back from the streaming thread.
     spare: Receiver<Vec<u8>>,
     error: ErrorSlot,
 }
 
 impl Writers {
-    /// `remember`: note what each file written is on disk ([`Writers::finish`] returns it).
-    pub fn new(remember: bool) -> Self {
+    pub fn new() -> Self {
         let error: ErrorSlot = Arc::new(Mutex::new(None));
         let mut pool = Vec::with_capacity(POOL_THREADS);
         let mut handles = Vec::with_capacity(POOL_THREADS + 1);
@@ -128,22 +116,18 @@ impl Writers {
             let error = Arc::clone(&error);
             pool.push(tx);
             handles.push(std::thread::spawn(move || {
-                let mut written = Written::new();
                 for (job, _lease) in rx {
-                    match write_bytes(&job.path, &job.data, job.mode, job.mtime) {
-                        Ok(f) if remember => note(&mut written, job.path, &f),
-                        Ok(_) => {}
-                        Err(e) => record(&error, e),
+                    if let Err(e) = write_bytes(&job.path, &job.data, job.mode, job.mtime) {
+                        record(&error, e);
                     }
                 }
-                written
             }));
         }
         let (stream_tx, stream_rx) = sync_channel::<Piece>(STREAM_QUEUE);
         let (spare_tx, spare) = sync_channel::<Vec<u8>>(STREAM_QUEUE + 2);
         let stream_error = Arc::clone(&error);
         handles.push(std::thread::spawn(move || {
-            stream_files(stream_rx, spare_tx, &stream_error, remember)
+            stream_files(stream_rx, spare_tx, &stream_error)
         }));
         Self {
             pool,
@@ -153,8 +137,6 @@ impl Writers {
             }),
             stream_tx: Some(stream_tx),
             handles,
-            remember,
-            written: Written::new(),
             spare,
             error,
         }
@@ -231,29 +213,23 @@ impl Writers {
     /// Waits until every queued file is written, then starts fresh threads: for a hard link,
     /// or a file a later layer replaces, which must exist first.
     pub fn drain(&mut self) -> Result<(), ArchiveError> {
-        let old = std::mem::replace(self, Writers::new(self.remember));
-        self.written = old.finish()?;
-        Ok(())
+        let old = std::mem::replace(self, Writers::new());
+        old.finish()
     }
 
-    /// Waits until every queued file is written; the first failure, if any, else what was
-    /// written (empty unless the writers were told to remember).
-    pub fn finish(mut self) -> Result<Written, ArchiveError> {
+    /// Waits until every queued file is written; the first failure, if any.
+    pub fn finish(mut self) -> Result<(), ArchiveError> {
         self.pool.clear();
         self.stream_tx = None;
         let mut panicked = false;
-        let mut written = std::mem::take(&mut self.written);
         for h in self.handles.drain(..) {
-            match h.join() {
-                Ok(w) => written.extend(w),
-                Err(_) => panicked = true,
-            }
+            panicked |= h.join().is_err();
         }
         self.take_error()?;
         if panicked {
             return Err(Self::stopped());
         }
-        Ok(written)
+        Ok(())
     }
 }
 
@@ -275,23 +251,13 @@ fn record(slot: &Mutex<Option<ArchiveError>>, e: ArchiveError) {
     }
 }
 
-/// Notes what the file just written at `path` is (nothing when its handle cannot say: the
-/// footprint then looks it up by its path).
-fn note(written: &mut Written, path: PathBuf, f: &File) {
-    if let Ok(m) = f.metadata() {
-        written.push((path, Stat::from(&m)));
-    }
-}
-
 /// The streaming thread: writes each file it is sent, chunk by chunk. After a failure the
 /// rest of that file is skipped; the error waits in `error` for the reading thread.
 fn stream_files(
     rx: Receiver<Piece>,
     spare: SyncSender<Vec<u8>>,
     error: &Mutex<Option<ArchiveError>>,
-    remember: bool,
-) -> Written {
-    let mut written = Written::new();
+) {
     let mut open: Option<(File, PathBuf, u32, i64)> = None;
     for piece in rx {
         match piece {
@@ -310,24 +276,19 @@ fn stream_files(
             }
             Piece::End => {
                 if let Some((f, path, mode, mtime)) = open.take() {
-                    match finish_file(&f, &path, mode, mtime) {
-                        Ok(()) if remember => note(&mut written, path, &f),
-                        Ok(()) => {}
-                        Err(e) => record(error, e),
+                    if let Err(e) = finish_file(&f, &path, mode, mtime) {
+                        record(error, e);
                     }
                 }
             }
         }
     }
-    written
 }
 
-/// Writes a new file whole; its handle, still open, once its mode and time are set.
-fn write_bytes(path: &Path, data: &[u8], mode: u32, mtime: i64) -> Result<File, ArchiveError> {
+fn write_bytes(path: &Path, data: &[u8], mode: u32, mtime: i64) -> Result<(), ArchiveError> {
     let mut f = create_new(path, mode)?;
     f.write_all(data).map_err(io_error("write", path))?;
-    finish_file(&f, path, mode, mtime)?;
-    Ok(f)
+    finish_file(&f, path, mode, mtime)
 }
 
 /// Creates `path`, never an existing file or link: with its final mode when the umask
