@@ -74,7 +74,8 @@ type RawBlocks = Receiver<(u32, Vec<u8>)>;
 const QUEUE: usize = 2;
 /// Bytes read from a file at a time; at least four of the largest chunk.
 const READ_BUF: usize = 1024 * 1024;
-/// The most raw bytes a new block gathers: a chunk starts it below its target.
+/// The most raw bytes a block can gather: it is sent once it reaches its target, so the
+/// chunk that takes it there, at most [`CHUNK_MAX`] bytes, starts below the target.
 const BLOCK_CAPACITY: usize = BLOCK_TARGET_LARGE + CHUNK_MAX as usize;
 /// Spare buffers a [`Pool`] keeps: more than the blocks in flight between two stages.
 const POOL_MAX: usize = 8;
@@ -373,8 +374,9 @@ fn walk(
     })
 }
 
-/// Compresses raw blocks from `rx` until it closes, giving each raw buffer back to `raw` and
-/// taking the compressed ones from `compressed`.
+/// Compresses raw blocks from `rx` until it closes, giving each raw buffer back to the first
+/// pool (the walker's) and taking buffers for the compressed ones from the second (which
+/// the pack writers fill again).
 fn compress(
     rx: Arc<Mutex<RawBlocks>>,
     tx: SyncSender<(u32, Vec<u8>, u32)>,
