@@ -34,6 +34,7 @@ mod stage;
 mod writers;
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use std::ffi::OsString;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -271,13 +272,15 @@ pub struct Lander {
     counter: u64,
     sources: Vec<SourceState>,
     names: HashMap<String, Named>,
-    dirs: HashMap<PathBuf, Dir>,
+    /// By path as bytes, as every path-keyed map here: std hashes a `Path` component by
+    /// component, a byte at a time, several times per entry of a restore.
+    dirs: HashMap<OsString, Dir>,
     /// Symlinks at saved paths kept by [`LandOptions::keep_root_links`]: their targets' modes
     /// and times are the user's, not the entry's.
-    kept_links: HashSet<PathBuf>,
+    kept_links: HashSet<OsString>,
     /// Folders the prober already found to be real folders, with their mode and mtime when
     /// that mtime is whole seconds: [`Lander::folder`] takes them as its own look.
-    probed: HashMap<PathBuf, Option<(u32, i64)>>,
+    probed: HashMap<OsString, Option<(u32, i64)>>,
     plan: Plan,
     writers: Option<Writers>,
     /// Hard links to make once the writers are done: the file they name may still be queued.
@@ -575,7 +578,7 @@ impl Lander {
     /// root with `keep_root_links`, followed); above them, the user's folders are followed.
     fn folder(&mut self, name: &str) -> Result<(PathBuf, bool), ArchiveError> {
         let dest = (self.src().resolve)(name);
-        if let Some(d) = self.dirs.get(&dest) {
+        if let Some(d) = self.dirs.get(dest.as_os_str()) {
             return Ok(match d {
                 Dir::Existing => (dest, false),
                 Dir::Fresh { actual } => (actual.clone(), true),
@@ -589,7 +592,7 @@ impl Lander {
             match dest.parent() {
                 Some(p) => self.above(p)?,
                 None => {
-                    self.dirs.insert(dest.clone(), Dir::Existing);
+                    self.dirs.insert(dest.clone().into(), Dir::Existing);
                     return Ok((dest, false));
                 }
             }
@@ -610,14 +613,14 @@ impl Lander {
             let actual = parent.join(file_name);
             make_dir(&actual)?;
             self.dirs.insert(
-                dest,
+                dest.into(),
                 Dir::Fresh {
                     actual: actual.clone(),
                 },
             );
             return Ok((actual, true));
         }
-        if let Some(found) = self.probed.remove(&dest) {
+        if let Some(found) = self.probed.remove(dest.as_os_str()) {
             self.existing(dest.clone(), found);
             return Ok((dest, false));
         }
@@ -629,8 +632,8 @@ impl Lander {
             Ok(m) if m.file_type().is_symlink() => {
                 if name == root && self.options.keep_root_links {
                     if fs::metadata(&dest).is_ok_and(|t| t.is_dir()) {
-                        self.kept_links.insert(dest.clone());
-                        self.dirs.insert(dest.clone(), Dir::Existing);
+                        self.kept_links.insert(dest.clone().into());
+                        self.dirs.insert(dest.clone().into(), Dir::Existing);
                         return Ok((dest, false));
                     }
                     return Err(ArchiveError::Conflict {
@@ -674,7 +677,7 @@ impl Lander {
             replaces_link,
         });
         self.dirs.insert(
-            dest,
+            dest.into(),
             Dir::Fresh {
                 actual: tmp.clone(),
             },
@@ -686,9 +689,9 @@ impl Lander {
     /// can be compared with an entry's).
     fn existing(&mut self, dest: PathBuf, found: Option<(u32, i64)>) {
         if let Some(found) = found {
-            self.plan.as_found.insert(dest.clone(), found);
+            self.plan.as_found.insert(dest.clone().into(), found);
         }
-        self.dirs.insert(dest, Dir::Existing);
+        self.dirs.insert(dest.into(), Dir::Existing);
     }
 
     /// Takes the prober's findings (see [`Prober::found`]) as this restore's own look at
@@ -697,14 +700,14 @@ impl Lander {
         for (name, seen) in folders {
             if let FolderSeen(found, true) = seen {
                 let dest = (self.src().resolve)(&name);
-                self.probed.insert(dest, found);
+                self.probed.insert(dest.into(), found);
             }
         }
     }
 
     /// A folder above the saved paths: followed as it is; missing ones are made (staged).
     fn above(&mut self, dir: &Path) -> Result<(PathBuf, bool), ArchiveError> {
-        if let Some(d) = self.dirs.get(dir) {
+        if let Some(d) = self.dirs.get(dir.as_os_str()) {
             return Ok(match d {
                 Dir::Existing => (dir.to_path_buf(), false),
                 Dir::Fresh { actual } => (actual.clone(), true),
@@ -712,7 +715,7 @@ impl Lander {
         }
         match fs::metadata(dir) {
             Ok(m) if m.is_dir() => {
-                self.dirs.insert(dir.to_path_buf(), Dir::Existing);
+                self.dirs.insert(dir.as_os_str().to_owned(), Dir::Existing);
                 return Ok((dir.to_path_buf(), false));
             }
             Ok(_) => {
@@ -754,7 +757,7 @@ impl Lander {
             tmp
         };
         self.dirs.insert(
-            dir.to_path_buf(),
+            dir.as_os_str().to_owned(),
             Dir::Fresh {
                 actual: actual.clone(),
             },
@@ -819,7 +822,7 @@ impl Lander {
             self.record_staged(name, actual.clone(), None);
             return Ok((actual, None));
         }
-        if self.dirs.contains_key(&dest) {
+        if self.dirs.contains_key(dest.as_os_str()) {
             return Err(ArchiveError::Conflict {
                 path: dest.display().to_string(),
                 reason: "a folder is there and the entry is a file; remove the folder first".into(),
@@ -939,8 +942,10 @@ impl Lander {
         let name = self.enter(raw, &Kind::Dir { explicit: true })?;
         self.folder(&name)?;
         let dest = (self.src().resolve)(&name);
-        if !self.kept_links.contains(&dest) {
-            self.plan.dir_meta.insert(dest, (mode & 0o7777, mtime));
+        if !self.kept_links.contains(dest.as_os_str()) {
+            self.plan
+                .dir_meta
+                .insert(dest.into(), (mode & 0o7777, mtime));
         }
         self.stats.dirs += 1;
         Ok(())
@@ -1123,7 +1128,7 @@ impl Lander {
                     continue;
                 }
                 let dest = (state.source.resolve)(root);
-                if !matches!(self.dirs.get(&dest), Some(Dir::Existing)) {
+                if !matches!(self.dirs.get(dest.as_os_str()), Some(Dir::Existing)) {
                     continue;
                 }
                 let listed = match prewalks.remove(&(i, root.clone())) {
@@ -1168,7 +1173,7 @@ impl Lander {
             return match &n.kind {
                 Kind::Link(t) => Node::Link(t.clone()),
                 // A saved path kept as the user's link: its folder entry went where it leads.
-                Kind::Dir { .. } if self.kept_links.contains(&resolve(name)) => {
+                Kind::Dir { .. } if self.kept_links.contains(resolve(name).as_os_str()) => {
                     link_on_disk(&resolve(name))
                 }
                 _ => Node::Other,
@@ -1176,7 +1181,10 @@ impl Lander {
         }
         let mut a = name;
         while let Some(p) = parent_name(a) {
-            if matches!(self.dirs.get(&resolve(p)), Some(Dir::Fresh { .. })) {
+            if matches!(
+                self.dirs.get(resolve(p).as_os_str()),
+                Some(Dir::Fresh { .. })
+            ) {
                 return Node::Other;
             }
             a = p;

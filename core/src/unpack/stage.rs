@@ -9,6 +9,7 @@
 //! link.
 
 use foldhash::{HashMap, HashMapExt, HashSet};
+use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -53,16 +54,16 @@ pub(crate) struct Plan {
     pub renames: Vec<Rename>,
     pub folders: Vec<Folder>,
     /// Mode and mtime of every folder entry, by destination, applied last (deepest first).
-    pub dir_meta: HashMap<PathBuf, (u32, i64)>,
+    pub dir_meta: HashMap<OsString, (u32, i64)>,
     /// Folders that were there before, with the mode and mtime they had when the restore
     /// looked: one that already has its entry's and holds no staged name, nothing moved
     /// aside, is left as it is at commit without being opened again.
-    pub as_found: HashMap<PathBuf, (u32, i64)>,
+    pub as_found: HashMap<OsString, (u32, i64)>,
     /// Folders that were there before and now hold staged names, with their times then: a
     /// rollback puts the times back, so a refused restore leaves even those as they were.
-    pub touched: HashMap<PathBuf, (FileTime, FileTime)>,
+    pub touched: HashMap<OsString, (FileTime, FileTime)>,
     /// The paths [`Plan::touch`] was given (a folder may be reached through a link too).
-    pub seen: HashSet<PathBuf>,
+    pub seen: HashSet<OsString>,
     /// What a mirroring restore removes, moved aside first at commit.
     pub removals: Vec<Removal>,
     /// Files kept as they were, with the mode and mtime the entry gives them.
@@ -74,7 +75,7 @@ impl Plan {
     /// is a symlink that the restore follows (a saved path kept as a link, a user's folder
     /// above the saved paths), the folder it leads to is the one whose times change.
     pub fn touch(&mut self, dir: &Path) {
-        if !self.seen.insert(dir.to_path_buf()) {
+        if !self.seen.insert(dir.as_os_str().to_owned()) {
             return;
         }
         let real = match fs::symlink_metadata(dir) {
@@ -85,12 +86,12 @@ impl Plan {
             Ok(_) => dir.to_path_buf(),
             Err(_) => return,
         };
-        if self.touched.contains_key(&real) {
+        if self.touched.contains_key(real.as_os_str()) {
             return;
         }
         if let Ok(m) = fs::symlink_metadata(&real) {
             self.touched.insert(
-                real,
+                real.into(),
                 (
                     FileTime::from_last_access_time(&m),
                     FileTime::from_last_modification_time(&m),
@@ -107,7 +108,7 @@ impl Plan {
     pub fn commit(&mut self) -> Result<(), ArchiveError> {
         // Every folder whose listing this commit changes was given to `touch` (as named, and
         // as reached through a link): the others keep the times they were found with.
-        let changed: HashSet<PathBuf> = self
+        let changed: HashSet<OsString> = self
             .seen
             .drain()
             .chain(self.touched.drain().map(|(dir, _)| dir))
@@ -183,7 +184,11 @@ impl Plan {
     }
 
     fn set_meta(&mut self) -> Result<(), ArchiveError> {
-        let mut meta: Vec<(PathBuf, (u32, i64))> = self.dir_meta.drain().collect();
+        let mut meta: Vec<(PathBuf, (u32, i64))> = self
+            .dir_meta
+            .drain()
+            .map(|(dir, meta)| (dir.into(), meta))
+            .collect();
         meta.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
         for (dir, (mode, mtime)) in meta {
             set_folder_meta(&dir, mode, mtime)?;
@@ -211,7 +216,7 @@ impl Plan {
         self.kept.clear();
         self.removals.clear();
         for (dir, (atime, mtime)) in self.touched.drain() {
-            if let Ok(handle) = open_folder(&dir) {
+            if let Ok(handle) = open_folder(Path::new(&dir)) {
                 let _ = filetime::set_file_handle_times(&handle, Some(atime), Some(mtime));
             }
         }
@@ -319,15 +324,15 @@ fn open_folder(dir: &Path) -> std::io::Result<fs::File> {
 /// Renames staged files into place on a few threads; where one destination appears more than
 /// once only the last one moves and the others are removed.
 fn rename_all(renames: &[(PathBuf, PathBuf)]) -> Result<(), ArchiveError> {
-    let mut last: HashMap<&Path, usize> = HashMap::with_capacity(renames.len());
+    let mut last: HashMap<&std::ffi::OsStr, usize> = HashMap::with_capacity(renames.len());
     for (i, (_, dest)) in renames.iter().enumerate() {
-        last.insert(dest.as_path(), i);
+        last.insert(dest.as_os_str(), i);
     }
     let work: Vec<&(PathBuf, PathBuf)> = renames
         .iter()
         .enumerate()
         .filter_map(|(i, r)| {
-            if last.get(r.1.as_path()) == Some(&i) {
+            if last.get(r.1.as_os_str()) == Some(&i) {
                 Some(r)
             } else {
                 let _ = fs::remove_file(&r.0);
