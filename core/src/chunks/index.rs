@@ -142,7 +142,13 @@ pub fn decode(stored: &[u8]) -> Result<Index, ArchiveError> {
     use std::io::Read;
     let decoder =
         zstd::stream::read::Decoder::new(stored).map_err(|e| corrupt(format!("not zstd: {e}")))?;
-    let mut raw = Vec::new();
+    // Sized from the length the frame records, when that is plausible, rather than grown by
+    // doubling (which copied a 7 MB index three times over).
+    let recorded = zstd::zstd_safe::get_frame_content_size(stored)
+        .ok()
+        .flatten()
+        .filter(|&n| n <= INDEX_RAW_MAX.min(stored.len() as u64 * 64));
+    let mut raw = Vec::with_capacity(recorded.map_or(0, |n| n as usize + 1));
     decoder
         .take(INDEX_RAW_MAX + 1)
         .read_to_end(&mut raw)

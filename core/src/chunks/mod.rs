@@ -147,8 +147,19 @@ impl Serialize for ChunkHash {
 
 impl<'de> Deserialize<'de> for ChunkHash {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        ChunkHash::from_hex(&s).ok_or_else(|| serde::de::Error::custom("not a BLAKE3 hash"))
+        // Read from the string as it lies in the input: an index holds one per chunk, and a
+        // `Cow<str>` would have copied each into a `String` first.
+        struct Hex;
+        impl serde::de::Visitor<'_> for Hex {
+            type Value = ChunkHash;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a BLAKE3 hash in hex")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ChunkHash, E> {
+                ChunkHash::from_hex(s).ok_or_else(|| E::custom("not a BLAKE3 hash"))
+            }
+        }
+        d.deserialize_str(Hex)
     }
 }
 
