@@ -390,7 +390,17 @@ struct Git {
 
 impl Git {
     fn read(cwd: &Path) -> Self {
-        let head = git(cwd, &["log", "-1", "--format=%H%x00%an%x00%ae%x00%B"]);
+        // The four questions are asked at once: one after the other, they took a local
+        // `cache restore` of a missing key from 7–9 ms to 10–11 ms.
+        let ask = |args: &'static [&'static str]| move || git(cwd, args);
+        let (head, remote, head_ref, origin_default) = std::thread::scope(|s| {
+            let remote = s.spawn(ask(&["remote", "get-url", "origin"]));
+            let head_ref = s.spawn(ask(&["symbolic-ref", "-q", "HEAD"]));
+            let origin = s.spawn(ask(&["symbolic-ref", "-q", "refs/remotes/origin/HEAD"]));
+            let head = git(cwd, &["log", "-1", "--format=%H%x00%an%x00%ae%x00%B"]);
+            let joined = |h: std::thread::ScopedJoinHandle<'_, Option<String>>| h.join().ok()?;
+            (head, joined(remote), joined(head_ref), joined(origin))
+        });
         let mut parts = head.as_deref().unwrap_or_default().splitn(4, '\0');
         let mut part = || {
             parts
@@ -401,9 +411,9 @@ impl Git {
         };
         let (revision, author_name, author_email, message) = (part(), part(), part(), part());
         Self {
-            remote: git(cwd, &["remote", "get-url", "origin"]),
-            head_ref: git(cwd, &["symbolic-ref", "-q", "HEAD"]),
-            origin_default: git(cwd, &["symbolic-ref", "-q", "refs/remotes/origin/HEAD"])
+            remote,
+            head_ref,
+            origin_default: origin_default
                 .and_then(|r| r.strip_prefix("refs/remotes/origin/").map(str::to_string)),
             revision,
             author_name,
