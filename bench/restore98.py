@@ -10,7 +10,8 @@ for every binary in a round; the binaries alternate, and the order flips every r
 The entry is `node_modules` from corpora.py (made when missing), saved once with the first
 binary. Each round also times each binary's restore into an empty folder (removed after),
 so the 98% restore is compared with an empty one in the same run. Prints each binary's
-medians and every run in seconds (wall time of the restore). A/B only: `chunked.py` is what
+medians and every run in seconds (wall time of the restore), and the median processor time
+(user and system) of the 98% restores, which the machine's other work disturbs less. A/B only: `chunked.py` is what
 bench/README.md records.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -42,14 +44,21 @@ def damage(root: Path, seed: int) -> None:
                 h.write(b"edited since the restore\n")
 
 
+# Processor seconds (user and system) of each ferry run, in the order they ran.
+CPU: list[float] = []
+
+
 def ferry(exe: str, at: Path, cwd: Path, state: Path, *args: str) -> float:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("GITHUB_", "CIRCLE", "FERRY_", "RUNNER_", "ACTIONS_"))}
     env.update(XDG_STATE_HOME=str(state), NO_COLOR="1")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     r = subprocess.run([exe, "--store", str(at / "store"), "--project", "bench", "--no-progress",
                         *args], cwd=cwd, env=env, capture_output=True, text=True)
     took = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     if r.returncode:
         raise SystemExit(f"{exe} {' '.join(args)} failed ({r.returncode}):\n{r.stderr}")
     return took
@@ -77,6 +86,7 @@ def main() -> int:
         ferry(exe, at, at / f"dest{j}", at / f"state{j}", "cache", "restore", "--key", "B")
     times: list[list[float]] = [[] for _ in exes]
     empty: list[list[float]] = [[] for _ in exes]
+    cpu: list[list[float]] = [[] for _ in exes]
     for i in range(args.runs):
         order = range(len(exes)) if i % 2 == 0 else reversed(range(len(exes)))
         for j in order:
@@ -89,9 +99,11 @@ def main() -> int:
             damage(at / f"dest{j}", 100 + i)
             times[j].append(ferry(exes[j], at, at / f"dest{j}", at / f"state{j}",
                                   "cache", "restore", "--key", "B"))
-    for exe, t, e in zip(exes, times, empty):
+            cpu[j].append(CPU[-1])
+    for exe, t, e, c in zip(exes, times, empty, cpu):
         m, me = statistics.median(t), statistics.median(e)
-        print(f"{exe}: 98% median {m:.3f} s, empty median {me:.3f} s, ratio {m / me:.3f}")
+        print(f"{exe}: 98% median {m:.3f} s, empty median {me:.3f} s, ratio {m / me:.3f}; "
+              f"98% processor time median {statistics.median(c):.3f} s")
         print(f"    98%   {' '.join(f'{x:.3f}' for x in t)}")
         print(f"    empty {' '.join(f'{x:.3f}' for x in e)}")
     shutil.rmtree(at, ignore_errors=True)
