@@ -11,8 +11,8 @@ The entry is `node_modules` from corpora.py (made when missing), saved once with
 binary. Each round also times each binary's restore into an empty folder (removed after),
 so the 98% restore is compared with an empty one in the same run. Prints each binary's
 medians and every run in seconds (wall time of the restore), and the median processor time
-(user and system) of the 98% restores, which the machine's other work disturbs less. A/B only: `chunked.py` is what
-bench/README.md records.
+(user and system) of the 98% restores, which the machine's other work disturbs less. A/B
+only: `chunked.py` is what bench/README.md records.
 """
 
 from __future__ import annotations
