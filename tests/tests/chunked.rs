@@ -253,6 +253,54 @@ fn an_entry_of_several_packs_comes_back_whole() {
     assert_eq!(snapshot(&dir.join("tree")), snapshot(&tree));
 }
 
+/// A file's chunks used again by a file far after it come from what the restore kept, not
+/// from the store again, even when they are more than it keeps in memory (the rest wait in
+/// a temporary file): the restore downloads no more than the entry stores.
+#[test]
+fn chunks_used_again_are_fetched_once_even_past_what_memory_keeps() {
+    let mut ctx = TestContext::new();
+    let tree = ctx.work.join("tree");
+    std::fs::create_dir_all(&tree).expect("mkdir");
+    let twice = noise(10 << 20, 3);
+    std::fs::write(tree.join("a-first.bin"), &twice).expect("write");
+    // More blocks between the two than a restore holds at hand.
+    for i in 0..9u64 {
+        std::fs::write(
+            tree.join(format!("m-between-{i}.bin")),
+            noise(1 << 20, 10 + i),
+        )
+        .expect("write");
+    }
+    std::fs::write(tree.join("z-again.bin"), &twice).expect("write");
+    let saved = save(&ctx, &ctx.work, "used-twice", &[]);
+    let stored = saved["bytes"].as_u64().expect("stored bytes");
+    assert!(
+        stored < 21 << 20,
+        "the second copy is stored as the first's chunks: {saved}"
+    );
+
+    let dir = ctx.dir("restored");
+    let run = restore(&ctx, &dir, "used-twice");
+    run.ok();
+    let restored = run.json();
+    assert_eq!(snapshot(&dir.join("tree")), snapshot(&tree));
+    assert!(
+        restored["bytes"].as_u64().expect("downloaded bytes") <= stored,
+        "every block fetched once: {restored} against {saved}"
+    );
+
+    // Where no temporary file can be made, the chunks stay in memory and the restore goes on.
+    ctx.set_env(
+        "TMPDIR",
+        ctx.root.join("no-such-folder").display().to_string(),
+    );
+    let dir = ctx.dir("restored-without-tmp");
+    let run = restore(&ctx, &dir, "used-twice");
+    run.ok();
+    assert_eq!(snapshot(&dir.join("tree")), snapshot(&tree));
+    assert!(run.json()["bytes"].as_u64().expect("downloaded bytes") <= stored);
+}
+
 /// A job's state may name entries of another store (or long pruned) whose index copies are
 /// gone: the save looks their packs up first and reads no index of an entry this store does
 /// not hold, so it neither warns about them nor pays for them.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 
-use super::fetch::{self, Failure, Loaded, Residency};
+use super::fetch::{self, Failure, Held, Loaded, Residency};
 use super::footprint::{FileId, Footprint, content_id};
 use super::index::{self, Index, Kind};
 use super::{ChunkHash, PackRef};
@@ -454,13 +454,25 @@ fn chunks_held(
     held
 }
 
+/// A chunk kept for reuse.
+#[derive(Clone)]
+enum KeptChunk {
+    Memory(Arc<Vec<u8>>),
+    /// At this offset of the spill file.
+    Spilled(u64),
+}
+
 /// The blocks arriving from the fetcher and the chunks kept for reuse, replaying the plan's
 /// [`Residency`].
 struct Blocks {
     rx: Receiver<Loaded>,
     residency: Residency,
     at_hand: std::collections::HashMap<u32, Arc<Vec<u8>>>,
-    retained: std::collections::HashMap<u32, Arc<Vec<u8>>>,
+    retained: std::collections::HashMap<u32, KeptChunk>,
+    /// The temporary file chunks kept for reuse go to once those in memory fill their share
+    /// (made at the first), and its length.
+    spill: Option<std::fs::File>,
+    spill_end: u64,
     evicted: Vec<u32>,
     index: Arc<Index>,
     /// The first failure met, which the sink reports as a read error.
@@ -480,16 +492,20 @@ impl Blocks {
             self.at_hand.remove(&b);
         }
         if step.retained {
-            let bytes = self
-                .retained
-                .get(&c)
-                .cloned()
-                .ok_or_else(|| ArchiveError::Internal {
-                    what: "a kept chunk went missing".into(),
-                })?;
-            if step.release {
-                self.retained.remove(&c);
-            }
+            let kept = if step.release {
+                self.retained.remove(&c)
+            } else {
+                self.retained.get(&c).cloned()
+            };
+            let bytes = match kept {
+                Some(KeptChunk::Memory(bytes)) => bytes,
+                Some(KeptChunk::Spilled(at)) => Arc::new(self.unspill(c, at)?),
+                None => {
+                    return Err(ArchiveError::Internal {
+                        what: "a kept chunk went missing".into(),
+                    });
+                }
+            };
             let len = bytes.len();
             return Ok((bytes, 0..len));
         }
@@ -517,11 +533,53 @@ impl Blocks {
             .ok_or_else(|| ArchiveError::Internal {
                 what: format!("block {block} is not at hand"),
             })?;
-        if step.retain {
-            self.retained
-                .insert(c, Arc::new(bytes[range.clone()].to_vec()));
+        if let Some(held) = step.retain {
+            let chunk = &bytes[range.clone()];
+            // Without a temporary file (none can be made, or the disk is full) the chunk
+            // stays in memory: the restore needs more of it, but goes on.
+            let kept = match held {
+                Held::Spilled => self.spill(chunk).ok().map(KeptChunk::Spilled),
+                Held::Memory => None,
+            };
+            let kept = kept.unwrap_or_else(|| KeptChunk::Memory(Arc::new(chunk.to_vec())));
+            self.retained.insert(c, kept);
         }
         Ok((bytes, range))
+    }
+
+    /// Appends a chunk to the spill file; returns where it starts.
+    fn spill(&mut self, bytes: &[u8]) -> std::io::Result<u64> {
+        let file = match &mut self.spill {
+            Some(f) => f,
+            None => self.spill.insert(tempfile::tempfile()?),
+        };
+        use std::os::unix::fs::FileExt;
+        file.write_all_at(bytes, self.spill_end)?;
+        let at = self.spill_end;
+        self.spill_end += bytes.len() as u64;
+        Ok(at)
+    }
+
+    /// Chunk `c` read back from the spill file at `at`, checked against its hash again (the
+    /// file is outside the restore's own folders).
+    fn unspill(&self, c: u32, at: u64) -> Result<Vec<u8>, ArchiveError> {
+        let chunk = &self.index.chunks[c as usize];
+        let mut bytes = vec![0u8; chunk.len() as usize];
+        use std::os::unix::fs::FileExt;
+        let read = match &self.spill {
+            Some(f) => f.read_exact_at(&mut bytes, at).is_ok(),
+            None => false,
+        };
+        if !read || ChunkHash::of(&bytes) != *chunk.hash() {
+            return Err(ArchiveError::Corrupt {
+                detail: format!(
+                    "chunk {} changed in the temporary file it was kept in ({}) during the restore",
+                    chunk.hash().to_hex(),
+                    std::env::temp_dir().display()
+                ),
+            });
+        }
+        Ok(bytes)
     }
 }
 
@@ -659,6 +717,8 @@ async fn feed<S: Sink + Send + 'static>(
                 residency,
                 at_hand: Default::default(),
                 retained: Default::default(),
+                spill: None,
+                spill_end: 0,
                 evicted: Vec::new(),
                 index: Arc::clone(&index),
                 failure: None,
