@@ -66,6 +66,10 @@ env_vars! {
     /// Base of the job state outside CI's temp folder (`$XDG_STATE_HOME/ferry/`, else
     /// `~/.local/state/ferry/`): which layers each job attached and which caches it restored.
     XDG_STATE_HOME = "XDG_STATE_HOME";
+    /// Folder of the unnamed file a chunked restore keeps the chunks that later files use
+    /// again in, past the 2 MiB it keeps in memory (`/tmp` when unset; in memory when no file
+    /// can be made there).
+    TMPDIR = "TMPDIR";
     /// `true` on GitHub Actions.
     GITHUB_ACTIONS = "GITHUB_ACTIONS";
     /// `owner/repo` on GitHub Actions: the default project.
