@@ -100,6 +100,12 @@ pub fn decode_index(
     Ok(index)
 }
 
+impl crate::unpack::Names for Index {
+    fn names(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        Box::new(self.entries.iter().map(|e| e.name.as_str()))
+    }
+}
+
 /// What a restore did besides what the lander counts.
 #[derive(Debug, Clone)]
 pub struct LandOutcome {
@@ -216,6 +222,28 @@ pub async fn land(
         }
         _ => None,
     };
+    // Each root already a folder on disk is walked for names the entry does not hold from
+    // now, while the index is fetched and then while files are checked and fetched; the walk
+    // learns the entry's names once the index is read, and the lander takes it at its end.
+    let walks: Vec<_> = if on_disk.mirror {
+        source
+            .roots
+            .iter()
+            .map(|r| (r.clone(), (source.resolve)(r)))
+            .filter(|(_, dest)| std::fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()))
+            .map(|(root, dest)| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let tag = lander.tag().to_string();
+                let name = root.clone();
+                let walk = std::thread::spawn(move || {
+                    crate::unpack::unknown_below_early(&dest, &name, &tag, rx)
+                });
+                (root, tx, walk)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let (index, index_bytes) = read_index_bytes(store, data, packs).await?;
     let index = Arc::new(index);
     if on_disk.mirror {
@@ -226,23 +254,16 @@ pub async fn land(
             .cloned()
             .collect();
         let excludes = crate::glob::set(&index.excludes).map_err(ArchiveError::from)?;
-        // Each root already a folder on disk is walked for names the entry does not hold
-        // while its files are checked and fetched; the lander takes the walk at its end.
-        let prewalks = roots
-            .iter()
-            .filter(|r| std::fs::symlink_metadata((source.resolve)(r)).is_ok_and(|m| m.is_dir()))
-            .map(|root| {
-                let (dest, root_name) = ((source.resolve)(root), root.clone());
-                let (index, excludes) = (Arc::clone(&index), excludes.clone());
-                let tag = lander.tag().to_string();
-                let walk = std::thread::spawn(move || {
-                    let known: HashSet<&str> =
-                        index.entries.iter().map(|e| e.name.as_str()).collect();
-                    crate::unpack::unknown_below(&dest, &root_name, &tag, &excludes, &|n| {
-                        known.contains(n)
-                    })
+        // A walk of a root not saved whole is left to stop on its own (its sender dropped).
+        let prewalks = walks
+            .into_iter()
+            .filter(|(root, _, _)| roots.contains(root))
+            .map(|(root, tx, walk)| {
+                let _ = tx.send(crate::unpack::Known {
+                    names: Arc::clone(&index) as Arc<dyn crate::unpack::Names>,
+                    excludes: excludes.clone(),
                 });
-                (root.clone(), walk)
+                (root, walk)
             })
             .collect();
         source.mirror = Some(Mirror {

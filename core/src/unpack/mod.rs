@@ -106,6 +106,162 @@ pub fn unknown_below(
     excludes: &globset::GlobSet,
     known: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<Unknown>, ArchiveError> {
+    let mut out = Vec::new();
+    walk_below(dest, root, tag, &mut |name, kind| {
+        let is_dir = kind == rustix::fs::FileType::Directory;
+        if !excludes.is_empty() && excludes.is_match(name) {
+            return Ok(false);
+        }
+        if known(name) {
+            return Ok(is_dir);
+        }
+        if listable(kind) {
+            out.push(Unknown {
+                name: name.to_string(),
+                path: path_below(dest, root, name),
+                is_dir,
+            });
+        }
+        Ok(false)
+    })?;
+    Ok(out)
+}
+
+/// The names a restore holds, for a walk that started before they were known.
+pub trait Names: Send + Sync {
+    fn names(&self) -> Box<dyn Iterator<Item = &str> + '_>;
+}
+
+/// What [`unknown_below_early`] waits for: the names the entry holds and the save's excludes.
+pub struct Known {
+    pub names: std::sync::Arc<dyn Names>,
+    pub excludes: globset::GlobSet,
+}
+
+/// [`unknown_below`], started before the entry's names are known (while its index is
+/// fetched): every name below `dest` is listed, and once `known` delivers the entry's names
+/// and excludes, judged as [`unknown_below`] judges it. Excluded folders are not gone into
+/// from the moment the excludes are known; folders the entry does not hold are (what they
+/// hold is dropped from the answer, as they go whole). Fails when `known` is dropped unsent
+/// (the restore stopped).
+pub fn unknown_below_early(
+    dest: &Path,
+    root: &str,
+    tag: &str,
+    known: std::sync::mpsc::Receiver<Known>,
+) -> Result<Vec<Unknown>, ArchiveError> {
+    let stopped = || ArchiveError::Internal {
+        what: "the restore stopped before its names were known".into(),
+    };
+    let (seen, got) = list_below(dest, root, tag, &known)?;
+    let k = match got {
+        Some(k) => k,
+        None => known.recv().map_err(|_| stopped())?,
+    };
+    Ok(judge(dest, root, &seen, &k))
+}
+
+/// A name listed by [`list_below`]: whether it is a folder and of a kind a mirror removes.
+type Listed = (String, bool, bool);
+
+/// Every name below `dest` in walk order, but for folders excluded by a [`Known`] that
+/// arrived on `known` during the walk (returned).
+fn list_below(
+    dest: &Path,
+    root: &str,
+    tag: &str,
+    known: &std::sync::mpsc::Receiver<Known>,
+) -> Result<(Vec<Listed>, Option<Known>), ArchiveError> {
+    use std::sync::mpsc::TryRecvError;
+    let mut got: Option<Known> = None;
+    let mut seen = Vec::new();
+    walk_below(dest, root, tag, &mut |name, kind| {
+        let is_dir = kind == rustix::fs::FileType::Directory;
+        if got.is_none() {
+            match known.try_recv() {
+                Ok(k) => got = Some(k),
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::Disconnected) => {
+                    return Err(ArchiveError::Internal {
+                        what: "the restore stopped before its names were known".into(),
+                    });
+                }
+            }
+        }
+        if let Some(k) = &got {
+            if !k.excludes.is_empty() && k.excludes.is_match(name) {
+                return Ok(false);
+            }
+        }
+        seen.push((name.to_string(), is_dir, listable(kind)));
+        Ok(is_dir)
+    })?;
+    Ok((seen, got))
+}
+
+/// What of `seen` (listed by [`list_below`]) is unknown to `k`, as [`unknown_below`] says.
+fn judge(dest: &Path, root: &str, seen: &[Listed], k: &Known) -> Vec<Unknown> {
+    let set: HashSet<&str> = k.names.names().collect();
+    let mut out = Vec::new();
+    // An unknown or excluded folder: nothing below it is looked at.
+    let mut skip: Option<&str> = None;
+    for (name, is_dir, listable) in seen {
+        if let Some(folder) = skip {
+            if crate::paths::is_within(name, folder) {
+                continue;
+            }
+            skip = None;
+        }
+        let excluded = !k.excludes.is_empty() && k.excludes.is_match(name);
+        if !excluded && set.contains(name.as_str()) {
+            continue;
+        }
+        if !excluded && *listable {
+            out.push(Unknown {
+                name: name.clone(),
+                path: path_below(dest, root, name),
+                is_dir: *is_dir,
+            });
+        }
+        if *is_dir {
+            skip = Some(name);
+        }
+    }
+    out
+}
+
+/// Kinds of file a mirroring restore removes (not devices, FIFOs or sockets).
+fn listable(kind: rustix::fs::FileType) -> bool {
+    use rustix::fs::FileType;
+    matches!(
+        kind,
+        FileType::RegularFile | FileType::Symlink | FileType::Directory
+    )
+}
+
+/// Where the name `name` below the root `root` lies when `root` lies at `dest`.
+fn path_below(dest: &Path, root: &str, name: &str) -> PathBuf {
+    let rel = if root == "." {
+        Some(name)
+    } else {
+        name.strip_prefix(root).and_then(|r| r.strip_prefix('/'))
+    };
+    match rel {
+        Some(rel) => dest.join(rel),
+        None => dest.to_path_buf(),
+    }
+}
+
+/// Walks the tree below `dest` (the place of the name `root`), a folder before what it
+/// holds, calling `visit` with each name found (as an entry holds it) and its kind; a folder
+/// is gone into when `visit` says so. Names starting with `tag` (a restore's staged ones)
+/// and names that are not UTF-8 are passed over. Nothing is followed: a link is a link.
+fn walk_below(
+    dest: &Path,
+    root: &str,
+    tag: &str,
+    visit: &mut dyn FnMut(&str, rustix::fs::FileType) -> Result<bool, ArchiveError>,
+) -> Result<(), ArchiveError> {
     use rustix::fs::{AtFlags, CWD, Dir, FileType, OFlags, openat, statat};
     // Folders are read whole and looked into by their parent's handle (one name to look
     // up, not a path); past `HELD` levels a folder is reopened by its path, so a deep tree
@@ -171,7 +327,6 @@ pub fn unknown_below(
         dir,
         listed,
     }];
-    let mut out = Vec::new();
     let mut name = String::new();
     while let Some(frame) = stack.last_mut() {
         let Some((file, kind)) = frame.listed.next() else {
@@ -184,36 +339,19 @@ pub fn unknown_below(
             name.push('/');
         }
         name.push_str(&file);
-        let is_dir = kind == FileType::Directory;
-        if !excludes.is_empty() && excludes.is_match(&name) {
-            continue;
-        }
-        if known(&name) {
-            if is_dir {
-                let path = frame.path.join(&file);
-                let fd = opened(frame.dir.as_ref(), &file, &path)?;
-                let (dir, listed) = read(fd, &path, stack.len())?;
-                stack.push(Frame {
-                    name: name.clone(),
-                    path,
-                    dir,
-                    listed,
-                });
-            }
-            continue;
-        }
-        if matches!(
-            kind,
-            FileType::RegularFile | FileType::Symlink | FileType::Directory
-        ) {
-            out.push(Unknown {
+        if visit(&name, kind)? && kind == FileType::Directory {
+            let path = frame.path.join(&file);
+            let fd = opened(frame.dir.as_ref(), &file, &path)?;
+            let (dir, listed) = read(fd, &path, stack.len())?;
+            stack.push(Frame {
                 name: name.clone(),
-                path: frame.path.join(&file),
-                is_dir,
+                path,
+                dir,
+                listed,
             });
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// What was laid down.
@@ -1744,5 +1882,79 @@ mod tests {
                 ("r/d0/link".to_string(), dest.join("d0/link"), false),
             ]
         );
+    }
+
+    struct Listed(Vec<String>);
+    impl Names for Listed {
+        fn names(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+            Box::new(self.0.iter().map(String::as_str))
+        }
+    }
+
+    #[test]
+    fn a_walk_started_before_the_names_are_known_finds_what_one_started_after_finds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = dir.path().join("root");
+        for d in ["a/b", "gone/deep/er", "skipped/inner", "a/skipped-too"] {
+            fs::create_dir_all(dest.join(d)).expect("folder");
+        }
+        for f in [
+            "a/kept",
+            "a/b/stray",
+            "gone/deep/er/x",
+            "skipped/inner/y",
+            "top",
+        ] {
+            fs::write(dest.join(f), b"x").expect("file");
+        }
+        std::os::unix::fs::symlink("/", dest.join("a/b/link")).expect("link");
+        fs::create_dir(dest.join(".ferry-staged")).expect("staged");
+        let names: Vec<String> = ["r", "r/a", "r/a/kept", "r/a/b", "r/top"]
+            .map(String::from)
+            .into();
+        let globs = ["r/skipped", "r/a/skipped-too"].map(String::from);
+        let known = || Known {
+            names: std::sync::Arc::new(Listed(names.clone())),
+            excludes: crate::glob::set(&globs).expect("globs"),
+        };
+        let sorted = |mut found: Vec<Unknown>| {
+            found.sort_by(|a, b| a.name.cmp(&b.name));
+            found
+                .into_iter()
+                .map(|u| (u.name, u.path, u.is_dir))
+                .collect::<Vec<_>>()
+        };
+        let after = sorted(
+            unknown_below(&dest, "r", ".ferry-", &known().excludes, &|n| {
+                names.iter().any(|k| k == n)
+            })
+            .expect("walked"),
+        );
+        assert_eq!(
+            after,
+            [
+                ("r/a/b/link".to_string(), dest.join("a/b/link"), false),
+                ("r/a/b/stray".to_string(), dest.join("a/b/stray"), false),
+                ("r/gone".to_string(), dest.join("gone"), true),
+            ]
+        );
+        // Known before the walk starts: excluded folders are never gone into.
+        let (tx, rx) = std::sync::mpsc::channel();
+        tx.send(known()).expect("sent");
+        let (seen, got) = list_below(&dest, "r", ".ferry-", &rx).expect("listed");
+        assert!(!seen.iter().any(|(n, _, _)| n.starts_with("r/skipped/")));
+        assert_eq!(
+            sorted(judge(&dest, "r", &seen, &got.expect("known"))),
+            after
+        );
+        // Known only once everything was listed, below excluded and unknown folders too.
+        let (_tx, rx) = std::sync::mpsc::channel();
+        let (seen, got) = list_below(&dest, "r", ".ferry-", &rx).expect("listed");
+        assert!(got.is_none() && seen.iter().any(|(n, _, _)| n == "r/skipped/inner/y"));
+        assert_eq!(sorted(judge(&dest, "r", &seen, &known())), after);
+        // A restore that stopped before its names were known stops the walk.
+        let (tx, rx) = std::sync::mpsc::channel::<Known>();
+        drop(tx);
+        assert!(unknown_below_early(&dest, "r", ".ferry-", rx).is_err());
     }
 }
