@@ -319,6 +319,13 @@ def summary(series: Series, **extra) -> dict:
     return s
 
 
+def alternate(i: int, *steps):
+    """`steps` in round `i`'s order: as given in even rounds, reversed in odd ones, so that
+    neither format always runs first (after the other's writes) and a median compares like
+    with like."""
+    return steps if i % 2 == 0 else tuple(reversed(steps))
+
+
 def bench_corpus(name: str, corpus: Path, lane: Lane, runs: int) -> dict:
     spec = CORPORA[name]
     paths = spec["paths"]
@@ -335,7 +342,7 @@ def bench_corpus(name: str, corpus: Path, lane: Lane, runs: int) -> dict:
                                      "restore f2", "restore f1", "restore zstd|tar")}
     cold_stores: dict[str, str] = {}
     for i in range(runs):
-        for fmt, label in (("chunked", "cold f2"), ("zstd", "cold f1")):
+        for fmt, label in alternate(i, ("chunked", "cold f2"), ("zstd", "cold f1")):
             store = lane.store(f"{name}-cold-{fmt}")
             cold_stores[fmt] = store
             measure.timed(series[label], lambda: ferry(lane, store, *save_args, "--key", "A",
@@ -347,7 +354,7 @@ def bench_corpus(name: str, corpus: Path, lane: Lane, runs: int) -> dict:
                 [["tar", "--posix", "-cf", "-", *paths], ["zstd", "-T0", "-3", "-q", "-f", "-o", str(tarball)]],
                 cwd=corpus, scratch=WORK), warm=warm_inputs)
             series["cold tar|zstd"].extra["stored_bytes"] = tarball.stat().st_size
-        for fmt, label in (("chunked", "restore f2"), ("zstd", "restore f1")):
+        for fmt, label in alternate(i, ("chunked", "restore f2"), ("zstd", "restore f1")):
             dest = measure.fresh_dir(work / f"restore-{fmt}")
             measure.timed(series[label], lambda: ferry(lane, cold_stores[fmt], "cache", "restore",
                                                        "--key", "A", cwd=dest))
@@ -379,7 +386,7 @@ def bench_corpus(name: str, corpus: Path, lane: Lane, runs: int) -> dict:
     warm = {k: Series(k) for k in ("warm f2", "warm f1", "warm tar|zstd")}
     local_stores = lane.name == "local"
     for i in range(runs):
-        for fmt, label in (("chunked", "warm f2"), ("zstd", "warm f1")):
+        for fmt, label in alternate(i, ("chunked", "warm f2"), ("zstd", "warm f1")):
             if local_stores:
                 store = str(WORK / "stores" / f"{name}-warm-{fmt}")
                 measure.remove(Path(store))
