@@ -139,47 +139,61 @@ pub struct Known {
 }
 
 /// [`unknown_below`], started before the entry's names are known (while its index is
-/// fetched): every name below `dest` is listed, and once `known` delivers the entry's names
-/// and excludes, judged as [`unknown_below`] judges it. Excluded folders are not gone into
-/// from the moment the excludes are known; folders the entry does not hold are (what they
-/// hold is dropped from the answer, as they go whole). Fails when `known` is dropped unsent
-/// (the restore stopped).
+/// fetched): every name below `dest` is listed until `known` delivers the entry's names and
+/// excludes, then the walk goes on as [`unknown_below`]'s does, and at the end every name
+/// listed is judged as [`unknown_below`] judges it (what was listed below a folder the entry
+/// does not hold is dropped, as that folder goes whole). Fails when `known` is dropped
+/// unsent (the restore stopped).
 pub fn unknown_below_early(
     dest: &Path,
     root: &str,
     tag: &str,
     known: std::sync::mpsc::Receiver<Known>,
 ) -> Result<Vec<Unknown>, ArchiveError> {
-    let stopped = || ArchiveError::Internal {
-        what: "the restore stopped before its names were known".into(),
+    let got = std::cell::OnceCell::new();
+    let set = std::cell::OnceCell::new();
+    let seen = list_below(dest, root, tag, &known, &got, &set)?;
+    if got.get().is_none() {
+        let k = known.recv().map_err(|_| ArchiveError::Internal {
+            what: "the restore stopped before its names were known".into(),
+        })?;
+        let _ = got.set(k);
+    }
+    let Some(k) = got.get() else {
+        return Ok(Vec::new());
     };
-    let (seen, got) = list_below(dest, root, tag, &known)?;
-    let k = match got {
-        Some(k) => k,
-        None => known.recv().map_err(|_| stopped())?,
-    };
-    Ok(judge(dest, root, &seen, &k))
+    Ok(judge(
+        dest,
+        root,
+        &seen,
+        k,
+        set.get_or_init(|| k.names.names().collect()),
+    ))
 }
 
 /// A name listed by [`list_below`]: whether it is a folder and of a kind a mirror removes.
 type Listed = (String, bool, bool);
 
-/// Every name below `dest` in walk order, but for folders excluded by a [`Known`] that
-/// arrived on `known` during the walk (returned).
-fn list_below(
+/// The names below `dest` that [`judge`] needs, in walk order: every name until a [`Known`]
+/// arrives on `known` (kept in `got`, its names in `set`), then only those it does not hold
+/// (not gone into), nothing below excluded folders.
+fn list_below<'k>(
     dest: &Path,
     root: &str,
     tag: &str,
     known: &std::sync::mpsc::Receiver<Known>,
-) -> Result<(Vec<Listed>, Option<Known>), ArchiveError> {
+    got: &'k std::cell::OnceCell<Known>,
+    set: &std::cell::OnceCell<HashSet<&'k str>>,
+) -> Result<Vec<Listed>, ArchiveError> {
     use std::sync::mpsc::TryRecvError;
-    let mut got: Option<Known> = None;
     let mut seen = Vec::new();
     walk_below(dest, root, tag, &mut |name, kind| {
         let is_dir = kind == rustix::fs::FileType::Directory;
-        if got.is_none() {
+        if got.get().is_none() {
             match known.try_recv() {
-                Ok(k) => got = Some(k),
+                Ok(k) => {
+                    let _ = got.set(k);
+                }
                 Err(TryRecvError::Empty) => {}
                 Err(TryRecvError::Disconnected) => {
                     return Err(ArchiveError::Internal {
@@ -188,20 +202,25 @@ fn list_below(
                 }
             }
         }
-        if let Some(k) = &got {
-            if !k.excludes.is_empty() && k.excludes.is_match(name) {
-                return Ok(false);
-            }
+        let Some(k) = got.get() else {
+            seen.push((name.to_string(), is_dir, listable(kind)));
+            return Ok(is_dir);
+        };
+        if !k.excludes.is_empty() && k.excludes.is_match(name) {
+            return Ok(false);
+        }
+        if set.get_or_init(|| k.names.names().collect()).contains(name) {
+            return Ok(is_dir);
         }
         seen.push((name.to_string(), is_dir, listable(kind)));
-        Ok(is_dir)
+        Ok(false)
     })?;
-    Ok((seen, got))
+    Ok(seen)
 }
 
-/// What of `seen` (listed by [`list_below`]) is unknown to `k`, as [`unknown_below`] says.
-fn judge(dest: &Path, root: &str, seen: &[Listed], k: &Known) -> Vec<Unknown> {
-    let set: HashSet<&str> = k.names.names().collect();
+/// What of `seen` (listed by [`list_below`]) is unknown to `k` (whose names are `set`), as
+/// [`unknown_below`] says.
+fn judge(dest: &Path, root: &str, seen: &[Listed], k: &Known, set: &HashSet<&str>) -> Vec<Unknown> {
     let mut out = Vec::new();
     // An unknown or excluded folder: nothing below it is looked at.
     let mut skip: Option<&str> = None;
@@ -1938,20 +1957,24 @@ mod tests {
                 ("r/gone".to_string(), dest.join("gone"), true),
             ]
         );
-        // Known before the walk starts: excluded folders are never gone into.
+        // Known before the walk starts: neither excluded nor unknown folders are gone into,
+        // and known names are not kept.
         let (tx, rx) = std::sync::mpsc::channel();
         tx.send(known()).expect("sent");
-        let (seen, got) = list_below(&dest, "r", ".ferry-", &rx).expect("listed");
-        assert!(!seen.iter().any(|(n, _, _)| n.starts_with("r/skipped/")));
-        assert_eq!(
-            sorted(judge(&dest, "r", &seen, &got.expect("known"))),
-            after
-        );
+        let (got, set) = (std::cell::OnceCell::new(), std::cell::OnceCell::new());
+        let seen = list_below(&dest, "r", ".ferry-", &rx, &got, &set).expect("listed");
+        let listed: Vec<&str> = seen.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(listed.len(), 3, "{listed:?}");
+        let (k, set) = (got.get().expect("known"), set.get().expect("names"));
+        assert_eq!(sorted(judge(&dest, "r", &seen, k, set)), after);
         // Known only once everything was listed, below excluded and unknown folders too.
         let (_tx, rx) = std::sync::mpsc::channel();
-        let (seen, got) = list_below(&dest, "r", ".ferry-", &rx).expect("listed");
-        assert!(got.is_none() && seen.iter().any(|(n, _, _)| n == "r/skipped/inner/y"));
-        assert_eq!(sorted(judge(&dest, "r", &seen, &known())), after);
+        let (got, set) = (std::cell::OnceCell::new(), std::cell::OnceCell::new());
+        let seen = list_below(&dest, "r", ".ferry-", &rx, &got, &set).expect("listed");
+        assert!(got.get().is_none() && seen.iter().any(|(n, _, _)| n == "r/skipped/inner/y"));
+        let k = known();
+        let names: HashSet<&str> = k.names.names().collect();
+        assert_eq!(sorted(judge(&dest, "r", &seen, &k, &names)), after);
         // A restore that stopped before its names were known stops the walk.
         let (tx, rx) = std::sync::mpsc::channel::<Known>();
         drop(tx);
