@@ -109,22 +109,29 @@ pub fn unknown_below(
     let mut out = Vec::new();
     walk_below(dest, root, tag, &mut |name, kind| {
         let is_dir = kind == rustix::fs::FileType::Directory;
-        if !excludes.is_empty() && excludes.is_match(name) {
-            return Ok(false);
-        }
-        if known(name) {
-            return Ok(is_dir);
-        }
-        if listable(kind) {
-            out.push(Unknown {
+        match held(name, excludes, known) {
+            None => {}
+            Some(true) => return Ok(is_dir),
+            Some(false) if listable(kind) => out.push(Unknown {
                 name: name.to_string(),
                 path: path_below(dest, root, name),
                 is_dir,
-            });
+            }),
+            Some(false) => {}
         }
         Ok(false)
     })?;
     Ok(out)
+}
+
+/// How a walk for unknown names takes `name`: passed over (`None`: its excludes match it,
+/// and nothing below it is looked at), held by the entry (`Some(true)`: a folder is gone
+/// into), or unknown (`Some(false)`: removed whole).
+fn held(name: &str, excludes: &globset::GlobSet, known: &dyn Fn(&str) -> bool) -> Option<bool> {
+    if !excludes.is_empty() && excludes.is_match(name) {
+        return None;
+    }
+    Some(known(name))
 }
 
 /// The names a restore holds, for a walk that started before they were known.
@@ -206,14 +213,15 @@ fn list_below<'k>(
             seen.push((name.to_string(), is_dir, listable(kind)));
             return Ok(is_dir);
         };
-        if !k.excludes.is_empty() && k.excludes.is_match(name) {
-            return Ok(false);
+        let set = set.get_or_init(|| k.names.names().collect());
+        match held(name, &k.excludes, &|n| set.contains(n)) {
+            None => Ok(false),
+            Some(true) => Ok(is_dir),
+            Some(false) => {
+                seen.push((name.to_string(), is_dir, listable(kind)));
+                Ok(false)
+            }
         }
-        if set.get_or_init(|| k.names.names().collect()).contains(name) {
-            return Ok(is_dir);
-        }
-        seen.push((name.to_string(), is_dir, listable(kind)));
-        Ok(false)
     })?;
     Ok(seen)
 }
@@ -231,16 +239,14 @@ fn judge(dest: &Path, root: &str, seen: &[Listed], k: &Known, set: &HashSet<&str
             }
             skip = None;
         }
-        let excluded = !k.excludes.is_empty() && k.excludes.is_match(name);
-        if !excluded && set.contains(name.as_str()) {
-            continue;
-        }
-        if !excluded && *listable {
-            out.push(Unknown {
+        match held(name, &k.excludes, &|n| set.contains(n)) {
+            Some(true) => continue,
+            Some(false) if *listable => out.push(Unknown {
                 name: name.clone(),
                 path: path_below(dest, root, name),
                 is_dir: *is_dir,
-            });
+            }),
+            None | Some(false) => {}
         }
         if *is_dir {
             skip = Some(name);
