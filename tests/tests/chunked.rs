@@ -301,6 +301,50 @@ fn chunks_used_again_are_fetched_once_even_past_what_memory_keeps() {
     assert!(run.json()["bytes"].as_u64().expect("downloaded bytes") <= stored);
 }
 
+/// A restore needing only files at the start of a block fetches only the start of it, an
+/// estimate from the block's compression as a whole; where the start compresses worse than
+/// the rest, the estimate falls short and the rest of the block is fetched before the
+/// files are written.
+#[test]
+fn a_block_fetched_in_part_is_completed_when_its_start_falls_short() {
+    let ctx = TestContext::new();
+    let tree = ctx.work.join("tree");
+    std::fs::create_dir_all(&tree).expect("mkdir");
+    // `even` is one block that compresses evenly; `uneven` one whose first 120 KB do not
+    // compress and whose last 300 KB are zeros. Each restore below needs only its first file.
+    for (dir, rest) in [("even", noise(300_000, 9)), ("uneven", vec![0u8; 300_000])] {
+        std::fs::create_dir_all(tree.join(dir)).expect("mkdir");
+        std::fs::write(tree.join(dir).join("a-first.bin"), noise(20_000, 7)).expect("write");
+        std::fs::write(tree.join(dir).join("b-then.bin"), noise(100_000, 8)).expect("write");
+        std::fs::write(tree.join(dir).join("c-last.bin"), rest).expect("write");
+    }
+    let saved = save(&ctx, &ctx.work, "in-part", &[]);
+    let stored = saved["bytes"].as_u64().expect("stored bytes");
+
+    let target = ctx.dir("runner-workspace");
+    restore(&ctx, &target, "in-part").ok();
+    let removed = |dir: &str, files: &[&str]| {
+        for f in files {
+            std::fs::remove_file(target.join("tree").join(dir).join(f)).expect("rm");
+        }
+        let run = restore(&ctx, &target, "in-part");
+        run.ok();
+        assert_eq!(snapshot(&target.join("tree")), snapshot(&tree));
+        run.json()["bytes"].as_u64().expect("downloaded bytes")
+    };
+    let even = removed("even", &["a-first.bin"]);
+    assert!(
+        even < 200_000,
+        "the start of a block of {} bytes: {even} downloaded",
+        stored
+    );
+    let uneven = removed("uneven", &["a-first.bin", "b-then.bin"]);
+    assert!(
+        uneven >= 120_000,
+        "the block's start and its rest: {uneven} downloaded"
+    );
+}
+
 /// A job's state may name entries of another store (or long pruned) whose index copies are
 /// gone: the save looks their packs up first and reads no index of an entry this store does
 /// not hold, so it neither warns about them nor pays for them.

@@ -7,6 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::StreamExt;
 
@@ -168,20 +169,50 @@ pub(crate) fn plan_loads(index: &Index, files: &[&[u32]]) -> Vec<u32> {
     loads
 }
 
-/// One request: bytes `span` of pack `pack`, carrying `blocks` (block, offset in the span).
+/// Raw bytes of the blocks zstd cuts a frame into (`ZSTD_BLOCKSIZE_MAX`): a frame's first
+/// `n` such blocks decompress from the compressed bytes before the next one's start.
+const ZSTD_BLOCK: usize = 128 * 1024;
+
+/// The stored bytes of block `b` fetched for a restore that reads the chunks `uses` of it:
+/// the whole block, or, when they end in an early zstd block of the frame, an estimate of
+/// the compressed bytes that carry the zstd blocks up to there (the block's share of its
+/// raw bytes, with room to spare). An estimate that turns out short is completed with a
+/// second request for the rest of the block. A `node_modules` restore with 2% of its files
+/// removed needs one small file of each of hundreds of blocks.
+pub(crate) fn fetched_len(index: &Index, b: u32, uses: &[u32]) -> u64 {
+    let need = need(index, uses);
+    let block = &index.blocks[b as usize];
+    let (raw, stored) = (block.raw(), block.stored());
+    let through = need.div_ceil(ZSTD_BLOCK).max(1) * ZSTD_BLOCK;
+    if through >= raw {
+        return stored;
+    }
+    let share = stored * through as u64 / raw as u64;
+    let estimate = share + share / 8 + 1024;
+    if estimate >= stored - stored / 8 {
+        stored
+    } else {
+        estimate
+    }
+}
+
+/// One request: bytes `span` of pack `pack`, carrying `blocks` (block, offset in the span,
+/// its stored bytes in the span: all of them or the start of them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Request {
     pub pack: usize,
     pub span: Range<u64>,
-    pub blocks: Vec<(u32, usize)>,
+    pub blocks: Vec<(u32, usize, usize)>,
 }
 
-/// Groups consecutive loads of nearby blocks of one pack into requests.
-pub(crate) fn requests(index: &Index, loads: &[u32]) -> Vec<Request> {
+/// Groups consecutive loads of nearby blocks of one pack into requests; `fetched[b]` is how
+/// many of block `b`'s stored bytes to fetch (see [`fetched_len`]).
+pub(crate) fn requests(index: &Index, loads: &[u32], fetched: &[u64]) -> Vec<Request> {
     let mut out: Vec<Request> = Vec::new();
     for &b in loads {
         let block = &index.blocks[b as usize];
-        let span = block.span();
+        let len = fetched[b as usize];
+        let span = block.offset()..block.offset() + len;
         if let Some(last) = out.last_mut() {
             if last.pack == block.pack()
                 && span.start >= last.span.end
@@ -189,7 +220,7 @@ pub(crate) fn requests(index: &Index, loads: &[u32]) -> Vec<Request> {
                 && span.end - last.span.start <= RANGE_MAX
             {
                 last.blocks
-                    .push((b, (span.start - last.span.start) as usize));
+                    .push((b, (span.start - last.span.start) as usize, len as usize));
                 last.span.end = span.end;
                 continue;
             }
@@ -197,7 +228,7 @@ pub(crate) fn requests(index: &Index, loads: &[u32]) -> Vec<Request> {
         out.push(Request {
             pack: block.pack(),
             span: span.clone(),
-            blocks: vec![(b, 0)],
+            blocks: vec![(b, 0, len as usize)],
         });
     }
     out
@@ -223,17 +254,41 @@ pub(crate) type LocalPacks = Vec<Option<PathBuf>>;
 /// Fetches every request in order and decompresses and checks its blocks on a thread of its
 /// own; the blocks arrive on the returned receiver in load order. `uses[b]` lists the chunks
 /// of block `b` this restore reads, each checked against its hash.
+/// `refetched` counts the bytes of second requests for the rest of blocks fetched in part.
 pub(crate) fn start(
     store: &Store,
     index: Arc<Index>,
     reqs: Vec<Request>,
     local: LocalPacks,
     uses: Arc<Vec<Vec<u32>>>,
+    refetched: Arc<AtomicU64>,
 ) -> (
     std::sync::mpsc::Receiver<Loaded>,
     tokio::task::JoinHandle<Option<Failure>>,
 ) {
     let (fetched_tx, mut fetched_rx) = tokio::sync::mpsc::channel::<Fetched>(2);
+    // The rest of a block fetched in part is read by the thread decompressing it: from the
+    // pack's file, or through a task of its own (the fetching task may be waiting on that
+    // very thread to take its next request).
+    let all_local = local.iter().all(Option::is_some);
+    let (rest, rest_server) = if all_local {
+        (Rest::Local(Arc::new(local.clone())), None)
+    } else {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<RestRequest>();
+        let (store, index) = (store.clone(), Arc::clone(&index));
+        let server = tokio::spawn(async move {
+            let mut failure = None;
+            while let Some((pack, span, reply)) = rx.recv().await {
+                let got = store.get_range(&index.packs[pack], span).await;
+                if let Err(e) = &got {
+                    failure.get_or_insert_with(|| clone_store_error(e));
+                }
+                let _ = reply.send(got);
+            }
+            failure
+        });
+        (Rest::Remote(tx), Some(server))
+    };
     let (loaded_tx, loaded_rx) = std::sync::mpsc::sync_channel::<Loaded>(DECOMPRESSED_QUEUE);
     let reqs = Arc::new(reqs);
     // Decompression runs beside fetching and beside the writing of files, on a few threads:
@@ -252,16 +307,22 @@ pub(crate) fn start(
             // every worker were most of a restore's memory.
             let (out_tx, out_rx) = std::sync::mpsc::sync_channel::<Loaded>(WORKER_AHEAD);
             let (index, reqs, uses) = (Arc::clone(&index), Arc::clone(&reqs), Arc::clone(&uses));
+            let (rest, refetched) = (rest.clone(), Arc::clone(&refetched));
             std::thread::spawn(move || {
                 // One context per thread, reused for every block it decompresses.
                 let mut z = zstd::zstd_safe::DCtx::try_create();
                 for next in in_rx {
                     let failure = match (next, z.as_mut()) {
                         (Ok((i, bytes)), Some(z)) => {
-                            for &(b, off) in &reqs[i].blocks {
-                                let loaded =
-                                    decompress(z, &index, b, &bytes, off, &uses[b as usize])
-                                        .map(|d| (b, Arc::new(d)));
+                            for &(b, off, len) in &reqs[i].blocks {
+                                let fetched = Fetch {
+                                    bytes: &bytes,
+                                    at: off..off + len,
+                                    rest: &rest,
+                                    refetched: &refetched,
+                                };
+                                let loaded = decompress(z, &index, b, fetched, &uses[b as usize])
+                                    .map(|d| (b, Arc::new(d)));
                                 let failed = loaded.is_err();
                                 if out_tx.send(loaded).is_err() || failed {
                                     return;
@@ -284,6 +345,8 @@ pub(crate) fn start(
             inputs.push(in_tx);
             outputs.push(out_rx);
         }
+        // Only the decompressing threads ask for rests: the server stops when they end.
+        drop(rest);
         std::thread::spawn(move || {
             let mut n = 0usize;
             while let Some(next) = fetched_rx.blocking_recv() {
@@ -312,7 +375,6 @@ pub(crate) fn start(
     }
     let store = store.clone();
     let task = tokio::spawn(async move {
-        let all_local = local.iter().all(Option::is_some);
         if all_local {
             let reqs = Arc::clone(&reqs);
             let index = Arc::clone(&index);
@@ -363,9 +425,77 @@ pub(crate) fn start(
                 return failure;
             }
         }
-        None
+        // The decompressing threads end once their last request is taken, and with them
+        // the rests they asked for.
+        drop(fetched_tx);
+        match rest_server {
+            Some(server) => server.await.ok().flatten().map(Failure::Store),
+            None => None,
+        }
     });
     (loaded_rx, task)
+}
+
+/// A request for the rest of a block: bytes `span` of pack `pack`, and where to answer.
+type RestRequest = (
+    usize,
+    Range<u64>,
+    tokio::sync::oneshot::Sender<Result<bytes::Bytes, StoreError>>,
+);
+
+/// How a decompressing thread gets the rest of a block fetched in part.
+#[derive(Clone)]
+enum Rest {
+    /// From the packs' files on this machine.
+    Local(Arc<LocalPacks>),
+    /// From the store, through a task that fetches it.
+    Remote(tokio::sync::mpsc::UnboundedSender<RestRequest>),
+}
+
+impl Rest {
+    /// Bytes `span` of pack `pack`, all of them.
+    fn get(&self, index: &Index, pack: usize, span: Range<u64>) -> Result<Vec<u8>, ArchiveError> {
+        let path = &index.packs[pack];
+        let want = (span.end - span.start) as usize;
+        match self {
+            Rest::Local(files) => {
+                use std::os::unix::fs::FileExt;
+                let on_disk = files[pack].as_ref().ok_or_else(|| ArchiveError::Internal {
+                    what: format!("no local file for pack {path}"),
+                })?;
+                let file = std::fs::File::open(on_disk).map_err(|e| ArchiveError::Corrupt {
+                    detail: format!("pack {path} cannot be opened: {e}"),
+                })?;
+                let mut buf = vec![0u8; want];
+                file.read_exact_at(&mut buf, span.start)
+                    .map_err(|_| short(path, &span, 0))?;
+                Ok(buf)
+            }
+            Rest::Remote(tx) => {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                let stopped = || ArchiveError::Internal {
+                    what: "the task fetching the rest of blocks stopped".into(),
+                };
+                tx.send((pack, span.clone(), reply))
+                    .map_err(|_| stopped())?;
+                match answer.blocking_recv().map_err(|_| stopped())? {
+                    Ok(b) if b.len() == want => Ok(b.to_vec()),
+                    Ok(b) => Err(short(path, &span, b.len())),
+                    Err(e) => Err(ArchiveError::Corrupt {
+                        detail: format!("the store failed: {e}"),
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// A block's stored bytes as fetched: `at` of `bytes`, all of them or their start.
+struct Fetch<'a> {
+    bytes: &'a [u8],
+    at: Range<usize>,
+    rest: &'a Rest,
+    refetched: &'a AtomicU64,
 }
 
 /// A store error, kept for the caller while a copy of its message goes to the reader.
@@ -440,20 +570,73 @@ fn read_local(
     Ok(())
 }
 
-/// Decompresses block `b` found at `off` in `bytes` and checks the chunks `uses` of it.
+/// Decompresses block `b` as fetched and checks the chunks `uses` of it. A block fetched
+/// in part whose start does not reach the last of those chunks is completed first.
 fn decompress(
     z: &mut zstd::zstd_safe::DCtx<'static>,
     index: &Index,
     b: u32,
-    bytes: &[u8],
-    off: usize,
+    fetched: Fetch<'_>,
     uses: &[u32],
 ) -> Result<Vec<u8>, ArchiveError> {
     let block = &index.blocks[b as usize];
     let pack = &index.packs[block.pack()];
-    let stored = bytes
-        .get(off..off + block.stored() as usize)
-        .ok_or_else(|| short(pack, &block.span(), bytes.len().saturating_sub(off)))?;
+    let got = fetched.bytes.get(fetched.at.clone()).ok_or_else(|| {
+        short(
+            pack,
+            &block.span(),
+            fetched.bytes.len().saturating_sub(fetched.at.start),
+        )
+    })?;
+    if got.len() as u64 >= block.stored() {
+        return decompress_whole(z, index, b, got, uses);
+    }
+    // Only the start of the block was fetched: it carries the chunks this restore reads,
+    // unless the estimate of where they end fell short.
+    if let Ok(raw) = decompress_start(z, got, need(index, uses)) {
+        if check_chunks(index, pack, block.offset(), &raw, uses).is_ok() {
+            return Ok(raw);
+        }
+    }
+    let rest = block.offset() + got.len() as u64..block.span().end;
+    let len = rest.end - rest.start;
+    let mut whole = Vec::with_capacity(block.stored() as usize);
+    whole.extend_from_slice(got);
+    whole.extend(fetched.rest.get(index, block.pack(), rest)?);
+    fetched.refetched.fetch_add(len, Ordering::Relaxed);
+    decompress_whole(z, index, b, &whole, uses)
+}
+
+/// How far into its block's raw bytes the chunks `uses` reach.
+fn need(index: &Index, uses: &[u32]) -> usize {
+    uses.iter()
+        .map(|&c| index.chunks[c as usize].range().end)
+        .max()
+        .unwrap_or(0)
+}
+
+/// The first `need` raw bytes of a zstd frame from the start of its compressed bytes.
+fn decompress_start(
+    z: &mut zstd::zstd_safe::DCtx<'static>,
+    stored: &[u8],
+    need: usize,
+) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut raw = vec![0u8; need];
+    zstd::stream::read::Decoder::with_context(stored, z).read_exact(&mut raw)?;
+    Ok(raw)
+}
+
+/// Decompresses block `b` from all its stored bytes and checks the chunks `uses` of it.
+fn decompress_whole(
+    z: &mut zstd::zstd_safe::DCtx<'static>,
+    index: &Index,
+    b: u32,
+    stored: &[u8],
+    uses: &[u32],
+) -> Result<Vec<u8>, ArchiveError> {
+    let block = &index.blocks[b as usize];
+    let pack = &index.packs[block.pack()];
     let bad = |e: std::io::Error| ArchiveError::Corrupt {
         detail: format!(
             "block at {} of pack {pack} does not decompress: {e}",
@@ -462,17 +645,9 @@ fn decompress(
     };
     // Only as much of the block as the chunks this restore reads reach is decompressed (a
     // restore that needs one small file of it stops early).
-    let need = uses
-        .iter()
-        .map(|&c| index.chunks[c as usize].range().end)
-        .max()
-        .unwrap_or(0);
+    let need = need(index, uses);
     if need < block.raw() {
-        use std::io::Read;
-        let mut raw = vec![0u8; need];
-        zstd::stream::read::Decoder::with_context(stored, z)
-            .read_exact(&mut raw)
-            .map_err(bad)?;
+        let raw = decompress_start(z, stored, need).map_err(bad)?;
         check_chunks(index, pack, block.offset(), &raw, uses)?;
         return Ok(raw);
     }
@@ -588,7 +763,8 @@ mod tests {
             ],
             vec![],
         );
-        let r = requests(&i, &[0, 1, 2, 3, 0]);
+        let whole: Vec<u64> = i.blocks.iter().map(|b| b.stored()).collect();
+        let r = requests(&i, &[0, 1, 2, 3, 0], &whole);
         let spans: Vec<_> = r.iter().map(|r| (r.pack, r.span.clone())).collect();
         assert_eq!(
             spans,
@@ -599,6 +775,6 @@ mod tests {
                 (0, 0..100)
             ]
         );
-        assert_eq!(r[0].blocks, [(0, 0), (1, 100)]);
+        assert_eq!(r[0].blocks, [(0, 0, 100), (1, 100, 100)]);
     }
 }

@@ -717,7 +717,13 @@ async fn feed<S: Sink + Send + 'static>(
             block_uses[index.chunks[c].block()].push(c as u32);
         }
     }
-    let reqs = fetch::requests(&index, &loads);
+    // A block is fetched whole, or only as far as the chunks read from it need.
+    let fetched_len: Vec<u64> = block_uses
+        .iter()
+        .enumerate()
+        .map(|(b, uses)| fetch::fetched_len(&index, b as u32, uses))
+        .collect();
+    let reqs = fetch::requests(&index, &loads, &fetched_len);
     let downloaded: u64 = reqs.iter().map(|r| r.span.end - r.span.start).sum();
     let needed: Vec<usize> = {
         let mut p: Vec<usize> = reqs.iter().map(|r| r.pack).collect();
@@ -727,7 +733,15 @@ async fn feed<S: Sink + Send + 'static>(
     };
     check_packs(store, &index, &needed).await?;
     let (local, _temp) = local_packs(store, &index, &needed).await?;
-    let (rx, fetcher) = fetch::start(store, Arc::clone(&index), reqs, local, Arc::new(block_uses));
+    let refetched = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (rx, fetcher) = fetch::start(
+        store,
+        Arc::clone(&index),
+        reqs,
+        local,
+        Arc::new(block_uses),
+        Arc::clone(&refetched),
+    );
     let residency = Residency::new(uses);
     let fed = {
         let index = Arc::clone(&index);
@@ -806,7 +820,8 @@ async fn feed<S: Sink + Send + 'static>(
             .into());
         }
     };
-    Ok((sink, downloaded))
+    let refetched = refetched.load(std::sync::atomic::Ordering::Relaxed);
+    Ok((sink, downloaded + refetched))
 }
 
 /// Every pack a restore reads must be there with its recorded size: a pack missing or
