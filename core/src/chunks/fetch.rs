@@ -458,19 +458,7 @@ impl Rest {
         let path = &index.packs[pack];
         let want = (span.end - span.start) as usize;
         match self {
-            Rest::Local(files) => {
-                use std::os::unix::fs::FileExt;
-                let on_disk = files[pack].as_ref().ok_or_else(|| ArchiveError::Internal {
-                    what: format!("no local file for pack {path}"),
-                })?;
-                let file = std::fs::File::open(on_disk).map_err(|e| ArchiveError::Corrupt {
-                    detail: format!("pack {path} cannot be opened: {e}"),
-                })?;
-                let mut buf = vec![0u8; want];
-                file.read_exact_at(&mut buf, span.start)
-                    .map_err(|_| short(path, &span, 0))?;
-                Ok(buf)
-            }
+            Rest::Local(files) => read_local_range(&open_local(index, files, pack)?, path, &span),
             Rest::Remote(tx) => {
                 let (reply, answer) = tokio::sync::oneshot::channel();
                 let stopped = || ArchiveError::Internal {
@@ -536,30 +524,16 @@ fn read_local(
     local: &LocalPacks,
     tx: &tokio::sync::mpsc::Sender<Fetched>,
 ) -> Result<(), Failure> {
-    use std::os::unix::fs::FileExt;
     let mut files: HashMap<usize, std::fs::File> = HashMap::new();
     for (i, r) in reqs.iter().enumerate() {
-        let path = &index.packs[r.pack];
         let result = (|| {
             let file = match files.entry(r.pack) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => {
-                    let on_disk = local[r.pack]
-                        .as_ref()
-                        .ok_or_else(|| ArchiveError::Internal {
-                            what: format!("no local file for pack {path}"),
-                        })?;
-                    v.insert(
-                        std::fs::File::open(on_disk).map_err(|e| ArchiveError::Corrupt {
-                            detail: format!("pack {path} cannot be opened: {e}"),
-                        })?,
-                    )
+                    v.insert(open_local(index, local, r.pack)?)
                 }
             };
-            let mut buf = vec![0u8; (r.span.end - r.span.start) as usize];
-            file.read_exact_at(&mut buf, r.span.start)
-                .map_err(|_| short(path, &r.span, 0))?;
-            Ok::<_, ArchiveError>(bytes::Bytes::from(buf))
+            read_local_range(file, &index.packs[r.pack], &r.span).map(bytes::Bytes::from)
         })();
         let failed = result.is_err();
         let msg = result.map(|b| (i, b)).map_err(Failure::Data);
@@ -568,6 +542,34 @@ fn read_local(
         }
     }
     Ok(())
+}
+
+/// The file of pack `pack` on this machine, opened.
+fn open_local(
+    index: &Index,
+    local: &LocalPacks,
+    pack: usize,
+) -> Result<std::fs::File, ArchiveError> {
+    let path = &index.packs[pack];
+    let on_disk = local[pack].as_ref().ok_or_else(|| ArchiveError::Internal {
+        what: format!("no local file for pack {path}"),
+    })?;
+    std::fs::File::open(on_disk).map_err(|e| ArchiveError::Corrupt {
+        detail: format!("pack {path} cannot be opened: {e}"),
+    })
+}
+
+/// Bytes `span` of the local file of pack `path`, all of them.
+fn read_local_range(
+    file: &std::fs::File,
+    path: &str,
+    span: &Range<u64>,
+) -> Result<Vec<u8>, ArchiveError> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; (span.end - span.start) as usize];
+    file.read_exact_at(&mut buf, span.start)
+        .map_err(|_| short(path, span, 0))?;
+    Ok(buf)
 }
 
 /// Decompresses block `b` as fetched and checks the chunks `uses` of it. A block fetched
