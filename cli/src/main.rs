@@ -10,18 +10,18 @@ use clap::Parser;
 
 use crate::errors::CliError;
 
-/// Keeps memory that glibc's malloc got from the kernel in the process instead of handing it
-/// back after every large `free`. A chunked restore decompresses blocks on one thread and
-/// frees them on another, and with glibc's defaults each thread's heap gave about 225 MiB back
-/// (`madvise(MADV_DONTNEED)`) during a restore of a 460 MB `target/`, only to fault it in
-/// again: 40,000 page faults against 6,000 for the same tree in format 1. With these
-/// thresholds the restore took 11% less time on ext4 (bench/README.md). Large allocations up
-/// to 32 MiB come from the heaps, and a heap keeps up to 256 MiB free at its top.
+/// For a restore, keeps memory that glibc's malloc got from the kernel in the process instead
+/// of handing it back after every large `free`. A chunked restore decompresses blocks on one
+/// thread and frees them on another, and with glibc's defaults the threads' heaps gave about
+/// 225 MiB back (`madvise(MADV_DONTNEED)`) during a restore of a 460 MB `target/`, only to
+/// fault it in again: 40,000 page faults against 6,000 for the same tree in format 1, and
+/// 11,000 with these thresholds. Saves keep the defaults: their buffers hold a steady size,
+/// and these thresholds raised their peak memory by about 10 MiB.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn tune_malloc() {
-    // SAFETY: `mallopt` only sets malloc's parameters; it is called first thing in `main`,
-    // before any thread that allocates is started.
+    // SAFETY: `mallopt` only sets malloc's parameters; `main` calls it before it starts any
+    // other thread.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
@@ -32,8 +32,10 @@ fn tune_malloc() {
 fn tune_malloc() {}
 
 fn main() -> std::process::ExitCode {
-    tune_malloc();
     let cli = cli::Cli::parse();
+    if cli.command.restores() {
+        tune_malloc();
+    }
     let json = cli.global.json;
     let result = settings::settle(cli).and_then(|(globals, action)| {
         let runtime = tokio::runtime::Builder::new_multi_thread()

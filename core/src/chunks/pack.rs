@@ -77,6 +77,13 @@ const READ_BUF: usize = 1024 * 1024;
 /// The most raw bytes a block can gather: it is sent once it reaches its target, so the
 /// chunk that takes it there, at most [`CHUNK_MAX`] bytes, starts below the target.
 const BLOCK_CAPACITY: usize = BLOCK_TARGET_LARGE + CHUNK_MAX as usize;
+/// Match tables of the blocks at level 3, the default: 2^16 hash and 2^15 chain entries.
+/// zstd's level 3 sizes them for a stream when its input passes 256 KiB (2^17 and 2^16,
+/// 768 KiB together), but a block is at most about 1.25 MiB. With the smaller tables a cold
+/// save of a 460 MB `target/` took 10% less processor time, and one of `node_modules` 6%
+/// less, for 0.25% more bytes stored (bench/README.md).
+const LEVEL3_HASH_LOG: u32 = 16;
+const LEVEL3_CHAIN_LOG: u32 = 15;
 /// Spare buffers a [`Pool`] keeps: more than the blocks in flight between two stages.
 const POOL_MAX: usize = 8;
 
@@ -384,6 +391,12 @@ fn compress(
     (raw_pool, compressed): (Pool, Pool),
 ) -> Result<(), ArchiveError> {
     let mut z = zstd::bulk::Compressor::new(level).map_err(ArchiveError::Write)?;
+    if level == 3 {
+        use zstd::zstd_safe::CParameter;
+        z.set_parameter(CParameter::HashLog(LEVEL3_HASH_LOG))
+            .and_then(|()| z.set_parameter(CParameter::ChainLog(LEVEL3_CHAIN_LOG)))
+            .map_err(ArchiveError::Write)?;
+    }
     loop {
         let next = match rx.lock() {
             Ok(r) => r.recv(),
