@@ -70,17 +70,6 @@ pub enum Command {
     Keygen,
 }
 
-impl Command {
-    /// Whether the command restores an entry into a folder (see `tune_malloc` in `main`).
-    pub fn restores(&self) -> bool {
-        matches!(
-            self,
-            Command::Cache(CacheCommand::Restore(_))
-                | Command::Workspace(WorkspaceCommand::Attach(_))
-        )
-    }
-}
-
 #[derive(Debug, Subcommand)]
 pub enum CacheCommand {
     /// Save paths under a key; an existing key is skipped unless --force
