@@ -545,7 +545,8 @@ fn hand_made_unsafe_archives_are_refused_and_write_nothing() {
         return; // reaching into the store's files needs the local store
     };
     ctx.write("tree/ok.txt", "ok");
-    save(&ctx, "evil", &[]);
+    // Format 1: its data is the tar.zst the cases below replace.
+    save(&ctx, "evil", &["--format", "zstd"]);
     let abs = ctx.root.join("abs-evil");
     let abs_name = abs.display().to_string();
     let cases: Vec<(&str, Vec<u8>)> = vec![

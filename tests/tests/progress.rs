@@ -82,27 +82,35 @@ fn ci_logs_get_one_summary_line_and_no_bar() {
 
 #[test]
 fn ci_logs_with_verbose_say_once_when_data_starts_moving() {
-    let ctx = TestContext::new();
-    std::fs::create_dir_all(ctx.work.join("tree")).expect("mkdir");
-    std::fs::write(ctx.work.join("tree/blob"), random(3 << 20)).expect("write");
-    let run = ctx.run(&["-v", "cache", "save", "--key", "k", "--path", "tree"]);
-    run.ok();
-    let lines: Vec<&str> = run.stderr.lines().collect();
-    assert_eq!(lines.len(), 2, "{}", run.stderr);
-    assert_eq!(lines[0], "saving cache k: data is moving");
-    assert!(lines[1].starts_with("saved cache k to "), "{}", run.stderr);
-    let dest = ctx.dir("r");
-    let run = ctx.run_in(
-        &dest,
-        &["-v", "cache", "restore", "--key", "k", "--path", "tree"],
-    );
-    run.ok();
-    assert_eq!(
-        run.stderr.lines().next(),
-        Some("restoring cache k: data is moving"),
-        "{}",
-        run.stderr
-    );
+    for format in ["chunked", "zstd"] {
+        let ctx = TestContext::new();
+        std::fs::create_dir_all(ctx.work.join("tree")).expect("mkdir");
+        std::fs::write(ctx.work.join("tree/blob"), random(3 << 20)).expect("write");
+        let run = ctx.run(&[
+            "-v", "cache", "save", "--key", "k", "--path", "tree", "--format", format,
+        ]);
+        run.ok();
+        let lines: Vec<&str> = run.stderr.lines().collect();
+        assert_eq!(lines.len(), 2, "{format}: {}", run.stderr);
+        assert_eq!(lines[0], "saving cache k: data is moving", "{format}");
+        assert!(
+            lines[1].starts_with("saved cache k to "),
+            "{format}: {}",
+            run.stderr
+        );
+        let dest = ctx.dir("r");
+        let run = ctx.run_in(
+            &dest,
+            &["-v", "cache", "restore", "--key", "k", "--path", "tree"],
+        );
+        run.ok();
+        assert_eq!(
+            run.stderr.lines().next(),
+            Some("restoring cache k: data is moving"),
+            "{format}: {}",
+            run.stderr
+        );
+    }
 }
 
 #[test]

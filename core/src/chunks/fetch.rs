@@ -13,7 +13,7 @@ use futures::StreamExt;
 
 use super::index::Index;
 use crate::archive::ArchiveError;
-use crate::store::{Store, StoreError};
+use crate::store::{Progress, Store, StoreError};
 
 /// Decompressed blocks kept for reuse while a restore runs.
 const RESIDENT_BLOCKS: usize = 8;
@@ -373,14 +373,21 @@ pub(crate) fn start(
             }
         });
     }
+    // The progress bar (or, in a CI log with -v, the line saying data moves) counts the
+    // ranges fetched, as a format-1 restore counts its archive's bytes.
+    let progress = store.progress();
+    if let Some(p) = &progress {
+        p.expect(reqs.iter().map(|r| r.span.end - r.span.start).sum());
+    }
     let store = store.clone();
     let task = tokio::spawn(async move {
         if all_local {
             let reqs = Arc::clone(&reqs);
             let index = Arc::clone(&index);
-            let sent =
-                tokio::task::spawn_blocking(move || read_local(&index, &reqs, &local, &fetched_tx))
-                    .await;
+            let sent = tokio::task::spawn_blocking(move || {
+                read_local(&index, &reqs, &local, &fetched_tx, progress.as_deref())
+            })
+            .await;
             return match sent {
                 Ok(r) => r.err(),
                 Err(_) => Some(Failure::Data(ArchiveError::Internal {
@@ -405,6 +412,9 @@ pub(crate) fn start(
             .collect();
         let mut stream = futures::stream::iter(futs).buffered(concurrency);
         while let Some(r) = stream.next().await {
+            if let (Some(p), Ok((_, b))) = (&progress, &r) {
+                p.advance(b.len() as u64);
+            }
             let r = match r {
                 Ok((i, b)) if b.len() as u64 == reqs[i].span.end - reqs[i].span.start => Ok((i, b)),
                 Ok((i, b)) => Err(Failure::Data(short(
@@ -523,6 +533,7 @@ fn read_local(
     reqs: &[Request],
     local: &LocalPacks,
     tx: &tokio::sync::mpsc::Sender<Fetched>,
+    progress: Option<&dyn Progress>,
 ) -> Result<(), Failure> {
     let mut files: HashMap<usize, std::fs::File> = HashMap::new();
     for (i, r) in reqs.iter().enumerate() {
@@ -535,6 +546,9 @@ fn read_local(
             };
             read_local_range(file, &index.packs[r.pack], &r.span).map(bytes::Bytes::from)
         })();
+        if let (Some(p), Ok(b)) = (progress, &result) {
+            p.advance(b.len() as u64);
+        }
         let failed = result.is_err();
         let msg = result.map(|b| (i, b)).map_err(Failure::Data);
         if tx.blocking_send(msg).is_err() || failed {
