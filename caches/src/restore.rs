@@ -178,6 +178,12 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
             keep_existing: true,
             mirror: true,
             footprints: req.footprints.clone(),
+            // The copy this job's state keeps of an index it restored before.
+            index_copy: req
+                .state_dir
+                .as_deref()
+                .and_then(|dir| crate::state::index_copy(dir, &found.data))
+                .map(bytes::Bytes::from),
         },
     )
     .await;

@@ -63,7 +63,8 @@ pub(crate) fn index_copy(dir: &Path, data: &DataRef) -> Option<Vec<u8>> {
 }
 
 /// Remembers a restore and keeps a copy of its index (which a prune may delete with the entry
-/// before the job saves). Best effort: a failure only makes a later save upload more.
+/// before the job saves, and which a later restore of the entry reads instead of fetching
+/// it). Best effort: a failure only makes a later save upload more.
 pub(crate) fn remember(
     dir: &Path,
     project: &str,

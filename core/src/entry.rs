@@ -292,6 +292,9 @@ pub struct Land {
     /// Format 2: the folder of footprints (see [`chunks::footprint`]) that spare reading
     /// files a restore left unchanged; none: every file on disk is read.
     pub footprints: Option<PathBuf>,
+    /// Format 2: a copy of the entry's index kept on this machine, read instead of the
+    /// store's when it matches the manifest's record of it.
+    pub index_copy: Option<bytes::Bytes>,
 }
 
 /// What laying an entry down did besides what the lander counts.
@@ -335,6 +338,7 @@ pub async fn land(
                     keep: land.keep_existing,
                     mirror: land.mirror,
                     footprints: land.footprints.as_deref(),
+                    index_copy: land.index_copy,
                 },
             )
             .await?;

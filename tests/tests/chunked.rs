@@ -556,6 +556,52 @@ fn a_file_appended_to_or_rewritten_in_place_gives_back_the_chunks_it_still_holds
     );
 }
 
+/// The copies of restored indexes the job's state keeps.
+fn index_copies(ctx: &TestContext) -> Vec<std::path::PathBuf> {
+    let dir = ctx.home.join(".local/state/ferry/caches/indexes");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("entry").path())
+        .collect()
+}
+
+#[test]
+fn a_restore_reads_the_index_its_job_kept_and_fetches_it_when_the_copy_was_altered() {
+    let ctx = TestContext::new();
+    let target = restored_workspace(&ctx);
+    let t = target.join("tree");
+    let copies = index_copies(&ctx);
+    assert_eq!(copies.len(), 1, "the job kept the index it restored");
+
+    // Nothing changed since the first restore, and the index is at hand: nothing is fetched.
+    let run = restore(&ctx, &target, "ws");
+    run.ok();
+    assert_eq!(run.json()["bytes"], 0, "{}", run.json());
+    assert_eq!(run.json()["kept_files"], 8, "{}", run.json());
+
+    // A copy changed behind the job's back (same size, one byte flipped) is not used: the
+    // store's index is fetched, and the restore is still exact.
+    let mut altered = std::fs::read(&copies[0]).expect("read");
+    let middle = altered.len() / 2;
+    altered[middle] ^= 0xff;
+    std::fs::write(&copies[0], &altered).expect("write");
+    std::fs::remove_file(t.join("a.txt")).expect("rm");
+    let run = restore(&ctx, &target, "ws");
+    run.ok();
+    let index_size = std::fs::metadata(&copies[0]).expect("copy").len();
+    assert!(
+        run.json()["bytes"].as_u64().expect("bytes") > index_size,
+        "the index and a.txt's block are fetched: {}",
+        run.json()
+    );
+    assert_eq!(snapshot(&t), snapshot(&ctx.work.join("tree")));
+    assert_ne!(
+        std::fs::read(&copies[0]).expect("read"),
+        altered,
+        "the restore kept the store's copy again"
+    );
+}
+
 #[test]
 fn racing_chunked_saves_of_one_key_publish_once_and_the_losers_leave_no_packs() {
     let ctx = TestContext::new();

@@ -156,6 +156,7 @@ async fn stage(
         keep_existing: true,
         mirror: false,
         footprints: None,
+        index_copy: None,
     };
     let (lander, landing) = entry::land(store, lander, land).await?;
     Ok((lander, landing.downloaded))

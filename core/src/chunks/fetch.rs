@@ -13,7 +13,7 @@ use futures::StreamExt;
 
 use super::index::Index;
 use crate::archive::ArchiveError;
-use crate::store::{Progress, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Decompressed blocks kept for reuse while a restore runs.
 const RESIDENT_BLOCKS: usize = 8;
@@ -240,6 +240,14 @@ pub(crate) type Loaded = Result<(u32, Arc<Vec<u8>>), ArchiveError>;
 /// The fetched bytes of one request.
 type Fetched = Result<(usize, bytes::Bytes), Failure>;
 
+/// What a decompressing thread is handed: a request's fetched bytes, or (every pack is on
+/// this machine) the request alone, whose bytes the thread reads itself into a buffer it
+/// keeps, rather than a fresh buffer for every range, filled on another thread.
+enum Job {
+    Fetched(Fetched),
+    Local(usize),
+}
+
 /// Why fetching stopped.
 #[derive(Debug)]
 pub(crate) enum Failure {
@@ -271,8 +279,9 @@ pub(crate) fn start(
     // pack's file, or through a task of its own (the fetching task may be waiting on that
     // very thread to take its next request).
     let all_local = local.iter().all(Option::is_some);
+    let local = Arc::new(local);
     let (rest, rest_server) = if all_local {
-        (Rest::Local(Arc::new(local.clone())), None)
+        (Rest::Local(Arc::clone(&local)), None)
     } else {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<RestRequest>();
         let (store, index) = (store.clone(), Arc::clone(&index));
@@ -291,6 +300,13 @@ pub(crate) fn start(
     };
     let (loaded_tx, loaded_rx) = std::sync::mpsc::sync_channel::<Loaded>(DECOMPRESSED_QUEUE);
     let reqs = Arc::new(reqs);
+    // The progress bar (or, in a CI log with -v, the line saying data moves) counts the
+    // ranges fetched, as a format-1 restore counts its archive's bytes.
+    let progress = store.progress();
+    if let Some(p) = &progress {
+        p.expect(reqs.iter().map(|r| r.span.end - r.span.start).sum());
+    }
+    let local = all_local.then_some(local);
     // Decompression runs beside fetching and beside the writing of files, on a few threads:
     // request `i` goes to worker `i % n`, and the results are taken back in the same turn,
     // so blocks reach the reader in load order with no reordering buffer.
@@ -301,22 +317,48 @@ pub(crate) fn start(
         let mut inputs = Vec::with_capacity(workers);
         let mut outputs = Vec::with_capacity(workers);
         for _ in 0..workers {
-            let (in_tx, in_rx) = std::sync::mpsc::sync_channel::<Fetched>(1);
+            let (in_tx, in_rx) = std::sync::mpsc::sync_channel::<Job>(1);
             // Blocks go back one by one, a few ahead: a request carries up to 2 MiB of
             // stored blocks, several times that unpacked, and whole requests waiting on
             // every worker were most of a restore's memory.
             let (out_tx, out_rx) = std::sync::mpsc::sync_channel::<Loaded>(WORKER_AHEAD);
             let (index, reqs, uses) = (Arc::clone(&index), Arc::clone(&reqs), Arc::clone(&uses));
             let (rest, refetched) = (rest.clone(), Arc::clone(&refetched));
+            let (local, progress) = (local.clone(), progress.clone());
             std::thread::spawn(move || {
                 // One context per thread, reused for every block it decompresses.
                 let mut z = zstd::zstd_safe::DCtx::try_create();
-                for next in in_rx {
+                // Ranges of local packs are read into one buffer, kept from one to the next.
+                let mut own = Vec::new();
+                let mut files = HashMap::new();
+                for job in in_rx {
+                    let fetched;
+                    let next = match (job, &local) {
+                        (Job::Fetched(Ok((i, bytes))), _) => {
+                            fetched = bytes;
+                            Ok((i, &fetched[..]))
+                        }
+                        (Job::Fetched(Err(e)), _) => Err(e),
+                        (Job::Local(i), Some(local)) => {
+                            let r = &reqs[i];
+                            read_own(&index, local, &mut files, r, &mut own)
+                                .map(|()| {
+                                    if let Some(p) = &progress {
+                                        p.advance(own.len() as u64);
+                                    }
+                                    (i, &own[..])
+                                })
+                                .map_err(Failure::Data)
+                        }
+                        (Job::Local(_), None) => Err(Failure::Data(ArchiveError::Internal {
+                            what: "a pack to read here has no file here".into(),
+                        })),
+                    };
                     let failure = match (next, z.as_mut()) {
                         (Ok((i, bytes)), Some(z)) => {
                             for &(b, off, len) in &reqs[i].blocks {
                                 let fetched = Fetch {
-                                    bytes: &bytes,
+                                    bytes,
                                     at: off..off + len,
                                     rest: &rest,
                                     refetched: &refetched,
@@ -347,10 +389,19 @@ pub(crate) fn start(
         }
         // Only the decompressing threads ask for rests: the server stops when they end.
         drop(rest);
+        let count = reqs.len();
         std::thread::spawn(move || {
+            if all_local {
+                for n in 0..count {
+                    if inputs[n % workers].send(Job::Local(n)).is_err() {
+                        return;
+                    }
+                }
+                return;
+            }
             let mut n = 0usize;
             while let Some(next) = fetched_rx.blocking_recv() {
-                if inputs[n % workers].send(next).is_err() {
+                if inputs[n % workers].send(Job::Fetched(next)).is_err() {
                     return;
                 }
                 n += 1;
@@ -373,27 +424,11 @@ pub(crate) fn start(
             }
         });
     }
-    // The progress bar (or, in a CI log with -v, the line saying data moves) counts the
-    // ranges fetched, as a format-1 restore counts its archive's bytes.
-    let progress = store.progress();
-    if let Some(p) = &progress {
-        p.expect(reqs.iter().map(|r| r.span.end - r.span.start).sum());
-    }
     let store = store.clone();
     let task = tokio::spawn(async move {
+        // Local packs are read by the decompressing threads.
         if all_local {
-            let reqs = Arc::clone(&reqs);
-            let index = Arc::clone(&index);
-            let sent = tokio::task::spawn_blocking(move || {
-                read_local(&index, &reqs, &local, &fetched_tx, progress.as_deref())
-            })
-            .await;
-            return match sent {
-                Ok(r) => r.err(),
-                Err(_) => Some(Failure::Data(ArchiveError::Internal {
-                    what: "the thread reading packs stopped".into(),
-                })),
-            };
+            return None;
         }
         let concurrency = if store.is_remote() {
             REMOTE_CONCURRENCY
@@ -528,36 +563,6 @@ fn short(pack: &str, span: &Range<u64>, got: usize) -> ArchiveError {
     }
 }
 
-fn read_local(
-    index: &Index,
-    reqs: &[Request],
-    local: &LocalPacks,
-    tx: &tokio::sync::mpsc::Sender<Fetched>,
-    progress: Option<&dyn Progress>,
-) -> Result<(), Failure> {
-    let mut files: HashMap<usize, std::fs::File> = HashMap::new();
-    for (i, r) in reqs.iter().enumerate() {
-        let result = (|| {
-            let file = match files.entry(r.pack) {
-                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(open_local(index, local, r.pack)?)
-                }
-            };
-            read_local_range(file, &index.packs[r.pack], &r.span).map(bytes::Bytes::from)
-        })();
-        if let (Some(p), Ok(b)) = (progress, &result) {
-            p.advance(b.len() as u64);
-        }
-        let failed = result.is_err();
-        let msg = result.map(|b| (i, b)).map_err(Failure::Data);
-        if tx.blocking_send(msg).is_err() || failed {
-            return Ok(());
-        }
-    }
-    Ok(())
-}
-
 /// The file of pack `pack` on this machine, opened.
 fn open_local(
     index: &Index,
@@ -579,11 +584,38 @@ fn read_local_range(
     path: &str,
     span: &Range<u64>,
 ) -> Result<Vec<u8>, ArchiveError> {
-    use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; (span.end - span.start) as usize];
-    file.read_exact_at(&mut buf, span.start)
-        .map_err(|_| short(path, span, 0))?;
+    let mut buf = Vec::new();
+    read_local_into(file, path, span, &mut buf)?;
     Ok(buf)
+}
+
+/// [`read_local_range`] into `buf`, which keeps its room for the next range.
+fn read_local_into(
+    file: &std::fs::File,
+    path: &str,
+    span: &Range<u64>,
+    buf: &mut Vec<u8>,
+) -> Result<(), ArchiveError> {
+    use std::os::unix::fs::FileExt;
+    buf.resize((span.end - span.start) as usize, 0);
+    file.read_exact_at(buf, span.start)
+        .map_err(|_| short(path, span, 0))
+}
+
+/// Request `r`'s bytes of a pack on this machine, read into `buf`; the packs' files are
+/// opened once, into `files`.
+fn read_own(
+    index: &Index,
+    local: &LocalPacks,
+    files: &mut HashMap<usize, std::fs::File>,
+    r: &Request,
+    buf: &mut Vec<u8>,
+) -> Result<(), ArchiveError> {
+    let file = match files.entry(r.pack) {
+        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+        std::collections::hash_map::Entry::Vacant(v) => v.insert(open_local(index, local, r.pack)?),
+    };
+    read_local_into(file, &index.packs[r.pack], &r.span, buf)
 }
 
 /// Decompresses block `b` as fetched and checks the chunks `uses` of it. A block fetched

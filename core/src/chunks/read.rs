@@ -46,15 +46,25 @@ pub async fn read_index_bytes(
                 data.path
             ),
         })?;
-    let kept = stored.clone();
+    let index = decode_on_thread(stored.clone(), data, packs).await?;
+    Ok((index, stored))
+}
+
+/// [`decode_index`] on a blocking thread.
+async fn decode_on_thread(
+    stored: bytes::Bytes,
+    data: &DataRef,
+    packs: &[PackRef],
+) -> Result<Index, EntryError> {
     let data = data.clone();
     let packs = packs.to_vec();
-    let index = tokio::task::spawn_blocking(move || decode_index(&stored, &data, &packs))
-        .await
-        .map_err(|_| ArchiveError::Internal {
-            what: "the thread reading the index stopped".into(),
-        })??;
-    Ok((index, kept))
+    Ok(
+        tokio::task::spawn_blocking(move || decode_index(&stored, &data, &packs))
+            .await
+            .map_err(|_| ArchiveError::Internal {
+                what: "the thread reading the index stopped".into(),
+            })??,
+    )
 }
 
 /// Checks an index object's bytes against the manifest's record of them (size, SHA-256)
@@ -186,7 +196,7 @@ impl Sink for Lander {
 }
 
 /// What a restore does with the tree already on disk.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct OnDisk<'a> {
     /// Keep files already at their place with the entry's content.
     pub keep: bool,
@@ -194,6 +204,9 @@ pub struct OnDisk<'a> {
     pub mirror: bool,
     /// With `keep`, the folder of the footprints that vouch for files without reading them.
     pub footprints: Option<&'a Path>,
+    /// A copy of the entry's index kept on this machine (in the job's state), read instead
+    /// of the store's when it is the one the manifest records (its size and SHA-256).
+    pub index_copy: Option<bytes::Bytes>,
 }
 
 /// Lays a chunked entry down through `lander` as its next source, treating what is on disk
@@ -244,7 +257,20 @@ pub async fn land(
     } else {
         Vec::new()
     };
-    let (index, index_bytes) = read_index_bytes(store, data, packs).await?;
+    let copied = match on_disk.index_copy {
+        Some(copy) if copy.len() as u64 == data.size => decode_on_thread(copy.clone(), data, packs)
+            .await
+            .ok()
+            .map(|i| (i, copy)),
+        _ => None,
+    };
+    let (index, index_bytes, index_fetched) = match copied {
+        Some((index, bytes)) => (index, bytes, 0),
+        None => {
+            let (index, bytes) = read_index_bytes(store, data, packs).await?;
+            (index, bytes, data.size)
+        }
+    };
     let index = Arc::new(index);
     if on_disk.mirror {
         let roots: Vec<String> = index
@@ -305,7 +331,7 @@ pub async fn land(
     Ok((
         lander,
         LandOutcome {
-            downloaded: downloaded + data.size,
+            downloaded: downloaded + index_fetched,
             index: index_bytes,
             decoded: index,
             unchanged,

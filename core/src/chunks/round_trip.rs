@@ -137,6 +137,7 @@ async fn restore_with(
             keep_existing: keep,
             mirror: keep,
             footprints: footprints.map(Path::to_path_buf),
+            index_copy: None,
         },
     )
     .await?;
