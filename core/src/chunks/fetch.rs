@@ -235,7 +235,7 @@ pub(crate) fn requests(index: &Index, loads: &[u32], fetched: &[u64]) -> Vec<Req
 }
 
 /// A decompressed, checked block, or why there is none.
-pub(crate) type Loaded = Result<(u32, Arc<Vec<u8>>), ArchiveError>;
+pub(crate) type Loaded = Result<(u32, bytes::Bytes), ArchiveError>;
 
 /// The fetched bytes of one request.
 type Fetched = Result<(usize, bytes::Bytes), Failure>;
@@ -364,7 +364,7 @@ pub(crate) fn start(
                                     refetched: &refetched,
                                 };
                                 let loaded = decompress(z, &index, b, fetched, &uses[b as usize])
-                                    .map(|d| (b, Arc::new(d)));
+                                    .map(|d| (b, bytes::Bytes::from(d)));
                                 let failed = loaded.is_err();
                                 if out_tx.send(loaded).is_err() || failed {
                                     return;

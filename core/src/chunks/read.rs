@@ -4,7 +4,6 @@
 
 use foldhash::{HashMap, HashMapExt, HashSet};
 use std::io::{Read, Write};
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
@@ -139,7 +138,7 @@ trait Sink {
         mode: u32,
         mtime: i64,
         size: u64,
-        data: &mut dyn Read,
+        data: &mut FileReader<'_>,
     ) -> Result<(), ArchiveError>;
     fn keep(
         &mut self,
@@ -173,9 +172,19 @@ impl Sink for Lander {
         mode: u32,
         mtime: i64,
         size: u64,
-        data: &mut dyn Read,
+        data: &mut FileReader<'_>,
     ) -> Result<(), ArchiveError> {
-        Lander::file(self, name.as_bytes(), mode, mtime, size, data, &corrupt)
+        // A small file's chunk goes to the writers as it is. A larger file is copied in
+        // small pieces, as any other source's: written straight from the blocks (up to
+        // 1 MiB each, decompressed on other threads) a restore of `target/` was slower,
+        // 0.509 s against 0.469 s, while one of `node_modules` gained (1.022 s against
+        // 1.106 s; medians of alternating restores).
+        if size <= Lander::WHOLE_FILE_MAX {
+            let next = &mut || data.next_piece();
+            Lander::small_file(self, name.as_bytes(), mode, mtime, size, next, &corrupt)
+        } else {
+            Lander::file(self, name.as_bytes(), mode, mtime, size, data, &corrupt)
+        }
     }
     fn keep(
         &mut self,
@@ -504,7 +513,7 @@ fn chunks_held(
 /// A chunk kept for reuse.
 #[derive(Clone)]
 enum KeptChunk {
-    Memory(Arc<Vec<u8>>),
+    Memory(bytes::Bytes),
     /// At this offset of the spill file.
     Spilled(u64),
 }
@@ -514,7 +523,7 @@ enum KeptChunk {
 struct Blocks {
     rx: Receiver<Loaded>,
     residency: Residency,
-    at_hand: std::collections::HashMap<u32, Arc<Vec<u8>>>,
+    at_hand: std::collections::HashMap<u32, bytes::Bytes>,
     retained: std::collections::HashMap<u32, KeptChunk>,
     /// The temporary file chunks kept for reuse go to once those in memory fill their share
     /// (made at the first), and its length.
@@ -527,8 +536,8 @@ struct Blocks {
 }
 
 impl Blocks {
-    /// The bytes of chunk `c`, as a shared buffer and a range of it.
-    fn take(&mut self, c: u32) -> Result<(Arc<Vec<u8>>, Range<usize>), ArchiveError> {
+    /// The bytes of chunk `c`, a share of the block that holds them.
+    fn take(&mut self, c: u32) -> Result<bytes::Bytes, ArchiveError> {
         let chunk = &self.index.chunks[c as usize];
         let block = chunk.0;
         let range = chunk.range();
@@ -544,17 +553,13 @@ impl Blocks {
             } else {
                 self.retained.get(&c).cloned()
             };
-            let bytes = match kept {
-                Some(KeptChunk::Memory(bytes)) => bytes,
-                Some(KeptChunk::Spilled(at)) => Arc::new(self.unspill(c, at)?),
-                None => {
-                    return Err(ArchiveError::Internal {
-                        what: "a kept chunk went missing".into(),
-                    });
-                }
+            return match kept {
+                Some(KeptChunk::Memory(bytes)) => Ok(bytes),
+                Some(KeptChunk::Spilled(at)) => Ok(self.unspill(c, at)?.into()),
+                None => Err(ArchiveError::Internal {
+                    what: "a kept chunk went missing".into(),
+                }),
             };
-            let len = bytes.len();
-            return Ok((bytes, 0..len));
         }
         if step.load {
             let (b, bytes) = match self.rx.recv() {
@@ -588,10 +593,11 @@ impl Blocks {
                 Held::Spilled => self.spill(chunk).ok().map(KeptChunk::Spilled),
                 Held::Memory => None,
             };
-            let kept = kept.unwrap_or_else(|| KeptChunk::Memory(Arc::new(chunk.to_vec())));
+            let kept =
+                kept.unwrap_or_else(|| KeptChunk::Memory(bytes::Bytes::copy_from_slice(chunk)));
             self.retained.insert(c, kept);
         }
-        Ok((bytes, range))
+        Ok(bytes.slice(range))
     }
 
     /// Appends a chunk to the spill file; returns where it starts.
@@ -640,17 +646,13 @@ struct FileReader<'a> {
     next: usize,
     /// Where in the file the next chunk starts.
     at: u64,
-    current: Option<(Arc<Vec<u8>>, Range<usize>)>,
+    /// What is left of the chunk being read.
+    current: bytes::Bytes,
 }
 
 impl FileReader<'_> {
     /// Chunk `c`, the `k`th of the file, which starts at `offset`.
-    fn chunk(
-        &mut self,
-        k: usize,
-        c: u32,
-        offset: u64,
-    ) -> Result<(Arc<Vec<u8>>, Range<usize>), ArchiveError> {
+    fn chunk(&mut self, k: usize, c: u32, offset: u64) -> Result<bytes::Bytes, ArchiveError> {
         let Some((local, file)) = self.seed.as_mut() else {
             return self.blocks.take(c);
         };
@@ -667,38 +669,44 @@ impl FileReader<'_> {
                 reason: "it changed while it was being restored; restore again".into(),
             });
         }
-        let len = bytes.len();
-        Ok((Arc::new(bytes), 0..len))
+        Ok(bytes.into())
+    }
+
+    /// The rest of the file's current chunk, else its next chunk; `None` at its end.
+    fn next_piece(&mut self) -> std::io::Result<Option<bytes::Bytes>> {
+        if !self.current.is_empty() {
+            return Ok(Some(std::mem::take(&mut self.current)));
+        }
+        let k = self.next;
+        let Some(&c) = self.chunks.get(k) else {
+            return Ok(None);
+        };
+        self.next += 1;
+        let offset = self.at;
+        self.at += self.blocks.index.chunks[c as usize].len();
+        match self.chunk(k, c, offset) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) => {
+                let msg = e.to_string();
+                self.blocks.failure.get_or_insert(e);
+                Err(std::io::Error::other(msg))
+            }
+        }
     }
 }
 
 impl Read for FileReader<'_> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            if let Some((bytes, range)) = &mut self.current {
-                if range.start < range.end {
-                    let n = out.len().min(range.len());
-                    out[..n].copy_from_slice(&bytes[range.start..range.start + n]);
-                    range.start += n;
-                    return Ok(n);
-                }
-            }
-            let k = self.next;
-            let Some(&c) = self.chunks.get(k) else {
-                return Ok(0);
-            };
-            self.next += 1;
-            let offset = self.at;
-            self.at += self.blocks.index.chunks[c as usize].len();
-            match self.chunk(k, c, offset) {
-                Ok(x) => self.current = Some(x),
-                Err(e) => {
-                    let msg = e.to_string();
-                    self.blocks.failure.get_or_insert(e);
-                    return Err(std::io::Error::other(msg));
-                }
+        while self.current.is_empty() {
+            match self.next_piece()? {
+                Some(piece) => self.current = piece,
+                None => return Ok(0),
             }
         }
+        let n = out.len().min(self.current.len());
+        out[..n].copy_from_slice(&self.current[..n]);
+        bytes::Buf::advance(&mut self.current, n);
+        Ok(n)
     }
 }
 
@@ -813,7 +821,7 @@ async fn feed<S: Sink + Send + 'static>(
                                 name: &e.name,
                                 next: 0,
                                 at: 0,
-                                current: None,
+                                current: bytes::Bytes::new(),
                             };
                             sink.file(&e.name, e.mode, e.mtime, e.size, &mut reader)?;
                         }
@@ -1005,7 +1013,7 @@ impl<W: Write> Sink for ExportSink<W> {
         mode: u32,
         mtime: i64,
         size: u64,
-        data: &mut dyn Read,
+        data: &mut FileReader<'_>,
     ) -> Result<(), ArchiveError> {
         let mut h = Self::header(tar::EntryType::Regular, mode, mtime, size);
         let mut data = data.take(size);

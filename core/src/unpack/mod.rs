@@ -1114,6 +1114,9 @@ impl Lander {
         Ok(())
     }
 
+    /// The largest file [`Lander::small_file`] takes; the writers' pool writes each whole.
+    pub const WHOLE_FILE_MAX: u64 = writers::POOL_FILE_MAX;
+
     /// A regular file of `size` bytes, read from `data`; `read_error` names a failure of
     /// `data` (a corrupt archive, a chunk that fails its check).
     pub fn file(
@@ -1142,7 +1145,7 @@ impl Lander {
             }
             self.writers().submit(Job {
                 path,
-                data: buf,
+                data: buf.into(),
                 mode,
                 mtime,
             })?;
@@ -1150,6 +1153,56 @@ impl Lander {
             self.writers()
                 .stream(&path, data, size, mode, mtime, read_error)?;
         }
+        self.stats.files += 1;
+        self.stats.bytes += size;
+        Ok(())
+    }
+
+    /// [`Lander::file`] for a file of at most [`Lander::WHOLE_FILE_MAX`] bytes whose data
+    /// comes as shared pieces (a chunked entry's chunks, in the blocks they were
+    /// decompressed into): a file of one piece goes to the writers as that piece, not copied.
+    /// `next` gives the pieces in order, and `None` at the end.
+    pub fn small_file(
+        &mut self,
+        raw: &[u8],
+        mode: u32,
+        mtime: i64,
+        size: u64,
+        next: &mut dyn FnMut() -> std::io::Result<Option<bytes::Bytes>>,
+        read_error: &dyn Fn(std::io::Error) -> ArchiveError,
+    ) -> Result<(), ArchiveError> {
+        if size > Self::WHOLE_FILE_MAX {
+            return Err(ArchiveError::Internal {
+                what: format!("a file of {size} bytes is not small"),
+            });
+        }
+        self.count_bytes(raw, size)?;
+        let name = self.enter(raw, &Kind::File)?;
+        let (path, _) = self.place(&name)?;
+        let want = size as usize;
+        let mut data = next().map_err(read_error)?.unwrap_or_default();
+        if data.len() < want {
+            // A file of several chunks: put together here.
+            let mut whole = Vec::with_capacity(want);
+            whole.extend_from_slice(&data);
+            while whole.len() < want {
+                let piece = next().map_err(read_error)?.ok_or_else(|| {
+                    read_error(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the data ended inside a file",
+                    ))
+                })?;
+                whole.extend_from_slice(&piece[..piece.len().min(want - whole.len())]);
+            }
+            data = whole.into();
+        }
+        data.truncate(want);
+        self.writers().submit(Job {
+            path,
+            data,
+            mode: restored_mode(mode),
+            mtime,
+        })?;
         self.stats.files += 1;
         self.stats.bytes += size;
         Ok(())

@@ -36,7 +36,7 @@ const STREAM_QUEUE: usize = 4;
 /// A small file to write whole.
 pub(crate) struct Job {
     pub path: PathBuf,
-    pub data: Vec<u8>,
+    pub data: bytes::Bytes,
     pub mode: u32,
     pub mtime: i64,
 }
