@@ -220,6 +220,48 @@ async fn a_tree_saved_in_chunks_comes_back_whole_and_a_second_save_uploads_only_
 }
 
 #[tokio::test]
+async fn a_small_file_of_several_chunks_comes_back_whole_from_the_writers_pool() -> Result<()> {
+    // Files the writers' pool writes whole, of one chunk and of several (put together from
+    // their chunks before they are queued), fresh and over a copy that lost its tail.
+    let dir = tempfile::tempdir()?;
+    let store = local_store(dir.path())?;
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(work.join("tree"))?;
+    let sizes = [
+        1,
+        20_000,
+        150_000,
+        crate::unpack::Lander::WHOLE_FILE_MAX as usize,
+    ];
+    for (i, size) in sizes.iter().enumerate() {
+        std::fs::write(work.join(format!("tree/f{i}")), noise(*size, 40 + i as u64))?;
+    }
+    let packed = save(&store, &work, Known::default()).await?;
+    let index = super::read_index(&store, &packed.data, &packed.tree.packs).await?;
+    let chunks = |name: &str| {
+        let e = index.entries.iter().find(|e| e.name.ends_with(name));
+        e.map_or(0, |e| e.chunks.len())
+    };
+    assert_eq!(chunks("/f1"), 1);
+    assert!(
+        chunks("/f2") > 1 && chunks("/f3") > 1,
+        "{:?}",
+        index.entries
+    );
+
+    let into = dir.path().join("into");
+    restore(&store, &packed, &into, false).await?;
+    assert_eq!(snapshot(&into.join("tree")), snapshot(&work.join("tree")));
+
+    let f3 = into.join("tree/f3");
+    let cut = std::fs::read(&f3)?;
+    std::fs::write(&f3, &cut[..cut.len() / 2])?;
+    restore(&store, &packed, &into, true).await?;
+    assert_eq!(snapshot(&into.join("tree")), snapshot(&work.join("tree")));
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_large_file_has_larger_blocks_of_its_own() -> Result<()> {
     use super::{BLOCK_TARGET, BLOCK_TARGET_LARGE, CHUNK_MAX};
     let dir = tempfile::tempdir()?;
