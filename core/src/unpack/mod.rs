@@ -1128,40 +1128,35 @@ impl Lander {
         data: &mut dyn Read,
         read_error: &dyn Fn(std::io::Error) -> ArchiveError,
     ) -> Result<(), ArchiveError> {
+        if size <= Self::WHOLE_FILE_MAX {
+            // Small files are read here, as one piece, and created by the pool: creating
+            // files is most of a restore's time and scales with threads.
+            let mut data = Some(data);
+            let next = &mut || {
+                let Some(data) = data.take() else {
+                    return Ok(None);
+                };
+                let mut buf = Vec::with_capacity(size as usize);
+                data.take(size).read_to_end(&mut buf)?;
+                Ok(Some(buf.into()))
+            };
+            return self.small_file(raw, mode, mtime, size, next, read_error);
+        }
         self.count_bytes(raw, size)?;
         let name = self.enter(raw, &Kind::File)?;
         let (path, _) = self.place(&name)?;
-        let mode = restored_mode(mode);
-        if size <= writers::POOL_FILE_MAX {
-            // Small files are read here and created by the pool: creating files is most of a
-            // restore's time and scales with threads.
-            let mut buf = Vec::with_capacity(size as usize);
-            data.take(size).read_to_end(&mut buf).map_err(read_error)?;
-            if (buf.len() as u64) < size {
-                return Err(read_error(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the data ended inside a file",
-                )));
-            }
-            self.writers().submit(Job {
-                path,
-                data: buf.into(),
-                mode,
-                mtime,
-            })?;
-        } else {
-            self.writers()
-                .stream(&path, data, size, mode, mtime, read_error)?;
-        }
+        self.writers()
+            .stream(&path, data, size, restored_mode(mode), mtime, read_error)?;
         self.stats.files += 1;
         self.stats.bytes += size;
         Ok(())
     }
 
-    /// [`Lander::file`] for a file of at most [`Lander::WHOLE_FILE_MAX`] bytes whose data
-    /// comes as shared pieces (a chunked entry's chunks, in the blocks they were
-    /// decompressed into): a file of one piece goes to the writers as that piece, not copied.
-    /// `next` gives the pieces in order, and `None` at the end.
+    /// A file of at most [`Lander::WHOLE_FILE_MAX`] bytes, queued whole for the writers'
+    /// pool, whose data comes in pieces: a chunked entry's chunks, shared with the blocks
+    /// they were decompressed into (a file of one piece goes to the writers as that piece,
+    /// not copied), or [`Lander::file`]'s one read. `next` gives the pieces in order, and
+    /// `None` at the end; ending before `size` bytes is `read_error`'s to name.
     pub fn small_file(
         &mut self,
         raw: &[u8],
