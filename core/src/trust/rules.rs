@@ -204,11 +204,10 @@ pub fn judge_link(
         return Err(Escape::Climbs { from: start.name() });
     }
     let end = resolve(start, target, roots, node, &mut hops)?;
-    let end_name = end.name();
-    if root_of(&end_name, roots).is_some() {
+    if inside(&end, roots) {
         Ok(())
     } else {
-        Err(Escape::Outside { to: end_name })
+        Err(Escape::Outside { to: end.name() })
     }
 }
 
@@ -409,6 +408,28 @@ mod tests {
         }
         assert_eq!(check_name(b"~/.ssh", &rs).as_deref(), Ok("~/.ssh"));
         assert_eq!(check_name(b"../x", &rs).as_deref(), Ok("../x"));
+    }
+
+    /// Found by `core/tests/path_rules.rs`: `a/a -> ../~` ends at a folder named `~` in the
+    /// restoring folder, whose name is written `~`, and was taken for the saved path `~`, the
+    /// home folder; a later entry below `a/a` would have been written into that folder.
+    #[test]
+    fn a_link_to_a_folder_named_like_home_is_not_taken_for_the_home_folder() {
+        let rs = roots(&["a", "~"]);
+        for target in ["../~", "../~/x", "./../~"] {
+            assert!(
+                matches!(
+                    judge_link("a/a", target, &rs, &mut |_| Node::Other),
+                    Err(Escape::Outside { .. })
+                ),
+                "{target}"
+            );
+        }
+        assert_eq!(
+            judge_link("a/a", "~", &rs, &mut |_| Node::Other),
+            Ok(()),
+            "a/~ is in a"
+        );
     }
 
     #[test]
