@@ -483,6 +483,7 @@ impl PlantedChunked {
             entries: Vec::new(),
             whole_roots: paths.iter().map(|p| p.to_string()).collect(),
             excludes: Vec::new(),
+            steps: Vec::new(),
         };
         let mut bytes = 0u64;
         for item in items {

@@ -317,6 +317,19 @@ impl Run {
     }
 }
 
+/// Bytes no compressor shrinks, from a seed.
+pub fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// A snapshot of a tree: for each path, its kind, mode, mtime (seconds), and content or
 /// link target. Two trees are the same when their snapshots are equal.
 pub fn snapshot(root: &Path) -> BTreeMap<String, String> {

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Instant;
 
-use ferry_tests::{Run, TestContext, Value};
+use ferry_tests::{Run, TestContext, Value, noise};
 use sha2::{Digest, Sha256};
 
 /// A context whose commands belong to run 1, job build (through `FERRY_RUN`/`FERRY_JOB`).
@@ -227,7 +227,7 @@ fn one_changed_byte_in_the_store_fails_download_with_5_naming_the_file_and_leave
     // A small file goes in one request, a large one streams: both are checked.
     for (job, bad) in [
         ("small", b"damaged in the store\n".to_vec()),
-        ("large", big(3 << 20)),
+        ("large", noise(3 << 20, 2)),
     ] {
         let mut ctx = context();
         ctx.set_env("FERRY_JOB", job);
@@ -274,7 +274,7 @@ fn one_changed_byte_in_the_store_fails_download_with_5_naming_the_file_and_leave
 #[test]
 fn large_files_stream_up_and_down_unchanged() {
     let ctx = context();
-    let bytes = big(20 << 20);
+    let bytes = noise(20 << 20, 2);
     ctx.write("dist/app.tar", &bytes);
     chmod(&ctx.work.join("dist/app.tar"), 0o640);
     let up = artifacts(
@@ -290,19 +290,6 @@ fn large_files_stream_up_and_down_unchanged() {
         "the downloaded file equals the uploaded one"
     );
     assert_eq!(mode(&got), 0o640);
-}
-
-/// `n` bytes that do not repeat.
-fn big(n: usize) -> Vec<u8> {
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::process::Stdio;
 
 use ferry_core::manifest;
 use ferry_tests::hostile::PROJECT;
-use ferry_tests::{TestContext, Value, snapshot};
+use ferry_tests::{TestContext, Value, noise, snapshot};
 
 /// The same tree as the format-1 round trip: nested folders, an empty folder, an executable,
 /// a symlink, names with spaces and non-ASCII letters, fixed mtimes; and a few files large
@@ -48,19 +48,6 @@ fn set_times(root: &Path) {
         let e = e.expect("walk");
         filetime::set_symlink_file_times(e.path(), t, t).expect("set times");
     }
-}
-
-/// Bytes no compressor shrinks, from a seed.
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn caches_dir() -> String {

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use ferry_tests::TestContext;
+use ferry_tests::{TestContext, noise};
 
 /// Runs `ferry ARGS` in `work/` under a pseudo-terminal (`script`), and returns everything
 /// the terminal showed.
@@ -29,23 +29,10 @@ fn on_a_terminal(ctx: &TestContext, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Bytes that do not compress, so the transfer takes long enough to be drawn.
-fn random(n: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 #[test]
 fn a_terminal_shows_a_byte_count_bar_with_rate_and_time_left() {
     let ctx = TestContext::new();
-    ctx.write("tree/blob", random(96 << 20));
+    ctx.write("tree/blob", noise(96 << 20, 1));
     let shown = on_a_terminal(
         &ctx,
         &[
@@ -85,7 +72,7 @@ fn ci_logs_with_verbose_say_once_when_data_starts_moving() {
     for format in ["chunked", "zstd"] {
         let ctx = TestContext::new();
         std::fs::create_dir_all(ctx.work.join("tree")).expect("mkdir");
-        std::fs::write(ctx.work.join("tree/blob"), random(3 << 20)).expect("write");
+        std::fs::write(ctx.work.join("tree/blob"), noise(3 << 20, 1)).expect("write");
         let run = ctx.run(&[
             "-v", "cache", "save", "--key", "k", "--path", "tree", "--format", format,
         ]);

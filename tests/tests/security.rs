@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use ferry_tests::hostile::{self, Item, Planted, PlantedChunked, Tar};
-use ferry_tests::{Run, TestContext, snapshot};
+use ferry_tests::{Run, TestContext, noise, snapshot};
 
 /// The folders of one attack: where restores run and where an attack would write.
 struct Victim {
@@ -1235,6 +1235,14 @@ fn chunked_cases() -> Vec<ChunkedCase> {
             &["outside its block"],
         ),
         (
+            "steps that end past their block",
+            Box::new(|p: &mut PlantedChunked| {
+                let stored = p.index.blocks[0].2;
+                p.index.steps = vec![ferry_core::chunks::index::Steps(0, 1024, vec![stored])];
+            }),
+            &["steps"],
+        ),
+        (
             "a file size that lies about its chunks",
             Box::new(|p: &mut PlantedChunked| p.index.entries[1].size += 1),
             &["its size is"],
@@ -1327,6 +1335,73 @@ fn hostile_chunked_entries_are_refused_with_5_leaving_the_target_as_it_was() {
             "{what}"
         );
     }
+}
+
+/// Where an index says a block's steps end is only a hint of how much of it to fetch: one
+/// that says they end too soon costs a second request for the rest, and the file it holds
+/// still comes back exactly.
+#[test]
+fn a_block_whose_steps_end_sooner_than_the_index_says_is_fetched_whole_and_restores() {
+    use std::io::Write;
+    let ctx = TestContext::new();
+    let v = victim(&ctx);
+    let first = noise(40_000, 3);
+    let second = noise(40_000, 4);
+    let mut planted = PlantedChunked::cache(
+        "short-steps",
+        &["a"],
+        &[
+            Item::Dir("a"),
+            Item::File("a/first.bin", &first),
+            Item::File("a/second.bin", &second),
+        ],
+    );
+    // Both files in one block, a zstd frame that ends a zstd block every 16 KiB.
+    let raw = [first.as_slice(), second.as_slice()].concat();
+    let mut frame = zstd::stream::write::Encoder::new(Vec::new(), 3).expect("zstd");
+    frame
+        .set_pledged_src_size(Some(raw.len() as u64))
+        .expect("zstd");
+    let mut ends = Vec::new();
+    for (k, step) in raw.chunks(16 * 1024).enumerate() {
+        frame.write_all(step).expect("zstd");
+        if (k + 1) * 16 * 1024 < raw.len() {
+            frame.flush().expect("zstd");
+            ends.push(frame.get_ref().len() as u32);
+        }
+    }
+    let frame = frame.finish().expect("zstd");
+    let lie: Vec<u32> = (1..=ends.len() as u32).collect();
+    planted.pack = frame.clone();
+    planted.index.blocks = vec![ferry_core::chunks::index::Block(
+        0,
+        0,
+        frame.len() as u32,
+        raw.len() as u32,
+    )];
+    planted.index.chunks[1].0 = 0;
+    planted.index.chunks[1].1 = first.len() as u32;
+    planted.index.steps = vec![ferry_core::chunks::index::Steps(0, 16 * 1024, lie)];
+    planted.plant(&ctx);
+    restore(&ctx, &v.proj, "short-steps").ok();
+    // Only the first file is missing now: the start of the block would do.
+    std::fs::remove_file(v.proj.join("a/first.bin")).expect("rm");
+    let run = restore(&ctx, &v.proj, "short-steps");
+    run.ok();
+    assert_eq!(
+        std::fs::read(v.proj.join("a/first.bin")).expect("restored"),
+        first
+    );
+    assert_eq!(
+        std::fs::read(v.proj.join("a/second.bin")).expect("kept"),
+        second
+    );
+    let downloaded = run.json()["bytes"].as_u64().expect("downloaded bytes");
+    assert!(
+        downloaded >= frame.len() as u64,
+        "the block's start, then its rest: {downloaded} of {} bytes",
+        frame.len()
+    );
 }
 
 #[test]

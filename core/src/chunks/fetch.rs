@@ -169,20 +169,26 @@ pub(crate) fn plan_loads(index: &Index, files: &[&[u32]]) -> Vec<u32> {
     loads
 }
 
-/// Raw bytes of the blocks zstd cuts a frame into (`ZSTD_BLOCKSIZE_MAX`): a frame's first
-/// `n` such blocks decompress from the compressed bytes before the next one's start.
+/// Raw bytes of the blocks zstd cuts a frame into when nothing ends them sooner
+/// (`ZSTD_BLOCKSIZE_MAX`): a frame's first `n` such blocks decompress from the compressed
+/// bytes before the next one's start.
 const ZSTD_BLOCK: usize = 128 * 1024;
 
 /// The stored bytes of block `b` fetched for a restore that reads the chunks `uses` of it:
-/// the whole block, or, when they end in an early zstd block of the frame, an estimate of
-/// the compressed bytes that carry the zstd blocks up to there (the block's share of its
-/// raw bytes, with room to spare). An estimate that turns out short is completed with a
-/// second request for the rest of the block. A `node_modules` restore with 2% of its files
-/// removed needs one small file of each of hundreds of blocks.
+/// up to the end of the step that carries them when the index records the block's steps
+/// (see [`Index::steps`]); else the whole block, or, when they end in an early zstd block
+/// of the frame, an estimate of the compressed bytes that carry the zstd blocks up to there
+/// (the block's share of its raw bytes, with room to spare). An estimate or a recorded end
+/// that turns out short is completed with a second request for the rest of the block. A
+/// `node_modules` restore with 2% of its files removed needs one small file of each of
+/// hundreds of blocks.
 pub(crate) fn fetched_len(index: &Index, b: u32, uses: &[u32]) -> u64 {
     let need = need(index, uses);
     let block = &index.blocks[b as usize];
     let (raw, stored) = (block.raw(), block.stored());
+    if let Some(end) = index.step_end(b, need) {
+        return end;
+    }
     let through = need.div_ceil(ZSTD_BLOCK).max(1) * ZSTD_BLOCK;
     if through >= raw {
         return stored;
@@ -757,6 +763,7 @@ mod tests {
             entries: vec![],
             whole_roots: vec![],
             excludes: vec![],
+            steps: vec![],
         }
     }
 
@@ -824,5 +831,54 @@ mod tests {
             ]
         );
         assert_eq!(r[0].blocks, [(0, 0, 100), (1, 100, 100)]);
+    }
+
+    #[test]
+    fn a_block_saved_in_steps_is_fetched_and_unpacked_only_up_to_the_step_its_chunks_end_in() {
+        use crate::chunks::STEP;
+        use crate::chunks::index::Steps;
+        // 100 KiB that compresses, unevenly: a restore cannot guess where a step ends.
+        let raw: Vec<u8> = (0..100 * 1024u32)
+            .map(|n| {
+                if n < 30_000 {
+                    (n * 7919 % 251) as u8
+                } else {
+                    (n % 7) as u8
+                }
+            })
+            .collect();
+        let mut z = zstd::zstd_safe::CCtx::create();
+        let mut stored = Vec::with_capacity(crate::chunks::pack::stepped_bound(raw.len()));
+        let ends =
+            crate::chunks::pack::compress_stepped(&mut z, &raw, &mut stored).expect("compressed");
+        assert_eq!(ends.len(), raw.len().div_ceil(STEP) - 1);
+        let mut i = index(
+            vec![Block(0, 0, stored.len() as u32, raw.len() as u32)],
+            vec![],
+        );
+        let chunk = |at: usize, len: usize| {
+            Chunk(0, at as u32, len as u32, ChunkHash::of(&raw[at..at + len]))
+        };
+        i.chunks = vec![
+            chunk(100, 200),
+            chunk(2 * STEP + 5, 300),
+            chunk(raw.len() - 10, 10),
+        ];
+        i.steps = vec![Steps(0, STEP as u32, ends.clone())];
+        let mut d = zstd::zstd_safe::DCtx::try_create().expect("a decompressor");
+        for (c, step) in [(0u32, Some(0)), (1, Some(2)), (2, None)] {
+            let len = fetched_len(&i, 0, &[c]);
+            match step {
+                Some(k) => assert_eq!(len, u64::from(ends[k]), "chunk {c}"),
+                None => assert_eq!(len, stored.len() as u64, "chunk {c}"),
+            }
+            let got = decompress_start(&mut d, &stored[..len as usize], need(&i, &[c]))
+                .expect("the fetched start unpacks");
+            assert_eq!(got[..], raw[..need(&i, &[c])], "chunk {c}");
+            check_chunks(&i, "a", 0, &got, &[c]).expect("checked");
+        }
+        // Without its steps, the same block's start is an estimate.
+        i.steps.clear();
+        assert_ne!(fetched_len(&i, 0, &[0]), u64::from(ends[0]));
     }
 }

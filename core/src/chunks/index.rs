@@ -41,6 +41,15 @@ impl Block {
     }
 }
 
+/// Where the steps of one block end (see [`Index::steps`]): `(block, step, ends)`, `ends[k]`
+/// the stored bytes that carry the block's first `(k + 1) · step` raw bytes, for every step
+/// but the last (which ends with the block).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Steps(pub u32, pub u32, pub Vec<u32>);
+
+/// The smallest step a reader takes an index's word for.
+const STEP_MIN: u32 = 1024;
+
 /// One chunk: `(block, offset in the block's raw bytes, length, BLAKE3 of its bytes)`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chunk(pub u32, pub u32, pub u32, pub ChunkHash);
@@ -122,6 +131,24 @@ pub struct Index {
     /// Exclude patterns of the save: a restore never removes names they match.
     #[serde(default)]
     pub excludes: Vec<String>,
+    /// For the blocks whose zstd frame ends a zstd block after every `step` raw bytes, where
+    /// those end, sorted by block: a restore that needs only the first files of a block
+    /// fetches the stored bytes up to the end of the step that carries them, and no more.
+    /// Blocks not listed (one step long, or saved before steps were recorded) are fetched
+    /// whole or from an estimate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Steps>,
+}
+
+impl Index {
+    /// Block `b`'s stored bytes that carry its first `need` raw bytes, when its steps are
+    /// recorded and one of them ends before the block does.
+    pub fn step_end(&self, b: u32, need: usize) -> Option<u64> {
+        let at = self.steps.binary_search_by_key(&b, |s| s.0).ok()?;
+        let Steps(_, step, ends) = &self.steps[at];
+        let k = need.max(1).div_ceil(*step as usize) - 1;
+        ends.get(k).map(|&end| u64::from(end))
+    }
 }
 
 fn corrupt(detail: impl Into<String>) -> ArchiveError {
@@ -188,6 +215,33 @@ pub fn check(index: &Index) -> Result<(), ArchiveError> {
         }
         if b.offset().checked_add(b.stored()).is_none() {
             return Err(corrupt(format!("block {i} ends past the largest offset")));
+        }
+    }
+    let mut last_block = None;
+    for Steps(b, step, ends) in &index.steps {
+        let Some(block) = index.blocks.get(*b as usize) else {
+            return Err(corrupt(format!(
+                "steps name block {b} of {}",
+                index.blocks.len()
+            )));
+        };
+        if last_block.is_some_and(|last| last >= *b) {
+            return Err(corrupt(format!("steps of block {b} are out of order")));
+        }
+        last_block = Some(*b);
+        let counted = block.raw().div_ceil((*step).max(1) as usize);
+        let rising = ends.windows(2).all(|w| w[0] < w[1]);
+        if *step < STEP_MIN
+            || ends.len() + 1 != counted
+            || !rising
+            || ends.last().is_some_and(|&end| end >= block.2)
+        {
+            return Err(corrupt(format!(
+                "block {b}'s steps ({} of {step} bytes) do not fit its {} raw and {} stored bytes",
+                ends.len(),
+                block.3,
+                block.2
+            )));
         }
     }
     for (i, c) in index.chunks.iter().enumerate() {
@@ -295,6 +349,7 @@ mod tests {
             ],
             whole_roots: vec!["d".into()],
             excludes: vec![],
+            steps: vec![],
         }
     }
 
@@ -352,6 +407,48 @@ mod tests {
             &zstd::bulk::compress(b"{\"version\":1}", 1).unwrap_or_default(),
         ] {
             assert!(decode(junk).is_err_and(|e| e.is_integrity()));
+        }
+    }
+
+    #[test]
+    fn steps_are_taken_only_where_they_fit_their_block() {
+        let stepped = |steps: Vec<Steps>| {
+            let mut i = sample();
+            i.blocks[0] = Block(0, 0, 5000, 40_000);
+            i.steps = steps;
+            i
+        };
+        let i = decode(&encode(&stepped(vec![Steps(0, 16_384, vec![1000, 3000])])))
+            .expect("steps that fit");
+        assert_eq!(i.step_end(0, 100), Some(1000));
+        assert_eq!(i.step_end(0, 16_384), Some(1000));
+        assert_eq!(i.step_end(0, 16_385), Some(3000));
+        assert_eq!(
+            i.step_end(0, 40_000),
+            None,
+            "the last step ends with the block"
+        );
+        assert_eq!(i.step_end(1, 100), None, "a block without steps");
+        let cases: Vec<(&str, Vec<Steps>)> = vec![
+            ("a missing block", vec![Steps(3, 16_384, vec![1000, 3000])]),
+            ("too small a step", vec![Steps(0, 100, vec![1000, 3000])]),
+            ("too few ends", vec![Steps(0, 16_384, vec![1000])]),
+            ("ends that fall", vec![Steps(0, 16_384, vec![3000, 1000])]),
+            (
+                "an end past the block",
+                vec![Steps(0, 16_384, vec![1000, 5000])],
+            ),
+            (
+                "a block twice",
+                vec![
+                    Steps(0, 16_384, vec![1000, 3000]),
+                    Steps(0, 16_384, vec![1000, 3000]),
+                ],
+            ),
+        ];
+        for (what, steps) in cases {
+            let err = decode(&encode(&stepped(steps))).expect_err(what);
+            assert!(err.is_integrity(), "{what}: {err}");
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::index::{Block, Index};
+use super::index::{Block, Index, Steps};
 use super::{ChunkHash, PackRef};
 
 /// Where a known chunk lies: a block of [`Known::blocks`], an offset and length in it.
@@ -21,6 +21,8 @@ pub struct Known {
     /// Packs, with the sizes their manifests record.
     pub(crate) packs: Vec<(String, u64)>,
     pub(crate) blocks: Vec<Block>,
+    /// Where the steps of those blocks end, for those whose index records it: `(step, ends)`.
+    pub(crate) steps: HashMap<u32, (u32, Vec<u32>)>,
     pub(crate) chunks: HashMap<ChunkHash, Place>,
 }
 
@@ -59,7 +61,12 @@ impl Known {
             }
             let block = *block_of.entry(c.block()).or_insert_with(|| {
                 self.blocks.push(Block(*pack, b.1, b.2, b.3));
-                (self.blocks.len() - 1) as u32
+                let known = (self.blocks.len() - 1) as u32;
+                if let Ok(at) = index.steps.binary_search_by_key(&(c.0), |s| s.0) {
+                    let Steps(_, step, ends) = &index.steps[at];
+                    self.steps.insert(known, (*step, ends.clone()));
+                }
+                known
             });
             self.chunks.insert(
                 *c.hash(),

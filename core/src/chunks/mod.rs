@@ -47,6 +47,10 @@ pub const BLOCK_TARGET: usize = 256 * 1024;
 /// its chunks come back together (a restore fetches the whole file or none of it), and a
 /// longer frame compresses them nearly as well as one stream does.
 pub const BLOCK_TARGET_LARGE: usize = 1024 * 1024;
+/// Raw bytes of a block between the points where its zstd frame ends a zstd block (flushes):
+/// the start of a block up to any step decompresses from the stored bytes before the next
+/// step's, which is what a restore that needs only the block's first files fetches.
+pub const STEP: usize = 16 * 1024;
 /// Files from this size on have their chunks gathered in larger blocks.
 pub const LARGE_FILE: u64 = 1024 * 1024;
 /// The most raw bytes a block may hold (a reader refuses more).

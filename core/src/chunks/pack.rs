@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 
-use super::index::{self, Block, Chunk, Entry, INDEX_VERSION, Index, Kind};
+use super::index::{self, Block, Chunk, Entry, INDEX_VERSION, Index, Kind, Steps};
 use super::known::Known;
 use super::{
     BLOCK_TARGET, BLOCK_TARGET_LARGE, CHUNK_MAX, ChunkHash, ChunkerParams, Cutter, LARGE_FILE,
@@ -66,6 +66,9 @@ pub struct PackOutcome {
 
 /// New blocks by sequence number, raw, as the walker sends them.
 type RawBlocks = Receiver<(u32, Vec<u8>)>;
+
+/// A compressed block: its stored bytes, its raw length, and where its steps end.
+type Compressed = (Vec<u8>, u32, Vec<u32>);
 
 /// Raw blocks waiting for a compressor, and compressed ones waiting for the writer. The
 /// compressors are the slow stage (the walker cuts and hashes several times faster), so two
@@ -386,16 +389,21 @@ fn walk(
 /// the pack writers fill again).
 fn compress(
     rx: Arc<Mutex<RawBlocks>>,
-    tx: SyncSender<(u32, Vec<u8>, u32)>,
+    tx: SyncSender<(u32, Compressed)>,
     level: i32,
     (raw_pool, compressed): (Pool, Pool),
 ) -> Result<(), ArchiveError> {
-    let mut z = zstd::bulk::Compressor::new(level).map_err(ArchiveError::Write)?;
+    use zstd::zstd_safe::CParameter;
+    let mut z = zstd::zstd_safe::CCtx::create();
+    let mut params = vec![CParameter::CompressionLevel(level)];
     if level == 3 {
-        use zstd::zstd_safe::CParameter;
-        z.set_parameter(CParameter::HashLog(LEVEL3_HASH_LOG))
-            .and_then(|()| z.set_parameter(CParameter::ChainLog(LEVEL3_CHAIN_LOG)))
-            .map_err(ArchiveError::Write)?;
+        params.extend([
+            CParameter::HashLog(LEVEL3_HASH_LOG),
+            CParameter::ChainLog(LEVEL3_CHAIN_LOG),
+        ]);
+    }
+    for p in params {
+        z.set_parameter(p).map_err(zstd_error)?;
     }
     loop {
         let next = match rx.lock() {
@@ -405,21 +413,89 @@ fn compress(
         let Ok((seq, raw)) = next else {
             return Ok(());
         };
-        let mut out = compressed.take(zstd::zstd_safe::compress_bound(raw.len()));
-        z.compress_to_buffer(&raw, &mut out)
-            .map_err(ArchiveError::Write)?;
+        let mut out = compressed.take(stepped_bound(raw.len()));
+        let mut ends = compress_stepped(&mut z, &raw, &mut out)?;
+        // A large file's blocks come back whole or not at all: where their steps end is
+        // left out of the index, which every restore reads.
+        if raw.len() >= BLOCK_TARGET_LARGE {
+            ends = Vec::new();
+        }
         let len = raw.len() as u32;
         raw_pool.give(raw);
-        tx.send((seq, out, len)).map_err(|_| stopped())?;
+        tx.send((seq, (out, len, ends))).map_err(|_| stopped())?;
     }
 }
 
+fn zstd_error(code: usize) -> ArchiveError {
+    ArchiveError::Write(std::io::Error::other(
+        zstd::zstd_safe::get_error_name(code).to_string(),
+    ))
+}
+
+/// Room for a block compressed in steps: zstd's bound, plus a block header for every step.
+pub(crate) fn stepped_bound(raw: usize) -> usize {
+    zstd::zstd_safe::compress_bound(raw) + 3 * raw.div_ceil(super::STEP) + 64
+}
+
+/// Compresses `raw` into one zstd frame in `out` (which has [`stepped_bound`] room), ending
+/// a zstd block after every [`super::STEP`] raw bytes, and returns where in `out` each step
+/// but the last ends: a restore that needs the start of the block fetches and decompresses
+/// only the steps that carry it. The frame compresses as one (matches reach back across
+/// steps), and zstd blocks this short adapt their entropy tables better: cold saves of
+/// `target/` stored 268,930,221 bytes against 273,157,645 in one go, of `node_modules`
+/// 98,379,691 against 98,502,706, for 3–10% more processor time (4 alternating saves each).
+/// A restore into a `node_modules` with 2% of its files removed or appended to fetched
+/// 11,921,609 bytes instead of 16,240,833.
+pub(crate) fn compress_stepped(
+    z: &mut zstd::zstd_safe::CCtx<'static>,
+    raw: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<Vec<u32>, ArchiveError> {
+    use zstd::zstd_safe::zstd_sys::ZSTD_EndDirective as EndDirective;
+    use zstd::zstd_safe::{InBuffer, OutBuffer, ResetDirective};
+    z.reset(ResetDirective::SessionOnly).map_err(zstd_error)?;
+    z.set_pledged_src_size(Some(raw.len() as u64))
+        .map_err(zstd_error)?;
+    out.clear();
+    let mut output = OutBuffer::around(out);
+    let steps = raw.len().div_ceil(super::STEP).max(1);
+    let mut ends = Vec::with_capacity(steps - 1);
+    for k in 0..steps {
+        let piece = raw.get(k * super::STEP..).unwrap_or_default();
+        let piece = &piece[..piece.len().min(super::STEP)];
+        let directive = if k + 1 == steps {
+            EndDirective::ZSTD_e_end
+        } else {
+            EndDirective::ZSTD_e_flush
+        };
+        let mut input = InBuffer::around(piece);
+        loop {
+            let before = (input.pos(), output.pos());
+            let left = z
+                .compress_stream2(&mut output, &mut input, directive)
+                .map_err(zstd_error)?;
+            if left == 0 && input.pos() == piece.len() {
+                break;
+            }
+            if (input.pos(), output.pos()) == before {
+                return Err(ArchiveError::Internal {
+                    what: "a compressed block outgrew its buffer".into(),
+                });
+            }
+        }
+        if k + 1 < steps {
+            ends.push(output.pos() as u32);
+        }
+    }
+    Ok(ends)
+}
+
 /// Puts compressed blocks back in the walker's order.
-fn reorder(rx: Receiver<(u32, Vec<u8>, u32)>, tx: tokio::sync::mpsc::Sender<(Vec<u8>, u32)>) {
-    let mut pending: BTreeMap<u32, (Vec<u8>, u32)> = BTreeMap::new();
+fn reorder(rx: Receiver<(u32, Compressed)>, tx: tokio::sync::mpsc::Sender<Compressed>) {
+    let mut pending: BTreeMap<u32, Compressed> = BTreeMap::new();
     let mut next = 0u32;
-    for (seq, data, raw) in rx {
-        pending.insert(seq, (data, raw));
+    for (seq, block) in rx {
+        pending.insert(seq, block);
         while let Some(b) = pending.remove(&next) {
             if tx.blocking_send(b).is_err() {
                 return;
@@ -447,8 +523,8 @@ pub async fn pack(
     let known = Arc::new(known);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (raw_tx, raw_rx) = sync_channel::<(u32, Vec<u8>)>(QUEUE);
-    let (z_tx, z_rx) = sync_channel::<(u32, Vec<u8>, u32)>(QUEUE);
-    let (ordered_tx, ordered_rx) = tokio::sync::mpsc::channel::<(Vec<u8>, u32)>(QUEUE);
+    let (z_tx, z_rx) = sync_channel::<(u32, Compressed)>(QUEUE);
+    let (ordered_tx, ordered_rx) = tokio::sync::mpsc::channel::<Compressed>(QUEUE);
     let (raw_pool, compressed_pool) = (Pool::default(), Pool::default());
     let walker = {
         let (known, spare) = (Arc::clone(&known), raw_pool.clone());
@@ -465,8 +541,8 @@ pub async fn pack(
     drop(z_tx);
     let orderer = std::thread::spawn(move || reorder(z_rx, ordered_tx));
 
-    // Blocks by sequence number: (pack, offset, stored, raw).
-    let mut placed: Vec<Block> = Vec::new();
+    // Blocks by sequence number: (pack, offset, stored, raw), and where their steps end.
+    let mut placed: Vec<(Block, Vec<u32>)> = Vec::new();
     let mut new_packs: Vec<(String, u64)> = Vec::new();
     let mut upload_error: Option<EntryError> = None;
     // A pack's upload finishes (its last parts, then the object's completion) while the next
@@ -504,12 +580,12 @@ pub async fn pack(
                 let mut locs = Vec::new();
                 let mut written = 0u64;
                 let mut next = Some(first);
-                while let Some((data, raw)) = next.take() {
+                while let Some((data, raw, ends)) = next.take() {
                     if stop.load(Ordering::Relaxed) {
                         return Err(stopped());
                     }
                     out.write_all(&data).map_err(ArchiveError::Write)?;
-                    locs.push(Block(pack_no, written, data.len() as u32, raw));
+                    locs.push((Block(pack_no, written, data.len() as u32, raw), ends));
                     written += data.len() as u64;
                     spare.give(data);
                     if written < PACK_TARGET {
@@ -653,13 +729,13 @@ pub async fn pack(
 
 type PackUpload = (
     String,
-    Result<(Vec<Block>, u64), transfer::TransferError<ArchiveError>>,
+    Result<(Vec<(Block, Vec<u32>)>, u64), transfer::TransferError<ArchiveError>>,
 );
 
 /// Notes a finished pack upload: its blocks and the pack, or the error that ended it.
 fn record(
     (rel, result): PackUpload,
-    placed: &mut Vec<Block>,
+    placed: &mut Vec<(Block, Vec<u32>)>,
     new_packs: &mut Vec<(String, u64)>,
 ) -> Result<(), EntryError> {
     let (locs, size) = result.map_err(EntryError::from)?;
@@ -684,14 +760,20 @@ fn walked_blocks(w: &Walked) -> u32 {
 fn build_index(
     entries: Vec<Entry>,
     walked_chunks: &[NewChunk],
-    placed: &[Block],
+    placed: &[(Block, Vec<u32>)],
     new_packs: &[(String, u64)],
     known: &Known,
     whole_roots: Vec<String>,
     excludes: Vec<String>,
 ) -> (Index, Vec<PackRef>) {
     let mut packs: Vec<(String, u64)> = new_packs.to_vec();
-    let mut blocks: Vec<Block> = placed.to_vec();
+    let mut blocks: Vec<Block> = placed.iter().map(|(b, _)| *b).collect();
+    let mut steps: Vec<Steps> = placed
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, ends))| !ends.is_empty())
+        .map(|(i, (_, ends))| Steps(i as u32, super::STEP as u32, ends.clone()))
+        .collect();
     let mut known_block: HashMap<u32, u32> = HashMap::new();
     let mut known_pack: HashMap<u32, u32> = HashMap::new();
     let chunks: Vec<Chunk> = walked_chunks
@@ -706,7 +788,11 @@ fn build_index(
                         (packs.len() - 1) as u32
                     });
                     blocks.push(Block(pack, b.1, b.2, b.3));
-                    (blocks.len() - 1) as u32
+                    let new = (blocks.len() - 1) as u32;
+                    if let Some((step, ends)) = known.steps.get(&block) {
+                        steps.push(Steps(new, *step, ends.clone()));
+                    }
+                    new
                 }),
             };
             Chunk(block, c.offset, c.len, c.hash)
@@ -734,6 +820,7 @@ fn build_index(
         entries,
         whole_roots,
         excludes,
+        steps,
     };
     (index, refs)
 }

@@ -1079,6 +1079,7 @@ mod tests {
             entries: vec![],
             whole_roots: vec![],
             excludes: vec![],
+            steps: vec![],
         };
         let dir = tempfile::tempdir().expect("tempdir");
         let held = |bytes: &[u8]| {

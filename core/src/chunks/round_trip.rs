@@ -318,6 +318,61 @@ async fn a_large_file_has_larger_blocks_of_its_own() -> Result<()> {
     Ok(())
 }
 
+/// The index records where the steps of each block of small files end, and a save that
+/// takes blocks from its base takes their steps with them; a large file's blocks have none.
+#[tokio::test]
+async fn a_save_records_the_steps_of_its_blocks_and_keeps_those_of_its_base() -> Result<()> {
+    use super::{BLOCK_TARGET_LARGE, STEP};
+    let dir = tempfile::tempdir()?;
+    let store = local_store(dir.path())?;
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(work.join("tree"))?;
+    for i in 0..12 {
+        std::fs::write(
+            work.join(format!("tree/f{i:02}")),
+            noise(100_000, 3 * i + 1),
+        )?;
+    }
+    std::fs::write(work.join("tree/large"), noise(3 << 20, 99))?;
+    let first = save(&store, &work, Known::default()).await?;
+    let index = super::read_index(&store, &first.data, &first.tree.packs).await?;
+    let stepped: Vec<u32> = index.steps.iter().map(|s| s.0).collect();
+    let small: Vec<u32> = (0..index.blocks.len() as u32)
+        .filter(|&b| (STEP + 1..BLOCK_TARGET_LARGE).contains(&index.blocks[b as usize].raw()))
+        .collect();
+    assert!(small.len() >= 4, "{:?}", index.blocks);
+    assert_eq!(stepped, small, "every block of small files, and only those");
+
+    // One small file changes: the second entry takes the other blocks, and their steps.
+    std::fs::write(work.join("tree/f05"), noise(100_000, 1000))?;
+    let second = save(&store, &work, known_of(&store, &first).await?).await?;
+    let again = super::read_index(&store, &second.data, &second.tree.packs).await?;
+    let where_of = |i: &super::index::Index, b: u32| {
+        let block = &i.blocks[b as usize];
+        (i.packs[block.pack()].clone(), block.offset())
+    };
+    let steps_of = |i: &super::index::Index| -> BTreeMap<(String, u64), (u32, Vec<u32>)> {
+        i.steps
+            .iter()
+            .map(|s| (where_of(i, s.0), (s.1, s.2.clone())))
+            .collect()
+    };
+    let (before, after) = (steps_of(&index), steps_of(&again));
+    let kept: Vec<_> = after.keys().filter(|k| before.contains_key(*k)).collect();
+    assert!(
+        !kept.is_empty(),
+        "the second entry takes blocks of the first"
+    );
+    for k in kept {
+        assert_eq!(after[k], before[k], "block at {k:?}");
+    }
+    assert!(
+        after.keys().any(|k| !before.contains_key(k)),
+        "the changed file's new block has steps too"
+    );
+    Ok(())
+}
+
 /// Returns once the file system's clock, which stamps ctimes in ticks of a few milliseconds,
 /// has moved past every ctime below `root`: a footprint written then is newer than them all.
 fn past_ctimes_below(root: &Path) -> Result<()> {
