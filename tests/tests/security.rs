@@ -142,6 +142,28 @@ fn a_link_that_normalises_inside_but_resolves_outside_is_refused_unless_the_save
     );
 }
 
+/// Under the saved paths `a` and `~` (the home folder), `a/a -> ../~` leads to a folder named
+/// `~` beside `a`, which no saved path covers: the link is refused, as any link out of them
+/// that the save did not record. (An entry below it in the same archive is refused anyway.)
+#[test]
+fn a_link_to_a_folder_named_like_home_is_refused_as_outside_the_saved_paths() {
+    let ctx = TestContext::new();
+    let v = victim(&ctx);
+    std::fs::create_dir_all(v.proj.join("~")).expect("mkdir");
+    let mut tar = Tar::new();
+    tar.dir("a").symlink("a/a", "../~");
+    Planted::cache("tilde", &["a", "~"], &tar.finish()).plant(&ctx);
+    let before = snapshot(&v.root);
+    let run = restore(&ctx, &v.proj, "tilde");
+    refused(
+        &run,
+        5,
+        &["a/a", "points outside the restored paths"],
+        &v,
+        &before,
+    );
+}
+
 // --- finding 2 ---------------------------------------------------------------------------
 
 #[test]
