@@ -230,7 +230,8 @@ pub fn check(index: &Index) -> Result<(), ArchiveError> {
         }
         last_block = Some(*b);
         let counted = block.raw().div_ceil((*step).max(1) as usize);
-        let rising = ends.windows(2).all(|w| w[0] < w[1]);
+        // Every step holds a zstd block of at least a header: none ends at the frame's start.
+        let rising = ends.windows(2).all(|w| w[0] < w[1]) && ends.first() != Some(&0);
         if *step < STEP_MIN
             || ends.len() + 1 != counted
             || !rising
@@ -434,6 +435,7 @@ mod tests {
             ("too small a step", vec![Steps(0, 100, vec![1000, 3000])]),
             ("too few ends", vec![Steps(0, 16_384, vec![1000])]),
             ("ends that fall", vec![Steps(0, 16_384, vec![3000, 1000])]),
+            ("an end at the start", vec![Steps(0, 16_384, vec![0, 1000])]),
             (
                 "an end past the block",
                 vec![Steps(0, 16_384, vec![1000, 5000])],
