@@ -412,7 +412,7 @@ mod tests {
 
     /// Found by `core/tests/path_rules.rs`: `a/a -> ../~` ends at a folder named `~` in the
     /// restoring folder, whose name is written `~`, and was taken for the saved path `~`, the
-    /// home folder; a later entry below `a/a` would have been written into that folder.
+    /// home folder: the link was made, leading out of the saved paths.
     #[test]
     fn a_link_to_a_folder_named_like_home_is_not_taken_for_the_home_folder() {
         let rs = roots(&["a", "~"]);
