@@ -141,11 +141,16 @@ pub struct Index {
 }
 
 impl Index {
+    /// The recorded steps of block `b`.
+    pub fn steps_of(&self, b: u32) -> Option<&Steps> {
+        let at = self.steps.binary_search_by_key(&b, |s| s.0).ok()?;
+        self.steps.get(at)
+    }
+
     /// Block `b`'s stored bytes that carry its first `need` raw bytes, when its steps are
     /// recorded and one of them ends before the block does.
     pub fn step_end(&self, b: u32, need: usize) -> Option<u64> {
-        let at = self.steps.binary_search_by_key(&b, |s| s.0).ok()?;
-        let Steps(_, step, ends) = &self.steps[at];
+        let Steps(_, step, ends) = self.steps_of(b)?;
         let k = need.max(1).div_ceil(*step as usize) - 1;
         ends.get(k).map(|&end| u64::from(end))
     }

@@ -62,8 +62,7 @@ impl Known {
             let block = *block_of.entry(c.block()).or_insert_with(|| {
                 self.blocks.push(Block(*pack, b.1, b.2, b.3));
                 let known = (self.blocks.len() - 1) as u32;
-                if let Ok(at) = index.steps.binary_search_by_key(&(c.0), |s| s.0) {
-                    let Steps(_, step, ends) = &index.steps[at];
+                if let Some(Steps(_, step, ends)) = index.steps_of(c.0) {
                     self.steps.insert(known, (*step, ends.clone()));
                 }
                 known
