@@ -198,21 +198,38 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
         }
         Err(e) => return Err(e.into()),
     };
-    let stats = lander.finish_async().await?.commit_async().await?;
-    // The footprint is written on a thread of its own while the store records the hit.
+    let mut landed = lander.finish_async().await?;
+    // The footprint is put together from what the restore knows of its files while the
+    // commit runs, and written on a thread of its own while the store records the hit.
     let footprint = match (req.footprints.clone(), landing.decoded.take()) {
         (Some(dir), Some(index)) => {
             let (at, roots) = (req.at.clone(), found.body.tree.paths.clone());
             let unchanged = std::mem::take(&mut landing.unchanged);
-            Some(tokio::task::spawn_blocking(move || {
-                chunks::footprint::remember(&dir, &index, &unchanged, &roots, &|n: &str| {
-                    at.resolve(n)
-                })
-                .map_err(|e| format!("{} ({e})", dir.display()))
-            }))
+            let written = std::mem::take(&mut landed.written);
+            let prepared = tokio::task::spawn_blocking(move || {
+                let resolve = |n: &str| at.resolve(n);
+                let pending = chunks::footprint::prepare(
+                    &dir, &index, &unchanged, &written, &roots, &resolve,
+                );
+                (pending, at, dir)
+            });
+            Some(prepared)
         }
         _ => None,
     };
+    let stats = landed.commit_async().await?;
+    let footprint = footprint.map(|prepared| {
+        tokio::spawn(async move {
+            let (pending, at, dir) = prepared.await.map_err(|_| "a stopped thread".to_string())?;
+            tokio::task::spawn_blocking(move || {
+                pending
+                    .publish(&|n: &str| at.resolve(n))
+                    .map_err(|e| format!("{} ({e})", dir.display()))
+            })
+            .await
+            .unwrap_or_else(|_| Err("a stopped thread".into()))
+        })
+    });
     touch(store, &Layout::new(&req.project, scope.as_deref()), &found).await;
     if let (Some(dir), Some(index)) = (&req.state_dir, &landing.index) {
         let restored = crate::state::Restored {

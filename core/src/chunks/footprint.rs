@@ -19,7 +19,7 @@
 
 use foldhash::{HashMap, HashMapExt};
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -168,17 +168,38 @@ fn parse(bytes: &[u8], root: &str, stamp: (i64, i64)) -> Option<HashMap<String, 
     Some(files)
 }
 
-/// Writes the footprints of a restore of `index` just committed: one per root in `roots`,
-/// into `dir`, each file found where `resolve` puts it as the index describes it.
+/// The footprints of a restore, put together from what it already knows of its files while
+/// its commit runs; [`Pending::publish`] completes and writes them once it has.
+#[derive(Debug)]
+pub struct Pending {
+    dir: PathBuf,
+    roots: Vec<PendingRoot>,
+}
+
+#[derive(Debug)]
+struct PendingRoot {
+    /// Where its footprint goes.
+    path: PathBuf,
+    /// The records of the files whose identity is known.
+    bytes: Vec<u8>,
+    /// The others, looked up once the commit is done: `(name, size, content)`.
+    unknown: Vec<(String, u64, [u8; 32])>,
+}
+
+/// The footprints of a restore of `index`: one per root in `roots`, into `dir`, each file
+/// where `resolve` puts it as the index describes it. Nothing on disk is needed yet:
 /// `unchanged` holds the files (by index in `entries`) the restore kept without setting
-/// anything on them, as it found them: they are not looked at again.
-pub fn remember(
+/// anything on them, as it found them, and `written` those it wrote, by name, as the lander
+/// recorded them; only the others (files kept whose mode or time the commit sets) are looked
+/// up, by [`Pending::publish`].
+pub fn prepare(
     dir: &Path,
     index: &Index,
     unchanged: &HashMap<usize, FileId>,
+    written: &HashMap<String, Stat>,
     roots: &[String],
     resolve: &(dyn Fn(&str) -> PathBuf + Sync),
-) -> std::io::Result<()> {
+) -> Pending {
     // A file other names link to is written again with them on every restore (never kept),
     // so neither has a footprint.
     let linked: std::collections::HashSet<&str> = index
@@ -187,75 +208,115 @@ pub fn remember(
         .filter(|e| e.kind == Kind::Hardlink)
         .filter_map(|e| e.target.as_deref())
         .collect();
-    fs::create_dir_all(dir)?;
-    for root in roots {
-        let files: Vec<(usize, &super::index::Entry)> = index
-            .entries
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| {
+    let roots = roots
+        .iter()
+        .map(|root| {
+            let mut bytes = MAGIC.to_vec();
+            let mut unknown = Vec::new();
+            let files = index.entries.iter().enumerate().filter(|(_, e)| {
                 e.kind == Kind::File
                     && !linked.contains(e.name.as_str())
                     && crate::paths::is_within(&e.name, root)
-            })
-            .collect();
-        // Looking each file up by its path is most of the time: a few threads share it.
-        let threads = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .clamp(1, 4);
-        let share = files.len().div_ceil(threads).max(1);
-        let ids: Vec<Option<FileId>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = files
-                .chunks(share)
-                .map(|part| scope.spawn(move || found(part, unchanged, resolve)))
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
-        });
-        let path = file_of(dir, &resolve(root));
-        let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-        let written = fs::File::create(&tmp).and_then(|f| {
-            let mut out = std::io::BufWriter::new(f);
-            out.write_all(MAGIC)?;
-            for ((_, e), id) in files.iter().zip(&ids) {
-                if let Some(id) = id.filter(|id| id.size == e.size) {
-                    out.write_all(&(e.name.len() as u32).to_le_bytes())?;
-                    out.write_all(e.name.as_bytes())?;
-                    for v in [id.dev, id.ino, id.size] {
-                        out.write_all(&v.to_le_bytes())?;
-                    }
-                    for v in [id.mtime.0, id.mtime.1] {
-                        out.write_all(&v.to_le_bytes())?;
-                    }
-                    out.write_all(&content_id(index, &e.chunks))?;
+            });
+            for (i, e) in files {
+                let content = content_id(index, &e.chunks);
+                let known = match (unchanged.get(&i), written.get(&e.name)) {
+                    (Some(id), _) => Some(*id),
+                    (None, Some(s)) if s.is_file() => Some(FileId::of(s)),
+                    // Not a regular file when written: no record.
+                    (None, Some(_)) => continue,
+                    (None, None) => None,
+                };
+                match known {
+                    Some(id) => record(&mut bytes, &e.name, e.size, id, &content),
+                    None => unknown.push((e.name.clone(), e.size, content)),
                 }
             }
-            out.flush()
-        });
-        if let Err(e) = written.and_then(|()| fs::rename(&tmp, &path)) {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
+            PendingRoot {
+                path: file_of(dir, &resolve(root)),
+                bytes,
+                unknown,
+            }
+        })
+        .collect();
+    Pending {
+        dir: dir.to_path_buf(),
+        roots,
     }
-    Ok(())
+}
+
+/// Appends the record of the file `name` of `size` bytes, when `id` says it has that size.
+fn record(out: &mut Vec<u8>, name: &str, size: u64, id: FileId, content: &[u8; 32]) {
+    if id.size != size {
+        return;
+    }
+    out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+    out.extend_from_slice(name.as_bytes());
+    for v in [
+        id.dev,
+        id.ino,
+        id.size,
+        id.mtime.0 as u64,
+        id.mtime.1 as u64,
+    ] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(content);
+}
+
+impl Pending {
+    /// Looks up the files the restore did not know, now that its commit is done, and writes
+    /// each footprint (under a temporary name, then renamed): its time, the stamp its records
+    /// are judged by, is after every change the restore made.
+    pub fn publish(self, resolve: &(dyn Fn(&str) -> PathBuf + Sync)) -> std::io::Result<()> {
+        fs::create_dir_all(&self.dir)?;
+        for mut root in self.roots {
+            // Looking each file up by its path is most of the time: a few threads share it.
+            let threads = std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .clamp(1, 4);
+            let share = root.unknown.len().div_ceil(threads).max(1);
+            let ids: Vec<Option<FileId>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = root
+                    .unknown
+                    .chunks(share)
+                    .map(|part| scope.spawn(move || found(part, resolve)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().unwrap_or_default())
+                    .collect()
+            });
+            for ((name, size, content), id) in root.unknown.iter().zip(ids) {
+                if let Some(id) = id {
+                    record(&mut root.bytes, name, *size, id, content);
+                }
+            }
+            let tmp = root
+                .path
+                .with_extension(format!("{}.tmp", std::process::id()));
+            if let Err(e) = fs::write(&tmp, &root.bytes).and_then(|()| fs::rename(&tmp, &root.path))
+            {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What each of `files` is on disk now, as a regular file (none: not one, or not there).
 fn found(
-    files: &[(usize, &super::index::Entry)],
-    unchanged: &HashMap<usize, FileId>,
+    files: &[(String, u64, [u8; 32])],
     resolve: &(dyn Fn(&str) -> PathBuf + Sync),
 ) -> Vec<Option<FileId>> {
     files
         .iter()
-        .map(|(i, e)| match unchanged.get(i) {
-            Some(id) => Some(*id),
-            None => fs::symlink_metadata(resolve(&e.name))
+        .map(|(name, ..)| {
+            fs::symlink_metadata(resolve(name))
                 .ok()
                 .filter(|m| m.file_type().is_file())
-                .map(|m| FileId::of(&Stat::from(&m))),
+                .map(|m| FileId::of(&Stat::from(&m)))
         })
         .collect()
 }

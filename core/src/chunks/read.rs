@@ -229,9 +229,11 @@ pub async fn land(
     packs: &[PackRef],
     on_disk: OnDisk<'_>,
 ) -> Result<(Lander, LandOutcome), EntryError> {
-    // The footprints are read while the index is fetched and decoded.
+    // The footprints are read while the index is fetched and decoded, and the next one
+    // takes what the writers record of the files they write.
     let footprint = match on_disk.footprints {
         Some(dir) if on_disk.keep => {
+            lander.record_written();
             let dir = dir.to_path_buf();
             let roots: Vec<(String, PathBuf)> = source
                 .roots

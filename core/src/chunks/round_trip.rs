@@ -124,10 +124,31 @@ async fn restore_with(
     keep: bool,
     footprints: Option<&Path>,
 ) -> Result<UnpackStats> {
+    let lander = Lander::new(LandOptions::default());
+    let (mut landed, landing) = land(store, packed, into, keep, footprints, lander).await?;
+    let written = std::mem::take(&mut landed.written);
+    let stats = landed.commit_async().await?;
+    if let (Some(dir), Some(index)) = (footprints, landing.decoded) {
+        let (roots, resolve) = (&packed.tree.paths, |n: &str| into.join(n));
+        super::footprint::prepare(dir, &index, &landing.unchanged, &written, roots, &resolve)
+            .publish(&resolve)?;
+    }
+    Ok(stats)
+}
+
+/// `packed` laid down into `into` through `lander`, waiting for its commit.
+async fn land(
+    store: &Store,
+    packed: &Packed,
+    into: &Path,
+    keep: bool,
+    footprints: Option<&Path>,
+    lander: Lander,
+) -> Result<(crate::unpack::Landed, entry::Landing)> {
     let base = into.to_path_buf();
     let (lander, landing) = entry::land(
         store,
-        Lander::new(LandOptions::default()),
+        lander,
         Land {
             data: packed.data.clone(),
             encoding: Encoding::Chunked,
@@ -141,17 +162,42 @@ async fn restore_with(
         },
     )
     .await?;
-    let stats = lander.finish_async().await?.commit_async().await?;
-    if let (Some(dir), Some(index)) = (footprints, landing.decoded) {
-        super::footprint::remember(
-            dir,
-            &index,
-            &landing.unchanged,
-            &packed.tree.paths,
-            &|n: &str| into.join(n),
-        )?;
+    Ok((lander.finish_async().await?, landing))
+}
+
+#[tokio::test]
+async fn the_files_a_restore_writes_are_recorded_as_they_are_after_its_commit() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = local_store(dir.path())?;
+    let work = dir.path().join("work");
+    tree(&work)?;
+    let packed = save(&store, &work, Known::default()).await?;
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out)?;
+    let mut lander = Lander::new(LandOptions::default());
+    lander.record_written();
+    let (mut landed, _) = land(&store, &packed, &out, false, None, lander).await?;
+    let written = std::mem::take(&mut landed.written);
+    landed.commit_async().await?;
+    let mut names: Vec<&str> = written.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    // The streamed file (`big.bin`) as well as those written whole; no link, no folder.
+    assert_eq!(
+        names,
+        [
+            "tree/empty",
+            "tree/run.sh",
+            "tree/small.txt",
+            "tree/sub/big.bin",
+            "tree/sub/copy.bin"
+        ]
+    );
+    for (name, seen) in &written {
+        let now = crate::unpack::Stat::from(&std::fs::symlink_metadata(out.join(name))?);
+        let id = |s: &crate::unpack::Stat| (s.dev, s.ino, s.size, s.mode, s.mtime);
+        assert_eq!(id(seen), id(&now), "{name}");
     }
-    Ok(stats)
+    Ok(())
 }
 
 async fn known_of(store: &Store, packed: &Packed) -> Result<Known> {
@@ -413,13 +459,16 @@ async fn a_footprint_vouches_only_for_files_untouched_since_it_was_written() -> 
     let remember = || -> Result<()> {
         past_ctimes_below(&out)?;
         let resolve = |n: &str| out.join(n);
-        super::footprint::remember(
+        let (none, nothing) = (Default::default(), Default::default());
+        super::footprint::prepare(
             &prints,
             &index,
-            &Default::default(),
+            &none,
+            &nothing,
             &packed.tree.paths,
             &resolve,
-        )?;
+        )
+        .publish(&resolve)?;
         Ok(())
     };
     remember()?;

@@ -449,6 +449,9 @@ pub struct Lander {
     /// Hard links to make once the writers are done: the file they name may still be queued.
     pending_links: Vec<PendingLink>,
     stats: UnpackStats,
+    /// Whether the writers record what the file system made of each file they write.
+    record_written: bool,
+    written: writers::Written,
 }
 
 /// A hard link waiting for the file it names to be written.
@@ -466,6 +469,9 @@ struct PendingLink {
 pub struct Landed {
     plan: Plan,
     pub stats: UnpackStats,
+    /// With [`Lander::record_written`], each file written, by name, as `fstat` saw it once
+    /// its mode and time were set (commit only renames it, or its folder).
+    pub written: HashMap<String, Stat>,
 }
 
 impl Landed {
@@ -533,7 +539,16 @@ impl Lander {
             writers: None,
             pending_links: Vec::new(),
             stats: UnpackStats::default(),
+            record_written: false,
+            written: Vec::new(),
         }
+    }
+
+    /// Records what the file system made of every file written (see [`Landed::written`]),
+    /// for a footprint: one `fstat` on each file's own handle, against a lookup of its whole
+    /// path after the commit.
+    pub fn record_written(&mut self) {
+        self.record_written = true;
     }
 
     /// Starts the next source; the entries that follow belong to it.
@@ -699,7 +714,8 @@ impl Lander {
         let Some((path, rename)) = self.names.get_mut(name).and_then(|n| n.staged.take()) else {
             return Ok(());
         };
-        self.writers().drain()?;
+        let written = self.writers().drain()?;
+        self.written.extend(written);
         // Links to the file being replaced are made now, while it is there; a link being
         // replaced is simply never made.
         let pending = self.pending_links.len();
@@ -1145,8 +1161,13 @@ impl Lander {
         self.count_bytes(raw, size)?;
         let name = self.enter(raw, &Kind::File)?;
         let (path, _) = self.place(&name)?;
-        self.writers()
-            .stream(&path, data, size, restored_mode(mode), mtime, read_error)?;
+        let head = writers::Head {
+            path,
+            mode: restored_mode(mode),
+            mtime,
+            record: self.record_written.then(|| name.clone()),
+        };
+        self.writers().stream(head, data, size, read_error)?;
         self.stats.files += 1;
         self.stats.bytes += size;
         Ok(())
@@ -1192,11 +1213,13 @@ impl Lander {
             data = whole.into();
         }
         data.truncate(want);
+        let record = self.record_written.then(|| name.clone());
         self.writers().submit(Job {
             path,
             data,
             mode: restored_mode(mode),
             mtime,
+            record,
         })?;
         self.stats.files += 1;
         self.stats.bytes += size;
@@ -1260,14 +1283,22 @@ impl Lander {
     /// restore. On any failure everything staged is removed.
     pub fn finish(mut self) -> Result<Landed, ArchiveError> {
         if let Some(w) = self.writers.take() {
-            w.finish()?;
+            let written = w.finish()?;
+            self.written.extend(written);
         }
         self.make_links(|_| true)?;
         self.judge_links()?;
         self.stage_extras()?;
+        // In the order written: a file a later source wrote again replaces the earlier one,
+        // and a name no longer a file has none.
+        let written = std::mem::take(&mut self.written)
+            .into_iter()
+            .filter(|(name, _)| self.names.get(name).is_some_and(|n| n.kind == Kind::File))
+            .collect();
         Ok(Landed {
             plan: std::mem::take(&mut self.plan),
             stats: std::mem::take(&mut self.stats),
+            written,
         })
     }
 
@@ -1475,7 +1506,7 @@ impl From<&rustix::fs::Stat> for Stat {
 }
 
 impl Stat {
-    fn is_file(&self) -> bool {
+    pub fn is_file(&self) -> bool {
         self.mode & libc::S_IFMT == libc::S_IFREG
     }
 }

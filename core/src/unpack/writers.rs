@@ -39,7 +39,13 @@ pub(crate) struct Job {
     pub data: bytes::Bytes,
     pub mode: u32,
     pub mtime: i64,
+    /// The entry's name, when what the file system made of the file is to be recorded.
+    pub record: Option<String>,
 }
+
+/// Files written, by entry name, with what `fstat` said of each once its mode and time were
+/// set: a chunked restore's footprint takes them instead of looking every file up again.
+pub(crate) type Written = Vec<(String, super::Stat)>;
 
 /// The pool's queue limit in bytes: the reader takes a file's size before queuing it, and
 /// the size comes back when the queued file is dropped (written, or thrown away by a thread
@@ -78,13 +84,17 @@ impl Drop for Lease {
     }
 }
 
+/// A streamed file: where it goes, its mode and time, and (see [`Job::record`]) its name.
+pub(crate) struct Head {
+    pub path: PathBuf,
+    pub mode: u32,
+    pub mtime: i64,
+    pub record: Option<String>,
+}
+
 /// What the streaming thread is told: a file begins, a chunk of it, it ends.
 enum Piece {
-    Begin {
-        path: PathBuf,
-        mode: u32,
-        mtime: i64,
-    },
+    Begin(Head),
     Data(Vec<u8>),
     End,
 }
@@ -100,7 +110,7 @@ pub(crate) struct Writers {
     pool: Vec<std::sync::mpsc::Sender<(Job, Lease)>>,
     budget: Arc<Budget>,
     stream_tx: Option<SyncSender<Piece>>,
-    handles: Vec<std::thread::JoinHandle<()>>,
+    handles: Vec<std::thread::JoinHandle<Written>>,
     /// Emptied chunk buffers, back from the streaming thread.
     spare: Receiver<Vec<u8>>,
     error: ErrorSlot,
@@ -116,11 +126,14 @@ impl Writers {
             let error = Arc::clone(&error);
             pool.push(tx);
             handles.push(std::thread::spawn(move || {
+                let mut written = Written::new();
                 for (job, _lease) in rx {
-                    if let Err(e) = write_bytes(&job.path, &job.data, job.mode, job.mtime) {
-                        record(&error, e);
+                    match write_bytes(&job.path, &job.data, job.mode, job.mtime) {
+                        Ok(f) => note(&mut written, job.record, &f),
+                        Err(e) => record(&error, e),
                     }
                 }
+                written
             }));
         }
         let (stream_tx, stream_rx) = sync_channel::<Piece>(STREAM_QUEUE);
@@ -176,22 +189,17 @@ impl Writers {
     }
 
     /// Reads exactly `size` bytes of `data` in chunks and hands them to the streaming thread,
-    /// which writes them to `path`. `data` failing or ending early is `read_error`'s to name.
+    /// which writes them as `head` says. `data` failing or ending early is `read_error`'s to
+    /// name.
     pub fn stream(
         &mut self,
-        path: &Path,
+        head: Head,
         data: &mut dyn Read,
         size: u64,
-        mode: u32,
-        mtime: i64,
         read_error: &dyn Fn(std::io::Error) -> ArchiveError,
     ) -> Result<(), ArchiveError> {
         self.take_error()?;
-        self.send_piece(Piece::Begin {
-            path: path.to_path_buf(),
-            mode,
-            mtime,
-        })?;
+        self.send_piece(Piece::Begin(head))?;
         let mut left = size;
         while left > 0 {
             let want = STREAM_CHUNK.min(usize::try_from(left).unwrap_or(STREAM_CHUNK));
@@ -211,25 +219,31 @@ impl Writers {
     }
 
     /// Waits until every queued file is written, then starts fresh threads: for a hard link,
-    /// or a file a later layer replaces, which must exist first.
-    pub fn drain(&mut self) -> Result<(), ArchiveError> {
+    /// or a file a later layer replaces, which must exist first. Gives what was recorded of
+    /// the files written so far.
+    pub fn drain(&mut self) -> Result<Written, ArchiveError> {
         let old = std::mem::replace(self, Writers::new());
         old.finish()
     }
 
-    /// Waits until every queued file is written; the first failure, if any.
-    pub fn finish(mut self) -> Result<(), ArchiveError> {
+    /// Waits until every queued file is written; the first failure, if any, else what was
+    /// recorded of the files written.
+    pub fn finish(mut self) -> Result<Written, ArchiveError> {
         self.pool.clear();
         self.stream_tx = None;
         let mut panicked = false;
+        let mut written = Written::new();
         for h in self.handles.drain(..) {
-            panicked |= h.join().is_err();
+            match h.join() {
+                Ok(w) => written.extend(w),
+                Err(_) => panicked = true,
+            }
         }
         self.take_error()?;
         if panicked {
             return Err(Self::stopped());
         }
-        Ok(())
+        Ok(written)
     }
 }
 
@@ -251,18 +265,32 @@ fn record(slot: &Mutex<Option<ArchiveError>>, e: ArchiveError) {
     }
 }
 
+/// Records what the file system made of a file just finished, on its own handle: no lookup
+/// by path. A file it cannot say is left out (the footprint looks it up instead).
+fn note(written: &mut Written, name: Option<String>, f: &File) {
+    if let (Some(name), Ok(s)) = (name, rustix::fs::fstat(f)) {
+        written.push((name, super::Stat::from(&s)));
+    }
+}
+
 /// The streaming thread: writes each file it is sent, chunk by chunk. After a failure the
 /// rest of that file is skipped; the error waits in `error` for the reading thread.
 fn stream_files(
     rx: Receiver<Piece>,
     spare: SyncSender<Vec<u8>>,
     error: &Mutex<Option<ArchiveError>>,
-) {
-    let mut open: Option<(File, PathBuf, u32, i64)> = None;
+) -> Written {
+    let mut written = Written::new();
+    let mut open: Option<(File, PathBuf, u32, i64, Option<String>)> = None;
     for piece in rx {
         match piece {
-            Piece::Begin { path, mode, mtime } => match create_new(&path, mode) {
-                Ok(f) => open = Some((f, path, mode, mtime)),
+            Piece::Begin(Head {
+                path,
+                mode,
+                mtime,
+                record: name,
+            }) => match create_new(&path, mode) {
+                Ok(f) => open = Some((f, path, mode, mtime, name)),
                 Err(e) => record(error, e),
             },
             Piece::Data(buf) => {
@@ -275,20 +303,24 @@ fn stream_files(
                 let _ = spare.try_send(buf);
             }
             Piece::End => {
-                if let Some((f, path, mode, mtime)) = open.take() {
-                    if let Err(e) = finish_file(&f, &path, mode, mtime) {
-                        record(error, e);
+                if let Some((f, path, mode, mtime, name)) = open.take() {
+                    match finish_file(&f, &path, mode, mtime) {
+                        Ok(()) => note(&mut written, name, &f),
+                        Err(e) => record(error, e),
                     }
                 }
             }
         }
     }
+    written
 }
 
-fn write_bytes(path: &Path, data: &[u8], mode: u32, mtime: i64) -> Result<(), ArchiveError> {
+/// Writes a new file at `path`; its handle, once its mode and time are set.
+fn write_bytes(path: &Path, data: &[u8], mode: u32, mtime: i64) -> Result<File, ArchiveError> {
     let mut f = create_new(path, mode)?;
     f.write_all(data).map_err(io_error("write", path))?;
-    finish_file(&f, path, mode, mtime)
+    finish_file(&f, path, mode, mtime)?;
+    Ok(f)
 }
 
 /// Creates `path`, never an existing file or link: with its final mode when the umask
