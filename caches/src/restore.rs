@@ -204,13 +204,12 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
     let footprint = match (req.footprints.clone(), landing.decoded.take()) {
         (Some(dir), Some(index)) => {
             let (at, roots) = (req.at.clone(), found.body.tree.paths.clone());
-            let unchanged = std::mem::take(&mut landing.unchanged);
+            let mut known = std::mem::take(&mut landing.unchanged);
             let written = std::mem::take(&mut landed.written);
             let prepared = tokio::task::spawn_blocking(move || {
+                known.extend(chunks::footprint::written(written));
                 let resolve = |n: &str| at.resolve(n);
-                let pending = chunks::footprint::prepare(
-                    &dir, &index, &unchanged, &written, &roots, &resolve,
-                );
+                let pending = chunks::footprint::prepare(&dir, &index, &known, &roots, &resolve);
                 (pending, at, dir)
             });
             Some(prepared)
@@ -223,7 +222,7 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
             let (pending, at, dir) = prepared.await.map_err(|_| "a stopped thread".to_string())?;
             tokio::task::spawn_blocking(move || {
                 pending
-                    .publish(&|n: &str| at.resolve(n))
+                    .and_then(|p| p.publish(&|n: &str| at.resolve(n)))
                     .map_err(|e| format!("{} ({e})", dir.display()))
             })
             .await

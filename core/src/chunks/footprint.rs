@@ -19,7 +19,7 @@
 
 use foldhash::{HashMap, HashMapExt};
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -67,6 +67,15 @@ impl FileId {
             mtime: s.mtime,
         }
     }
+}
+
+/// The files a restore wrote (by index in `entries`) as the lander recorded them
+/// ([`crate::unpack::Landed::written`]): regular files, as it made them.
+pub fn written(records: Vec<(u32, Stat)>) -> impl Iterator<Item = (usize, FileId)> {
+    records
+        .into_iter()
+        .filter(|(_, s)| s.is_file())
+        .map(|(i, s)| (i as usize, FileId::of(&s)))
 }
 
 /// What a file of the index holds, as a footprint names it: the BLAKE3 of its chunks'
@@ -168,11 +177,11 @@ fn parse(bytes: &[u8], root: &str, stamp: (i64, i64)) -> Option<HashMap<String, 
     Some(files)
 }
 
-/// The footprints of a restore, put together from what it already knows of its files while
-/// its commit runs; [`Pending::publish`] completes and writes them once it has.
+/// The footprints of a restore, written under temporary names from what it already knows of
+/// its files while its commit runs; [`Pending::publish`] completes them once it has. Dropped
+/// unpublished (a commit that failed), it removes them.
 #[derive(Debug)]
 pub struct Pending {
-    dir: PathBuf,
     roots: Vec<PendingRoot>,
 }
 
@@ -180,26 +189,25 @@ pub struct Pending {
 struct PendingRoot {
     /// Where its footprint goes.
     path: PathBuf,
-    /// The records of the files whose identity is known.
-    bytes: Vec<u8>,
+    /// Where it is written until then, with the records of the files whose identity is known.
+    tmp: PathBuf,
     /// The others, looked up once the commit is done: `(name, size, content)`.
     unknown: Vec<(String, u64, [u8; 32])>,
 }
 
 /// The footprints of a restore of `index`: one per root in `roots`, into `dir`, each file
-/// where `resolve` puts it as the index describes it. Nothing on disk is needed yet:
-/// `unchanged` holds the files (by index in `entries`) the restore kept without setting
-/// anything on them, as it found them, and `written` those it wrote, by name, as the lander
-/// recorded them; only the others (files kept whose mode or time the commit sets) are looked
-/// up, by [`Pending::publish`].
+/// where `resolve` puts it as the index describes it. Nothing in the restored tree is looked
+/// at yet: `known` holds the files (by index in `entries`) whose identity the restore knows,
+/// those it kept without setting anything on them, as it found them, and those it wrote, as
+/// the lander recorded them; only the others (files kept whose mode or time the commit sets)
+/// are looked up, by [`Pending::publish`].
 pub fn prepare(
     dir: &Path,
     index: &Index,
-    unchanged: &HashMap<usize, FileId>,
-    written: &HashMap<String, Stat>,
+    known: &HashMap<usize, FileId>,
     roots: &[String],
     resolve: &(dyn Fn(&str) -> PathBuf + Sync),
-) -> Pending {
+) -> std::io::Result<Pending> {
     // A file other names link to is written again with them on every restore (never kept),
     // so neither has a footprint.
     let linked: std::collections::HashSet<&str> = index
@@ -208,50 +216,52 @@ pub fn prepare(
         .filter(|e| e.kind == Kind::Hardlink)
         .filter_map(|e| e.target.as_deref())
         .collect();
-    let roots = roots
-        .iter()
-        .map(|root| {
-            let mut bytes = MAGIC.to_vec();
-            let mut unknown = Vec::new();
-            let files = index.entries.iter().enumerate().filter(|(_, e)| {
-                e.kind == Kind::File
-                    && !linked.contains(e.name.as_str())
-                    && crate::paths::is_within(&e.name, root)
-            });
-            for (i, e) in files {
-                let content = content_id(index, &e.chunks);
-                let known = match (unchanged.get(&i), written.get(&e.name)) {
-                    (Some(id), _) => Some(*id),
-                    (None, Some(s)) if s.is_file() => Some(FileId::of(s)),
-                    // Not a regular file when written: no record.
-                    (None, Some(_)) => continue,
-                    (None, None) => None,
-                };
-                match known {
-                    Some(id) => record(&mut bytes, &e.name, e.size, id, &content),
-                    None => unknown.push((e.name.clone(), e.size, content)),
-                }
+    fs::create_dir_all(dir)?;
+    let mut pending = Pending { roots: Vec::new() };
+    for root in roots {
+        let path = file_of(dir, &resolve(root));
+        let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+        let mut out = std::io::BufWriter::new(fs::File::create(&tmp)?);
+        let mut unknown = Vec::new();
+        pending.roots.push(PendingRoot {
+            path,
+            tmp,
+            unknown: Vec::new(),
+        });
+        out.write_all(MAGIC)?;
+        let files = index.entries.iter().enumerate().filter(|(_, e)| {
+            e.kind == Kind::File
+                && !linked.contains(e.name.as_str())
+                && crate::paths::is_within(&e.name, root)
+        });
+        for (i, e) in files {
+            let content = content_id(index, &e.chunks);
+            match known.get(&i) {
+                Some(id) => record(&mut out, &e.name, e.size, *id, &content)?,
+                None => unknown.push((e.name.clone(), e.size, content)),
             }
-            PendingRoot {
-                path: file_of(dir, &resolve(root)),
-                bytes,
-                unknown,
-            }
-        })
-        .collect();
-    Pending {
-        dir: dir.to_path_buf(),
-        roots,
+        }
+        out.flush()?;
+        if let Some(r) = pending.roots.last_mut() {
+            r.unknown = unknown;
+        }
     }
+    Ok(pending)
 }
 
-/// Appends the record of the file `name` of `size` bytes, when `id` says it has that size.
-fn record(out: &mut Vec<u8>, name: &str, size: u64, id: FileId, content: &[u8; 32]) {
+/// Writes the record of the file `name` of `size` bytes, when `id` says it has that size.
+fn record(
+    out: &mut impl Write,
+    name: &str,
+    size: u64,
+    id: FileId,
+    content: &[u8; 32],
+) -> std::io::Result<()> {
     if id.size != size {
-        return;
+        return Ok(());
     }
-    out.extend_from_slice(&(name.len() as u32).to_le_bytes());
-    out.extend_from_slice(name.as_bytes());
+    out.write_all(&(name.len() as u32).to_le_bytes())?;
+    out.write_all(name.as_bytes())?;
     for v in [
         id.dev,
         id.ino,
@@ -259,49 +269,79 @@ fn record(out: &mut Vec<u8>, name: &str, size: u64, id: FileId, content: &[u8; 3
         id.mtime.0 as u64,
         id.mtime.1 as u64,
     ] {
-        out.extend_from_slice(&v.to_le_bytes());
+        out.write_all(&v.to_le_bytes())?;
     }
-    out.extend_from_slice(content);
+    out.write_all(content)
 }
 
 impl Pending {
-    /// Looks up the files the restore did not know, now that its commit is done, and writes
-    /// each footprint (under a temporary name, then renamed): its time, the stamp its records
-    /// are judged by, is after every change the restore made.
-    pub fn publish(self, resolve: &(dyn Fn(&str) -> PathBuf + Sync)) -> std::io::Result<()> {
-        fs::create_dir_all(&self.dir)?;
-        for mut root in self.roots {
-            // Looking each file up by its path is most of the time: a few threads share it.
-            let threads = std::thread::available_parallelism()
-                .map_or(2, |n| n.get())
-                .clamp(1, 4);
-            let share = root.unknown.len().div_ceil(threads).max(1);
-            let ids: Vec<Option<FileId>> = std::thread::scope(|scope| {
-                let handles: Vec<_> = root
-                    .unknown
-                    .chunks(share)
-                    .map(|part| scope.spawn(move || found(part, resolve)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| h.join().unwrap_or_default())
-                    .collect()
-            });
-            for ((name, size, content), id) in root.unknown.iter().zip(ids) {
-                if let Some(id) = id {
-                    record(&mut root.bytes, name, *size, id, content);
-                }
-            }
-            let tmp = root
-                .path
-                .with_extension(format!("{}.tmp", std::process::id()));
-            if let Err(e) = fs::write(&tmp, &root.bytes).and_then(|()| fs::rename(&tmp, &root.path))
-            {
-                let _ = fs::remove_file(&tmp);
+    /// Looks up the files the restore did not know, now that its commit is done, adds them,
+    /// and moves each footprint into place with its time set now, by the kernel's clock: the
+    /// stamp its records are judged by comes after every change the restore made, and a
+    /// change after it gets a later ctime from the same clock.
+    pub fn publish(mut self, resolve: &(dyn Fn(&str) -> PathBuf + Sync)) -> std::io::Result<()> {
+        // One that fails is removed here, those not reached when `self` drops.
+        while let Some(root) = self.roots.pop() {
+            if let Err(e) = root.complete(resolve) {
+                let _ = fs::remove_file(&root.tmp);
                 return Err(e);
             }
         }
         Ok(())
+    }
+}
+
+impl PendingRoot {
+    fn complete(&self, resolve: &(dyn Fn(&str) -> PathBuf + Sync)) -> std::io::Result<()> {
+        // Looking each file up by its path is most of the time: a few threads share it.
+        let threads = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, 4);
+        let share = self.unknown.len().div_ceil(threads).max(1);
+        let ids: Vec<Option<FileId>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = self
+                .unknown
+                .chunks(share)
+                .map(|part| scope.spawn(move || found(part, resolve)))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        let file = fs::OpenOptions::new().append(true).open(&self.tmp)?;
+        let mut out = std::io::BufWriter::new(&file);
+        for ((name, size, content), id) in self.unknown.iter().zip(ids) {
+            if let Some(id) = id {
+                record(&mut out, name, *size, id, content)?;
+            }
+        }
+        out.flush()?;
+        drop(out);
+        let now = rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_NOW,
+        };
+        let omit = rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        };
+        rustix::fs::futimens(
+            &file,
+            &rustix::fs::Timestamps {
+                last_access: omit,
+                last_modification: now,
+            },
+        )?;
+        fs::rename(&self.tmp, &self.path)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        for r in &self.roots {
+            let _ = fs::remove_file(&r.tmp);
+        }
     }
 }
 

@@ -130,8 +130,9 @@ async fn restore_with(
     let stats = landed.commit_async().await?;
     if let (Some(dir), Some(index)) = (footprints, landing.decoded) {
         let (roots, resolve) = (&packed.tree.paths, |n: &str| into.join(n));
-        super::footprint::prepare(dir, &index, &landing.unchanged, &written, roots, &resolve)
-            .publish(&resolve)?;
+        let mut known = landing.unchanged;
+        known.extend(super::footprint::written(written));
+        super::footprint::prepare(dir, &index, &known, roots, &resolve)?.publish(&resolve)?;
     }
     Ok(stats)
 }
@@ -176,10 +177,12 @@ async fn the_files_a_restore_writes_are_recorded_as_they_are_after_its_commit() 
     std::fs::create_dir_all(&out)?;
     let mut lander = Lander::new(LandOptions::default());
     lander.record_written();
-    let (mut landed, _) = land(&store, &packed, &out, false, None, lander).await?;
+    let (mut landed, landing) = land(&store, &packed, &out, false, None, lander).await?;
     let written = std::mem::take(&mut landed.written);
     landed.commit_async().await?;
-    let mut names: Vec<&str> = written.keys().map(String::as_str).collect();
+    let index = landing.decoded.expect("a chunked entry's index");
+    let name = |i: u32| index.entries[i as usize].name.as_str();
+    let mut names: Vec<&str> = written.iter().map(|&(i, _)| name(i)).collect();
     names.sort_unstable();
     // The streamed file (`big.bin`) as well as those written whole; no link, no folder.
     assert_eq!(
@@ -192,10 +195,10 @@ async fn the_files_a_restore_writes_are_recorded_as_they_are_after_its_commit() 
             "tree/sub/copy.bin"
         ]
     );
-    for (name, seen) in &written {
-        let now = crate::unpack::Stat::from(&std::fs::symlink_metadata(out.join(name))?);
+    for (i, seen) in &written {
+        let now = crate::unpack::Stat::from(&std::fs::symlink_metadata(out.join(name(*i)))?);
         let id = |s: &crate::unpack::Stat| (s.dev, s.ino, s.size, s.mode, s.mtime);
-        assert_eq!(id(seen), id(&now), "{name}");
+        assert_eq!(id(seen), id(&now), "{}", name(*i));
     }
     Ok(())
 }
@@ -459,16 +462,9 @@ async fn a_footprint_vouches_only_for_files_untouched_since_it_was_written() -> 
     let remember = || -> Result<()> {
         past_ctimes_below(&out)?;
         let resolve = |n: &str| out.join(n);
-        let (none, nothing) = (Default::default(), Default::default());
-        super::footprint::prepare(
-            &prints,
-            &index,
-            &none,
-            &nothing,
-            &packed.tree.paths,
-            &resolve,
-        )
-        .publish(&resolve)?;
+        let none = Default::default();
+        super::footprint::prepare(&prints, &index, &none, &packed.tree.paths, &resolve)?
+            .publish(&resolve)?;
         Ok(())
     };
     remember()?;

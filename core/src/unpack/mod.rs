@@ -451,6 +451,9 @@ pub struct Lander {
     stats: UnpackStats,
     /// Whether the writers record what the file system made of each file they write.
     record_written: bool,
+    /// The number the next file is recorded under ([`Lander::record_as`]).
+    record_next: Option<u32>,
+    /// What the writers recorded so far.
     written: writers::Written,
 }
 
@@ -469,9 +472,10 @@ struct PendingLink {
 pub struct Landed {
     plan: Plan,
     pub stats: UnpackStats,
-    /// With [`Lander::record_written`], each file written, by name, as `fstat` saw it once
-    /// its mode and time were set (commit only renames it, or its folder).
-    pub written: HashMap<String, Stat>,
+    /// With [`Lander::record_written`], each file written, by the number
+    /// [`Lander::record_as`] gave it, as `fstat` saw it once its mode and time were set (commit
+    /// only renames it, or its folder).
+    pub written: Vec<(u32, Stat)>,
 }
 
 impl Landed {
@@ -540,15 +544,28 @@ impl Lander {
             pending_links: Vec::new(),
             stats: UnpackStats::default(),
             record_written: false,
+            record_next: None,
             written: Vec::new(),
         }
     }
 
-    /// Records what the file system made of every file written (see [`Landed::written`]),
-    /// for a footprint: one `fstat` on each file's own handle, against a lookup of its whole
-    /// path after the commit.
+    /// Records what the file system made of every file written under a number given by
+    /// [`Lander::record_as`] (see [`Landed::written`]), for a footprint: one `fstat` on each
+    /// file's own handle, against a lookup of its whole path after the commit. For one
+    /// source, whose names are never written twice.
     pub fn record_written(&mut self) {
         self.record_written = true;
+    }
+
+    /// The number the next file is recorded under (its place in the source's own list).
+    pub fn record_as(&mut self, number: usize) {
+        self.record_next = u32::try_from(number).ok();
+    }
+
+    /// The number the file being written is recorded under, when files are recorded.
+    fn slot(&mut self) -> Option<u32> {
+        let next = self.record_next.take();
+        next.filter(|_| self.record_written)
     }
 
     /// Starts the next source; the entries that follow belong to it.
@@ -1165,7 +1182,7 @@ impl Lander {
             path,
             mode: restored_mode(mode),
             mtime,
-            record: self.record_written.then(|| name.clone()),
+            record: self.slot(),
         };
         self.writers().stream(head, data, size, read_error)?;
         self.stats.files += 1;
@@ -1213,7 +1230,7 @@ impl Lander {
             data = whole.into();
         }
         data.truncate(want);
-        let record = self.record_written.then(|| name.clone());
+        let record = self.slot();
         self.writers().submit(Job {
             path,
             data,
@@ -1289,12 +1306,7 @@ impl Lander {
         self.make_links(|_| true)?;
         self.judge_links()?;
         self.stage_extras()?;
-        // In the order written: a file a later source wrote again replaces the earlier one,
-        // and a name no longer a file has none.
-        let written = std::mem::take(&mut self.written)
-            .into_iter()
-            .filter(|(name, _)| self.names.get(name).is_some_and(|n| n.kind == Kind::File))
-            .collect();
+        let written = std::mem::take(&mut self.written);
         Ok(Landed {
             plan: std::mem::take(&mut self.plan),
             stats: std::mem::take(&mut self.stats),

@@ -39,13 +39,14 @@ pub(crate) struct Job {
     pub data: bytes::Bytes,
     pub mode: u32,
     pub mtime: i64,
-    /// The entry's name, when what the file system made of the file is to be recorded.
-    pub record: Option<String>,
+    /// The number to record what the file system made of the file under, if any.
+    pub record: Option<u32>,
 }
 
-/// Files written, by entry name, with what `fstat` said of each once its mode and time were
-/// set: a chunked restore's footprint takes them instead of looking every file up again.
-pub(crate) type Written = Vec<(String, super::Stat)>;
+/// Files written, by the number the lander gave each, with what `fstat` said of each once its
+/// mode and time were set: a chunked restore's footprint takes them instead of looking every
+/// file up again.
+pub(crate) type Written = Vec<(u32, super::Stat)>;
 
 /// The pool's queue limit in bytes: the reader takes a file's size before queuing it, and
 /// the size comes back when the queued file is dropped (written, or thrown away by a thread
@@ -84,12 +85,12 @@ impl Drop for Lease {
     }
 }
 
-/// A streamed file: where it goes, its mode and time, and (see [`Job::record`]) its name.
+/// A streamed file: where it goes, its mode and time, and (see [`Job::record`]) its number.
 pub(crate) struct Head {
     pub path: PathBuf,
     pub mode: u32,
     pub mtime: i64,
-    pub record: Option<String>,
+    pub record: Option<u32>,
 }
 
 /// What the streaming thread is told: a file begins, a chunk of it, it ends.
@@ -267,9 +268,9 @@ fn record(slot: &Mutex<Option<ArchiveError>>, e: ArchiveError) {
 
 /// Records what the file system made of a file just finished, on its own handle: no lookup
 /// by path. A file it cannot say is left out (the footprint looks it up instead).
-fn note(written: &mut Written, name: Option<String>, f: &File) {
-    if let (Some(name), Ok(s)) = (name, rustix::fs::fstat(f)) {
-        written.push((name, super::Stat::from(&s)));
+fn note(written: &mut Written, slot: Option<u32>, f: &File) {
+    if let (Some(slot), Ok(s)) = (slot, rustix::fs::fstat(f)) {
+        written.push((slot, super::Stat::from(&s)));
     }
 }
 
@@ -281,7 +282,7 @@ fn stream_files(
     error: &Mutex<Option<ArchiveError>>,
 ) -> Written {
     let mut written = Written::new();
-    let mut open: Option<(File, PathBuf, u32, i64, Option<String>)> = None;
+    let mut open: Option<(File, PathBuf, u32, i64, Option<u32>)> = None;
     for piece in rx {
         match piece {
             Piece::Begin(Head {
