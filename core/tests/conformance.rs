@@ -449,6 +449,16 @@ async fn ranged_get(s: &Store) {
     assert_eq!(&last[..], &data[99_990..]);
     let first = s.get_range("r/blob", 0..1).await.expect("first byte");
     assert_eq!(&first[..], &data[..1]);
+    // Read into a buffer that held more before: it holds the range and nothing else.
+    let mut buf = vec![7u8; 50_000];
+    s.get_range_into("r/blob", 60_000..64_000, &mut buf)
+        .await
+        .expect("range into a buffer");
+    assert_eq!(buf, &data[60_000..64_000]);
+    s.get_range_into("r/blob", 99_000..100_000, &mut buf)
+        .await
+        .expect("last bytes into the same buffer");
+    assert_eq!(buf, &data[99_000..]);
 }
 
 /// A streamed write larger than 16 MiB (multipart on cloud stores), read back whole as a

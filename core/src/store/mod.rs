@@ -155,6 +155,20 @@ pub trait Backend: Send + Sync + 'static {
     /// Bytes `range` of the object.
     async fn get_range(&self, path: &str, range: Range<u64>) -> Result<Bytes, BackendError>;
 
+    /// Bytes `range` of the object, in place of what `buf` held: a caller fetching many
+    /// ranges keeps a few buffers rather than a fresh one for each.
+    async fn get_range_into(
+        &self,
+        path: &str,
+        range: Range<u64>,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), BackendError> {
+        let bytes = self.get_range(path, range).await?;
+        buf.clear();
+        buf.extend_from_slice(&bytes);
+        Ok(())
+    }
+
     async fn head(&self, path: &str) -> Result<Option<ObjectInfo>, BackendError>;
 
     /// Every object whose path starts with `prefix` (a folder ends with `/`).
@@ -548,6 +562,19 @@ impl Store {
     pub async fn get_range(&self, rel: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
         self.backend
             .get_range(rel, range)
+            .await
+            .map_err(|e| self.request_error("download", rel, e))
+    }
+
+    /// Bytes `range` of the object at `rel`, in place of what `buf` held.
+    pub async fn get_range_into(
+        &self,
+        rel: &str,
+        range: Range<u64>,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.backend
+            .get_range_into(rel, range, buf)
             .await
             .map_err(|e| self.request_error("download", rel, e))
     }

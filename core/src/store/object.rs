@@ -17,7 +17,8 @@ use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{
-    MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt, PutOptions, PutPayload, PutPayloadMut,
+    GetOptions, MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt, PutOptions, PutPayload,
+    PutPayloadMut,
 };
 use url::Url;
 
@@ -329,6 +330,33 @@ impl Backend for ObjectBackend {
             .get_range(&self.path(rel), range)
             .await
             .map_err(convert)
+    }
+
+    async fn get_range_into(
+        &self,
+        rel: &str,
+        range: Range<u64>,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), BackendError> {
+        let want = (range.end - range.start) as usize;
+        let options = GetOptions::new().with_range(Some(range));
+        let got = self
+            .objects
+            .get_opts(&self.path(rel), options)
+            .await
+            .map_err(convert)?;
+        buf.clear();
+        buf.reserve_exact(want);
+        // A body longer than the range is not read to its end: the caller finds it the wrong
+        // length either way.
+        let mut body = got.into_stream();
+        while let Some(piece) = body.next().await {
+            buf.extend_from_slice(&piece.map_err(convert)?);
+            if buf.len() > want {
+                break;
+            }
+        }
+        Ok(())
     }
 
     async fn head(&self, rel: &str) -> Result<Option<ObjectInfo>, BackendError> {
