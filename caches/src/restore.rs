@@ -204,12 +204,19 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
     let footprint = match (req.footprints.clone(), landing.decoded.take()) {
         (Some(dir), Some(index)) => {
             let (at, roots) = (req.at.clone(), found.body.tree.paths.clone());
+            let sha256 = found.data.sha256.clone();
             let mut known = std::mem::take(&mut landing.unchanged);
             let written = std::mem::take(&mut landed.written);
             let prepared = tokio::task::spawn_blocking(move || {
                 known.extend(chunks::footprint::written(written));
                 let resolve = |n: &str| at.resolve(n);
-                let pending = chunks::footprint::prepare(&dir, &index, &known, &roots, &resolve);
+                // A cache restore mirrors the roots saved whole.
+                let laid = chunks::footprint::Laid {
+                    index: &index,
+                    sha256: &sha256,
+                    mirrored: true,
+                };
+                let pending = chunks::footprint::prepare(&dir, &laid, &known, &roots, &resolve);
                 (pending, at, dir)
             });
             Some(prepared)

@@ -472,6 +472,34 @@ fn a_file_changed_behind_a_restores_footprint_is_read_and_put_back() {
 }
 
 #[test]
+fn a_restore_of_another_entry_removes_what_only_the_last_one_held() {
+    let ctx = TestContext::new();
+    let target = restored_workspace(&ctx);
+    // The next version of the tree lacks a file and a folder; nothing in the workspace
+    // changed since the last restore, whose footprint describes it.
+    std::fs::remove_file(ctx.work.join("tree/nested/with space.txt")).expect("rm");
+    std::fs::remove_dir_all(ctx.work.join("tree/empty")).expect("rm");
+    save(&ctx, &ctx.work, "ws-2", &[]);
+
+    let run = restore(&ctx, &target, "ws-2");
+    run.ok();
+    assert_eq!(run.json()["removed"], 2, "{}", run.json());
+    assert_eq!(
+        snapshot(&target.join("tree")),
+        snapshot(&ctx.work.join("tree"))
+    );
+    // And back: the same workspace restored to the first entry again.
+    std::fs::remove_dir_all(ctx.work.join("tree")).expect("rm");
+    make_tree(&ctx.work.join("tree"));
+    let run = restore(&ctx, &target, "ws");
+    run.ok();
+    assert_eq!(
+        snapshot(&target.join("tree")),
+        snapshot(&ctx.work.join("tree"))
+    );
+}
+
+#[test]
 fn a_file_reached_through_a_symlinked_folder_below_the_saved_path_is_never_kept() {
     let ctx = TestContext::new();
     let target = restored_workspace(&ctx);

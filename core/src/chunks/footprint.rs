@@ -14,8 +14,17 @@
 //! while the restore that wrote the footprint was still running is the one it can miss,
 //! as git's index can.
 //!
+//! A footprint also says which entry the restore laid down (the SHA-256 of its index) and,
+//! when the restore made the root exactly the entry's (a mirroring restore of a root saved
+//! whole), the root folder's device and inode and the entry's folders there. A later restore
+//! of that same entry then trusts a folder whose ctime is older than the footprint, reached
+//! from that same root folder through folders it trusts, to hold the names it left there, and
+//! does not list it: a name made, removed or renamed in a folder moves the folder's ctime, as
+//! a write moves a file's. Below a folder changed since, nothing is trusted: a folder moved
+//! in from elsewhere keeps the old ctimes of the folders it holds.
+//!
 //! A footprint that is missing, unreadable or malformed is no footprint: it only ever
-//! spares reading a file, never decides what a file holds on its own.
+//! spares reading a file or listing a folder, never decides what either holds on its own.
 
 use foldhash::{HashMap, HashMapExt};
 use std::fs;
@@ -24,9 +33,17 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::index::{Index, Kind};
-use crate::unpack::Stat;
+use crate::unpack::{Settled, Stat};
 
-const MAGIC: &[u8] = b"ferry-footprint 1\n";
+const MAGIC: &[u8] = b"ferry-footprint 2\n";
+/// The most bytes of the line after [`MAGIC`]: the index's SHA-256 in hex, `mirrored` or
+/// `kept`, the root folder's device and inode (see [`ROOT_ID`]), and how many folder names
+/// follow, apart by spaces.
+const HEAD_MAX: usize = 64 + 1 + 8 + 1 + ROOT_ID + 1 + 10 + 1;
+/// Bytes of the root folder's device and inode in the head line: each in 20 decimal digits,
+/// apart by a space; written as zeros, and filled in once the commit has put the root in
+/// place.
+const ROOT_ID: usize = 20 + 1 + 20;
 /// Bytes of one record besides its name: device, inode, size, mtime (seconds and
 /// nanoseconds), content.
 const FIXED: usize = 8 * 5 + 32;
@@ -131,6 +148,47 @@ impl Footprint {
         self.files.is_empty()
     }
 
+    /// When the footprint in `dir` of the folder `at` (the root `root`) was left by a
+    /// restore that made it exactly the entry whose index has the SHA-256 `index`: its time,
+    /// before which a folder's ctime says the folder still holds the names that restore left
+    /// in it, the root folder's identity, and the entry's folders there.
+    pub fn settled(dir: &Path, at: &Path, root: &str, index: &str) -> Option<Settled> {
+        use std::io::BufRead;
+        let file = fs::File::open(file_of(dir, at)).ok()?;
+        let meta = file.metadata().ok()?;
+        let mut file = std::io::BufReader::new(file);
+        let mut start = vec![0u8; MAGIC.len()];
+        file.read_exact(&mut start).ok()?;
+        let mut line = Vec::new();
+        (&mut file)
+            .take(HEAD_MAX as u64)
+            .read_until(b'\n', &mut line)
+            .ok()?;
+        let (head, _) = head(&line)?;
+        if start != MAGIC || !head.mirrored || head.index != index.as_bytes() {
+            return None;
+        }
+        let mut folders = Vec::with_capacity(head.folders.min(1 << 20));
+        let mut name = Vec::new();
+        for _ in 0..head.folders {
+            let mut len = [0u8; 4];
+            file.read_exact(&mut len).ok()?;
+            name.resize(u32::from_le_bytes(len) as usize, 0);
+            file.read_exact(&mut name).ok()?;
+            let name = std::str::from_utf8(&name).ok()?;
+            if !crate::paths::is_within(name, root) {
+                return None;
+            }
+            folders.push(name.to_string());
+        }
+        let stamp = (meta.mtime(), meta.mtime_nsec());
+        Some(Settled {
+            stamp,
+            root: head.root,
+            folders,
+        })
+    }
+
     /// True when the file `name`, as `now` (its `lstat`) describes it, is the one
     /// a footprint recorded with `content`, untouched since.
     pub fn vouches(&self, name: &str, now: &Stat, content: &[u8; 32]) -> bool {
@@ -148,16 +206,18 @@ impl Footprint {
 
 /// Records below `root`, stamped `stamp`; `None` when the bytes are not a footprint.
 fn parse(bytes: &[u8], root: &str, stamp: (i64, i64)) -> Option<HashMap<String, Seen>> {
-    let mut rest = bytes.strip_prefix(MAGIC)?;
+    let (head, mut rest) = head(bytes.strip_prefix(MAGIC)?)?;
+    for _ in 0..head.folders {
+        rest = name_at(rest)?.1;
+    }
     // Names of about 64 bytes: sized once rather than grown record by record.
     let mut files = HashMap::with_capacity(rest.len() / (4 + 64 + FIXED));
     let u64_at = |b: &[u8], at: usize| -> Option<u64> {
         Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
     };
     while !rest.is_empty() {
-        let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-        let name = std::str::from_utf8(rest.get(4..4 + len)?).ok()?;
-        let f = rest.get(4 + len..4 + len + FIXED)?;
+        let (name, after) = name_at(rest)?;
+        let f = after.get(..FIXED)?;
         if !crate::paths::is_within(name, root) {
             return None;
         }
@@ -172,9 +232,55 @@ fn parse(bytes: &[u8], root: &str, stamp: (i64, i64)) -> Option<HashMap<String, 
                 stamp,
             },
         );
-        rest = &rest[4 + len + FIXED..];
+        rest = &after[FIXED..];
     }
     Some(files)
+}
+
+/// The line after [`MAGIC`].
+struct Head<'a> {
+    index: &'a [u8],
+    mirrored: bool,
+    root: (u64, u64),
+    folders: usize,
+}
+
+/// The head line at the start of `bytes`, and what follows it.
+fn head(bytes: &[u8]) -> Option<(Head<'_>, &[u8])> {
+    let end = bytes.iter().take(HEAD_MAX).position(|&b| b == b'\n')?;
+    let mut fields = bytes[..end].split(|&b| b == b' ');
+    let index = fields.next()?;
+    let mirrored = match fields.next()? {
+        b"mirrored" => true,
+        b"kept" => false,
+        _ => return None,
+    };
+    let mut number = || {
+        std::str::from_utf8(fields.next()?)
+            .ok()?
+            .parse::<u64>()
+            .ok()
+    };
+    let root = (number()?, number()?);
+    let folders = usize::try_from(number()?).ok()?;
+    if fields.next().is_some() {
+        return None;
+    }
+    let head = Head {
+        index,
+        mirrored,
+        root,
+        folders,
+    };
+    Some((head, &bytes[end + 1..]))
+}
+
+/// A name (its length, u32 little-endian, then its bytes) at the start of `bytes`, and what
+/// follows it.
+fn name_at(bytes: &[u8]) -> Option<(&str, &[u8])> {
+    let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    let name = std::str::from_utf8(bytes.get(4..4 + len)?).ok()?;
+    Some((name, &bytes[4 + len..]))
 }
 
 /// The footprints of a restore, written under temporary names from what it already knows of
@@ -191,11 +297,23 @@ struct PendingRoot {
     path: PathBuf,
     /// Where it is written until then, with the records of the files whose identity is known.
     tmp: PathBuf,
+    /// The root's name and the offset in `tmp` of its identity, when the footprint records
+    /// it (a mirrored root).
+    root: Option<(String, u64)>,
     /// The others, looked up once the commit is done: `(name, size, content)`.
     unknown: Vec<(String, u64, [u8; 32])>,
 }
 
-/// The footprints of a restore of `index`: one per root in `roots`, into `dir`, each file
+/// The entry a restore laid down, as its footprints name it.
+pub struct Laid<'a> {
+    pub index: &'a Index,
+    /// The SHA-256 of the index object, as the manifest records it.
+    pub sha256: &'a str,
+    /// The restore made each root saved whole exactly the entry's (it mirrored them).
+    pub mirrored: bool,
+}
+
+/// The footprints of a restore of `laid.index`: one per root in `roots`, into `dir`, each file
 /// where `resolve` puts it as the index describes it. Nothing in the restored tree is looked
 /// at yet: `known` holds the files (by index in `entries`) whose identity the restore knows,
 /// those it kept without setting anything on them, as it found them, and those it wrote, as
@@ -203,11 +321,12 @@ struct PendingRoot {
 /// are looked up, by [`Pending::publish`].
 pub fn prepare(
     dir: &Path,
-    index: &Index,
+    laid: &Laid<'_>,
     known: &HashMap<usize, FileId>,
     roots: &[String],
     resolve: &(dyn Fn(&str) -> PathBuf + Sync),
 ) -> std::io::Result<Pending> {
+    let index = laid.index;
     // A file other names link to is written again with them on every restore (never kept),
     // so neither has a footprint.
     let linked: std::collections::HashSet<&str> = index
@@ -223,12 +342,27 @@ pub fn prepare(
         let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
         let mut out = std::io::BufWriter::new(fs::File::create(&tmp)?);
         let mut unknown = Vec::new();
+        let mirrored = laid.mirrored && index.whole_roots.contains(root);
+        let folders = if mirrored {
+            folders_below(index, root)
+        } else {
+            Vec::new()
+        };
+        let made = if mirrored { "mirrored" } else { "kept" };
+        let head = format!("{} {made} ", laid.sha256);
+        let at = (MAGIC.len() + head.len()) as u64;
         pending.roots.push(PendingRoot {
             path,
             tmp,
+            root: mirrored.then(|| (root.clone(), at)),
             unknown: Vec::new(),
         });
         out.write_all(MAGIC)?;
+        writeln!(out, "{head}{:020} {:020} {}", 0, 0, folders.len())?;
+        for f in folders {
+            out.write_all(&(f.len() as u32).to_le_bytes())?;
+            out.write_all(f.as_bytes())?;
+        }
         let files = index.entries.iter().enumerate().filter(|(_, e)| {
             e.kind == Kind::File
                 && !linked.contains(e.name.as_str())
@@ -247,6 +381,29 @@ pub fn prepare(
         }
     }
     Ok(pending)
+}
+
+/// The folders of `index` at and below `root`: its folder entries and every folder above one
+/// of its names there.
+fn folders_below<'i>(index: &'i Index, root: &str) -> Vec<&'i str> {
+    let mut folders: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+    let within = index
+        .entries
+        .iter()
+        .filter(|e| crate::paths::is_within(&e.name, root));
+    for e in within {
+        if e.kind == Kind::Dir {
+            folders.insert(&e.name);
+        }
+        let mut a = e.name.as_str();
+        while let Some((p, _)) = a.rsplit_once('/') {
+            if !crate::paths::is_within(p, root) || !folders.insert(p) {
+                break;
+            }
+            a = p;
+        }
+    }
+    folders.into_iter().collect()
 }
 
 /// Writes the record of the file `name` of `size` bytes, when `id` says it has that size.
@@ -309,7 +466,10 @@ impl PendingRoot {
                 .flat_map(|h| h.join().unwrap_or_default())
                 .collect()
         });
-        let file = fs::OpenOptions::new().append(true).open(&self.tmp)?;
+        // Not opened to append: on Linux that makes every write go to the end, the root's
+        // identity in the head line too.
+        let mut file = fs::OpenOptions::new().write(true).open(&self.tmp)?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))?;
         let mut out = std::io::BufWriter::new(&file);
         for ((name, size, content), id) in self.unknown.iter().zip(ids) {
             if let Some(id) = id {
@@ -318,6 +478,12 @@ impl PendingRoot {
         }
         out.flush()?;
         drop(out);
+        // The root as the commit left it, followed as a restore's walk follows it.
+        if let Some((root, at)) = &self.root {
+            use std::os::unix::fs::FileExt;
+            let m = fs::metadata(resolve(root))?;
+            file.write_all_at(format!("{:020} {:020}", m.dev(), m.ino()).as_bytes(), *at)?;
+        }
         let now = rustix::fs::Timespec {
             tv_sec: 0,
             tv_nsec: rustix::fs::UTIME_NOW,

@@ -251,6 +251,9 @@ pub async fn land(
     // Each root already a folder on disk is walked for names the entry does not hold from
     // now, while the index is fetched and then while files are checked and fetched; the walk
     // learns the entry's names once the index is read, and the lander takes it at its end.
+    // Below a root whose footprint says a mirroring restore of this same entry left it, the
+    // walk lists only the folders changed since.
+    let prints = on_disk.footprints.filter(|_| on_disk.keep);
     let walks: Vec<_> = if on_disk.mirror {
         source
             .roots
@@ -261,8 +264,11 @@ pub async fn land(
                 let (tx, rx) = std::sync::mpsc::channel();
                 let tag = lander.tag().to_string();
                 let name = root.clone();
+                let print = prints.map(|dir| (dir.to_path_buf(), data.sha256.clone()));
                 let walk = std::thread::spawn(move || {
-                    crate::unpack::unknown_below_early(&dest, &name, &tag, rx)
+                    let settled = print
+                        .and_then(|(dir, index)| Footprint::settled(&dir, &dest, &name, &index));
+                    crate::unpack::unknown_below_early(&dest, &name, &tag, rx, settled.as_ref())
                 });
                 (root, tx, walk)
             })

@@ -132,7 +132,12 @@ async fn restore_with(
         let (roots, resolve) = (&packed.tree.paths, |n: &str| into.join(n));
         let mut known = landing.unchanged;
         known.extend(super::footprint::written(written));
-        super::footprint::prepare(dir, &index, &known, roots, &resolve)?.publish(&resolve)?;
+        let laid = super::footprint::Laid {
+            index: &index,
+            sha256: &packed.data.sha256,
+            mirrored: keep,
+        };
+        super::footprint::prepare(dir, &laid, &known, roots, &resolve)?.publish(&resolve)?;
     }
     Ok(stats)
 }
@@ -425,22 +430,8 @@ async fn a_save_records_the_steps_of_its_blocks_and_keeps_those_of_its_base() ->
 /// Returns once the file system's clock, which stamps ctimes in ticks of a few milliseconds,
 /// has moved past every ctime below `root`: a footprint written then is newer than them all.
 fn past_ctimes_below(root: &Path) -> Result<()> {
-    let newest = walkdir::WalkDir::new(root)
-        .into_iter()
-        .filter_map(std::result::Result::ok)
-        .filter_map(|e| e.metadata().ok())
-        .map(|m| (m.ctime(), m.ctime_nsec()))
-        .max()
-        .unwrap_or_default();
-    let probe = root.with_extension("clock");
-    loop {
-        std::fs::write(&probe, b"")?;
-        let m = std::fs::metadata(&probe)?;
-        if (m.ctime(), m.ctime_nsec()) > newest {
-            return Ok(std::fs::remove_file(&probe)?);
-        }
-        std::thread::yield_now();
-    }
+    crate::unpack::tests::clock_past(root);
+    Ok(())
 }
 
 #[tokio::test]
@@ -463,7 +454,12 @@ async fn a_footprint_vouches_only_for_files_untouched_since_it_was_written() -> 
         past_ctimes_below(&out)?;
         let resolve = |n: &str| out.join(n);
         let none = Default::default();
-        super::footprint::prepare(&prints, &index, &none, &packed.tree.paths, &resolve)?
+        let laid = super::footprint::Laid {
+            index: &index,
+            sha256: &packed.data.sha256,
+            mirrored: true,
+        };
+        super::footprint::prepare(&prints, &laid, &none, &packed.tree.paths, &resolve)?
             .publish(&resolve)?;
         Ok(())
     };
@@ -514,7 +510,7 @@ async fn a_footprint_vouches_only_for_files_untouched_since_it_was_written() -> 
     // A footprint that is not one is none.
     let files: Vec<_> = std::fs::read_dir(&prints)?.collect::<std::io::Result<_>>()?;
     assert_eq!(files.len(), 1, "one root, one footprint");
-    std::fs::write(files[0].path(), b"ferry-footprint 1\n\x09\x00\x00\x00tree/")?;
+    std::fs::write(files[0].path(), b"ferry-footprint 2\n\x09\x00\x00\x00tree/")?;
     assert!(!vouched("tree/sub/big.bin"), "a malformed footprint");
 
     // A restore that reads footprints kept the untouched files and put back the others.
@@ -524,5 +520,57 @@ async fn a_footprint_vouches_only_for_files_untouched_since_it_was_written() -> 
     let stats = restore_with(&store, &packed, &out, true, Some(&prints)).await?;
     assert_eq!(snapshot(&out.join("tree")), snapshot(&work.join("tree")));
     assert_eq!(stats.kept, 6, "{stats:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_footprint_settles_folders_only_for_a_restore_of_the_entry_it_was_left_by() -> Result<()>
+{
+    use super::footprint::Footprint;
+    let dir = tempfile::tempdir()?;
+    let store = local_store(dir.path())?;
+    let work = dir.path().join("work");
+    tree(&work)?;
+    std::fs::write(work.join("tree/sub/a.txt"), b"AAAA")?;
+    let first = save(&store, &work, Known::default()).await?;
+    std::fs::remove_file(work.join("tree/sub/a.txt"))?;
+    let second = save(&store, &work, Known::default()).await?;
+    let out = dir.path().join("out");
+    let prints = dir.path().join("footprints");
+    std::fs::create_dir_all(&out)?;
+    restore_with(&store, &first, &out, true, Some(&prints)).await?;
+    // Written once the clock has passed the restore's last change: every folder settled.
+    past_ctimes_below(&out)?;
+    let resolve = |n: &str| out.join(n);
+    let index = super::read_index(&store, &first.data, &first.tree.packs).await?;
+    let laid = super::footprint::Laid {
+        index: &index,
+        sha256: &first.data.sha256,
+        mirrored: true,
+    };
+    let none = Default::default();
+    super::footprint::prepare(&prints, &laid, &none, &first.tree.paths, &resolve)?
+        .publish(&resolve)?;
+    let at = out.join("tree");
+    let settled = Footprint::settled(&prints, &at, "tree", &first.data.sha256);
+    let mut folders = settled.expect("settled").folders;
+    folders.sort();
+    assert_eq!(folders, ["tree", "tree/sub", "tree/sub/empty"]);
+    assert!(Footprint::settled(&prints, &at, "tree", &second.data.sha256).is_none());
+
+    // The other entry lacks a file of a folder unchanged since: it is listed, and the file
+    // removed.
+    restore_with(&store, &second, &out, true, Some(&prints)).await?;
+    assert_eq!(snapshot(&at), snapshot(&work.join("tree")));
+    assert!(!at.join("sub/a.txt").exists());
+
+    // A footprint of a restore that did not mirror settles nothing.
+    let laid = super::footprint::Laid {
+        mirrored: false,
+        ..laid
+    };
+    super::footprint::prepare(&prints, &laid, &none, &first.tree.paths, &resolve)?
+        .publish(&resolve)?;
+    assert!(Footprint::settled(&prints, &at, "tree", &first.data.sha256).is_none());
     Ok(())
 }

@@ -107,7 +107,7 @@ pub fn unknown_below(
     known: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<Unknown>, ArchiveError> {
     let mut out = Vec::new();
-    walk_below(dest, root, tag, &mut |name, kind| {
+    walk_below(dest, root, tag, &|_, _, _| None, &mut |name, kind| {
         let is_dir = kind == rustix::fs::FileType::Directory;
         match held(name, excludes, known) {
             None => {}
@@ -139,6 +139,19 @@ pub trait Names: Send + Sync {
     fn names(&self) -> Box<dyn Iterator<Item = &str> + '_>;
 }
 
+/// What a footprint says of a root a mirroring restore of the entry being restored left (see
+/// [`crate::chunks::Footprint::settled`]): the root folder, while it is the one with the
+/// device and inode `root`, and every folder reached from it through folders whose ctime is
+/// older than `stamp` (whose names, so, are still the ones that restore left there), hold
+/// just the names that restore left in them, and the folders among them are `folders`.
+#[derive(Debug, Clone, Default)]
+pub struct Settled {
+    pub stamp: (i64, i64),
+    pub root: (u64, u64),
+    /// The entry's folders below the root, the root too.
+    pub folders: Vec<String>,
+}
+
 /// What [`unknown_below_early`] waits for: the names the entry holds and the save's excludes.
 pub struct Known {
     pub names: std::sync::Arc<dyn Names>,
@@ -151,15 +164,20 @@ pub struct Known {
 /// listed is judged as [`unknown_below`] judges it (what was listed below a folder the entry
 /// does not hold is dropped, as that folder goes whole). Fails when `known` is dropped
 /// unsent (the restore stopped).
+///
+/// With `settled`, a folder settled since the footprint of a mirroring restore of this same
+/// entry is taken to hold what that restore left in it: it is not listed, only the entry's
+/// folders in it are gone into.
 pub fn unknown_below_early(
     dest: &Path,
     root: &str,
     tag: &str,
     known: std::sync::mpsc::Receiver<Known>,
+    settled: Option<&Settled>,
 ) -> Result<Vec<Unknown>, ArchiveError> {
     let got = std::cell::OnceCell::new();
     let set = std::cell::OnceCell::new();
-    let seen = list_below(dest, root, tag, &known, &got, &set)?;
+    let seen = list_below(dest, root, tag, &known, &got, &set, settled)?;
     if got.get().is_none() {
         let k = known.recv().map_err(|_| ArchiveError::Internal {
             what: "the restore stopped before its names were known".into(),
@@ -183,7 +201,8 @@ type Listed = (String, bool, bool);
 
 /// The names below `dest` that [`judge`] needs, in walk order: every name until a [`Known`]
 /// arrives on `known` (kept in `got`, its names in `set`), then only those it does not hold
-/// (not gone into), nothing below excluded folders.
+/// (not gone into), nothing below excluded folders. A folder `settled` vouches for is taken
+/// to hold the entry's names (see [`unknown_below_early`]).
 fn list_below<'k>(
     dest: &Path,
     root: &str,
@@ -191,10 +210,39 @@ fn list_below<'k>(
     known: &std::sync::mpsc::Receiver<Known>,
     got: &'k std::cell::OnceCell<Known>,
     set: &std::cell::OnceCell<HashSet<&'k str>>,
+    settled: Option<&Settled>,
 ) -> Result<Vec<Listed>, ArchiveError> {
     use std::sync::mpsc::TryRecvError;
+    let mut children: HashMap<&str, Vec<&str>> = HashMap::new();
+    for f in settled.iter().flat_map(|s| &s.folders) {
+        if let Some(p) = parent_name(f) {
+            children.entry(p).or_default().push(f);
+        }
+    }
+    // A folder that changed since may hold folders moved in from elsewhere, which bring
+    // their own old ctimes: below it, nothing is settled.
+    let still = |name: &str, fd: rustix::fd::BorrowedFd<'_>, above: bool| {
+        let settled = settled?;
+        let now = Stat::from(&rustix::fs::fstat(fd).ok()?);
+        let placed = if name == root {
+            (now.dev, now.ino) == settled.root
+        } else {
+            above
+        };
+        if !placed || now.ctime >= settled.stamp {
+            return None;
+        }
+        let held: Vec<(String, rustix::fs::FileType)> = match children.get(name) {
+            Some(c) => c
+                .iter()
+                .map(|c| (below(c, name).to_string(), rustix::fs::FileType::Directory))
+                .collect(),
+            None => Vec::new(),
+        };
+        Some(held)
+    };
     let mut seen = Vec::new();
-    walk_below(dest, root, tag, &mut |name, kind| {
+    walk_below(dest, root, tag, &still, &mut |name, kind| {
         let is_dir = kind == rustix::fs::FileType::Directory;
         if got.get().is_none() {
             match known.try_recv() {
@@ -277,14 +325,23 @@ fn path_below(dest: &Path, root: &str, name: &str) -> PathBuf {
     }
 }
 
+/// What [`walk_below`] takes as a folder's names, by its name, its handle and whether the
+/// folder above it was taken so too, instead of reading it; `None` to read it.
+type Still<'a> = dyn Fn(&str, rustix::fd::BorrowedFd<'_>, bool) -> Option<Vec<(String, rustix::fs::FileType)>>
+    + 'a;
+
 /// Walks the tree below `dest` (the place of the name `root`), a folder before what it
 /// holds, calling `visit` with each name found (as an entry holds it) and its kind; a folder
 /// is gone into when `visit` says so. Names starting with `tag` (a restore's staged ones)
 /// and names that are not UTF-8 are passed over. Nothing is followed: a link is a link.
+///
+/// A folder `still` gives names for (by its name and handle) is not read: those names are
+/// taken as its folders, and one of them that cannot be opened as a folder is passed over.
 fn walk_below(
     dest: &Path,
     root: &str,
     tag: &str,
+    still: &Still<'_>,
     visit: &mut dyn FnMut(&str, rustix::fs::FileType) -> Result<bool, ArchiveError>,
 ) -> Result<(), ArchiveError> {
     use rustix::fs::{AtFlags, CWD, Dir, FileType, OFlags, openat, statat};
@@ -299,6 +356,8 @@ fn walk_below(
         /// Held open to look into its folders, down to `HELD` levels.
         dir: Option<Dir>,
         listed: std::vec::IntoIter<(String, FileType)>,
+        /// Its names came from `still`, not from reading it.
+        settled: bool,
     }
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let unread = |path: &Path| {
@@ -309,8 +368,13 @@ fn walk_below(
             source: e.into(),
         }
     };
-    let read = |fd: rustix::fd::OwnedFd, path: &Path, depth: usize| {
+    let read = |fd: rustix::fd::OwnedFd, name: &str, path: &Path, depth: usize, above: bool| {
+        use rustix::fd::AsFd;
         let failed = |e| unread(path)(e);
+        if let Some(listed) = still(name, fd.as_fd(), above) {
+            let dir = Dir::new(fd).map_err(failed)?;
+            return Ok(((depth < HELD).then_some(dir), listed.into_iter(), true));
+        }
         let mut dir = Dir::new(fd).map_err(failed)?;
         let mut listed = Vec::new();
         while let Some(entry) = dir.read() {
@@ -334,7 +398,7 @@ fn walk_below(
             }
             listed.push((file.to_string(), kind));
         }
-        Ok::<_, ArchiveError>(((depth < HELD).then_some(dir), listed.into_iter()))
+        Ok::<_, ArchiveError>(((depth < HELD).then_some(dir), listed.into_iter(), false))
     };
     let opened = |at: Option<&Dir>, file: &str, path: &Path| {
         match at.and_then(|d| d.fd().ok()) {
@@ -345,12 +409,13 @@ fn walk_below(
     };
     // The root itself is followed if it is a link, as a walk starting there would.
     let top = openat(CWD, dest, flags, Mode::empty()).map_err(unread(dest))?;
-    let (dir, listed) = read(top, dest, 0)?;
+    let (dir, listed, settled) = read(top, root, dest, 0, true)?;
     let mut stack = vec![Frame {
         name: root.to_string(),
         path: dest.to_path_buf(),
         dir,
         listed,
+        settled,
     }];
     let mut name = String::new();
     while let Some(frame) = stack.last_mut() {
@@ -366,13 +431,19 @@ fn walk_below(
         name.push_str(&file);
         if visit(&name, kind)? && kind == FileType::Directory {
             let path = frame.path.join(&file);
-            let fd = opened(frame.dir.as_ref(), &file, &path)?;
-            let (dir, listed) = read(fd, &path, stack.len())?;
+            let fd = match opened(frame.dir.as_ref(), &file, &path) {
+                Ok(fd) => fd,
+                Err(_) if frame.settled => continue,
+                Err(e) => return Err(e),
+            };
+            let above = frame.settled;
+            let (dir, listed, settled) = read(fd, &name, &path, stack.len(), above)?;
             stack.push(Frame {
                 name: name.clone(),
                 path,
                 dir,
                 listed,
+                settled,
             });
         }
     }
@@ -1752,7 +1823,7 @@ pub fn restored_mode(mode: u32) -> u32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
 
@@ -2007,6 +2078,133 @@ mod tests {
         }
     }
 
+    /// A time from the file system's clock later than the ctime of everything below `dir`:
+    /// what a footprint written now would be stamped.
+    pub(crate) fn clock_past(dir: &Path) -> (i64, i64) {
+        let newest = walkdir::WalkDir::new(dir)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| (m.ctime(), m.ctime_nsec()))
+            .max()
+            .unwrap_or_default();
+        let probe = dir.with_extension("clock");
+        loop {
+            fs::write(&probe, b"").expect("probe");
+            let m = fs::metadata(&probe).expect("probe");
+            if (m.ctime(), m.ctime_nsec()) > newest {
+                fs::remove_file(&probe).expect("probe");
+                return (m.ctime(), m.ctime_nsec());
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_walk_lists_only_the_folders_changed_since_a_mirroring_restore_of_the_same_entry() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = dir.path().join("root");
+        let outside = dir.path().join("outside");
+        fs::create_dir_all(outside.join("inner")).expect("outside");
+        for d in ["a/b", "c/d/e"] {
+            fs::create_dir_all(dest.join(d)).expect("folder");
+        }
+        for f in ["a/kept", "a/b/x", "c/y", "c/d/z", "c/d/e/w"] {
+            fs::write(dest.join(f), b"x").expect("file");
+        }
+        // There before the footprint: a settled folder is taken to hold only the entry's
+        // names, and this one is not listed.
+        fs::write(dest.join("c/d/before"), b"s").expect("file");
+        // Made elsewhere before the footprint, with the entry's names and one more.
+        let moved = dir.path().join("moved");
+        fs::create_dir_all(moved.join("e")).expect("folder");
+        for f in ["z", "e/w", "e/planted"] {
+            fs::write(moved.join(f), b"p").expect("file");
+        }
+        let stamp = clock_past(&dest);
+        // Made since: a name in a folder whose parent did not change, and a link.
+        fs::write(dest.join("a/b/since"), b"s").expect("file");
+        std::os::unix::fs::symlink(&outside, dest.join("a/b/link")).expect("link");
+        let names: Vec<String> = [
+            "r",
+            "r/a",
+            "r/a/kept",
+            "r/a/b",
+            "r/a/b/x",
+            "r/c",
+            "r/c/y",
+            "r/c/d",
+            "r/c/d/z",
+            "r/c/d/e",
+            "r/c/d/e/w",
+            "r/ghost",
+        ]
+        .map(String::from)
+        .into();
+        let root = fs::metadata(&dest).expect("root");
+        let settled = Settled {
+            stamp,
+            root: (root.dev(), root.ino()),
+            // A folder of the entry not on disk below a settled folder is passed over.
+            folders: ["r", "r/a", "r/a/b", "r/c", "r/c/d", "r/c/d/e", "r/ghost"]
+                .map(String::from)
+                .into(),
+        };
+        let known = || Known {
+            names: std::sync::Arc::new(Listed(names.clone())),
+            excludes: globset::GlobSet::empty(),
+        };
+        let sorted = |found: Vec<Unknown>| {
+            let mut found: Vec<(String, bool)> =
+                found.into_iter().map(|u| (u.name, u.is_dir)).collect();
+            found.sort();
+            found
+        };
+        // The names known before the walk starts, or only once it is done.
+        let walk = |settled: Option<&Settled>| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            tx.send(known()).expect("sent");
+            let found = unknown_below_early(&dest, "r", ".ferry-", rx, settled).expect("walked");
+            let before = sorted(found);
+            let (_tx, rx) = std::sync::mpsc::channel();
+            let (got, set) = (std::cell::OnceCell::new(), std::cell::OnceCell::new());
+            let seen = list_below(&dest, "r", ".ferry-", &rx, &got, &set, settled).expect("listed");
+            let k = known();
+            let names: HashSet<&str> = k.names.names().collect();
+            assert_eq!(sorted(judge(&dest, "r", &seen, &k, &names)), before);
+            before
+        };
+        let unknown = |names: &[&str]| -> Vec<(String, bool)> {
+            names.iter().map(|n| (n.to_string(), false)).collect()
+        };
+        assert_eq!(
+            walk(Some(&settled)),
+            unknown(&["r/a/b/link", "r/a/b/since"])
+        );
+        let everything = unknown(&["r/a/b/link", "r/a/b/since", "r/c/d/before"]);
+        assert_eq!(walk(None), everything, "without a footprint");
+        let elsewhere = Settled {
+            root: (root.dev(), root.ino() + 1),
+            ..settled.clone()
+        };
+        assert_eq!(walk(Some(&elsewhere)), everything, "another root folder");
+        // A folder changed since is listed whatever its parent says.
+        fs::write(dest.join("c/d/later"), b"s").expect("file");
+        assert_eq!(
+            walk(Some(&settled)),
+            unknown(&["r/a/b/link", "r/a/b/since", "r/c/d/before", "r/c/d/later"])
+        );
+        // A folder moved in brings folders whose ctimes are older than the footprint: below
+        // a folder changed since, nothing is settled.
+        fs::rename(dest.join("c/d"), dir.path().join("gone")).expect("move");
+        fs::rename(&moved, dest.join("c/d")).expect("move");
+        assert_eq!(
+            walk(Some(&settled)),
+            unknown(&["r/a/b/link", "r/a/b/since", "r/c/d/e/planted"])
+        );
+    }
+
     #[test]
     fn a_walk_started_before_the_names_are_known_finds_what_one_started_after_finds() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -2059,7 +2257,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         tx.send(known()).expect("sent");
         let (got, set) = (std::cell::OnceCell::new(), std::cell::OnceCell::new());
-        let seen = list_below(&dest, "r", ".ferry-", &rx, &got, &set).expect("listed");
+        let seen = list_below(&dest, "r", ".ferry-", &rx, &got, &set, None).expect("listed");
         let listed: Vec<&str> = seen.iter().map(|(n, _, _)| n.as_str()).collect();
         assert_eq!(listed.len(), 3, "{listed:?}");
         let (k, set) = (got.get().expect("known"), set.get().expect("names"));
@@ -2067,7 +2265,7 @@ mod tests {
         // Known only once everything was listed, below excluded and unknown folders too.
         let (_tx, rx) = std::sync::mpsc::channel();
         let (got, set) = (std::cell::OnceCell::new(), std::cell::OnceCell::new());
-        let seen = list_below(&dest, "r", ".ferry-", &rx, &got, &set).expect("listed");
+        let seen = list_below(&dest, "r", ".ferry-", &rx, &got, &set, None).expect("listed");
         assert!(got.get().is_none() && seen.iter().any(|(n, _, _)| n == "r/skipped/inner/y"));
         let k = known();
         let names: HashSet<&str> = k.names.names().collect();
@@ -2075,6 +2273,6 @@ mod tests {
         // A restore that stopped before its names were known stops the walk.
         let (tx, rx) = std::sync::mpsc::channel::<Known>();
         drop(tx);
-        assert!(unknown_below_early(&dest, "r", ".ferry-", rx).is_err());
+        assert!(unknown_below_early(&dest, "r", ".ferry-", rx, None).is_err());
     }
 }
