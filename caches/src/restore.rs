@@ -207,6 +207,7 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
             let sha256 = found.data.sha256.clone();
             let mut known = std::mem::take(&mut landing.unchanged);
             let written = std::mem::take(&mut landed.written);
+            let folders = std::mem::take(&mut landed.folders);
             let prepared = tokio::task::spawn_blocking(move || {
                 known.extend(chunks::footprint::written(written));
                 let resolve = |n: &str| at.resolve(n);
@@ -216,7 +217,8 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
                     sha256: &sha256,
                     mirrored: true,
                 };
-                let pending = chunks::footprint::prepare(&dir, &laid, &known, &roots, &resolve);
+                let pending =
+                    chunks::footprint::prepare(&dir, &laid, &known, &folders, &roots, &resolve);
                 (pending, at, dir)
             });
             Some(prepared)

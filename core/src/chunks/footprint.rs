@@ -16,12 +16,12 @@
 //!
 //! A footprint also says which entry the restore laid down (the SHA-256 of its index) and,
 //! when the restore made the root exactly the entry's (a mirroring restore of a root saved
-//! whole), the root folder's device and inode and the entry's folders there. A later restore
-//! of that same entry then trusts a folder whose ctime is older than the footprint, reached
-//! from that same root folder through folders it trusts, to hold the names it left there, and
-//! does not list it: a name made, removed or renamed in a folder moves the folder's ctime, as
-//! a write moves a file's. Below a folder changed since, nothing is trusted: a folder moved
-//! in from elsewhere keeps the old ctimes of the folders it holds.
+//! whole), the entry's folders there with the device and inode the restore left at each
+//! name. A later restore of that same entry then trusts a folder with that identity and a
+//! ctime older than the footprint to hold the names it left there, and does not list it: a
+//! name made, removed or renamed in a folder moves the folder's ctime, as a write moves a
+//! file's, and a folder moved in from elsewhere (whose own folders keep their old ctimes)
+//! brings inodes the footprint gave other names.
 //!
 //! A footprint that is missing, unreadable or malformed is no footprint: it only ever
 //! spares reading a file or listing a folder, never decides what either holds on its own.
@@ -37,13 +37,10 @@ use crate::unpack::{Settled, Stat};
 
 const MAGIC: &[u8] = b"ferry-footprint 2\n";
 /// The most bytes of the line after [`MAGIC`]: the index's SHA-256 in hex, `mirrored` or
-/// `kept`, the root folder's device and inode (see [`ROOT_ID`]), and how many folder names
-/// follow, apart by spaces.
-const HEAD_MAX: usize = 64 + 1 + 8 + 1 + ROOT_ID + 1 + 10 + 1;
-/// Bytes of the root folder's device and inode in the head line: each in 20 decimal digits,
-/// apart by a space; written as zeros, and filled in once the commit has put the root in
-/// place.
-const ROOT_ID: usize = 20 + 1 + 20;
+/// `kept`, and how many folder records follow, apart by spaces.
+const HEAD_MAX: usize = 64 + 1 + 8 + 1 + 10 + 1;
+/// Bytes of a folder record besides its name: device and inode.
+const FOLDER_ID: usize = 8 * 2;
 /// Bytes of one record besides its name: device, inode, size, mtime (seconds and
 /// nanoseconds), content.
 const FIXED: usize = 8 * 5 + 32;
@@ -151,7 +148,7 @@ impl Footprint {
     /// When the footprint in `dir` of the folder `at` (the root `root`) was left by a
     /// restore that made it exactly the entry whose index has the SHA-256 `index`: its time,
     /// before which a folder's ctime says the folder still holds the names that restore left
-    /// in it, the root folder's identity, and the entry's folders there.
+    /// in it, and the entry's folders there with the identity the restore left them with.
     pub fn settled(dir: &Path, at: &Path, root: &str, index: &str) -> Option<Settled> {
         use std::io::BufRead;
         let file = fs::File::open(file_of(dir, at)).ok()?;
@@ -175,18 +172,18 @@ impl Footprint {
             file.read_exact(&mut len).ok()?;
             name.resize(u32::from_le_bytes(len) as usize, 0);
             file.read_exact(&mut name).ok()?;
+            let mut id = [0u8; FOLDER_ID];
+            file.read_exact(&mut id).ok()?;
             let name = std::str::from_utf8(&name).ok()?;
             if !crate::paths::is_within(name, root) {
                 return None;
             }
-            folders.push(name.to_string());
+            let dev = u64::from_le_bytes(id[..8].try_into().ok()?);
+            let ino = u64::from_le_bytes(id[8..].try_into().ok()?);
+            folders.push((name.to_string(), (dev, ino)));
         }
         let stamp = (meta.mtime(), meta.mtime_nsec());
-        Some(Settled {
-            stamp,
-            root: head.root,
-            folders,
-        })
+        Some(Settled { stamp, folders })
     }
 
     /// True when the file `name`, as `now` (its `lstat`) describes it, is the one
@@ -208,7 +205,7 @@ impl Footprint {
 fn parse(bytes: &[u8], root: &str, stamp: (i64, i64)) -> Option<HashMap<String, Seen>> {
     let (head, mut rest) = head(bytes.strip_prefix(MAGIC)?)?;
     for _ in 0..head.folders {
-        rest = name_at(rest)?.1;
+        rest = name_at(rest)?.1.get(FOLDER_ID..)?;
     }
     // Names of about 64 bytes: sized once rather than grown record by record.
     let mut files = HashMap::with_capacity(rest.len() / (4 + 64 + FIXED));
@@ -241,7 +238,6 @@ fn parse(bytes: &[u8], root: &str, stamp: (i64, i64)) -> Option<HashMap<String, 
 struct Head<'a> {
     index: &'a [u8],
     mirrored: bool,
-    root: (u64, u64),
     folders: usize,
 }
 
@@ -255,21 +251,13 @@ fn head(bytes: &[u8]) -> Option<(Head<'_>, &[u8])> {
         b"kept" => false,
         _ => return None,
     };
-    let mut number = || {
-        std::str::from_utf8(fields.next()?)
-            .ok()?
-            .parse::<u64>()
-            .ok()
-    };
-    let root = (number()?, number()?);
-    let folders = usize::try_from(number()?).ok()?;
+    let folders = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
     if fields.next().is_some() {
         return None;
     }
     let head = Head {
         index,
         mirrored,
-        root,
         folders,
     };
     Some((head, &bytes[end + 1..]))
@@ -297,11 +285,21 @@ struct PendingRoot {
     path: PathBuf,
     /// Where it is written until then, with the records of the files whose identity is known.
     tmp: PathBuf,
-    /// The root's name and the offset in `tmp` of its identity, when the footprint records
-    /// it (a mirrored root).
-    root: Option<(String, u64)>,
+    /// The folder records of a mirrored root.
+    folders: Option<FolderRecords>,
     /// The others, looked up once the commit is done: `(name, size, content)`.
     unknown: Vec<(String, u64, [u8; 32])>,
+}
+
+/// The folder records of a footprint, as written in its temporary file.
+#[derive(Debug)]
+struct FolderRecords {
+    /// Where they start.
+    at: u64,
+    records: Vec<u8>,
+    /// Those whose identity is not known yet: by name, where in `records` it goes, and
+    /// whether it is the root's (followed if a link, as a walk follows it).
+    later: Vec<(String, usize, bool)>,
 }
 
 /// The entry a restore laid down, as its footprints name it.
@@ -318,15 +316,18 @@ pub struct Laid<'a> {
 /// at yet: `known` holds the files (by index in `entries`) whose identity the restore knows,
 /// those it kept without setting anything on them, as it found them, and those it wrote, as
 /// the lander recorded them; only the others (files kept whose mode or time the commit sets)
-/// are looked up, by [`Pending::publish`].
+/// are looked up, by [`Pending::publish`]. So are the folders of a mirrored root, but those
+/// in `seen` (by name, as a walk of the restore found them: folders it kept).
 pub fn prepare(
     dir: &Path,
     laid: &Laid<'_>,
     known: &HashMap<usize, FileId>,
+    seen: &[(String, (u64, u64))],
     roots: &[String],
     resolve: &(dyn Fn(&str) -> PathBuf + Sync),
 ) -> std::io::Result<Pending> {
     let index = laid.index;
+    let seen: HashMap<&str, (u64, u64)> = seen.iter().map(|(n, id)| (n.as_str(), *id)).collect();
     // A file other names link to is written again with them on every restore (never kept),
     // so neither has a footprint.
     let linked: std::collections::HashSet<&str> = index
@@ -349,20 +350,29 @@ pub fn prepare(
             Vec::new()
         };
         let made = if mirrored { "mirrored" } else { "kept" };
-        let head = format!("{} {made} ", laid.sha256);
+        let head = format!("{} {made} {}\n", laid.sha256, folders.len());
+        let mut records = Vec::new();
+        let mut later = Vec::new();
+        for f in folders {
+            records.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            records.extend_from_slice(f.as_bytes());
+            let (dev, ino) = seen.get(f).copied().unwrap_or_else(|| {
+                later.push((f.to_string(), records.len(), f == root.as_str()));
+                (0, 0)
+            });
+            records.extend_from_slice(&dev.to_le_bytes());
+            records.extend_from_slice(&ino.to_le_bytes());
+        }
+        out.write_all(MAGIC)?;
+        out.write_all(head.as_bytes())?;
+        out.write_all(&records)?;
         let at = (MAGIC.len() + head.len()) as u64;
         pending.roots.push(PendingRoot {
             path,
             tmp,
-            root: mirrored.then(|| (root.clone(), at)),
+            folders: mirrored.then_some(FolderRecords { at, records, later }),
             unknown: Vec::new(),
         });
-        out.write_all(MAGIC)?;
-        writeln!(out, "{head}{:020} {:020} {}", 0, 0, folders.len())?;
-        for f in folders {
-            out.write_all(&(f.len() as u32).to_le_bytes())?;
-            out.write_all(f.as_bytes())?;
-        }
         let files = index.entries.iter().enumerate().filter(|(_, e)| {
             e.kind == Kind::File
                 && !linked.contains(e.name.as_str())
@@ -450,24 +460,14 @@ impl Pending {
 
 impl PendingRoot {
     fn complete(&self, resolve: &(dyn Fn(&str) -> PathBuf + Sync)) -> std::io::Result<()> {
-        // Looking each file up by its path is most of the time: a few threads share it.
-        let threads = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .clamp(1, 4);
-        let share = self.unknown.len().div_ceil(threads).max(1);
-        let ids: Vec<Option<FileId>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = self
-                .unknown
-                .chunks(share)
-                .map(|part| scope.spawn(move || found(part, resolve)))
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
+        let ids = on_threads(&self.unknown, |(name, ..)| {
+            fs::symlink_metadata(resolve(name))
+                .ok()
+                .filter(|m| m.file_type().is_file())
+                .map(|m| FileId::of(&Stat::from(&m)))
         });
-        // Not opened to append: on Linux that makes every write go to the end, the root's
-        // identity in the head line too.
+        // Not opened to append: on Linux that makes every write go to the end, the folder
+        // records too.
         let mut file = fs::OpenOptions::new().write(true).open(&self.tmp)?;
         std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))?;
         let mut out = std::io::BufWriter::new(&file);
@@ -478,11 +478,27 @@ impl PendingRoot {
         }
         out.flush()?;
         drop(out);
-        // The root as the commit left it, followed as a restore's walk follows it.
-        if let Some((root, at)) = &self.root {
+        // The folders the restore made, as the commit left them.
+        if let Some(FolderRecords { at, records, later }) = &self.folders {
             use std::os::unix::fs::FileExt;
-            let m = fs::metadata(resolve(root))?;
-            file.write_all_at(format!("{:020} {:020}", m.dev(), m.ino()).as_bytes(), *at)?;
+            let mut records = records.clone();
+            let ids = on_threads(later, |(name, _, root)| {
+                let path = resolve(name);
+                let m = if *root {
+                    fs::metadata(&path)
+                } else {
+                    fs::symlink_metadata(&path)
+                };
+                m.ok().filter(|m| m.is_dir()).map(|m| (m.dev(), m.ino()))
+            });
+            // One that is not a folder keeps an identity no folder has.
+            for ((_, offset, _), id) in later.iter().zip(ids) {
+                if let Some((dev, ino)) = id {
+                    records[*offset..*offset + 8].copy_from_slice(&dev.to_le_bytes());
+                    records[*offset + 8..*offset + 16].copy_from_slice(&ino.to_le_bytes());
+                }
+            }
+            file.write_all_at(&records, *at)?;
         }
         let now = rustix::fs::Timespec {
             tv_sec: 0,
@@ -511,18 +527,22 @@ impl Drop for Pending {
     }
 }
 
-/// What each of `files` is on disk now, as a regular file (none: not one, or not there).
-fn found(
-    files: &[(String, u64, [u8; 32])],
-    resolve: &(dyn Fn(&str) -> PathBuf + Sync),
-) -> Vec<Option<FileId>> {
-    files
-        .iter()
-        .map(|(name, ..)| {
-            fs::symlink_metadata(resolve(name))
-                .ok()
-                .filter(|m| m.file_type().is_file())
-                .map(|m| FileId::of(&Stat::from(&m)))
-        })
-        .collect()
+/// `look` of each of `items`, in order, on a few threads: looking things up by their path is
+/// most of the time of completing a footprint.
+fn on_threads<T: Sync, R: Send>(items: &[T], look: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 4);
+    let share = items.len().div_ceil(threads).max(1);
+    let look = &look;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(share)
+            .map(|part| scope.spawn(move || part.iter().map(look).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
 }

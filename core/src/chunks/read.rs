@@ -265,10 +265,18 @@ pub async fn land(
                 let tag = lander.tag().to_string();
                 let name = root.clone();
                 let print = prints.map(|dir| (dir.to_path_buf(), data.sha256.clone()));
+                let record = print.is_some();
                 let walk = std::thread::spawn(move || {
                     let settled = print
                         .and_then(|(dir, index)| Footprint::settled(&dir, &dest, &name, &index));
-                    crate::unpack::unknown_below_early(&dest, &name, &tag, rx, settled.as_ref())
+                    crate::unpack::unknown_below_early(
+                        &dest,
+                        &name,
+                        &tag,
+                        rx,
+                        settled.as_ref(),
+                        record,
+                    )
                 });
                 (root, tx, walk)
             })

@@ -127,6 +127,7 @@ async fn restore_with(
     let lander = Lander::new(LandOptions::default());
     let (mut landed, landing) = land(store, packed, into, keep, footprints, lander).await?;
     let written = std::mem::take(&mut landed.written);
+    let landed_folders = std::mem::take(&mut landed.folders);
     let stats = landed.commit_async().await?;
     if let (Some(dir), Some(index)) = (footprints, landing.decoded) {
         let (roots, resolve) = (&packed.tree.paths, |n: &str| into.join(n));
@@ -137,7 +138,8 @@ async fn restore_with(
             sha256: &packed.data.sha256,
             mirrored: keep,
         };
-        super::footprint::prepare(dir, &laid, &known, roots, &resolve)?.publish(&resolve)?;
+        super::footprint::prepare(dir, &laid, &known, &landed_folders, roots, &resolve)?
+            .publish(&resolve)?;
     }
     Ok(stats)
 }
@@ -459,7 +461,7 @@ async fn a_footprint_vouches_only_for_files_untouched_since_it_was_written() -> 
             sha256: &packed.data.sha256,
             mirrored: true,
         };
-        super::footprint::prepare(&prints, &laid, &none, &packed.tree.paths, &resolve)?
+        super::footprint::prepare(&prints, &laid, &none, &[], &packed.tree.paths, &resolve)?
             .publish(&resolve)?;
         Ok(())
     };
@@ -549,13 +551,17 @@ async fn a_footprint_settles_folders_only_for_a_restore_of_the_entry_it_was_left
         mirrored: true,
     };
     let none = Default::default();
-    super::footprint::prepare(&prints, &laid, &none, &first.tree.paths, &resolve)?
+    super::footprint::prepare(&prints, &laid, &none, &[], &first.tree.paths, &resolve)?
         .publish(&resolve)?;
     let at = out.join("tree");
+    let id = |name: &str| {
+        let m = std::fs::metadata(out.join(name)).expect("folder");
+        (name.to_string(), (m.dev(), m.ino()))
+    };
     let settled = Footprint::settled(&prints, &at, "tree", &first.data.sha256);
     let mut folders = settled.expect("settled").folders;
     folders.sort();
-    assert_eq!(folders, ["tree", "tree/sub", "tree/sub/empty"]);
+    assert_eq!(folders, ["tree", "tree/sub", "tree/sub/empty"].map(id));
     assert!(Footprint::settled(&prints, &at, "tree", &second.data.sha256).is_none());
 
     // The other entry lacks a file of a folder unchanged since: it is listed, and the file
@@ -563,13 +569,18 @@ async fn a_footprint_settles_folders_only_for_a_restore_of_the_entry_it_was_left
     restore_with(&store, &second, &out, true, Some(&prints)).await?;
     assert_eq!(snapshot(&at), snapshot(&work.join("tree")));
     assert!(!at.join("sub/a.txt").exists());
+    // Its own footprint names the folders as its walk found them.
+    let settled = Footprint::settled(&prints, &at, "tree", &second.data.sha256);
+    let mut folders = settled.expect("settled").folders;
+    folders.sort();
+    assert_eq!(folders, ["tree", "tree/sub", "tree/sub/empty"].map(id));
 
     // A footprint of a restore that did not mirror settles nothing.
     let laid = super::footprint::Laid {
         mirrored: false,
         ..laid
     };
-    super::footprint::prepare(&prints, &laid, &none, &first.tree.paths, &resolve)?
+    super::footprint::prepare(&prints, &laid, &none, &[], &first.tree.paths, &resolve)?
         .publish(&resolve)?;
     assert!(Footprint::settled(&prints, &at, "tree", &first.data.sha256).is_none());
     Ok(())

@@ -85,7 +85,18 @@ pub struct Mirror {
 }
 
 /// A walk of a mirrored root on a thread of its own.
-pub type Prewalk = std::thread::JoinHandle<Result<Vec<Unknown>, ArchiveError>>;
+pub type Prewalk = std::thread::JoinHandle<Result<Walked, ArchiveError>>;
+
+/// What [`unknown_below_early`] found: the names to remove, and, when asked, the folders it
+/// opened with their device and inode.
+#[derive(Debug, Default)]
+pub struct Walked {
+    pub unknown: Vec<Unknown>,
+    pub folders: FolderIds,
+}
+
+/// Folders by name, each with its device and inode.
+pub type FolderIds = Vec<(String, (u64, u64))>;
 
 /// A name on disk below a mirrored root that the walk's caller does not know.
 #[derive(Debug)]
@@ -107,7 +118,7 @@ pub fn unknown_below(
     known: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<Unknown>, ArchiveError> {
     let mut out = Vec::new();
-    walk_below(dest, root, tag, &|_, _, _| None, &mut |name, kind| {
+    walk_below(dest, root, tag, &|_, _| None, &mut |name, kind| {
         let is_dir = kind == rustix::fs::FileType::Directory;
         match held(name, excludes, known) {
             None => {}
@@ -140,16 +151,24 @@ pub trait Names: Send + Sync {
 }
 
 /// What a footprint says of a root a mirroring restore of the entry being restored left (see
-/// [`crate::chunks::Footprint::settled`]): the root folder, while it is the one with the
-/// device and inode `root`, and every folder reached from it through folders whose ctime is
-/// older than `stamp` (whose names, so, are still the ones that restore left there), hold
-/// just the names that restore left in them, and the folders among them are `folders`.
+/// [`crate::chunks::Footprint::settled`]): each of the entry's folders there, by name, with
+/// the device and inode the restore left at that name. The folder at that name, while it has
+/// that identity and a ctime older than `stamp`, holds just the names the restore left there
+/// (a name made, removed or renamed in a folder moves its ctime, and so does moving it).
 #[derive(Debug, Clone, Default)]
 pub struct Settled {
     pub stamp: (i64, i64),
-    pub root: (u64, u64),
-    /// The entry's folders below the root, the root too.
-    pub folders: Vec<String>,
+    /// The entry's folders at and below the root.
+    pub folders: FolderIds,
+}
+
+/// What a walk for unknown names is told of settled folders, and what it records of the
+/// folders it opens.
+#[derive(Default)]
+struct Look<'s> {
+    settled: Option<&'s Settled>,
+    /// With a list, each folder opened is added to it.
+    folders: std::cell::RefCell<Option<FolderIds>>,
 }
 
 /// What [`unknown_below_early`] waits for: the names the entry holds and the save's excludes.
@@ -167,17 +186,24 @@ pub struct Known {
 ///
 /// With `settled`, a folder settled since the footprint of a mirroring restore of this same
 /// entry is taken to hold what that restore left in it: it is not listed, only the entry's
-/// folders in it are gone into.
+/// folders in it are gone into. With `record`, the folders opened are returned with their
+/// device and inode.
 pub fn unknown_below_early(
     dest: &Path,
     root: &str,
     tag: &str,
     known: std::sync::mpsc::Receiver<Known>,
     settled: Option<&Settled>,
-) -> Result<Vec<Unknown>, ArchiveError> {
+    record: bool,
+) -> Result<Walked, ArchiveError> {
     let got = std::cell::OnceCell::new();
     let set = std::cell::OnceCell::new();
-    let seen = list_below(dest, root, tag, &known, &got, &set, settled)?;
+    let look = Look {
+        settled,
+        folders: std::cell::RefCell::new(record.then(Vec::new)),
+    };
+    let seen = list_below(dest, root, tag, &known, &got, &set, &look)?;
+    let folders = look.folders.into_inner().unwrap_or_default();
     if got.get().is_none() {
         let k = known.recv().map_err(|_| ArchiveError::Internal {
             what: "the restore stopped before its names were known".into(),
@@ -185,15 +211,16 @@ pub fn unknown_below_early(
         let _ = got.set(k);
     }
     let Some(k) = got.get() else {
-        return Ok(Vec::new());
+        return Ok(Walked::default());
     };
-    Ok(judge(
+    let unknown = judge(
         dest,
         root,
         &seen,
         k,
         set.get_or_init(|| k.names.names().collect()),
-    ))
+    );
+    Ok(Walked { unknown, folders })
 }
 
 /// A name listed by [`list_below`]: whether it is a folder and of a kind a mirror removes.
@@ -201,8 +228,8 @@ type Listed = (String, bool, bool);
 
 /// The names below `dest` that [`judge`] needs, in walk order: every name until a [`Known`]
 /// arrives on `known` (kept in `got`, its names in `set`), then only those it does not hold
-/// (not gone into), nothing below excluded folders. A folder `settled` vouches for is taken
-/// to hold the entry's names (see [`unknown_below_early`]).
+/// (not gone into), nothing below excluded folders. A folder `look` settles is taken to hold
+/// the entry's names (see [`unknown_below_early`]).
 fn list_below<'k>(
     dest: &Path,
     root: &str,
@@ -210,26 +237,31 @@ fn list_below<'k>(
     known: &std::sync::mpsc::Receiver<Known>,
     got: &'k std::cell::OnceCell<Known>,
     set: &std::cell::OnceCell<HashSet<&'k str>>,
-    settled: Option<&Settled>,
+    look: &Look<'_>,
 ) -> Result<Vec<Listed>, ArchiveError> {
+    let (settled, folders) = (look.settled, &look.folders);
     use std::sync::mpsc::TryRecvError;
+    let mut ids: HashMap<&str, (u64, u64)> = HashMap::new();
     let mut children: HashMap<&str, Vec<&str>> = HashMap::new();
-    for f in settled.iter().flat_map(|s| &s.folders) {
+    for (f, id) in settled.iter().flat_map(|s| &s.folders) {
+        ids.insert(f, *id);
         if let Some(p) = parent_name(f) {
             children.entry(p).or_default().push(f);
         }
     }
-    // A folder that changed since may hold folders moved in from elsewhere, which bring
-    // their own old ctimes: below it, nothing is settled.
-    let still = |name: &str, fd: rustix::fd::BorrowedFd<'_>, above: bool| {
-        let settled = settled?;
+    let recording = folders.borrow().is_some();
+    let still = |name: &str, fd: rustix::fd::BorrowedFd<'_>| {
+        if settled.is_none() && !recording {
+            return None;
+        }
         let now = Stat::from(&rustix::fs::fstat(fd).ok()?);
-        let placed = if name == root {
-            (now.dev, now.ino) == settled.root
-        } else {
-            above
-        };
-        if !placed || now.ctime >= settled.stamp {
+        if let Some(seen) = folders.borrow_mut().as_mut() {
+            seen.push((name.to_string(), (now.dev, now.ino)));
+        }
+        // The folder the restore left at this name (a folder moved here is another, or was
+        // moved since), unchanged since.
+        let settled = settled?;
+        if ids.get(name) != Some(&(now.dev, now.ino)) || now.ctime >= settled.stamp {
             return None;
         }
         let held: Vec<(String, rustix::fs::FileType)> = match children.get(name) {
@@ -325,10 +357,10 @@ fn path_below(dest: &Path, root: &str, name: &str) -> PathBuf {
     }
 }
 
-/// What [`walk_below`] takes as a folder's names, by its name, its handle and whether the
-/// folder above it was taken so too, instead of reading it; `None` to read it.
-type Still<'a> = dyn Fn(&str, rustix::fd::BorrowedFd<'_>, bool) -> Option<Vec<(String, rustix::fs::FileType)>>
-    + 'a;
+/// What [`walk_below`] takes as a folder's names, by its name and handle, instead of reading
+/// it; `None` to read it.
+type Still<'a> =
+    dyn Fn(&str, rustix::fd::BorrowedFd<'_>) -> Option<Vec<(String, rustix::fs::FileType)>> + 'a;
 
 /// Walks the tree below `dest` (the place of the name `root`), a folder before what it
 /// holds, calling `visit` with each name found (as an entry holds it) and its kind; a folder
@@ -368,10 +400,10 @@ fn walk_below(
             source: e.into(),
         }
     };
-    let read = |fd: rustix::fd::OwnedFd, name: &str, path: &Path, depth: usize, above: bool| {
+    let read = |fd: rustix::fd::OwnedFd, name: &str, path: &Path, depth: usize| {
         use rustix::fd::AsFd;
         let failed = |e| unread(path)(e);
-        if let Some(listed) = still(name, fd.as_fd(), above) {
+        if let Some(listed) = still(name, fd.as_fd()) {
             let dir = Dir::new(fd).map_err(failed)?;
             return Ok(((depth < HELD).then_some(dir), listed.into_iter(), true));
         }
@@ -409,7 +441,7 @@ fn walk_below(
     };
     // The root itself is followed if it is a link, as a walk starting there would.
     let top = openat(CWD, dest, flags, Mode::empty()).map_err(unread(dest))?;
-    let (dir, listed, settled) = read(top, root, dest, 0, true)?;
+    let (dir, listed, settled) = read(top, root, dest, 0)?;
     let mut stack = vec![Frame {
         name: root.to_string(),
         path: dest.to_path_buf(),
@@ -436,8 +468,7 @@ fn walk_below(
                 Err(_) if frame.settled => continue,
                 Err(e) => return Err(e),
             };
-            let above = frame.settled;
-            let (dir, listed, settled) = read(fd, &name, &path, stack.len(), above)?;
+            let (dir, listed, settled) = read(fd, &name, &path, stack.len())?;
             stack.push(Frame {
                 name: name.clone(),
                 path,
@@ -526,6 +557,8 @@ pub struct Lander {
     record_next: Option<u32>,
     /// What the writers recorded so far.
     written: writers::Written,
+    /// What the walks of mirroring sources returned of the folders they opened.
+    walked_folders: FolderIds,
 }
 
 /// A hard link waiting for the file it names to be written.
@@ -547,6 +580,9 @@ pub struct Landed {
     /// [`Lander::record_as`] gave it, as `fstat` saw it once its mode and time were set (commit
     /// only renames it, or its folder).
     pub written: Vec<(u32, Stat)>,
+    /// The folders a mirroring source's walk opened, by name, with their device and inode
+    /// (see [`unknown_below_early`]'s `record`).
+    pub folders: FolderIds,
 }
 
 impl Landed {
@@ -617,6 +653,7 @@ impl Lander {
             record_written: false,
             record_next: None,
             written: Vec::new(),
+            walked_folders: Vec::new(),
         }
     }
 
@@ -1382,6 +1419,7 @@ impl Lander {
             plan: std::mem::take(&mut self.plan),
             stats: std::mem::take(&mut self.stats),
             written,
+            folders: std::mem::take(&mut self.walked_folders),
         })
     }
 
@@ -1457,11 +1495,15 @@ impl Lander {
                     continue;
                 }
                 let listed = match prewalks.remove(&(i, root.clone())) {
-                    Some(walk) => walk.join().unwrap_or_else(|_| {
-                        Err(ArchiveError::Internal {
-                            what: "the thread reading the folders stopped".into(),
-                        })
-                    })?,
+                    Some(walk) => {
+                        let walked = walk.join().unwrap_or_else(|_| {
+                            Err(ArchiveError::Internal {
+                                what: "the thread reading the folders stopped".into(),
+                            })
+                        })?;
+                        self.walked_folders.extend(walked.folders);
+                        walked.unknown
+                    }
                     None => unknown_below(&dest, root, &self.tag, &mirror.excludes, &|n| {
                         self.names.contains_key(n)
                     })?,
@@ -2123,9 +2165,27 @@ pub(crate) mod tests {
             fs::write(moved.join(f), b"p").expect("file");
         }
         let stamp = clock_past(&dest);
-        // Made since: a name in a folder whose parent did not change, and a link.
+        let id = |rel: &str| {
+            let m = fs::metadata(dest.join(rel)).expect("folder");
+            (m.dev(), m.ino())
+        };
+        let mut folders: Vec<(String, (u64, u64))> = [
+            ("r", ""),
+            ("r/a", "a"),
+            ("r/a/b", "a/b"),
+            ("r/c", "c"),
+            ("r/c/d", "c/d"),
+            ("r/c/d/e", "c/d/e"),
+        ]
+        .map(|(name, rel)| (name.to_string(), id(rel)))
+        .into();
+        // A folder of the entry not on disk below a settled folder is passed over.
+        folders.push(("r/ghost".into(), (0, 0)));
+        let settled = Settled { stamp, folders };
+        // Made since: a name in a folder whose parent did not change, and a link in the
+        // folder above a settled one.
         fs::write(dest.join("a/b/since"), b"s").expect("file");
-        std::os::unix::fs::symlink(&outside, dest.join("a/b/link")).expect("link");
+        std::os::unix::fs::symlink(&outside, dest.join("c/link")).expect("link");
         let names: Vec<String> = [
             "r",
             "r/a",
@@ -2142,15 +2202,6 @@ pub(crate) mod tests {
         ]
         .map(String::from)
         .into();
-        let root = fs::metadata(&dest).expect("root");
-        let settled = Settled {
-            stamp,
-            root: (root.dev(), root.ino()),
-            // A folder of the entry not on disk below a settled folder is passed over.
-            folders: ["r", "r/a", "r/a/b", "r/c", "r/c/d", "r/c/d/e", "r/ghost"]
-                .map(String::from)
-                .into(),
-        };
         let known = || Known {
             names: std::sync::Arc::new(Listed(names.clone())),
             excludes: globset::GlobSet::empty(),
@@ -2165,11 +2216,23 @@ pub(crate) mod tests {
         let walk = |settled: Option<&Settled>| {
             let (tx, rx) = std::sync::mpsc::channel();
             tx.send(known()).expect("sent");
-            let found = unknown_below_early(&dest, "r", ".ferry-", rx, settled).expect("walked");
-            let before = sorted(found);
+            let walked =
+                unknown_below_early(&dest, "r", ".ferry-", rx, settled, true).expect("walked");
+            let mut opened: Vec<String> = walked.folders.into_iter().map(|(n, _)| n).collect();
+            opened.sort();
+            assert!(
+                opened.starts_with(&["r".to_string(), "r/a".into()]),
+                "{opened:?}"
+            );
+            let before = sorted(walked.unknown);
             let (_tx, rx) = std::sync::mpsc::channel();
             let (got, set) = (std::cell::OnceCell::new(), std::cell::OnceCell::new());
-            let seen = list_below(&dest, "r", ".ferry-", &rx, &got, &set, settled).expect("listed");
+            let look = Look {
+                settled,
+                ..Look::default()
+            };
+            let seen = list_below(&dest, "r", ".ferry-", &rx, &got, &set, &look);
+            let seen = seen.expect("listed");
             let k = known();
             let names: HashSet<&str> = k.names.names().collect();
             assert_eq!(sorted(judge(&dest, "r", &seen, &k, &names)), before);
@@ -2178,30 +2241,29 @@ pub(crate) mod tests {
         let unknown = |names: &[&str]| -> Vec<(String, bool)> {
             names.iter().map(|n| (n.to_string(), false)).collect()
         };
-        assert_eq!(
-            walk(Some(&settled)),
-            unknown(&["r/a/b/link", "r/a/b/since"])
-        );
-        let everything = unknown(&["r/a/b/link", "r/a/b/since", "r/c/d/before"]);
+        assert_eq!(walk(Some(&settled)), unknown(&["r/a/b/since", "r/c/link"]));
+        let everything = unknown(&["r/a/b/since", "r/c/d/before", "r/c/link"]);
         assert_eq!(walk(None), everything, "without a footprint");
-        let elsewhere = Settled {
-            root: (root.dev(), root.ino() + 1),
-            ..settled.clone()
-        };
-        assert_eq!(walk(Some(&elsewhere)), everything, "another root folder");
-        // A folder changed since is listed whatever its parent says.
+        let mut elsewhere = settled.clone();
+        elsewhere.folders[4].1.1 += 1;
+        assert_eq!(
+            walk(Some(&elsewhere)),
+            everything,
+            "another folder at r/c/d"
+        );
+        // A folder changed since is listed.
         fs::write(dest.join("c/d/later"), b"s").expect("file");
         assert_eq!(
             walk(Some(&settled)),
-            unknown(&["r/a/b/link", "r/a/b/since", "r/c/d/before", "r/c/d/later"])
+            unknown(&["r/a/b/since", "r/c/d/before", "r/c/d/later", "r/c/link"])
         );
-        // A folder moved in brings folders whose ctimes are older than the footprint: below
-        // a folder changed since, nothing is settled.
+        // A folder moved in brings folders whose ctimes are older than the footprint, but
+        // not the identity the footprint gives their names.
         fs::rename(dest.join("c/d"), dir.path().join("gone")).expect("move");
         fs::rename(&moved, dest.join("c/d")).expect("move");
         assert_eq!(
             walk(Some(&settled)),
-            unknown(&["r/a/b/link", "r/a/b/since", "r/c/d/e/planted"])
+            unknown(&["r/a/b/since", "r/c/d/e/planted", "r/c/link"])
         );
     }
 
@@ -2257,7 +2319,8 @@ pub(crate) mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         tx.send(known()).expect("sent");
         let (got, set) = (std::cell::OnceCell::new(), std::cell::OnceCell::new());
-        let seen = list_below(&dest, "r", ".ferry-", &rx, &got, &set, None).expect("listed");
+        let seen = list_below(&dest, "r", ".ferry-", &rx, &got, &set, &Look::default());
+        let seen = seen.expect("listed");
         let listed: Vec<&str> = seen.iter().map(|(n, _, _)| n.as_str()).collect();
         assert_eq!(listed.len(), 3, "{listed:?}");
         let (k, set) = (got.get().expect("known"), set.get().expect("names"));
@@ -2265,7 +2328,8 @@ pub(crate) mod tests {
         // Known only once everything was listed, below excluded and unknown folders too.
         let (_tx, rx) = std::sync::mpsc::channel();
         let (got, set) = (std::cell::OnceCell::new(), std::cell::OnceCell::new());
-        let seen = list_below(&dest, "r", ".ferry-", &rx, &got, &set, None).expect("listed");
+        let seen = list_below(&dest, "r", ".ferry-", &rx, &got, &set, &Look::default());
+        let seen = seen.expect("listed");
         assert!(got.get().is_none() && seen.iter().any(|(n, _, _)| n == "r/skipped/inner/y"));
         let k = known();
         let names: HashSet<&str> = k.names.names().collect();
@@ -2273,6 +2337,6 @@ pub(crate) mod tests {
         // A restore that stopped before its names were known stops the walk.
         let (tx, rx) = std::sync::mpsc::channel::<Known>();
         drop(tx);
-        assert!(unknown_below_early(&dest, "r", ".ferry-", rx, None).is_err());
+        assert!(unknown_below_early(&dest, "r", ".ferry-", rx, None, false).is_err());
     }
 }
