@@ -207,7 +207,8 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
             let sha256 = found.data.sha256.clone();
             let mut known = std::mem::take(&mut landing.unchanged);
             let written = std::mem::take(&mut landed.written);
-            let folders = std::mem::take(&mut landed.folders);
+            let seen = std::mem::take(&mut landed.folders);
+            let staged = landed.staged_folders();
             let prepared = tokio::task::spawn_blocking(move || {
                 known.extend(chunks::footprint::written(written));
                 let resolve = |n: &str| at.resolve(n);
@@ -216,9 +217,10 @@ pub async fn restore(store: &Store, req: RestoreRequest) -> Result<RestoreOutcom
                     index: &index,
                     sha256: &sha256,
                     mirrored: true,
+                    seen: &seen,
+                    staged: &staged,
                 };
-                let pending =
-                    chunks::footprint::prepare(&dir, &laid, &known, &folders, &roots, &resolve);
+                let pending = chunks::footprint::prepare(&dir, &laid, &known, &roots, &resolve);
                 (pending, at, dir)
             });
             Some(prepared)

@@ -285,21 +285,8 @@ struct PendingRoot {
     path: PathBuf,
     /// Where it is written until then, with the records of the files whose identity is known.
     tmp: PathBuf,
-    /// The folder records of a mirrored root.
-    folders: Option<FolderRecords>,
     /// The others, looked up once the commit is done: `(name, size, content)`.
     unknown: Vec<(String, u64, [u8; 32])>,
-}
-
-/// The folder records of a footprint, as written in its temporary file.
-#[derive(Debug)]
-struct FolderRecords {
-    /// Where they start.
-    at: u64,
-    records: Vec<u8>,
-    /// Those whose identity is not known yet: by name, where in `records` it goes, and
-    /// whether it is the root's (followed if a link, as a walk follows it).
-    later: Vec<(String, usize, bool)>,
 }
 
 /// The entry a restore laid down, as its footprints name it.
@@ -309,6 +296,10 @@ pub struct Laid<'a> {
     pub sha256: &'a str,
     /// The restore made each root saved whole exactly the entry's (it mirrored them).
     pub mirrored: bool,
+    /// The folders its walks opened, by name, with their device and inode (those it kept).
+    pub seen: &'a [(String, (u64, u64))],
+    /// The folders it made, staged until its commit: where each goes, and where it is made.
+    pub staged: &'a [(PathBuf, PathBuf)],
 }
 
 /// The footprints of a restore of `laid.index`: one per root in `roots`, into `dir`, each file
@@ -316,18 +307,24 @@ pub struct Laid<'a> {
 /// at yet: `known` holds the files (by index in `entries`) whose identity the restore knows,
 /// those it kept without setting anything on them, as it found them, and those it wrote, as
 /// the lander recorded them; only the others (files kept whose mode or time the commit sets)
-/// are looked up, by [`Pending::publish`]. So are the folders of a mirrored root, but those
-/// in `seen` (by name, as a walk of the restore found them: folders it kept).
+/// are looked up, by [`Pending::publish`]. The folders of a mirrored root that its walks did
+/// not see are looked up now, while the commit runs: where they were made if it has not moved
+/// them yet, else at their place.
 pub fn prepare(
     dir: &Path,
     laid: &Laid<'_>,
     known: &HashMap<usize, FileId>,
-    seen: &[(String, (u64, u64))],
     roots: &[String],
     resolve: &(dyn Fn(&str) -> PathBuf + Sync),
 ) -> std::io::Result<Pending> {
     let index = laid.index;
-    let seen: HashMap<&str, (u64, u64)> = seen.iter().map(|(n, id)| (n.as_str(), *id)).collect();
+    let seen: HashMap<&str, (u64, u64)> =
+        laid.seen.iter().map(|(n, id)| (n.as_str(), *id)).collect();
+    let staged: HashMap<&Path, &Path> = laid
+        .staged
+        .iter()
+        .map(|(dest, tmp)| (dest.as_path(), tmp.as_path()))
+        .collect();
     // A file other names link to is written again with them on every restore (never kept),
     // so neither has a footprint.
     let linked: std::collections::HashSet<&str> = index
@@ -350,27 +347,24 @@ pub fn prepare(
             Vec::new()
         };
         let made = if mirrored { "mirrored" } else { "kept" };
-        let head = format!("{} {made} {}\n", laid.sha256, folders.len());
-        let mut records = Vec::new();
-        let mut later = Vec::new();
-        for f in folders {
-            records.extend_from_slice(&(f.len() as u32).to_le_bytes());
-            records.extend_from_slice(f.as_bytes());
-            let (dev, ino) = seen.get(f).copied().unwrap_or_else(|| {
-                later.push((f.to_string(), records.len(), f == root.as_str()));
-                (0, 0)
-            });
-            records.extend_from_slice(&dev.to_le_bytes());
-            records.extend_from_slice(&ino.to_le_bytes());
-        }
         out.write_all(MAGIC)?;
-        out.write_all(head.as_bytes())?;
-        out.write_all(&records)?;
-        let at = (MAGIC.len() + head.len()) as u64;
+        writeln!(out, "{} {made} {}", laid.sha256, folders.len())?;
+        let ids = on_threads(&folders, |f| {
+            seen.get(f)
+                .copied()
+                .or_else(|| folder_id(&resolve(f), f == root, &staged))
+        });
+        // One not found keeps an identity no folder has.
+        for (f, id) in folders.iter().zip(ids) {
+            let (dev, ino) = id.unwrap_or_default();
+            out.write_all(&(f.len() as u32).to_le_bytes())?;
+            out.write_all(f.as_bytes())?;
+            out.write_all(&dev.to_le_bytes())?;
+            out.write_all(&ino.to_le_bytes())?;
+        }
         pending.roots.push(PendingRoot {
             path,
             tmp,
-            folders: mirrored.then_some(FolderRecords { at, records, later }),
             unknown: Vec::new(),
         });
         let files = index.entries.iter().enumerate().filter(|(_, e)| {
@@ -466,10 +460,7 @@ impl PendingRoot {
                 .filter(|m| m.file_type().is_file())
                 .map(|m| FileId::of(&Stat::from(&m)))
         });
-        // Not opened to append: on Linux that makes every write go to the end, the folder
-        // records too.
-        let mut file = fs::OpenOptions::new().write(true).open(&self.tmp)?;
-        std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))?;
+        let file = fs::OpenOptions::new().append(true).open(&self.tmp)?;
         let mut out = std::io::BufWriter::new(&file);
         for ((name, size, content), id) in self.unknown.iter().zip(ids) {
             if let Some(id) = id {
@@ -478,28 +469,6 @@ impl PendingRoot {
         }
         out.flush()?;
         drop(out);
-        // The folders the restore made, as the commit left them.
-        if let Some(FolderRecords { at, records, later }) = &self.folders {
-            use std::os::unix::fs::FileExt;
-            let mut records = records.clone();
-            let ids = on_threads(later, |(name, _, root)| {
-                let path = resolve(name);
-                let m = if *root {
-                    fs::metadata(&path)
-                } else {
-                    fs::symlink_metadata(&path)
-                };
-                m.ok().filter(|m| m.is_dir()).map(|m| (m.dev(), m.ino()))
-            });
-            // One that is not a folder keeps an identity no folder has.
-            for ((_, offset, _), id) in later.iter().zip(ids) {
-                if let Some((dev, ino)) = id {
-                    records[*offset..*offset + 8].copy_from_slice(&dev.to_le_bytes());
-                    records[*offset + 8..*offset + 16].copy_from_slice(&ino.to_le_bytes());
-                }
-            }
-            file.write_all_at(&records, *at)?;
-        }
         let now = rustix::fs::Timespec {
             tv_sec: 0,
             tv_nsec: rustix::fs::UTIME_NOW,
@@ -525,6 +494,25 @@ impl Drop for Pending {
             let _ = fs::remove_file(&r.tmp);
         }
     }
+}
+
+/// The device and inode of the folder at `dest` (followed if a link, for a `root`): where a
+/// folder of `staged` above it or at it was made, if it is still there, else at `dest`.
+fn folder_id(dest: &Path, root: bool, staged: &HashMap<&Path, &Path>) -> Option<(u64, u64)> {
+    let look = |path: &Path| {
+        let m = if root {
+            fs::metadata(path)
+        } else {
+            fs::symlink_metadata(path)
+        };
+        m.ok().filter(|m| m.is_dir()).map(|m| (m.dev(), m.ino()))
+    };
+    let made = dest.ancestors().find_map(|above| {
+        let tmp = staged.get(above)?;
+        let rest = dest.strip_prefix(above).ok()?;
+        Some(tmp.join(rest))
+    });
+    made.and_then(|at| look(&at)).or_else(|| look(dest))
 }
 
 /// `look` of each of `items`, in order, on a few threads: looking things up by their path is

@@ -127,19 +127,35 @@ async fn restore_with(
     let lander = Lander::new(LandOptions::default());
     let (mut landed, landing) = land(store, packed, into, keep, footprints, lander).await?;
     let written = std::mem::take(&mut landed.written);
-    let landed_folders = std::mem::take(&mut landed.folders);
+    let seen = std::mem::take(&mut landed.folders);
+    let staged = landed.staged_folders();
+    let resolve = |n: &str| into.join(n);
+    // Put together before the commit, as a cache restore does: the folders the restore
+    // made are looked up where they are staged.
+    let pending = match (footprints, landing.decoded) {
+        (Some(dir), Some(index)) => {
+            let mut known = landing.unchanged;
+            known.extend(super::footprint::written(written));
+            let laid = super::footprint::Laid {
+                index: &index,
+                sha256: &packed.data.sha256,
+                mirrored: keep,
+                seen: &seen,
+                staged: &staged,
+            };
+            Some(super::footprint::prepare(
+                dir,
+                &laid,
+                &known,
+                &packed.tree.paths,
+                &resolve,
+            )?)
+        }
+        _ => None,
+    };
     let stats = landed.commit_async().await?;
-    if let (Some(dir), Some(index)) = (footprints, landing.decoded) {
-        let (roots, resolve) = (&packed.tree.paths, |n: &str| into.join(n));
-        let mut known = landing.unchanged;
-        known.extend(super::footprint::written(written));
-        let laid = super::footprint::Laid {
-            index: &index,
-            sha256: &packed.data.sha256,
-            mirrored: keep,
-        };
-        super::footprint::prepare(dir, &laid, &known, &landed_folders, roots, &resolve)?
-            .publish(&resolve)?;
+    if let Some(pending) = pending {
+        pending.publish(&resolve)?;
     }
     Ok(stats)
 }
@@ -460,8 +476,10 @@ async fn a_footprint_vouches_only_for_files_untouched_since_it_was_written() -> 
             index: &index,
             sha256: &packed.data.sha256,
             mirrored: true,
+            seen: &[],
+            staged: &[],
         };
-        super::footprint::prepare(&prints, &laid, &none, &[], &packed.tree.paths, &resolve)?
+        super::footprint::prepare(&prints, &laid, &none, &packed.tree.paths, &resolve)?
             .publish(&resolve)?;
         Ok(())
     };
@@ -541,6 +559,16 @@ async fn a_footprint_settles_folders_only_for_a_restore_of_the_entry_it_was_left
     let prints = dir.path().join("footprints");
     std::fs::create_dir_all(&out)?;
     restore_with(&store, &first, &out, true, Some(&prints)).await?;
+    let at = out.join("tree");
+    let id = |name: &str| {
+        let m = std::fs::metadata(out.join(name)).expect("folder");
+        (name.to_string(), (m.dev(), m.ino()))
+    };
+    // A restore into an empty folder names the folders it made as they are in place.
+    let settled = Footprint::settled(&prints, &at, "tree", &first.data.sha256);
+    let mut folders = settled.expect("settled").folders;
+    folders.sort();
+    assert_eq!(folders, ["tree", "tree/sub", "tree/sub/empty"].map(id));
     // Written once the clock has passed the restore's last change: every folder settled.
     past_ctimes_below(&out)?;
     let resolve = |n: &str| out.join(n);
@@ -549,15 +577,12 @@ async fn a_footprint_settles_folders_only_for_a_restore_of_the_entry_it_was_left
         index: &index,
         sha256: &first.data.sha256,
         mirrored: true,
+        seen: &[],
+        staged: &[],
     };
     let none = Default::default();
-    super::footprint::prepare(&prints, &laid, &none, &[], &first.tree.paths, &resolve)?
+    super::footprint::prepare(&prints, &laid, &none, &first.tree.paths, &resolve)?
         .publish(&resolve)?;
-    let at = out.join("tree");
-    let id = |name: &str| {
-        let m = std::fs::metadata(out.join(name)).expect("folder");
-        (name.to_string(), (m.dev(), m.ino()))
-    };
     let settled = Footprint::settled(&prints, &at, "tree", &first.data.sha256);
     let mut folders = settled.expect("settled").folders;
     folders.sort();
@@ -580,7 +605,7 @@ async fn a_footprint_settles_folders_only_for_a_restore_of_the_entry_it_was_left
         mirrored: false,
         ..laid
     };
-    super::footprint::prepare(&prints, &laid, &none, &[], &first.tree.paths, &resolve)?
+    super::footprint::prepare(&prints, &laid, &none, &first.tree.paths, &resolve)?
         .publish(&resolve)?;
     assert!(Footprint::settled(&prints, &at, "tree", &first.data.sha256).is_none());
     Ok(())

@@ -586,6 +586,13 @@ pub struct Landed {
 }
 
 impl Landed {
+    /// The folders this restore made and moves into place at commit: where each goes, and
+    /// where it is until then.
+    pub fn staged_folders(&self) -> Vec<(PathBuf, PathBuf)> {
+        let folders = self.plan.folders.iter();
+        folders.map(|f| (f.dest.clone(), f.tmp.clone())).collect()
+    }
+
     /// Moves everything into place.
     pub fn commit(mut self) -> Result<UnpackStats, ArchiveError> {
         self.plan.commit()?;
