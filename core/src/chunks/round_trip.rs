@@ -452,6 +452,29 @@ fn past_ctimes_below(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Writes into `prints` the footprint a restore of `packed` (whose index is `index`) into `out`
+/// leaves, mirroring or not, every file and folder looked up where it is now.
+fn leave_footprint(
+    prints: &Path,
+    out: &Path,
+    index: &super::index::Index,
+    packed: &Packed,
+    mirrored: bool,
+) -> Result<()> {
+    let resolve = |n: &str| out.join(n);
+    let laid = super::footprint::Laid {
+        index,
+        sha256: &packed.data.sha256,
+        mirrored,
+        seen: &[],
+        staged: &[],
+    };
+    let none = Default::default();
+    super::footprint::prepare(prints, &laid, &none, &packed.tree.paths, &resolve)?
+        .publish(&resolve)?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_footprint_vouches_only_for_files_untouched_since_it_was_written() -> Result<()> {
     use super::footprint::{Footprint, content_id};
@@ -470,18 +493,7 @@ async fn a_footprint_vouches_only_for_files_untouched_since_it_was_written() -> 
     // Footprints written once the clock has passed the restore's last change.
     let remember = || -> Result<()> {
         past_ctimes_below(&out)?;
-        let resolve = |n: &str| out.join(n);
-        let none = Default::default();
-        let laid = super::footprint::Laid {
-            index: &index,
-            sha256: &packed.data.sha256,
-            mirrored: true,
-            seen: &[],
-            staged: &[],
-        };
-        super::footprint::prepare(&prints, &laid, &none, &packed.tree.paths, &resolve)?
-            .publish(&resolve)?;
-        Ok(())
+        leave_footprint(&prints, &out, &index, &packed, true)
     };
     remember()?;
 
@@ -571,18 +583,8 @@ async fn a_footprint_settles_folders_only_for_a_restore_of_the_entry_it_was_left
     assert_eq!(folders, ["tree", "tree/sub", "tree/sub/empty"].map(id));
     // Written once the clock has passed the restore's last change: every folder settled.
     past_ctimes_below(&out)?;
-    let resolve = |n: &str| out.join(n);
     let index = super::read_index(&store, &first.data, &first.tree.packs).await?;
-    let laid = super::footprint::Laid {
-        index: &index,
-        sha256: &first.data.sha256,
-        mirrored: true,
-        seen: &[],
-        staged: &[],
-    };
-    let none = Default::default();
-    super::footprint::prepare(&prints, &laid, &none, &first.tree.paths, &resolve)?
-        .publish(&resolve)?;
+    leave_footprint(&prints, &out, &index, &first, true)?;
     let settled = Footprint::settled(&prints, &at, "tree", &first.data.sha256);
     let mut folders = settled.expect("settled").folders;
     folders.sort();
@@ -601,12 +603,7 @@ async fn a_footprint_settles_folders_only_for_a_restore_of_the_entry_it_was_left
     assert_eq!(folders, ["tree", "tree/sub", "tree/sub/empty"].map(id));
 
     // A footprint of a restore that did not mirror settles nothing.
-    let laid = super::footprint::Laid {
-        mirrored: false,
-        ..laid
-    };
-    super::footprint::prepare(&prints, &laid, &none, &first.tree.paths, &resolve)?
-        .publish(&resolve)?;
+    leave_footprint(&prints, &out, &index, &first, false)?;
     assert!(Footprint::settled(&prints, &at, "tree", &first.data.sha256).is_none());
     Ok(())
 }
