@@ -338,7 +338,7 @@ pub fn prepare(
     for root in roots {
         let path = file_of(dir, &resolve(root));
         let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-        let mut out = std::io::BufWriter::new(fs::File::create(&tmp)?);
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, fs::File::create(&tmp)?);
         let mut unknown = Vec::new();
         let mirrored = laid.mirrored && index.whole_roots.contains(root);
         let folders = if mirrored {

@@ -118,20 +118,27 @@ pub fn unknown_below(
     known: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<Unknown>, ArchiveError> {
     let mut out = Vec::new();
-    walk_below(dest, root, tag, &|_, _| None, &mut |name, kind| {
-        let is_dir = kind == rustix::fs::FileType::Directory;
-        match held(name, excludes, known) {
-            None => {}
-            Some(true) => return Ok(is_dir),
-            Some(false) if listable(kind) => out.push(Unknown {
-                name: name.to_string(),
-                path: path_below(dest, root, name),
-                is_dir,
-            }),
-            Some(false) => {}
-        }
-        Ok(false)
-    })?;
+    walk_below(
+        dest,
+        root,
+        tag,
+        &|_, _| None,
+        &|_, _, _| false,
+        &mut |name, kind| {
+            let is_dir = kind == rustix::fs::FileType::Directory;
+            match held(name, excludes, known) {
+                None => {}
+                Some(true) => return Ok(is_dir),
+                Some(false) if listable(kind) => out.push(Unknown {
+                    name: name.to_string(),
+                    path: path_below(dest, root, name),
+                    is_dir,
+                }),
+                Some(false) => {}
+            }
+            Ok(false)
+        },
+    )?;
     Ok(out)
 }
 
@@ -273,8 +280,30 @@ fn list_below<'k>(
         };
         Some(held)
     };
+    // A folder the entry holds no folders in needs no handle to be found settled: one
+    // `lstat` by its parent's handle says whether it is the one the restore left, unchanged.
+    let settled_leaf = |name: &str, parent: rustix::fd::BorrowedFd<'_>, file: &str| {
+        let Some(settled) = settled.filter(|_| !children.contains_key(name)) else {
+            return false;
+        };
+        let Ok(now) = rustix::fs::statat(parent, file, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+        else {
+            return false;
+        };
+        let now = Stat::from(&now);
+        if now.mode & libc::S_IFMT != libc::S_IFDIR
+            || ids.get(name) != Some(&(now.dev, now.ino))
+            || now.ctime >= settled.stamp
+        {
+            return false;
+        }
+        if let Some(seen) = folders.borrow_mut().as_mut() {
+            seen.push((name.to_string(), (now.dev, now.ino)));
+        }
+        true
+    };
     let mut seen = Vec::new();
-    walk_below(dest, root, tag, &still, &mut |name, kind| {
+    walk_below(dest, root, tag, &still, &settled_leaf, &mut |name, kind| {
         let is_dir = kind == rustix::fs::FileType::Directory;
         if got.get().is_none() {
             match known.try_recv() {
@@ -362,18 +391,24 @@ fn path_below(dest: &Path, root: &str, name: &str) -> PathBuf {
 type Still<'a> =
     dyn Fn(&str, rustix::fd::BorrowedFd<'_>) -> Option<Vec<(String, rustix::fs::FileType)>> + 'a;
 
+/// Whether [`walk_below`] may pass over a folder it would go into, unopened, by its name, its
+/// parent's handle and its name there: true only for a folder `Still` would give no names.
+type Unopened<'a> = dyn Fn(&str, rustix::fd::BorrowedFd<'_>, &str) -> bool + 'a;
+
 /// Walks the tree below `dest` (the place of the name `root`), a folder before what it
 /// holds, calling `visit` with each name found (as an entry holds it) and its kind; a folder
 /// is gone into when `visit` says so. Names starting with `tag` (a restore's staged ones)
 /// and names that are not UTF-8 are passed over. Nothing is followed: a link is a link.
 ///
 /// A folder `still` gives names for (by its name and handle) is not read: those names are
-/// taken as its folders, and one of them that cannot be opened as a folder is passed over.
+/// taken as its folders, and one of them that cannot be opened as a folder is passed over. A
+/// folder `unopened` passes over is not opened at all.
 fn walk_below(
     dest: &Path,
     root: &str,
     tag: &str,
     still: &Still<'_>,
+    unopened: &Unopened<'_>,
     visit: &mut dyn FnMut(&str, rustix::fs::FileType) -> Result<bool, ArchiveError>,
 ) -> Result<(), ArchiveError> {
     use rustix::fs::{AtFlags, CWD, Dir, FileType, OFlags, openat, statat};
@@ -462,6 +497,11 @@ fn walk_below(
         }
         name.push_str(&file);
         if visit(&name, kind)? && kind == FileType::Directory {
+            if let Some(fd) = frame.dir.as_ref().and_then(|d| d.fd().ok())
+                && unopened(&name, fd, &file)
+            {
+                continue;
+            }
             let path = frame.path.join(&file);
             let fd = match opened(frame.dir.as_ref(), &file, &path) {
                 Ok(fd) => fd,
@@ -559,6 +599,9 @@ pub struct Lander {
     written: writers::Written,
     /// What the walks of mirroring sources returned of the folders they opened.
     walked_folders: FolderIds,
+    /// The last folder [`Lander::folder`] answered for, by name in the current source: an
+    /// entry's files come folder by folder, and each asks for its folder.
+    last_folder: Option<(String, PathBuf, bool)>,
 }
 
 /// A hard link waiting for the file it names to be written.
@@ -661,6 +704,7 @@ impl Lander {
             record_next: None,
             written: Vec::new(),
             walked_folders: Vec::new(),
+            last_folder: None,
         }
     }
 
@@ -685,6 +729,7 @@ impl Lander {
 
     /// Starts the next source; the entries that follow belong to it.
     pub fn begin(&mut self, source: Source) {
+        self.last_folder = None;
         self.sources.push(SourceState {
             source,
             bytes: 0,
@@ -746,9 +791,7 @@ impl Lander {
     /// Records what `name` holds, refusing duplicates and names below files or links.
     fn claim(&mut self, name: &str, kind: &Kind) -> Result<(), ArchiveError> {
         let cur = self.current();
-        let root = rules::root_of(name, &self.src().roots)
-            .unwrap_or(name)
-            .to_string();
+        let root = rules::root_of(name, &self.sources[cur].source.roots).unwrap_or(name);
         // Ancestors within the root must be folders; they are folders from now on. Above the
         // root (another saved path may hold them) they must at least not be files or links.
         // A folder this source already claimed ends the walk: its own ancestors were walked
@@ -888,6 +931,18 @@ impl Lander {
     /// saved paths, nothing is followed: a symlink where the folder goes is replaced (or, at a
     /// root with `keep_root_links`, followed); above them, the user's folders are followed.
     fn folder(&mut self, name: &str) -> Result<(PathBuf, bool), ArchiveError> {
+        if let Some((last, at, fresh)) = &self.last_folder
+            && last == name
+        {
+            return Ok((at.clone(), *fresh));
+        }
+        let found = self.find_folder(name)?;
+        self.last_folder = Some((name.to_string(), found.0.clone(), found.1));
+        Ok(found)
+    }
+
+    /// [`Lander::folder`], looked up.
+    fn find_folder(&mut self, name: &str) -> Result<(PathBuf, bool), ArchiveError> {
         let dest = (self.src().resolve)(name);
         if let Some(d) = self.dirs.get(dest.as_os_str()) {
             return Ok(match d {
@@ -1207,14 +1262,23 @@ impl Lander {
         let name = self.enter(raw, &Kind::File)?;
         // The prober opened the file without following a link and its content was checked;
         // its folder must still be the one it was found in (not one this restore makes).
-        let (_, fresh, dest) = self.parent_of(&name)?;
-        if fresh {
-            return Err(ArchiveError::Conflict {
-                path: dest.display().to_string(),
-                reason: "it changed while it was being restored; restore again".into(),
-            });
-        }
-        if fix {
+        let fresh = match parent_name(&name) {
+            Some(p) if rules::root_of(&name, &self.src().roots) != Some(name.as_str()) => {
+                match &self.last_folder {
+                    Some((last, _, fresh)) if last == p => *fresh,
+                    _ => self.folder(p)?.1,
+                }
+            }
+            _ => self.parent_of(&name)?.1,
+        };
+        if fresh || fix {
+            let dest = (self.src().resolve)(&name);
+            if fresh {
+                return Err(ArchiveError::Conflict {
+                    path: dest.display().to_string(),
+                    reason: "it changed while it was being restored; restore again".into(),
+                });
+            }
             self.plan.kept.push((dest, restored_mode(mode), mtime));
         }
         self.stats.files += 1;
