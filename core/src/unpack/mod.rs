@@ -257,6 +257,11 @@ fn list_below<'k>(
         }
     }
     let recording = folders.borrow().is_some();
+    // The folder the restore left at this name (a folder moved here is another, or was moved
+    // since), unchanged since.
+    let left = |name: &str, now: &Stat| {
+        settled.is_some_and(|s| ids.get(name) == Some(&(now.dev, now.ino)) && now.ctime < s.stamp)
+    };
     let still = |name: &str, fd: rustix::fd::BorrowedFd<'_>| {
         if settled.is_none() && !recording {
             return None;
@@ -265,10 +270,7 @@ fn list_below<'k>(
         if let Some(seen) = folders.borrow_mut().as_mut() {
             seen.push((name.to_string(), (now.dev, now.ino)));
         }
-        // The folder the restore left at this name (a folder moved here is another, or was
-        // moved since), unchanged since.
-        let settled = settled?;
-        if ids.get(name) != Some(&(now.dev, now.ino)) || now.ctime >= settled.stamp {
+        if !left(name, &now) {
             return None;
         }
         let held: Vec<(String, rustix::fs::FileType)> = match children.get(name) {
@@ -283,18 +285,15 @@ fn list_below<'k>(
     // A folder the entry holds no folders in needs no handle to be found settled: one
     // `lstat` by its parent's handle says whether it is the one the restore left, unchanged.
     let settled_leaf = |name: &str, parent: rustix::fd::BorrowedFd<'_>, file: &str| {
-        let Some(settled) = settled.filter(|_| !children.contains_key(name)) else {
+        if settled.is_none() || children.contains_key(name) {
             return false;
-        };
+        }
         let Ok(now) = rustix::fs::statat(parent, file, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
         else {
             return false;
         };
         let now = Stat::from(&now);
-        if now.mode & libc::S_IFMT != libc::S_IFDIR
-            || ids.get(name) != Some(&(now.dev, now.ino))
-            || now.ctime >= settled.stamp
-        {
+        if now.mode & libc::S_IFMT != libc::S_IFDIR || !left(name, &now) {
             return false;
         }
         if let Some(seen) = folders.borrow_mut().as_mut() {
@@ -931,14 +930,18 @@ impl Lander {
     /// saved paths, nothing is followed: a symlink where the folder goes is replaced (or, at a
     /// root with `keep_root_links`, followed); above them, the user's folders are followed.
     fn folder(&mut self, name: &str) -> Result<(PathBuf, bool), ArchiveError> {
-        if let Some((last, at, fresh)) = &self.last_folder
-            && last == name
-        {
-            return Ok((at.clone(), *fresh));
+        if let Some((at, fresh)) = self.last_answer(name) {
+            return Ok((at.to_path_buf(), fresh));
         }
         let found = self.find_folder(name)?;
         self.last_folder = Some((name.to_string(), found.0.clone(), found.1));
         Ok(found)
+    }
+
+    /// What [`Lander::folder`] answered last, when it was asked for `name`.
+    fn last_answer(&self, name: &str) -> Option<(&Path, bool)> {
+        let (last, at, fresh) = self.last_folder.as_ref()?;
+        (last == name).then_some((at.as_path(), *fresh))
     }
 
     /// [`Lander::folder`], looked up.
@@ -1264,9 +1267,9 @@ impl Lander {
         // its folder must still be the one it was found in (not one this restore makes).
         let fresh = match parent_name(&name) {
             Some(p) if rules::root_of(&name, &self.src().roots) != Some(name.as_str()) => {
-                match &self.last_folder {
-                    Some((last, _, fresh)) if last == p => *fresh,
-                    _ => self.folder(p)?.1,
+                match self.last_answer(p) {
+                    Some((_, fresh)) => fresh,
+                    None => self.folder(p)?.1,
                 }
             }
             _ => self.parent_of(&name)?.1,
