@@ -571,6 +571,66 @@ fn a_file_appended_to_or_rewritten_in_place_gives_back_the_chunks_it_still_holds
     );
 }
 
+#[test]
+fn a_file_appended_to_is_cut_back_in_place_unless_it_has_another_name_or_is_read_only() {
+    use std::os::unix::fs::MetadataExt;
+    let ctx = TestContext::new();
+    let target = restored_workspace(&ctx);
+    let t = target.join("tree");
+    let append = |name: &str, tail: &[u8]| {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(t.join(name))
+            .expect("open");
+        std::io::Write::write_all(&mut f, tail).expect("append");
+    };
+    let inode = |name: &str| std::fs::metadata(t.join(name)).expect("stat").ino();
+
+    // Appended to: the same file is cut back where it is, nothing written anew.
+    let (a, b) = (inode("a.txt"), inode("nested/deeper/b.json"));
+    append("a.txt", b"a log line\n");
+    append("nested/deeper/b.json", b"more\n");
+    let run = restore(&ctx, &target, "ws");
+    run.ok();
+    assert_eq!(snapshot(&t), snapshot(&ctx.work.join("tree")));
+    assert_eq!(run.json()["kept_files"], 8, "{}", run.json());
+    assert_eq!(inode("a.txt"), a, "a.txt was cut back in place");
+    assert_eq!(inode("nested/deeper/b.json"), b);
+
+    // A second name, outside the restored tree: cutting the file would change that name
+    // too, so it is written anew and the other name keeps its bytes.
+    append("a.txt", b"again\n");
+    let other = ctx.dir("outside").join("other-name");
+    std::fs::hard_link(t.join("a.txt"), &other).expect("link");
+    let held = std::fs::read(&other).expect("read");
+    let run = restore(&ctx, &target, "ws");
+    run.ok();
+    assert_eq!(snapshot(&t), snapshot(&ctx.work.join("tree")));
+    assert_ne!(inode("a.txt"), a, "a.txt was written anew");
+    assert_eq!(
+        std::fs::read(&other).expect("read"),
+        held,
+        "the other name is as it was"
+    );
+
+    // Read-only to its owner: written anew too, with the entry's mode.
+    let b_now = inode("nested/deeper/b.json");
+    append("nested/deeper/b.json", b"more\n");
+    std::fs::set_permissions(
+        t.join("nested/deeper/b.json"),
+        std::fs::Permissions::from_mode(0o444),
+    )
+    .expect("chmod");
+    let run = restore(&ctx, &target, "ws");
+    run.ok();
+    assert_eq!(snapshot(&t), snapshot(&ctx.work.join("tree")));
+    assert_ne!(
+        inode("nested/deeper/b.json"),
+        b_now,
+        "b.json was written anew"
+    );
+}
+
 /// The copies of restored indexes the job's state keeps.
 fn index_copies(ctx: &TestContext) -> Vec<std::path::PathBuf> {
     let dir = ctx.home.join(".local/state/ferry/caches/indexes");

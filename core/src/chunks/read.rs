@@ -16,7 +16,7 @@ use crate::archive::ArchiveError;
 use crate::entry::EntryError;
 use crate::manifest::DataRef;
 use crate::store::Store;
-use crate::unpack::{Lander, Mirror, Probe, Prober, Source};
+use crate::unpack::{Fix, Lander, Mirror, Probe, Prober, Source};
 
 /// Reads an entry's index: exactly its recorded size, its SHA-256 checked, then parsed and
 /// checked; every pack it names must be one the manifest lists, and every block must lie
@@ -147,7 +147,7 @@ trait Sink {
         mode: u32,
         mtime: i64,
         size: u64,
-        fix: bool,
+        fix: Fix,
     ) -> Result<(), ArchiveError>;
     fn hard_link(&mut self, name: &str, target: &str) -> Result<(), ArchiveError>;
     /// The file the check found at `name`'s place (device and inode), opened for reading.
@@ -194,7 +194,7 @@ impl Sink for Lander {
         mode: u32,
         mtime: i64,
         size: u64,
-        fix: bool,
+        fix: Fix,
     ) -> Result<(), ArchiveError> {
         Lander::keep(self, name.as_bytes(), mode, mtime, size, fix)
     }
@@ -351,7 +351,7 @@ pub async fn land(
     let unchanged = checked
         .kept
         .iter()
-        .filter(|(_, k)| !k.fix)
+        .filter(|(_, k)| k.fix == Fix::Nothing)
         .map(|(&i, k)| (i, k.id))
         .collect();
     let (lander, downloaded) = feed(store, lander, Arc::clone(&index), checked).await?;
@@ -369,8 +369,9 @@ pub async fn land(
 /// A file already at its place with the entry's content, kept.
 #[derive(Debug, Clone, Copy)]
 struct Kept {
-    /// Its mode or time differ from the entry's and are set at commit.
-    fix: bool,
+    /// What commit sets: its mode or time where they differ from the entry's, and its
+    /// length when bytes were appended to it since.
+    fix: Fix,
     /// What `lstat` said of it.
     id: FileId,
 }
@@ -456,9 +457,10 @@ fn check_files(lander: &mut Lander, index: &Index, footprint: &Footprint) -> Che
                         let Some(stat) = prober.found(&e.name, &mut probe) else {
                             continue;
                         };
+                        let meta = stat.mode & 0o7777 != crate::unpack::restored_mode(e.mode)
+                            || stat.mtime.0 != e.mtime;
                         let kept = Kept {
-                            fix: stat.mode & 0o7777 != crate::unpack::restored_mode(e.mode)
-                                || stat.mtime.0 != e.mtime,
+                            fix: if meta { Fix::Meta } else { Fix::Nothing },
                             id: FileId::of(&stat),
                         };
                         // A file its footprint vouches for is kept unread; any other is read
@@ -474,8 +476,15 @@ fn check_files(lander: &mut Lander, index: &Index, footprint: &Footprint) -> Che
                             continue;
                         };
                         let local = chunks_held(file, index, &e.chunks, &mut buf);
-                        if stat.size == e.size && local.iter().all(|&held| held) {
+                        let whole = local.iter().all(|&held| held);
+                        if stat.size == e.size && whole {
                             checked.kept.insert(i, kept);
+                        } else if stat.size > e.size && whole && stat.may_cut() {
+                            // The entry's content, then bytes appended since: cut back at
+                            // commit rather than written again.
+                            let (dev, ino) = (stat.dev, stat.ino);
+                            let fix = Fix::Cut { dev, ino };
+                            checked.kept.insert(i, Kept { fix, ..kept });
                         } else if local.contains(&true) {
                             let (dev, ino) = (stat.dev, stat.ino);
                             checked.seeds.insert(i, Seed { local, dev, ino });
@@ -821,7 +830,7 @@ async fn feed<S: Sink + Send + 'static>(
                             sink.hard_link(&e.name, e.target.as_deref().unwrap_or_default())?
                         }
                         Kind::File if kept.contains_key(&i) => {
-                            let fix = kept.get(&i).is_none_or(|k| k.fix);
+                            let fix = kept.get(&i).map_or(Fix::Meta, |k| k.fix);
                             sink.keep(&e.name, e.mode, e.mtime, e.size, fix)?
                         }
                         Kind::File => {
@@ -1041,7 +1050,7 @@ impl<W: Write> Sink for ExportSink<W> {
             }
         })
     }
-    fn keep(&mut self, _: &str, _: u32, _: i64, _: u64, _: bool) -> Result<(), ArchiveError> {
+    fn keep(&mut self, _: &str, _: u32, _: i64, _: u64, _: Fix) -> Result<(), ArchiveError> {
         Err(ArchiveError::Internal {
             what: "an export keeps no files".into(),
         })

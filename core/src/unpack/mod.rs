@@ -1259,7 +1259,7 @@ impl Lander {
         mode: u32,
         mtime: i64,
         size: u64,
-        fix: bool,
+        fix: Fix,
     ) -> Result<(), ArchiveError> {
         self.count_bytes(raw, size)?;
         let name = self.enter(raw, &Kind::File)?;
@@ -1274,7 +1274,7 @@ impl Lander {
             }
             _ => self.parent_of(&name)?.1,
         };
-        if fresh || fix {
+        if fresh || fix != Fix::Nothing {
             let dest = (self.src().resolve)(&name);
             if fresh {
                 return Err(ArchiveError::Conflict {
@@ -1282,7 +1282,16 @@ impl Lander {
                     reason: "it changed while it was being restored; restore again".into(),
                 });
             }
-            self.plan.kept.push((dest, restored_mode(mode), mtime));
+            let cut = match fix {
+                Fix::Cut { dev, ino } => Some(stage::Cut { size, dev, ino }),
+                _ => None,
+            };
+            self.plan.kept.push(stage::KeptFile {
+                path: dest,
+                mode: restored_mode(mode),
+                mtime,
+                cut,
+            });
         }
         self.stats.files += 1;
         self.stats.kept += 1;
@@ -1674,6 +1683,9 @@ pub struct Stat {
     pub mode: u32,
     pub mtime: (i64, i64),
     pub ctime: (i64, i64),
+    /// How many names the file has.
+    pub nlink: u64,
+    pub uid: u32,
 }
 
 impl From<&fs::Metadata> for Stat {
@@ -1686,6 +1698,8 @@ impl From<&fs::Metadata> for Stat {
             mode: m.mode(),
             mtime: (m.mtime(), m.mtime_nsec()),
             ctime: (m.ctime(), m.ctime_nsec()),
+            nlink: m.nlink(),
+            uid: m.uid(),
         }
     }
 }
@@ -1700,6 +1714,8 @@ impl From<&rustix::fs::Stat> for Stat {
             mode: s.st_mode as u32,
             mtime: (s.st_mtime as i64, s.st_mtime_nsec as i64),
             ctime: (s.st_ctime as i64, s.st_ctime_nsec as i64),
+            nlink: s.st_nlink as u64,
+            uid: s.st_uid as u32,
         }
     }
 }
@@ -1708,6 +1724,29 @@ impl Stat {
     pub fn is_file(&self) -> bool {
         self.mode & libc::S_IFMT == libc::S_IFREG
     }
+
+    /// Whether this restore may cut the file back in place: a regular file with no other
+    /// name (cutting it changes no file outside the target), which this user owns and may
+    /// write.
+    pub fn may_cut(&self) -> bool {
+        self.is_file()
+            && self.nlink == 1
+            && self.mode & 0o200 != 0
+            && self.uid == rustix::process::geteuid().as_raw()
+    }
+}
+
+/// What a file kept in place needs at commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fix {
+    /// Nothing: its content, mode and time are the entry's.
+    Nothing,
+    /// Its mode or time.
+    Meta,
+    /// Cutting back to the entry's size (it holds the entry's content, then bytes appended
+    /// since), then its mode and time. The file found must still be the one with this
+    /// device and inode, and have no other name.
+    Cut { dev: u64, ino: u64 },
 }
 
 pub struct Prober<'a> {

@@ -66,8 +66,27 @@ pub(crate) struct Plan {
     pub seen: HashSet<OsString>,
     /// What a mirroring restore removes, moved aside first at commit.
     pub removals: Vec<Removal>,
-    /// Files kept as they were, with the mode and mtime the entry gives them.
-    pub kept: Vec<(PathBuf, u32, i64)>,
+    /// Files kept in place whose mode, time or length commit sets.
+    pub kept: Vec<KeptFile>,
+}
+
+/// A file kept in place, with the mode and mtime the entry gives it.
+#[derive(Debug)]
+pub(crate) struct KeptFile {
+    pub path: PathBuf,
+    pub mode: u32,
+    pub mtime: i64,
+    /// The length to cut it back to first.
+    pub cut: Option<Cut>,
+}
+
+/// A file cut back to `size` bytes at commit: the entry's content, then bytes appended since.
+/// It must still be the file found (`dev`, `ino`) and have no other name.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cut {
+    pub size: u64,
+    pub dev: u64,
+    pub ino: u64,
 }
 
 impl Plan {
@@ -193,8 +212,8 @@ impl Plan {
         for (dir, (mode, mtime)) in meta {
             set_folder_meta(&dir, mode, mtime)?;
         }
-        for (file, mode, mtime) in std::mem::take(&mut self.kept) {
-            set_file_meta(&file, mode, mtime)?;
+        for kept in std::mem::take(&mut self.kept) {
+            set_file_meta(&kept)?;
         }
         Ok(())
     }
@@ -280,9 +299,17 @@ fn set_folder_meta(dir: &Path, mode: u32, mtime: i64) -> Result<(), ArchiveError
     Ok(())
 }
 
-/// Sets a kept file's mode and mtime where they differ, through a handle opened without
-/// following a link.
-fn set_file_meta(file: &Path, mode: u32, mtime: i64) -> Result<(), ArchiveError> {
+/// Cuts a kept file back where it is to be, and sets its mode and mtime where they differ,
+/// through a handle opened without following a link.
+fn set_file_meta(kept: &KeptFile) -> Result<(), ArchiveError> {
+    use std::os::unix::fs::MetadataExt;
+    let KeptFile {
+        path: file,
+        mode,
+        mtime,
+        cut,
+    } = kept;
+    let (mode, mtime) = (*mode, *mtime);
     let io = |op| {
         move |source| ArchiveError::Io {
             op,
@@ -292,6 +319,7 @@ fn set_file_meta(file: &Path, mode: u32, mtime: i64) -> Result<(), ArchiveError>
     };
     let handle = OpenOptions::new()
         .read(true)
+        .write(cut.is_some())
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(file)
         .map_err(io("open"))?;
@@ -301,12 +329,22 @@ fn set_file_meta(file: &Path, mode: u32, mtime: i64) -> Result<(), ArchiveError>
             "it is no longer a regular file",
         )));
     }
+    if let Some(cut) = cut {
+        if (m.dev(), m.ino()) != (cut.dev, cut.ino) || m.nlink() != 1 || m.len() < cut.size {
+            return Err(ArchiveError::Conflict {
+                path: file.display().to_string(),
+                reason: "it changed while it was being restored; restore again".into(),
+            });
+        }
+        handle.set_len(cut.size).map_err(io("cut back"))?;
+    }
     if m.permissions().mode() & 0o7777 != mode {
         handle
             .set_permissions(fs::Permissions::from_mode(mode))
             .map_err(io("set the mode of"))?;
     }
-    if FileTime::from_last_modification_time(&m).unix_seconds() != mtime {
+    // Cutting a file back sets its mtime to now.
+    if cut.is_some() || FileTime::from_last_modification_time(&m).unix_seconds() != mtime {
         filetime::set_file_handle_times(&handle, None, Some(FileTime::from_unix_time(mtime, 0)))
             .map_err(io("set the time of"))?;
     }
