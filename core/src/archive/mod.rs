@@ -105,6 +105,14 @@ pub enum ArchiveError {
 }
 
 impl ArchiveError {
+    /// `path`, in the target, changed while a restore was laying it down.
+    pub fn changed_meanwhile(path: impl Into<String>) -> Self {
+        ArchiveError::Conflict {
+            path: path.into(),
+            reason: "it changed while it was being restored; restore again".into(),
+        }
+    }
+
     /// True for failures of integrity: a digest mismatch, a corrupt or an unsafe archive.
     pub fn is_integrity(&self) -> bool {
         matches!(

@@ -691,10 +691,7 @@ impl FileReader<'_> {
         use std::os::unix::fs::FileExt;
         if file.read_exact_at(&mut bytes, offset).is_err() || ChunkHash::of(&bytes) != *chunk.hash()
         {
-            return Err(ArchiveError::Conflict {
-                path: self.name.to_string(),
-                reason: "it changed while it was being restored; restore again".into(),
-            });
+            return Err(ArchiveError::changed_meanwhile(self.name));
         }
         Ok(bytes.into())
     }

@@ -1226,10 +1226,7 @@ impl Lander {
         let name = rules::check_name(name.as_bytes(), &self.src().roots)
             .map_err(|r| unsafe_entry(name.as_bytes(), r.to_string()))?;
         let dest = (self.src().resolve)(&name);
-        let changed = || ArchiveError::Conflict {
-            path: dest.display().to_string(),
-            reason: "it changed while it was being restored; restore again".into(),
-        };
+        let changed = || ArchiveError::changed_meanwhile(dest.display().to_string());
         let file = fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -1277,10 +1274,7 @@ impl Lander {
         if fresh || fix != Fix::Nothing {
             let dest = (self.src().resolve)(&name);
             if fresh {
-                return Err(ArchiveError::Conflict {
-                    path: dest.display().to_string(),
-                    reason: "it changed while it was being restored; restore again".into(),
-                });
+                return Err(ArchiveError::changed_meanwhile(dest.display().to_string()));
             }
             let cut = match fix {
                 Fix::Cut { dev, ino } => Some(stage::Cut { size, dev, ino }),

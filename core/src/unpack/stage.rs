@@ -331,10 +331,7 @@ fn set_file_meta(kept: &KeptFile) -> Result<(), ArchiveError> {
     }
     if let Some(cut) = cut {
         if (m.dev(), m.ino()) != (cut.dev, cut.ino) || m.nlink() != 1 || m.len() < cut.size {
-            return Err(ArchiveError::Conflict {
-                path: file.display().to_string(),
-                reason: "it changed while it was being restored; restore again".into(),
-            });
+            return Err(ArchiveError::changed_meanwhile(file.display().to_string()));
         }
         handle.set_len(cut.size).map_err(io("cut back"))?;
     }
