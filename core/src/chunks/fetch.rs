@@ -212,14 +212,24 @@ pub(crate) struct Request {
 }
 
 /// Groups consecutive loads of nearby blocks of one pack into requests; `fetched[b]` is how
-/// many of block `b`'s stored bytes to fetch (see [`fetched_len`]).
-pub(crate) fn requests(index: &Index, loads: &[u32], fetched: &[u64]) -> Vec<Request> {
+/// many of block `b`'s stored bytes to fetch (see [`fetched_len`]). A block for which
+/// `alone` is true gets a request of its own.
+pub(crate) fn requests(
+    index: &Index,
+    loads: &[u32],
+    fetched: &[u64],
+    alone: impl Fn(u32) -> bool,
+) -> Vec<Request> {
     let mut out: Vec<Request> = Vec::new();
+    let mut last_alone = false;
     for &b in loads {
         let block = &index.blocks[b as usize];
         let len = fetched[b as usize];
         let span = block.offset()..block.offset() + len;
-        if let Some(last) = out.last_mut() {
+        let this_alone = alone(b);
+        let joins = !this_alone && !last_alone;
+        last_alone = this_alone;
+        if let Some(last) = out.last_mut().filter(|_| joins) {
             if last.pack == block.pack()
                 && span.start >= last.span.end
                 && span.start - last.span.end <= GAP
@@ -238,6 +248,110 @@ pub(crate) fn requests(index: &Index, loads: &[u32], fetched: &[u64]) -> Vec<Req
         });
     }
     out
+}
+
+/// A block's stored bytes (all of them or their start), fetched before the plan was made:
+/// `at` of what one request of [`Early`] brings.
+#[derive(Clone)]
+pub(crate) struct EarlyBlock {
+    bytes: futures::future::Shared<futures::future::BoxFuture<'static, EarlyBytes>>,
+    at: Range<usize>,
+}
+
+type EarlyBytes = Result<bytes::Bytes, Arc<StoreError>>;
+
+/// The most stored bytes fetched ahead of the plan: they wait in memory until the restore
+/// writes the files they carry.
+const EARLY_MAX: u64 = 16 * 1024 * 1024;
+
+/// Fetching ahead of the plan, from a store read by ranges over a network: while the files
+/// on disk are checked, each file found to need all of its chunks (missing, or holding none
+/// of them) is sent here, and the blocks carrying its chunks are fetched at once (nearby
+/// blocks of one pack in one request, as [`requests`] groups them), up to [`EARLY_MAX`]
+/// bytes. The check of a restore into a folder holding most of its entry otherwise delays
+/// the first request by the time it takes to look at every file.
+pub(crate) struct Early {
+    pub tx: tokio::sync::mpsc::UnboundedSender<usize>,
+    task: tokio::task::JoinHandle<(HashMap<u32, EarlyBlock>, u64)>,
+}
+
+impl Early {
+    pub(crate) fn start(store: &Store, index: Arc<Index>) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+        let store = store.clone();
+        let task = tokio::spawn(async move {
+            let mut early: HashMap<u32, EarlyBlock> = HashMap::new();
+            let mut fetched = vec![0u64; index.blocks.len()];
+            let mut total = 0u64;
+            let permits = Arc::new(tokio::sync::Semaphore::new(REMOTE_CONCURRENCY));
+            let mut files = Vec::new();
+            while rx.recv_many(&mut files, 1024).await > 0 {
+                if total >= EARLY_MAX {
+                    files.clear();
+                    continue;
+                }
+                let mut uses: std::collections::BTreeMap<u32, Vec<u32>> = Default::default();
+                for i in files.drain(..) {
+                    for &c in &index.entries[i].chunks {
+                        let b = index.chunks[c as usize].0;
+                        if !early.contains_key(&b) {
+                            uses.entry(b).or_default().push(c);
+                        }
+                    }
+                }
+                for (&b, uses) in &uses {
+                    fetched[b as usize] = fetched_len(&index, b, uses);
+                }
+                let loads: Vec<u32> = uses.into_keys().collect();
+                for r in requests(&index, &loads, &fetched, |_| false) {
+                    if total >= EARLY_MAX {
+                        break;
+                    }
+                    total += r.span.end - r.span.start;
+                    let (store, permits) = (store.clone(), Arc::clone(&permits));
+                    let path = index.packs[r.pack].clone();
+                    let span = r.span.clone();
+                    let bytes: futures::future::BoxFuture<'static, EarlyBytes> =
+                        Box::pin(async move {
+                            let _permit = permits.acquire_owned().await;
+                            store.get_range(&path, span).await.map_err(Arc::new)
+                        });
+                    let bytes = futures::FutureExt::shared(bytes);
+                    tokio::spawn(bytes.clone());
+                    for &(b, off, len) in &r.blocks {
+                        let at = off..off + len;
+                        let bytes = bytes.clone();
+                        early.insert(b, EarlyBlock { bytes, at });
+                    }
+                }
+            }
+            (early, total)
+        });
+        Early { tx, task }
+    }
+
+    /// The blocks fetched ahead (in flight or done), and the bytes asked for: once the
+    /// check has ended (and with it every sender).
+    pub(crate) async fn finish(self) -> (HashMap<u32, EarlyBlock>, u64) {
+        drop(self.tx);
+        self.task.await.unwrap_or_default()
+    }
+}
+
+impl EarlyBlock {
+    /// Its stored bytes as fetched.
+    pub(crate) fn len(&self) -> u64 {
+        (self.at.end - self.at.start) as u64
+    }
+
+    /// Its bytes, copied into `buf`: fewer than [`EarlyBlock::len`] when the store gave fewer.
+    async fn into_buf(self, buf: &mut Vec<u8>) -> Result<(), StoreError> {
+        let bytes = self.bytes.await.map_err(|e| clone_store_error(&e))?;
+        let end = self.at.end.min(bytes.len());
+        buf.clear();
+        buf.extend_from_slice(&bytes[self.at.start.min(end)..end]);
+        Ok(())
+    }
 }
 
 /// A decompressed, checked block, or why there is none.
@@ -300,6 +414,7 @@ pub(crate) fn start(
     local: LocalPacks,
     uses: Arc<Vec<Vec<u32>>>,
     refetched: Arc<AtomicU64>,
+    mut early: HashMap<u32, EarlyBlock>,
 ) -> (
     std::sync::mpsc::Receiver<Loaded>,
     tokio::task::JoinHandle<Option<Failure>>,
@@ -475,12 +590,18 @@ pub(crate) fn start(
                 let path = index.packs[r.pack].clone();
                 let span = r.span.clone();
                 let buffers = buffers.clone();
+                // A block fetched ahead is taken at its first load.
+                let ahead = match r.blocks[..] {
+                    [(b, ..)] => early.remove(&b),
+                    _ => None,
+                };
                 async move {
                     let mut buf = buffers.take();
-                    store
-                        .get_range_into(&path, span, &mut buf)
-                        .await
-                        .map(|()| (i, buf))
+                    match ahead {
+                        Some(block) => block.into_buf(&mut buf).await,
+                        None => store.get_range_into(&path, span, &mut buf).await,
+                    }
+                    .map(|()| (i, buf))
                 }
             })
             .collect();
@@ -852,7 +973,7 @@ mod tests {
             vec![],
         );
         let whole: Vec<u64> = i.blocks.iter().map(|b| b.stored()).collect();
-        let r = requests(&i, &[0, 1, 2, 3, 0], &whole);
+        let r = requests(&i, &[0, 1, 2, 3, 0], &whole, |_| false);
         let spans: Vec<_> = r.iter().map(|r| (r.pack, r.span.clone())).collect();
         assert_eq!(
             spans,
@@ -864,6 +985,10 @@ mod tests {
             ]
         );
         assert_eq!(r[0].blocks, [(0, 0, 100), (1, 100, 100)]);
+        // A block fetched ahead of the plan is a request of its own.
+        let r = requests(&i, &[0, 1, 2, 3, 0], &whole, |b| b == 1);
+        let spans: Vec<_> = r.iter().map(|r| (r.pack, r.span.clone())).collect();
+        assert_eq!(spans[..2], [(0, 0..100), (0, 100..200)]);
     }
 
     #[test]

@@ -248,6 +248,10 @@ pub async fn land(
         }
         _ => None,
     };
+    let found_a_root = source
+        .roots
+        .iter()
+        .any(|r| std::fs::symlink_metadata((source.resolve)(r)).is_ok_and(|m| m.is_dir()));
     // Each root already a folder on disk is walked for names the entry does not hold from
     // now, while the index is fetched and then while files are checked and fetched; the walk
     // learns the entry's names once the index is read, and the lander takes it at its end.
@@ -330,13 +334,25 @@ pub async fn land(
         None => Footprint::default(),
     };
     let keep_existing = on_disk.keep;
+    // Into a folder already there, from a store read by ranges over a network, what the
+    // check finds missing is fetched while it goes on (into an empty one, the check is
+    // quick and the plan fetches everything).
+    let ahead = keep_existing
+        && found_a_root
+        && store.capabilities().ranged_get
+        && index
+            .packs
+            .first()
+            .is_some_and(|p| store.local_path(p).is_none());
+    let early = ahead.then(|| fetch::Early::start(store, Arc::clone(&index)));
     let planned = {
         let index = Arc::clone(&index);
+        let missing = early.as_ref().map(|e| e.tx.clone());
         tokio::task::spawn_blocking(move || {
             lander.begin(source);
             lander.reserve(index.entries.len());
             let checked = if keep_existing {
-                check_files(&mut lander, &index, &footprint)
+                check_files(&mut lander, &index, &footprint, missing)
             } else {
                 Checked::default()
             };
@@ -354,7 +370,7 @@ pub async fn land(
         .filter(|(_, k)| k.fix == Fix::Nothing)
         .map(|(&i, k)| (i, k.id))
         .collect();
-    let (lander, downloaded) = feed(store, lander, Arc::clone(&index), checked).await?;
+    let (lander, downloaded) = feed(store, lander, Arc::clone(&index), checked, early).await?;
     Ok((
         lander,
         LandOutcome {
@@ -398,8 +414,14 @@ struct Checked {
 /// is read and hashed chunk by chunk against the index, unless `footprint` vouches for it.
 /// A file with the entry's content is kept; one holding only some of its chunks at their
 /// offsets seeds the file written in its place. The lander takes the folders the check
-/// found as its own look at them.
-fn check_files(lander: &mut Lander, index: &Index, footprint: &Footprint) -> Checked {
+/// found as its own look at them. Each file found to need all of its chunks (not there, or
+/// holding none of them) goes to `missing` at once.
+fn check_files(
+    lander: &mut Lander,
+    index: &Index,
+    footprint: &Footprint,
+    missing: Option<tokio::sync::mpsc::UnboundedSender<usize>>,
+) -> Checked {
     let prober = lander.prober();
     // A file other names link to is written again with them: a hard link is made to a file
     // this restore writes, never to one already on disk.
@@ -445,6 +467,7 @@ fn check_files(lander: &mut Lander, index: &Index, footprint: &Footprint) -> Che
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 let (prober, files, runs, next) = (&prober, &files, &runs, &next);
+                let missing = missing.as_ref();
                 scope.spawn(move || {
                     let mut buf = vec![0u8; super::CHUNK_MAX as usize];
                     let mut probe = Probe::default();
@@ -454,7 +477,13 @@ fn check_files(lander: &mut Lander, index: &Index, footprint: &Footprint) -> Che
                     });
                     for &i in claimed.flat_map(|run| &files[run.clone()]) {
                         let e = &index.entries[i];
+                        let needs_all = || {
+                            if let Some(tx) = missing {
+                                let _ = tx.send(i);
+                            }
+                        };
                         let Some(stat) = prober.found(&e.name, &mut probe) else {
+                            needs_all();
                             continue;
                         };
                         let meta = stat.mode & 0o7777 != crate::unpack::restored_mode(e.mode)
@@ -473,6 +502,7 @@ fn check_files(lander: &mut Lander, index: &Index, footprint: &Footprint) -> Che
                             continue;
                         }
                         let Some(file) = Prober::open(&probe, &e.name, &stat) else {
+                            needs_all();
                             continue;
                         };
                         let local = chunks_held(file, index, &e.chunks, &mut buf);
@@ -488,6 +518,8 @@ fn check_files(lander: &mut Lander, index: &Index, footprint: &Footprint) -> Che
                         } else if local.contains(&true) {
                             let (dev, ino) = (stat.dev, stat.ino);
                             checked.seeds.insert(i, Seed { local, dev, ino });
+                        } else {
+                            needs_all();
                         }
                     }
                     (checked, probe)
@@ -741,6 +773,7 @@ async fn feed<S: Sink + Send + 'static>(
     sink: S,
     index: Arc<Index>,
     checked: Checked,
+    early: Option<fetch::Early>,
 ) -> Result<(S, u64), EntryError> {
     let Checked { kept, seeds } = checked;
     // The chunks each written file takes from the blocks: all of them, but those its seed
@@ -776,13 +809,29 @@ async fn feed<S: Sink + Send + 'static>(
         }
     }
     // A block is fetched whole, or only as far as the chunks read from it need.
-    let fetched_len: Vec<u64> = block_uses
+    let mut fetched_len: Vec<u64> = block_uses
         .iter()
         .enumerate()
         .map(|(b, uses)| fetch::fetched_len(&index, b as u32, uses))
         .collect();
-    let reqs = fetch::requests(&index, &loads, &fetched_len);
-    let downloaded: u64 = reqs.iter().map(|r| r.span.end - r.span.start).sum();
+    // A block fetched ahead is taken as it was fetched, in a request of its own (at its
+    // first load; a later one fetches it again).
+    let (early, early_bytes) = match early {
+        Some(early) => early.finish().await,
+        None => Default::default(),
+    };
+    for (&b, ahead) in &early {
+        fetched_len[b as usize] = ahead.len();
+    }
+    let reqs = fetch::requests(&index, &loads, &fetched_len, |b| early.contains_key(&b));
+    let downloaded: u64 = {
+        let mut ahead: HashSet<u32> = early.keys().copied().collect();
+        let asked = reqs
+            .iter()
+            .filter(|r| !matches!(r.blocks[..], [(b, ..)] if ahead.remove(&b)))
+            .map(|r| r.span.end - r.span.start);
+        early_bytes + asked.sum::<u64>()
+    };
     let needed: Vec<usize> = {
         let mut p: Vec<usize> = reqs.iter().map(|r| r.pack).collect();
         p.sort_unstable();
@@ -799,6 +848,7 @@ async fn feed<S: Sink + Send + 'static>(
         local,
         Arc::new(block_uses),
         Arc::clone(&refetched),
+        early,
     );
     let residency = Residency::new(uses);
     let fed = {
@@ -1078,7 +1128,7 @@ pub async fn export<W: Write + Send + 'static>(
     out: W,
 ) -> Result<W, EntryError> {
     let index = Arc::new(read_index(store, data, packs).await?);
-    let (sink, _) = feed(store, ExportSink::new(out), index, Checked::default()).await?;
+    let (sink, _) = feed(store, ExportSink::new(out), index, Checked::default(), None).await?;
     Ok(sink.finish()?)
 }
 

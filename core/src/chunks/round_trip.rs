@@ -607,3 +607,79 @@ async fn a_footprint_settles_folders_only_for_a_restore_of_the_entry_it_was_left
     assert!(Footprint::settled(&prints, &at, "tree", &first.data.sha256).is_none());
     Ok(())
 }
+
+#[tokio::test]
+async fn a_restore_from_a_ranged_store_fetches_what_its_check_finds_missing_and_lays_it_down_whole()
+-> Result<()> {
+    // A store read by ranges, not on this machine: the files the check finds missing, or
+    // holding none of their chunks, are fetched while it goes on.
+    let dir = tempfile::tempdir()?;
+    let store = Store::open("memory://", &Environment::default())?;
+    let work = dir.path().join("work");
+    tree(&work)?;
+    // Small files of their own content, over several blocks.
+    let body = |n: u32, salt: u32| -> Vec<u8> {
+        let mut x = n << 8 | salt << 1 | 1;
+        (0..3000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x % 23) as u8 + b'a'
+            })
+            .collect()
+    };
+    for n in 0..300 {
+        std::fs::write(work.join(format!("tree/sub/f{n:03}")), body(n, 0))?;
+    }
+    let packed = save(&store, &work, Known::default()).await?;
+    let stored: u64 = packed.tree.packs.iter().map(|p| p.size).sum();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out)?;
+    restore(&store, &packed, &out, true).await?;
+
+    // Removed, rewritten through at the same size, and one cut short (it seeds its file).
+    for n in (0..300).step_by(7) {
+        std::fs::remove_file(out.join(format!("tree/sub/f{n:03}")))?;
+    }
+    for n in (3..300).step_by(11) {
+        std::fs::write(out.join(format!("tree/sub/f{n:03}")), body(n, 1))?;
+    }
+    std::fs::write(out.join("tree/sub/big.bin"), b"short")?;
+    let (landed, landing) = land(
+        &store,
+        &packed,
+        &out,
+        true,
+        None,
+        Lander::new(LandOptions::default()),
+    )
+    .await?;
+    let stats = landed.commit_async().await?;
+    assert_eq!(snapshot(&out.join("tree")), snapshot(&work.join("tree")));
+    let fetched = landing.downloaded;
+    let written = 300u64.div_ceil(7) + (3..300).step_by(11).filter(|n| n % 7 != 0).count() as u64;
+    // And `big.bin`, and `run.sh` with the other name it has, written on every restore.
+    assert_eq!(stats.files - stats.kept, written + 3, "{stats:?}");
+    let index = packed.data.size;
+    assert!(
+        landing.downloaded > index && landing.downloaded - index <= stored,
+        "{} bytes downloaded, {stored} stored, index {index}",
+        landing.downloaded
+    );
+
+    // Nothing missing: the index and the block of `run.sh` are fetched.
+    let (landed, landing) = land(
+        &store,
+        &packed,
+        &out,
+        true,
+        None,
+        Lander::new(LandOptions::default()),
+    )
+    .await?;
+    landed.commit_async().await?;
+    assert_eq!(snapshot(&out.join("tree")), snapshot(&work.join("tree")));
+    assert!(landing.downloaded < fetched, "{} bytes", landing.downloaded);
+    Ok(())
+}
