@@ -28,7 +28,7 @@ const RETAINED_BYTES: usize = 2 * 1024 * 1024;
 /// not fit in memory downloaded 108 MiB for 94 MiB stored.
 const SPILLED_BYTES: u64 = 1024 * 1024 * 1024;
 /// Unneeded bytes between two blocks still fetched in one request rather than two.
-const GAP: u64 = 64 * 1024;
+pub(crate) const GAP: u64 = 64 * 1024;
 /// The largest request. Through a 125 MB/s link, 1 MiB requests four at a time keep it as
 /// busy as 2 MiB six at a time, and a restore of `node_modules` peaks 13 MiB lower.
 const RANGE_MAX: u64 = 1024 * 1024;
@@ -211,13 +211,14 @@ pub(crate) struct Request {
     pub blocks: Vec<(u32, usize, usize)>,
 }
 
-/// Groups consecutive loads of nearby blocks of one pack into requests; `fetched[b]` is how
-/// many of block `b`'s stored bytes to fetch (see [`fetched_len`]). A block for which
-/// `alone` is true gets a request of its own.
+/// Groups consecutive loads of blocks of one pack at most `gap` bytes apart into requests;
+/// `fetched[b]` is how many of block `b`'s stored bytes to fetch (see [`fetched_len`]). A
+/// block for which `alone` is true gets a request of its own.
 pub(crate) fn requests(
     index: &Index,
     loads: &[u32],
     fetched: &[u64],
+    gap: u64,
     alone: impl Fn(u32) -> bool,
 ) -> Vec<Request> {
     let mut out: Vec<Request> = Vec::new();
@@ -232,7 +233,7 @@ pub(crate) fn requests(
         if let Some(last) = out.last_mut().filter(|_| joins) {
             if last.pack == block.pack()
                 && span.start >= last.span.end
-                && span.start - last.span.end <= GAP
+                && span.start - last.span.end <= gap
                 && span.end - last.span.start <= RANGE_MAX
             {
                 last.blocks
@@ -268,7 +269,7 @@ const EARLY_MAX: u64 = 16 * 1024 * 1024;
 /// on disk are checked, each file found to need all of its chunks (missing, or holding none
 /// of them) is sent here, and the blocks carrying its chunks are fetched at once (nearby
 /// blocks of one pack in one request, as [`requests`] groups them), up to [`EARLY_MAX`]
-/// bytes. The check of a restore into a folder holding most of its entry otherwise delays
+/// bytes. A block a request passes over is taken from it too, as far as it carries it. The check of a restore into a folder holding most of its entry otherwise delays
 /// the first request by the time it takes to look at every file.
 pub(crate) struct Early {
     pub tx: tokio::sync::mpsc::UnboundedSender<usize>,
@@ -284,6 +285,13 @@ impl Early {
             let mut fetched = vec![0u64; index.blocks.len()];
             let mut total = 0u64;
             let permits = Arc::new(tokio::sync::Semaphore::new(REMOTE_CONCURRENCY));
+            // The blocks in the order they lie in the packs.
+            let place = |b: u32| {
+                let block = &index.blocks[b as usize];
+                (block.pack(), block.offset())
+            };
+            let mut by_place: Vec<u32> = (0..index.blocks.len() as u32).collect();
+            by_place.sort_unstable_by_key(|&b| place(b));
             let mut files = Vec::new();
             while rx.recv_many(&mut files, 1024).await > 0 {
                 if total >= EARLY_MAX {
@@ -303,7 +311,7 @@ impl Early {
                     fetched[b as usize] = fetched_len(&index, b, uses);
                 }
                 let loads: Vec<u32> = uses.into_keys().collect();
-                for r in requests(&index, &loads, &fetched, |_| false) {
+                for r in requests(&index, &loads, &fetched, GAP, |_| false) {
                     if total >= EARLY_MAX {
                         break;
                     }
@@ -318,10 +326,19 @@ impl Early {
                         });
                     let bytes = futures::FutureExt::shared(bytes);
                     tokio::spawn(bytes.clone());
-                    for &(b, off, len) in &r.blocks {
-                        let at = off..off + len;
+                    // Every block that starts in the range, as far as the range carries it:
+                    // those the range was asked for, and those it passes over.
+                    let from = by_place.partition_point(|&b| place(b) < (r.pack, r.span.start));
+                    for &b in by_place[from..]
+                        .iter()
+                        .take_while(|&&b| place(b) < (r.pack, r.span.end))
+                    {
+                        let block = &index.blocks[b as usize];
+                        let end = block.span().end.min(r.span.end);
+                        let at =
+                            (block.offset() - r.span.start) as usize..(end - r.span.start) as usize;
                         let bytes = bytes.clone();
-                        early.insert(b, EarlyBlock { bytes, at });
+                        early.entry(b).or_insert(EarlyBlock { bytes, at });
                     }
                 }
             }
@@ -973,7 +990,7 @@ mod tests {
             vec![],
         );
         let whole: Vec<u64> = i.blocks.iter().map(|b| b.stored()).collect();
-        let r = requests(&i, &[0, 1, 2, 3, 0], &whole, |_| false);
+        let r = requests(&i, &[0, 1, 2, 3, 0], &whole, GAP, |_| false);
         let spans: Vec<_> = r.iter().map(|r| (r.pack, r.span.clone())).collect();
         assert_eq!(
             spans,
@@ -985,10 +1002,14 @@ mod tests {
             ]
         );
         assert_eq!(r[0].blocks, [(0, 0, 100), (1, 100, 100)]);
-        // A block fetched ahead of the plan is a request of its own.
-        let r = requests(&i, &[0, 1, 2, 3, 0], &whole, |b| b == 1);
+        // A block fetched ahead of the plan is a request of its own; with no gap allowed,
+        // only blocks that touch share one.
+        let r = requests(&i, &[0, 1, 2, 3, 0], &whole, GAP, |b| b == 1);
         let spans: Vec<_> = r.iter().map(|r| (r.pack, r.span.clone())).collect();
         assert_eq!(spans[..2], [(0, 0..100), (0, 100..200)]);
+        let r = requests(&i, &[0, 1, 2], &whole, 0, |_| false);
+        let spans: Vec<_> = r.iter().map(|r| r.span.clone()).collect();
+        assert_eq!(spans, [0..200, 100 + 100 + GAP + 1..100 + 100 + GAP + 101]);
     }
 
     #[test]

@@ -815,7 +815,8 @@ async fn feed<S: Sink + Send + 'static>(
         .map(|(b, uses)| fetch::fetched_len(&index, b as u32, uses))
         .collect();
     // A block fetched ahead is taken as it was fetched, in a request of its own (at its
-    // first load; a later one fetches it again).
+    // first load; a later one fetches it again). The others are then fetched without the
+    // bytes between them, which may be some fetched ahead.
     let (early, early_bytes) = match early {
         Some(early) => early.finish().await,
         None => Default::default(),
@@ -823,7 +824,10 @@ async fn feed<S: Sink + Send + 'static>(
     for (&b, ahead) in &early {
         fetched_len[b as usize] = ahead.len();
     }
-    let reqs = fetch::requests(&index, &loads, &fetched_len, |b| early.contains_key(&b));
+    let gap = if early.is_empty() { fetch::GAP } else { 0 };
+    let reqs = fetch::requests(&index, &loads, &fetched_len, gap, |b| {
+        early.contains_key(&b)
+    });
     let downloaded: u64 = {
         let mut ahead: HashSet<u32> = early.keys().copied().collect();
         let asked = reqs
