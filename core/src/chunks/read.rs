@@ -248,10 +248,14 @@ pub async fn land(
         }
         _ => None,
     };
-    let found_a_root = source
+    // The roots already folders on disk (not through a link).
+    let roots_on_disk: Vec<(String, PathBuf)> = source
         .roots
         .iter()
-        .any(|r| std::fs::symlink_metadata((source.resolve)(r)).is_ok_and(|m| m.is_dir()));
+        .map(|r| (r.clone(), (source.resolve)(r)))
+        .filter(|(_, dest)| std::fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()))
+        .collect();
+    let found_a_root = !roots_on_disk.is_empty();
     // Each root already a folder on disk is walked for names the entry does not hold from
     // now, while the index is fetched and then while files are checked and fetched; the walk
     // learns the entry's names once the index is read, and the lander takes it at its end.
@@ -259,11 +263,8 @@ pub async fn land(
     // walk lists only the folders changed since.
     let prints = on_disk.footprints.filter(|_| on_disk.keep);
     let walks: Vec<_> = if on_disk.mirror {
-        source
-            .roots
-            .iter()
-            .map(|r| (r.clone(), (source.resolve)(r)))
-            .filter(|(_, dest)| std::fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()))
+        roots_on_disk
+            .into_iter()
             .map(|(root, dest)| {
                 let (tx, rx) = std::sync::mpsc::channel();
                 let tag = lander.tag().to_string();
