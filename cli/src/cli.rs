@@ -139,7 +139,7 @@ pub struct SaveArgs {
 }
 
 /// The format caches and layers are saved in unless `--format` says otherwise.
-pub const DEFAULT_FORMAT: &str = "zstd";
+pub const DEFAULT_FORMAT: &str = "chunked";
 
 #[derive(Debug, Args)]
 pub struct ScopeArgs {

@@ -34,7 +34,7 @@ env_vars! {
     FERRY_JSON = "FERRY_JSON";
     /// Turn progress bars off (`--no-progress`) when `true`/`1`.
     FERRY_NO_PROGRESS = "FERRY_NO_PROGRESS";
-    /// Format of caches and workspace layers (`--format`): `chunked` (format 2: content-defined chunks in shared packs, so a save uploads only what changed), or format 1's one archive, `zstd`, `gzip` or `tar`.
+    /// Format of caches and workspace layers (`--format`): `chunked` (the default; format 2: content-defined chunks in shared packs, so a save uploads only what changed), or format 1's one archive, `zstd`, `gzip` or `tar`.
     FERRY_FORMAT = "FERRY_FORMAT";
     /// Compression level (`--level`).
     FERRY_LEVEL = "FERRY_LEVEL";
