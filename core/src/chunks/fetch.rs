@@ -34,6 +34,12 @@ pub(crate) const GAP: u64 = 64 * 1024;
 const RANGE_MAX: u64 = 1024 * 1024;
 /// Requests in flight on a remote store.
 const REMOTE_CONCURRENCY: usize = 4;
+/// Requests in flight fetching ahead of the plan ([`Early`]): each carries the blocks of a
+/// few small files, and the requests' time, not their bytes, bounds the fetch (the 98%
+/// restore of `node_modules` through the bench's lane: 0.370 s with 8 against 0.460 s with
+/// 4, and 0.423 s against 0.445 s, medians of 10 and 12 alternating rounds).
+/// `@actions/cache` downloads 8 ranges at a time by default too (`downloadConcurrency`).
+const EARLY_CONCURRENCY: usize = 8;
 /// Threads decompressing and checking blocks.
 const DECOMPRESSORS: usize = 4;
 /// Decompressed blocks queued for the reading side.
@@ -284,7 +290,7 @@ impl Early {
             let mut early: HashMap<u32, EarlyBlock> = HashMap::new();
             let mut fetched = vec![0u64; index.blocks.len()];
             let mut total = 0u64;
-            let permits = Arc::new(tokio::sync::Semaphore::new(REMOTE_CONCURRENCY));
+            let permits = Arc::new(tokio::sync::Semaphore::new(EARLY_CONCURRENCY));
             // The blocks in the order they lie in the packs.
             let place = |b: u32| {
                 let block = &index.blocks[b as usize];
