@@ -142,10 +142,10 @@ def private_copy(exe: Path) -> tuple[Path, str]:
     return copy, digest
 
 
-def ferry_env() -> dict:
+def ferry_env(fmt: str = "zstd") -> dict:
     """The environment ferry runs in: this one minus every CI and FERRY_ variable (ferry
     must not think it is in a CI job or read a developer's settings), with its state and
-    config folders inside bench/work."""
+    config folders inside bench/work, and `fmt` the format of its saves and layers."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("GITHUB_", "CIRCLE", "FERRY_", "RUNNER_", "ACTIONS_", "BUILDKITE", "DRONE"))
            and k not in ("CI", "RUST_LOG")}
@@ -153,6 +153,7 @@ def ferry_env() -> dict:
         env[var] = str(WORK / "xdg" / var.split("_")[1].lower())
         Path(env[var]).mkdir(parents=True, exist_ok=True)
     env["NO_COLOR"] = "1"
+    env["FERRY_FORMAT"] = fmt
     return env
 
 
@@ -665,6 +666,10 @@ def main() -> int:
     ap.add_argument("--baseline", type=Path, metavar="PATH",
                     help="an older ferry binary to time beside this one on the cache corpora, alternating")
     ap.add_argument("--baseline-name", metavar="TEXT", help="what the baseline is (its commit), for the report")
+    ap.add_argument("--format", default="zstd",
+                    help="format of ferry's saves and workspace layers: zstd (format 1, the default, "
+                         "which the results in bench/README.md measure) or chunked (format 2, which "
+                         "bench/chunked.py measures against format 1)")
     ap.add_argument("--no-gzip", action="store_true", help="skip the gzip tar reference (the slowest part)")
     ap.add_argument("--no-real", action="store_true",
                     help="skip the real-tree corpora (npm-real, cargo-real), which need npm and crates.io once")
@@ -730,12 +735,12 @@ def main() -> int:
     else:
         built = build_ferry()
     exe, exe_sha256 = private_copy(built)
-    ferry = Ferry(exe, ferry_env())
+    ferry = Ferry(exe, ferry_env(args.format))
     global BASELINE
     baseline_meta = None
     if args.baseline:
         base_exe, base_sha256 = private_copy(args.baseline.resolve())
-        BASELINE = Ferry(base_exe, ferry_env())
+        BASELINE = Ferry(base_exe, ferry_env(args.format))
         baseline_meta = {"binary": str(args.baseline), "binary_sha256": base_sha256,
                          "name": args.baseline_name or str(args.baseline)}
     TOOLS[:] = [str(exe)] + ([str(BASELINE.exe)] if BASELINE else []) + [p for p in (measure.which(t) for t in ("tar", "zstd", "gzip", "cp")) if p]
